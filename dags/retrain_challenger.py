@@ -1,0 +1,58 @@
+"""
+### retrain_challenger
+
+Trains a **histogram-gradient-boosting challenger** on every purchase whose outcome has matured by the run's
+`as_of` instant, logs it to MLflow (metrics, ROC and calibration plots, a frozen reference sample for drift checks)
+and points the registry alias **`@challenger`** at the new version of `bnpl_default`. The champion is never touched:
+only `promote_challenger` moves `@champion`.
+
+* **Trigger:** manual (Airflow UI → *Trigger*), optionally with `as_of` (ISO date-time, UTC). Default: the run's
+  `run_after`. A drift-asset trigger arrives with `drift_check`.
+* **Idempotent:** re-running the same run (same `as_of`) returns the version registered the first time.
+* **Data:** until the warehouse lands, the labelled history is the simulated Parquet under `SHADOWGATE_HOME/data`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+
+@dag(
+    dag_id="retrain_challenger",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["shadowgate", "training"],
+    params={
+        "as_of": Param("", type="string", description="Train as of this UTC instant (ISO 8601); empty: run_after.")
+    },
+    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+)
+def retrain_challenger() -> None:
+    @task
+    def train_challenger() -> dict[str, object]:
+        from shadowgate.config import MLflowSettings, PathSettings, TrainingSettings
+        from shadowgate.pipelines.retrain import retrain_challenger as run
+
+        context = get_current_context()
+        given = context["params"].get("as_of") or ""
+        as_of = dt.datetime.fromisoformat(given) if given else context["dag_run"].run_after
+        if as_of.tzinfo is None:
+            as_of = as_of.replace(tzinfo=dt.UTC)
+        return run(
+            data_dir=PathSettings().data_dir,
+            as_of=as_of,
+            run_key=f"retrain_challenger/{as_of.astimezone(dt.UTC).isoformat()}",
+            training=TrainingSettings(),
+            mlflow_settings=MLflowSettings(),
+        )
+
+    train_challenger()
+
+
+retrain_challenger()

@@ -1,0 +1,187 @@
+"""``shadowgate`` commands: simulate, train, bootstrap, up/down/status, bench."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from shadowgate.config import DriftScenario, MLflowSettings, PathSettings, SimulationSettings, TrainingSettings
+
+app = typer.Typer(help="shadowgate: safe champion/challenger credit-risk serving for BNPL.", no_args_is_help=True)
+bench_app = typer.Typer(help="Micro-benchmarks that print figures.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _progress(description: str) -> Any:
+    from tqdm import tqdm
+
+    def wrap(iterator: Any, total: int) -> Any:
+        return tqdm(iterator, total=total, desc=description, unit="chunk")
+
+    return wrap
+
+
+def _repo_root() -> Path:
+    """The project folder: the nearest parent of the working directory holding pyproject.toml and dags/."""
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "pyproject.toml").exists() and (candidate / "dags").is_dir():
+            return candidate
+    raise typer.BadParameter(f"run this from the shadowgate project folder (no pyproject.toml + dags/ above {here})")
+
+
+def _simulation_settings(**overrides: Any) -> SimulationSettings:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return SimulationSettings(**{**SimulationSettings().model_dump(), **given})
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: <SHADOWGATE_HOME>/data).")] = None,
+    transactions: Annotated[int | None, typer.Option(help="Purchase attempts in the window.")] = None,
+    customers: Annotated[int | None, typer.Option()] = None,
+    days: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    scenario: Annotated[DriftScenario | None, typer.Option()] = None,
+    drift_start_day: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Simulate BNPL purchases and their outcomes; write transactions, outcomes and labels as Parquet."""
+    from shadowgate.simulation import simulate as run_simulation
+    from shadowgate.simulation import write_parquet
+
+    settings = _simulation_settings(
+        transactions=transactions,
+        customers=customers,
+        days=days,
+        seed=seed,
+        scenario=scenario,
+        drift_start_day=drift_start_day,
+    )
+    target = out or PathSettings().data_dir
+    started = time.perf_counter()
+    result = run_simulation(settings, progress=_progress("simulating"))
+    elapsed = time.perf_counter() - started
+    written = write_parquet(result, target)
+    typer.echo(
+        f"simulated {len(result.transactions):,} purchases, {len(result.outcomes):,} outcome events "
+        f"(default rate {result.labels['is_default'].mean():.4f}, scenario {settings.scenario.value}) "
+        f"in {elapsed:.1f} s"
+    )
+    for table, path in written.items():
+        typer.echo(f"  {table:<13} {path}")
+
+
+@app.command()
+def train(
+    kind: Annotated[str, typer.Option(help="scorecard, gradient-boosting or both.")] = "both",
+    alias: Annotated[
+        str | None,
+        typer.Option(
+            help="Alias for the new version (default: champion for the scorecard, challenger for gradient boosting)."
+        ),
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Folder with the simulated Parquet tables.")] = None,
+    as_of: Annotated[
+        dt.datetime | None, typer.Option(help="Train as of this instant (UTC); default: end of history.")
+    ] = None,
+) -> None:
+    """Train, log to MLflow and register model versions (aliases only, never stages)."""
+    from shadowgate.bootstrap import ROLE_KINDS, history_as_of
+    from shadowgate.simulation import read_parquet
+    from shadowgate.training import ModelKind, train_and_register
+
+    kinds = {"scorecard": [ModelKind.SCORECARD], "gradient-boosting": [ModelKind.GRADIENT_BOOSTING]}
+    kinds["both"] = kinds["scorecard"] + kinds["gradient-boosting"]
+    if kind not in kinds:
+        raise typer.BadParameter(f"kind must be one of {sorted(kinds)}")
+    tables = read_parquet(data or PathSettings().data_dir)
+    instant = as_of.replace(tzinfo=dt.UTC) if as_of else history_as_of(SimulationSettings())
+    default_alias = {k: a for a, k in ROLE_KINDS.items()}
+    for model_kind in kinds[kind]:
+        result = train_and_register(
+            transactions=tables["transactions"],
+            outcomes=tables["outcomes"],
+            kind=model_kind,
+            as_of=instant,
+            alias=alias or default_alias[model_kind],
+            training=TrainingSettings(),
+            mlflow_settings=MLflowSettings(),
+        )
+        typer.echo(
+            f"{model_kind.value}: version {result.model_version} @{result.alias}  valid AUC {result.metrics.auc:.4f}  "
+            f"(train {result.n_train:,} / valid {result.n_valid:,} rows, run {result.run_id})"
+        )
+
+
+@app.command()
+def bootstrap() -> None:
+    """Seed simulated history if missing and register the first champion and challenger if their aliases are unset."""
+    from shadowgate.bootstrap import bootstrap as run_bootstrap
+
+    paths = PathSettings()
+    summary = run_bootstrap(
+        paths.data_dir,
+        simulation=SimulationSettings(),
+        training=TrainingSettings(),
+        mlflow_settings=MLflowSettings(),
+        progress=_progress("seeding history"),
+    )
+    typer.echo(f"history: {'simulated' if summary.simulated else 'already present'} in {paths.data_dir}")
+    for alias, result in summary.trained.items():
+        typer.echo(
+            f"trained {result.kind.value}: version {result.model_version} @{alias}, valid AUC {result.metrics.auc:.4f}"
+        )
+    typer.echo(f"aliases: {json.dumps(summary.aliases)}")
+
+
+@app.command()
+def up(
+    skip_bootstrap: Annotated[bool, typer.Option("--skip-bootstrap", help="Start services only.")] = False,
+) -> None:
+    """Start the local stack on embedded defaults (Redis, MLflow, Airflow, API) and bootstrap it."""
+    from shadowgate import stack
+
+    status = stack.up(repo_root=_repo_root(), bootstrap=not skip_bootstrap)
+    typer.echo(status.render())
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `up` started (by process group) and leave no process behind."""
+    from shadowgate import stack
+
+    stopped = stack.down(repo_root=_repo_root())
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@app.command()
+def status() -> None:
+    """Show each local service: pid, URL, health."""
+    from shadowgate import stack
+
+    typer.echo(stack.status(repo_root=_repo_root()).render())
+
+
+@bench_app.command("features")
+def bench_features(rows: Annotated[int, typer.Option()] = 20_000) -> None:
+    """Single-row feature path (serving) and batch path (training): microseconds per row."""
+    from shadowgate.benchmarks import feature_path
+
+    typer.echo(feature_path(rows=rows).render())
+
+
+@bench_app.command("simulate")
+def bench_simulate(transactions: Annotated[int, typer.Option()] = 1_000_000) -> None:
+    """Simulator throughput on N purchase attempts (customers = N / 10)."""
+    from shadowgate.benchmarks import simulator_speed
+
+    typer.echo(simulator_speed(transactions=transactions).render())
+
+
+if __name__ == "__main__":
+    app()

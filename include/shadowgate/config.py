@@ -1,0 +1,205 @@
+"""Settings: one class per concern, each with its own ``SHADOWGATE_*`` environment prefix.
+
+Nothing here is instantiated at import time; callers build the settings they need (``MLflowSettings()``) so that
+environment changes in tests and in Airflow workers are always honoured.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix, env_file=".env", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
+
+
+class PathSettings(BaseSettings):
+    """Where local state lives. Everything the local stack writes goes below ``home``."""
+
+    model_config = _config("SHADOWGATE_")
+
+    home: Path = Path(".shadowgate")
+    """Root of all local state (data, MLflow store, Airflow home, Redis files, logs, pid files). Git-ignored."""
+
+    @property
+    def data_dir(self) -> Path:
+        """Simulated history written by ``shadowgate simulate`` (Parquet)."""
+        return self.home / "data"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files and the generated environment file of the local stack."""
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        """Logs of every process the local stack starts."""
+        return self.home / "logs"
+
+
+class RedisSettings(BaseSettings):
+    """The Redis that carries prediction and outcome streams."""
+
+    model_config = _config("SHADOWGATE_REDIS_")
+
+    url: str | None = None
+    """Redis URL (``redis://host:port/db``). Unset: ``make up`` starts an embedded real Redis on ``embedded_port``."""
+
+    embedded_port: int = Field(default=6380, ge=1, le=65535)
+    """Port of the embedded Redis that ``make up`` starts when no URL is configured (AOF on, bound to 127.0.0.1)."""
+
+
+class MLflowSettings(BaseSettings):
+    """MLflow tracking server and model registry."""
+
+    model_config = _config("SHADOWGATE_MLFLOW_")
+
+    tracking_uri: str = "http://127.0.0.1:5000"
+    """Tracking (and registry) URI. Tests use ``sqlite:///…``; file stores are rejected by MLflow 3."""
+
+    model_name: str = "bnpl_default"
+    """Registered model name; versions are addressed only through aliases (``models:/bnpl_default@champion``)."""
+
+    training_experiment: str = "bnpl_training"
+    """Experiment that holds training runs."""
+
+    port: int = Field(default=5000, ge=1, le=65535)
+    """Port of the local tracking server started by ``make up`` (bound to 127.0.0.1)."""
+
+
+class AirflowSettings(BaseSettings):
+    """The local Airflow 3 started by ``make up``."""
+
+    model_config = _config("SHADOWGATE_AIRFLOW_")
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    """Port of the Airflow api-server (UI and REST API), bound to 127.0.0.1."""
+
+    parallelism: int = Field(default=4, ge=1, le=64)
+    """``AIRFLOW__CORE__PARALLELISM`` for the local stack; low to fit a 2-core machine."""
+
+
+class ApiSettings(BaseSettings):
+    """The decision API."""
+
+    model_config = _config("SHADOWGATE_API_")
+
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Port of the decision API started by ``make up`` (bound to 127.0.0.1)."""
+
+    key: SecretStr | None = None
+    """API key for admin endpoints. Unset: admin endpoints answer 401."""
+
+
+class DriftScenario(StrEnum):
+    """World changes the simulator can switch on at ``drift_start``."""
+
+    NONE = "none"
+    COVARIATE_SHIFT = "covariate_shift"
+    """Basket sizes grow and a new sales channel (``social``) takes a share."""
+    NEW_MERCHANT_CATEGORY = "new_merchant_category"
+    """A merchant category never seen in training (``crypto``) appears."""
+    CONCEPT_SHOCK = "concept_shock"
+    """Defaults rise in one segment (young customers on the app) while features stay as they were."""
+
+
+class SimulationSettings(BaseSettings):
+    """The BNPL world simulator."""
+
+    model_config = _config("SHADOWGATE_SIM_")
+
+    seed: int = 7
+    """Seed of every random stream; same seed and settings → identical output."""
+
+    transactions: int = Field(default=200_000, ge=100)
+    """Number of purchases to simulate."""
+
+    customers: int = Field(default=20_000, ge=10)
+    """Size of the customer base (some of them sign up during the window)."""
+
+    start: dt.date = dt.date(2026, 1, 5)
+    """First day of simulated purchases (UTC)."""
+
+    days: int = Field(default=182, ge=14)
+    """Length of the purchase window in days; outcomes run on past its end."""
+
+    default_rate: float = Field(default=0.05, gt=0.0, lt=0.5)
+    """Target share of purchases that end in default (before any drift); the intercept is calibrated to it."""
+
+    scenario: DriftScenario = DriftScenario.NONE
+    """Drift scenario switched on at ``drift_start``."""
+
+    drift_start_day: int = Field(default=120, ge=0)
+    """Day (from ``start``) on which the scenario switches on."""
+
+    @model_validator(mode="after")
+    def _drift_inside_window(self) -> SimulationSettings:
+        if self.drift_start_day > self.days:
+            raise ValueError(f"drift_start_day ({self.drift_start_day}) is after the window ({self.days} days)")
+        return self
+
+
+class TrainingSettings(BaseSettings):
+    """Training of the champion (scorecard) and the challenger (gradient boosting)."""
+
+    model_config = _config("SHADOWGATE_TRAIN_")
+
+    validation_days: int = Field(default=28, ge=7)
+    """The last N days of matured purchases are held out (temporal split)."""
+
+    maturity_days: int = Field(default=90, ge=0)
+    """Purchases younger than this at the cut-off may still change outcome and are not trained on (the slowest
+    purchase, pay-in-6 with a default on its last instalment, settles after 87 days)."""
+
+    reference_rows: int = Field(default=5_000, ge=100)
+    """Size of the frozen reference sample of training features logged for drift checks."""
+
+    seed: int = 11
+    """Seed for model fitting and sampling."""
+
+
+SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
+    PathSettings,
+    RedisSettings,
+    MLflowSettings,
+    AirflowSettings,
+    ApiSettings,
+    SimulationSettings,
+    TrainingSettings,
+)
+
+
+def environment_variables() -> list[tuple[str, str, str]]:
+    """(variable, default, description) of every setting, in class order."""
+    rows: list[tuple[str, str, str]] = []
+    for cls in SETTINGS_CLASSES:
+        prefix = cls.model_config.get("env_prefix", "")
+        for name, field in cls.model_fields.items():
+            default = field.default
+            shown = "" if default is None else str(default.value if isinstance(default, StrEnum) else default)
+            rows.append((f"{prefix}{name}".upper(), shown, " ".join((field.description or "").split())))
+    return rows
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every variable, commented out at its default."""
+    lines = [
+        "# shadowgate settings. Copy to .env and uncomment what you change; the values shown are the defaults.",
+        "",
+    ]
+    for cls in SETTINGS_CLASSES:
+        lines.append(f"# --- {cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        prefix = cls.model_config.get("env_prefix", "").upper()
+        for variable, default, description in environment_variables():
+            if variable.startswith(prefix) and variable.removeprefix(prefix).lower() in cls.model_fields:
+                lines.append(f"# {description}")
+                lines.append(f"# {variable}={default}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Model evaluation: metrics, paired statistics and drift."""

@@ -1,0 +1,306 @@
+"""Training: labels from matured outcomes, a temporal split, two model families, MLflow logging and registration.
+
+The champion is a logistic-regression scorecard (standardised engineered features); the challenger is histogram
+gradient boosting. Both read the same engineered features from :mod:`shadowgate.features`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shadowgate.config import MLflowSettings, TrainingSettings
+from shadowgate.contract import field_names
+from shadowgate.evaluation.metrics import BinaryMetrics, binary_metrics
+from shadowgate.features import FEATURE_NAMES, features_frame
+from shadowgate.registry import ModelRegistry
+
+SKOPS_TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
+"""Types outside skops' default safe set that our models are allowed to contain (checked before logging)."""
+
+
+RUN_KEY_TAG = "shadowgate.run_key"
+
+
+class ModelKind(StrEnum):
+    """Model families the project trains."""
+
+    SCORECARD = "logistic_scorecard"
+    GRADIENT_BOOSTING = "hist_gradient_boosting"
+
+
+def matured_labels(
+    transactions: pd.DataFrame, outcomes: pd.DataFrame, *, as_of: dt.datetime, maturity_days: int
+) -> pd.DataFrame:
+    """Labels of purchases old enough for their outcome to be settled, built from the outcome event log only.
+
+    A purchase is labelled when it is at least ``maturity_days`` old at ``as_of``; it is a default when a ``default``
+    event for it was known by ``as_of``.
+
+    Returns:
+        ``transaction_id``, ``event_timestamp`` and ``is_default`` (bool) of every matured purchase, in time order.
+    """
+    cutoff = pd.Timestamp(as_of) - pd.Timedelta(days=maturity_days)
+    matured = transactions.loc[transactions["event_timestamp"] <= cutoff, ["transaction_id", "event_timestamp"]]
+    known = outcomes[(outcomes["event_type"] == "default") & (outcomes["event_timestamp"] <= pd.Timestamp(as_of))]
+    labelled = matured.assign(is_default=matured["transaction_id"].isin(known["transaction_id"]))
+    return labelled.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class TemporalSplit:
+    """Row positions of training and validation purchases, and the instant that separates them."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    boundary: pd.Timestamp
+
+
+def temporal_split(timestamps: pd.Series, *, validation_days: int) -> TemporalSplit:
+    """Hold out the last ``validation_days`` of purchases for validation (never a random split: time leaks)."""
+    boundary = timestamps.max() - pd.Timedelta(days=validation_days)
+    is_valid = (timestamps > boundary).to_numpy()
+    if is_valid.all() or not is_valid.any():
+        raise ValueError(f"a {validation_days}-day validation window leaves no training or no validation rows")
+    return TemporalSplit(train=np.flatnonzero(~is_valid), valid=np.flatnonzero(is_valid), boundary=boundary)
+
+
+def build_estimator(kind: ModelKind, *, seed: int) -> Any:
+    """An unfitted sklearn estimator of the given family."""
+    if kind is ModelKind.SCORECARD:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return Pipeline([("scale", StandardScaler()), ("logit", LogisticRegression(C=1.0, max_iter=2000))])
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(
+        learning_rate=0.06,
+        max_iter=300,
+        max_leaf_nodes=31,
+        min_samples_leaf=40,
+        l2_regularization=1.0,
+        random_state=seed,
+    )
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What one training produced."""
+
+    kind: ModelKind
+    alias: str | None
+    run_id: str
+    model_version: str
+    metrics: BinaryMetrics
+    n_train: int
+    n_valid: int
+
+
+def _find_keyed(
+    run_key: str, *, registry: ModelRegistry, mlflow_settings: MLflowSettings, kind: ModelKind
+) -> TrainingResult | None:
+    """The finished training run with this key that registered a version, if any."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_settings.tracking_uri, registry_uri=mlflow_settings.tracking_uri)
+    experiment = client.get_experiment_by_name(mlflow_settings.training_experiment)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    for run in runs:
+        versions = client.search_model_versions(f"name = '{registry.model_name}' and run_id = '{run.info.run_id}'")
+        if versions:
+            m = {k.removeprefix("valid_"): v for k, v in run.data.metrics.items() if k.startswith("valid_")}
+            return TrainingResult(
+                kind=kind,
+                alias=None,
+                run_id=run.info.run_id,
+                model_version=str(versions[0].version),
+                metrics=BinaryMetrics.from_dict(m),
+                n_train=int(run.data.params["n_train"]),
+                n_valid=int(run.data.params["n_valid"]),
+            )
+    return None
+
+
+def _fingerprint(frame: pd.DataFrame) -> str:
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
+def _plots(y: np.ndarray, scores: np.ndarray, title: str) -> dict[str, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.metrics import RocCurveDisplay
+
+    roc, ax = plt.subplots(figsize=(5, 5))
+    RocCurveDisplay.from_predictions(y, scores, ax=ax, name=title, plot_chance_level=True)
+    calibration, ax = plt.subplots(figsize=(5, 5))
+    CalibrationDisplay.from_predictions(y, scores, n_bins=15, strategy="quantile", ax=ax, name=title)
+    return {"plots/roc.png": roc, "plots/calibration.png": calibration}
+
+
+def train_and_register(
+    *,
+    transactions: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    kind: ModelKind,
+    as_of: dt.datetime,
+    alias: str | None,
+    training: TrainingSettings,
+    mlflow_settings: MLflowSettings,
+    run_key: str | None = None,
+) -> TrainingResult:
+    """Train one model on matured purchases, log it to MLflow, register a version and optionally set an alias.
+
+    With a ``run_key`` the call is idempotent: when a run with that key already registered a version, that version is
+    returned (and the alias re-pointed) instead of training again, so retried or re-run DAG tasks never duplicate.
+
+    Args:
+        transactions: purchases with the contract's columns.
+        outcomes: the outcome event log (``event_type``, ``transaction_id``, ``event_timestamp``).
+        kind: which model family.
+        as_of: the instant the training "happens"; only outcomes known by then are used.
+        alias: alias to point at the new version (None registers without an alias).
+        training: split, maturity and reference-sample settings.
+        mlflow_settings: tracking URI, experiment and registered model name.
+        run_key: deterministic identity of this training (e.g. DAG id + as-of instant).
+    """
+    import matplotlib.pyplot as plt
+    import mlflow
+    import sklearn
+    from mlflow.models import infer_signature
+
+    registry = ModelRegistry(tracking_uri=mlflow_settings.tracking_uri, model_name=mlflow_settings.model_name)
+    if run_key is not None:
+        existing = _find_keyed(run_key, registry=registry, mlflow_settings=mlflow_settings, kind=kind)
+        if existing is not None:
+            current = registry.version(alias) if alias is not None else None
+            if alias is not None and (current is None or current.version != existing.model_version):
+                registry.assign(alias, existing.model_version, reason=f"re-run of {run_key}")
+            return TrainingResult(**{**existing.__dict__, "alias": alias})
+    labels = matured_labels(transactions, outcomes, as_of=as_of, maturity_days=training.maturity_days)
+    data = transactions.merge(labels[["transaction_id", "is_default"]], on="transaction_id", validate="one_to_one")
+    data = data.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+    split = temporal_split(data["event_timestamp"], validation_days=training.validation_days)
+    x = pd.DataFrame(features_frame(data), columns=list(FEATURE_NAMES))
+    y = data["is_default"].to_numpy(dtype=np.int64)
+
+    model = build_estimator(kind, seed=training.seed)
+    model.fit(x.iloc[split.train], y[split.train])
+    valid_scores = model.predict_proba(x.iloc[split.valid])[:, 1]
+    metrics = binary_metrics(y[split.valid], valid_scores)
+
+    mlflow.set_tracking_uri(mlflow_settings.tracking_uri)
+    mlflow.set_registry_uri(mlflow_settings.tracking_uri)
+    mlflow.set_experiment(mlflow_settings.training_experiment)
+    registry.ensure_model()
+    window = data["event_timestamp"]
+    with mlflow.start_run(run_name=f"train-{kind.value}-{pd.Timestamp(as_of):%Y%m%d}") as run:
+        mlflow.set_tags({"shadowgate.kind": kind.value, "shadowgate.alias": alias or "", RUN_KEY_TAG: run_key or ""})
+        mlflow.log_params(
+            {
+                "model_kind": kind.value,
+                "as_of": pd.Timestamp(as_of).isoformat(),
+                "train_from": window.iloc[split.train].min().isoformat(),
+                "train_to": window.iloc[split.train].max().isoformat(),
+                "valid_from": window.iloc[split.valid].min().isoformat(),
+                "valid_to": window.iloc[split.valid].max().isoformat(),
+                "maturity_days": training.maturity_days,
+                "n_train": len(split.train),
+                "n_valid": len(split.valid),
+                "n_features": len(FEATURE_NAMES),
+                "data_fingerprint": _fingerprint(data[["transaction_id", "is_default"]]),
+                "seed": training.seed,
+                **{f"est_{k}": v for k, v in model.get_params().items() if isinstance(v, int | float | str | bool)},
+            }
+        )
+        mlflow.log_metrics({f"valid_{k}": v for k, v in metrics.as_dict().items()})
+        mlflow.log_metric("train_default_rate", float(y[split.train].mean()))
+        for path, figure in _plots(y[split.valid], valid_scores, kind.value).items():
+            mlflow.log_figure(figure, path)
+            plt.close(figure)
+        if kind is ModelKind.SCORECARD:
+            coefficients = dict(zip(FEATURE_NAMES, model.named_steps["logit"].coef_[0].round(6).tolist(), strict=True))
+            mlflow.log_dict(
+                {"intercept": float(model.named_steps["logit"].intercept_[0]), **coefficients}, "scorecard.json"
+            )
+        _log_reference(data.iloc[split.train], model, x.iloc[split.train], training)
+
+        example = x.iloc[split.valid[:5]]
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=_checked_trusted_types(model),
+            signature=infer_signature(example, model.predict_proba(example)),
+            input_example=example,
+            pyfunc_predict_fn="predict_proba",
+            registered_model_name=mlflow_settings.model_name,
+            pip_requirements=[
+                f"scikit-learn=={sklearn.__version__}",
+                f"numpy=={np.__version__}",
+                f"pandas=={pd.__version__}",
+            ],
+            metadata={"feature_names": list(FEATURE_NAMES)},
+        )
+        version = str(info.registered_model_version)
+    if alias is not None:
+        registry.assign(alias, version, reason=f"trained by shadowgate ({kind.value}), valid AUC {metrics.auc:.4f}")
+    return TrainingResult(
+        kind=kind,
+        alias=alias,
+        run_id=run.info.run_id,
+        model_version=version,
+        metrics=metrics,
+        n_train=len(split.train),
+        n_valid=len(split.valid),
+    )
+
+
+def _checked_trusted_types(model: Any) -> list[str]:
+    """The skops types to trust for this model; refuses a model holding any type we have not reviewed."""
+    import skops.io
+
+    untrusted = set(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+    unexpected = untrusted - set(SKOPS_TRUSTED_TYPES)
+    if unexpected:
+        raise TypeError(f"model contains types not reviewed for safe loading: {sorted(unexpected)}")
+    return sorted(untrusted)
+
+
+def _log_reference(train_rows: pd.DataFrame, model: Any, features: pd.DataFrame, training: TrainingSettings) -> None:
+    """Freeze a sample of the training data (contract columns + the model's score) for later drift checks."""
+    import mlflow
+
+    n = min(training.reference_rows, len(train_rows))
+    pick = np.random.default_rng(training.seed).choice(len(train_rows), n, replace=False)
+    pick.sort()
+    reference = train_rows.iloc[pick][list(field_names())].reset_index(drop=True)
+    reference["score"] = model.predict_proba(features.iloc[pick])[:, 1]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reference.parquet"
+        reference.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path="reference")
+        (Path(tmp) / "reference_summary.json").write_text(
+            json.dumps({"rows": n, "columns": list(reference.columns)}, indent=2)
+        )
+        mlflow.log_artifact(str(Path(tmp) / "reference_summary.json"), artifact_path="reference")

@@ -1,0 +1,32 @@
+"""Shared fixtures: simulated worlds (session-scoped, cheap to share) and real MLflow stores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from shadowgate.config import DriftScenario, SimulationSettings
+from shadowgate.simulation import SimulationResult, simulate
+
+SMALL = {"transactions": 40_000, "customers": 4_000, "days": 182, "drift_start_day": 120, "seed": 5}
+
+
+@pytest.fixture(scope="session")
+def world() -> Callable[..., SimulationResult]:
+    """simulate(**overrides) with a per-session cache (worlds are immutable results)."""
+    cache: dict[tuple[tuple[str, object], ...], SimulationResult] = {}
+
+    def make(**overrides: object) -> SimulationResult:
+        merged = {**SMALL, **overrides}
+        key = tuple(sorted(merged.items()))
+        if key not in cache:
+            cache[key] = simulate(SimulationSettings(**merged))  # type: ignore[arg-type]
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def baseline(world: Callable[..., SimulationResult]) -> SimulationResult:
+    return world(scenario=DriftScenario.NONE)

@@ -1,0 +1,202 @@
+"""The local stack (``make up`` / ``make down``): real Redis, MLflow and Airflow processes on private ports.
+
+Every test runs with its own SHADOWGATE_HOME and free ports, so it never touches a developer's running stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from shadowgate import stack
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PORT_VARIABLES = {
+    "redis": "SHADOWGATE_REDIS_EMBEDDED_PORT",
+    "mlflow": "SHADOWGATE_MLFLOW_PORT",
+    "airflow": "SHADOWGATE_AIRFLOW_PORT",
+    "api": "SHADOWGATE_API_PORT",
+}
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture
+def private_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """SHADOWGATE_HOME in tmp_path and free ports for every service; returns the ports."""
+    ports = dict(zip(PORT_VARIABLES, _free_ports(len(PORT_VARIABLES)), strict=True))
+    monkeypatch.setenv("SHADOWGATE_HOME", str(tmp_path / "home"))
+    for service, variable in PORT_VARIABLES.items():
+        monkeypatch.setenv(variable, str(ports[service]))
+    for variable in ("SHADOWGATE_REDIS_URL", "SHADOWGATE_MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    return ports
+
+
+def _wait_until_gone(pgid: int, timeout_s: float = 20.0) -> list[int]:
+    """Members of a process group (zombies included) still present after waiting up to timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        # Leaders are children of this test process: collect their exit status or they stay zombies.
+        try:
+            while os.waitpid(-pgid, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+        left = stack.group_members(pgid, include_zombies=True)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def test_up_is_healthy_and_idempotent_and_down_leaves_nothing(private_stack: dict[str, int], tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    # A pid file left behind by a crashed run (its process is long gone) must not confuse `up`.
+    crashed = subprocess.Popen(["true"])
+    crashed.wait()
+    (home / "run").mkdir(parents=True)
+    (home / "run" / f"{stack.MLFLOW}.pid").write_text(f"{crashed.pid}\n")
+
+    api_built = stack.api_is_built(REPO_ROOT)
+    expected = {stack.REDIS, stack.MLFLOW, *stack.AIRFLOW_COMPONENTS} | ({stack.API} if api_built else set())
+    recorded: dict[str, int] = {}
+    try:
+        started = time.monotonic()
+        first = stack.up(repo_root=REPO_ROOT, bootstrap=False)
+        print(f"up → healthy in {time.monotonic() - started:.1f} s")
+        recorded.update(first.pids)
+        print(first.render())
+
+        assert first.healthy
+        assert set(first.pids) == expected
+        assert first.pids[stack.MLFLOW] != crashed.pid
+        if not api_built:
+            assert first[stack.API].state == "not built yet"
+
+        # Redis: a real server on the private port, AOF on, files below SHADOWGATE_HOME.
+        client = redis.Redis.from_url(f"redis://127.0.0.1:{private_stack['redis']}/0")
+        try:
+            assert client.ping()
+            assert client.config_get("appendonly")["appendonly"] == "yes"
+            assert Path(str(client.config_get("dir")["dir"])) == (home / "redis").resolve()
+        finally:
+            client.close()
+
+        # MLflow: /health answers, the store is the SQLite file below SHADOWGATE_HOME.
+        assert httpx.get(f"http://127.0.0.1:{private_stack['mlflow']}/health", timeout=5).status_code == 200
+        assert (home / "mlflow" / "mlflow.db").exists()
+
+        # Airflow: every component healthy, and the printed credentials really log in.
+        airflow = f"http://127.0.0.1:{private_stack['airflow']}"
+        health = httpx.get(f"{airflow}/api/v2/monitor/health", timeout=5).json()
+        assert {k: health[k]["status"] for k in ("metadatabase", "scheduler", "dag_processor", "triggerer")} == {
+            "metadatabase": "healthy",
+            "scheduler": "healthy",
+            "dag_processor": "healthy",
+            "triggerer": "healthy",
+        }
+        assert first.airflow_user == "admin"
+        assert first.airflow_password
+        token = httpx.post(
+            f"{airflow}/auth/token",
+            json={"username": first.airflow_user, "password": first.airflow_password},
+            timeout=10,
+        )
+        assert token.status_code in (200, 201), token.text
+        assert token.json()["access_token"]
+
+        if api_built:
+            assert httpx.get(f"http://127.0.0.1:{private_stack['api']}/health/live", timeout=5).status_code == 200
+
+        # stack.env carries the effective URLs for every process and task.
+        env = dict(
+            line.split("=", 1)
+            for line in (home / "run" / "stack.env").read_text().splitlines()
+            if line and not line.startswith("#")
+        )
+        assert env["SHADOWGATE_REDIS_URL"] == f"redis://127.0.0.1:{private_stack['redis']}/0"
+        assert env["SHADOWGATE_MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{private_stack['mlflow']}"
+        assert Path(env["SHADOWGATE_HOME"]) == home.resolve()
+        assert json.loads((home / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+
+        # Idempotent: a second `up` adopts every running group instead of starting new ones.
+        second = stack.up(repo_root=REPO_ROOT, bootstrap=False)
+        assert second.pids == first.pids
+        assert second.healthy
+        assert stack.status(repo_root=REPO_ROOT).pids == first.pids
+
+        # A crashed component (its whole group gone, pid file stale) is restarted alone; the others are kept.
+        crashed_pgid = first.pids[stack.AIRFLOW_SCHEDULER]
+        os.killpg(crashed_pgid, signal.SIGKILL)
+        assert _wait_until_gone(crashed_pgid) == []
+        assert stack.status(repo_root=REPO_ROOT)[stack.AIRFLOW_SCHEDULER].state == "stopped"
+        third = stack.up(repo_root=REPO_ROOT, bootstrap=False)
+        recorded.update({f"{stack.AIRFLOW_SCHEDULER} (restarted)": third.pids[stack.AIRFLOW_SCHEDULER]})
+        assert third.healthy
+        assert third.pids[stack.AIRFLOW_SCHEDULER] != crashed_pgid
+        assert {k: v for k, v in third.pids.items() if k != stack.AIRFLOW_SCHEDULER} == {
+            k: v for k, v in first.pids.items() if k != stack.AIRFLOW_SCHEDULER
+        }
+    finally:
+        stopped = stack.down(repo_root=REPO_ROOT)
+
+    assert set(stopped) == set(third.pids)
+    for name, pgid in recorded.items():
+        assert stack.group_members(pgid) == [], f"{name}: live processes of group {pgid} after down"
+        assert _wait_until_gone(pgid) == [], f"{name}: group {pgid} still has (zombie) processes"
+    for service, port in private_stack.items():
+        if service != "api" or api_built:
+            assert stack.port_is_free(port), f"{service} port {port} still taken after down"
+    assert not list((home / "run").glob("*.pid"))
+
+    # Nothing running: down is harmless and status says so.
+    assert stack.down(repo_root=REPO_ROOT) == []
+    after = stack.status(repo_root=REPO_ROOT)
+    assert after.pids == {}
+    assert not after[stack.MLFLOW].healthy
+
+
+def test_a_taken_port_is_a_clear_error_and_starts_nothing(private_stack: dict[str, int], tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", private_stack["mlflow"]))
+        squatter.listen()
+        with pytest.raises(stack.PortInUseError, match=rf"port {private_stack['mlflow']} \(for mlflow\)"):
+            stack.up(repo_root=REPO_ROOT, bootstrap=False)
+    assert not list((tmp_path / "home" / "run").glob("*.pid"))
+    assert stack.down(repo_root=REPO_ROOT) == []
+
+
+def test_an_external_redis_is_only_checked(
+    private_stack: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nobody = f"redis://127.0.0.1:{_free_ports(1)[0]}/0"
+    monkeypatch.setenv("SHADOWGATE_REDIS_URL", nobody)
+    with pytest.raises(stack.StackError, match="does not answer PING"):
+        stack.up(repo_root=REPO_ROOT, bootstrap=False)
+    assert not list((tmp_path / "home" / "run").glob("*.pid"))
+    state = stack.status(repo_root=REPO_ROOT)
+    assert (state[stack.REDIS].state, state[stack.REDIS].url, state[stack.REDIS].healthy) == ("external", nobody, False)
+    assert stack.down(repo_root=REPO_ROOT) == []
