@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +35,18 @@ def _repo_root() -> Path:
         if (candidate / "pyproject.toml").exists() and (candidate / "dags").is_dir():
             return candidate
     raise typer.BadParameter(f"run this from the shadowgate project folder (no pyproject.toml + dags/ above {here})")
+
+
+@contextlib.contextmanager
+def _stack_errors() -> Iterator[None]:
+    """A StackError (port taken, service unhealthy, failed bootstrap) ends the command with its message and exit 1."""
+    from shadowgate.stack import StackError
+
+    try:
+        yield
+    except StackError as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1) from None
 
 
 def _simulation_settings(**overrides: Any) -> SimulationSettings:
@@ -146,7 +160,8 @@ def up(
     """Start the local stack on embedded defaults (Redis, MLflow, Airflow, API) and bootstrap it."""
     from shadowgate import stack
 
-    status = stack.up(repo_root=_repo_root(), bootstrap=not skip_bootstrap)
+    with _stack_errors():
+        status = stack.up(repo_root=_repo_root(), bootstrap=not skip_bootstrap)
     typer.echo(status.render())
 
 
@@ -155,7 +170,8 @@ def down() -> None:
     """Stop everything `up` started (by process group) and leave no process behind."""
     from shadowgate import stack
 
-    stopped = stack.down(repo_root=_repo_root())
+    with _stack_errors():
+        stopped = stack.down(repo_root=_repo_root())
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 

@@ -595,7 +595,7 @@ def test_api_service(config: dict[str, Any]) -> None:
     assert cmd[:3] == ["uvicorn", "api.main:create_app", "--factory"]
     assert cmd[cmd.index("--port") + 1] == "8000"
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
-    assert "http://localhost:8000/health" in healthcheck_test(api)
+    assert "http://localhost:8000/health/live" in healthcheck_test(api)
     for name in {"api", "airflow-scheduler"}:
         env = environment(services[name])
         redis_url = urlsplit(env["SHADOWGATE_REDIS_URL"])
