@@ -1,1 +1,1 @@
-"""The decision API (FastAPI). Built by the shadow-serving issue; `make up` starts it once `api/main.py` exists."""
+"""The decision API (FastAPI): HTTP in and out only; the decisions are made by ``shadowgate.serving``."""

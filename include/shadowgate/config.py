@@ -98,6 +98,42 @@ class ApiSettings(BaseSettings):
     """API key for admin endpoints. Unset: admin endpoints answer 401."""
 
 
+class ServingSettings(BaseSettings):
+    """How the decision API scores, decides and logs."""
+
+    model_config = _config("SHADOWGATE_SERVING_")
+
+    policy: str = "conservative"
+    """Decision policy: a shipped name (``conservative``, ``aggressive``) or the path of a policy YAML file."""
+
+    challenger_aliases: tuple[str, ...] = ("challenger",)
+    """Registry aliases scored in shadow on every request besides ``champion`` (JSON list in the environment)."""
+
+    model_poll_interval_s: float = Field(default=10.0, gt=0)
+    """How often the API asks the registry where its aliases point; a move is picked up and swapped atomically."""
+
+    model_budget_ms: float = Field(default=5.0, gt=0)
+    """Per-model scoring budget: a shadow model slower than this (or failing) is benched for a cool-down."""
+
+    max_batch: int = Field(default=1000, ge=1, le=100_000)
+    """Largest batch ``/v1/bnpl/risk-assessment:batch`` accepts; more is answered 413."""
+
+    customer_salt: SecretStr | None = None
+    """Secret salt of the customer-id hash in logs. Unset: a random one is made once under ``<home>/secrets``."""
+
+    predictions_stream: str = "shadowgate:predictions"
+    """Redis Stream of prediction events."""
+
+    outcomes_stream: str = "shadowgate:outcomes"
+    """Redis Stream of outcome events."""
+
+    event_queue_size: int = Field(default=100_000, ge=10)
+    """Bound of the in-process event queue; beyond it events go straight to the spill file (never dropped)."""
+
+    shadow_queue_size: int = Field(default=20_000, ge=10)
+    """Bound of the queue of requests waiting for shadow scoring; beyond it shadow scores are skipped (counted)."""
+
+
 class DriftScenario(StrEnum):
     """World changes the simulator can switch on at ``drift_start``."""
 
@@ -171,6 +207,7 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     MLflowSettings,
     AirflowSettings,
     ApiSettings,
+    ServingSettings,
     SimulationSettings,
     TrainingSettings,
 )

@@ -7,6 +7,7 @@ move is tagged on the model version with its reason and time, so the registry it
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,14 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
+"""The fixed aliases. Further challengers are named ``challenger-<suffix>`` (see :func:`is_known_alias`)."""
+
+_EXTRA_CHALLENGER = re.compile(r"^challenger-[a-z0-9][a-z0-9_-]{0,30}$")
+
+
+def is_known_alias(alias: str) -> bool:
+    """One of :data:`ALIASES`, or an extra challenger ``challenger-<suffix>`` (several challengers at once)."""
+    return alias in ALIASES or _EXTRA_CHALLENGER.fullmatch(alias) is not None
 
 
 @dataclass(frozen=True)
@@ -89,10 +98,10 @@ class ModelRegistry:
         """Point ``alias`` at ``version`` and record why on that version.
 
         Raises:
-            ValueError: for an alias outside :data:`ALIASES`.
+            ValueError: for an alias that is neither in :data:`ALIASES` nor ``challenger-<suffix>``.
         """
-        if alias not in ALIASES:
-            raise ValueError(f"unknown alias {alias!r}; expected one of {ALIASES}")
+        if not is_known_alias(alias):
+            raise ValueError(f"unknown alias {alias!r}; expected one of {ALIASES} or challenger-<suffix>")
         self._client.set_registered_model_alias(self.model_name, alias, version)
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self._client.set_model_version_tag(self.model_name, version, f"alias.{alias}.reason", reason)

@@ -1,0 +1,47 @@
+"""The decision API: ``uvicorn api.main:create_app --factory`` (``make up`` starts it on 127.0.0.1:8000).
+
+Resources are opened in the lifespan and kept on ``app.state``: the runtime (models, experiments, policy, event log)
+is built from settings, started before the first request and closed — queues flushed — after the last.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.routes import admin, decisions, ops, outcomes
+from shadowgate.config import ApiSettings
+from shadowgate.serving.runtime import Runtime, build_runtime
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    *, runtime_factory: Callable[[], Runtime] | None = None, api_settings: ApiSettings | None = None
+) -> FastAPI:
+    """Build the app. Tests pass a ``runtime_factory`` (their own settings, model source, Redis)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = (runtime_factory or build_runtime)()
+        runtime.start()
+        app.state.runtime = runtime
+        app.state.api_settings = api_settings or ApiSettings()
+        logger.info("serving %s", runtime.models.snapshot.versions() or "the fallback policy (no model loaded)")
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(
+        title="shadowgate decision API",
+        version="1",
+        summary="BNPL risk decisions from the champion, challengers scored in shadow, every decision logged.",
+        lifespan=lifespan,
+    )
+    for module in (decisions, outcomes, ops, admin):
+        app.include_router(module.router)
+    return app

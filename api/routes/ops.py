@@ -1,0 +1,70 @@
+"""Operations: health, readiness, Prometheus metrics, served models, shadow comparison."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import RuntimeDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    """The process answers (no dependency checked)."""
+    return {"status": "alive"}
+
+
+@router.get("/health/ready", responses={503: {"description": "No champion model loaded."}})
+async def ready(runtime: RuntimeDep) -> JSONResponse:
+    """Ready when the champion is loaded; Redis is reported (when it is down events spill, decisions go on)."""
+    snapshot = runtime.models.snapshot
+    log = runtime.event_log.stats()
+    body = {
+        "status": "ready" if runtime.ready else "not_ready",
+        "models": {alias: m.version for alias, m in snapshot.models.items()},
+        "models_from": {alias: m.loaded_from for alias, m in snapshot.models.items()},
+        "registry_up": runtime.models.stats.source_up,
+        "redis": {"up": log.redis_up, "spill_pending": log.spill_pending, "queue_depth": log.queue_depth},
+    }
+    return JSONResponse(body, status_code=status.HTTP_200_OK if runtime.ready else status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus exposition of every serving metric."""
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/models")
+async def models(runtime: RuntimeDep) -> dict[str, Any]:
+    """Alias → version served now, where it was loaded from, and the registry poller's state."""
+    snapshot = runtime.models.snapshot
+    stats = runtime.models.stats
+    return {
+        "model_name": snapshot.model_name,
+        "generation": snapshot.generation,
+        "loaded_at": snapshot.loaded_at.isoformat(),
+        "aliases": {
+            alias: {"version": m.version, "family": m.scorer.family, "loaded_from": m.loaded_from}
+            for alias, m in snapshot.models.items()
+        },
+        "registry": {
+            "up": stats.source_up,
+            "last_refresh_ok": stats.last_refresh_ok,
+            "last_error": stats.last_error,
+            "swaps": stats.swaps,
+            "refresh_failures": stats.refresh_failures,
+        },
+        "benched": runtime.service.benched(),
+    }
+
+
+@router.get("/v1/shadow/comparison")
+async def shadow_comparison(runtime: RuntimeDep) -> dict[str, Any]:
+    """Rolling agreement and score deltas of each shadow model against the served decision."""
+    return {"window": runtime.service.comparison()}

@@ -1,0 +1,37 @@
+"""``POST /v1/outcomes``: repayments, missed instalments and defaults into the outcomes stream."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import cast
+
+from fastapi import APIRouter, status
+
+from api.deps import RuntimeDep
+from api.schemas import OutcomeAccepted, OutcomeRequest
+from shadowgate.serving.events import OUTCOME_TYPE_ALIASES, OutcomeEvent, OutcomeType, to_stream_fields
+
+router = APIRouter(prefix="/v1", tags=["outcomes"])
+
+
+@router.post("/outcomes", response_model=OutcomeAccepted, status_code=status.HTTP_202_ACCEPTED)
+async def record_outcome(body: OutcomeRequest, runtime: RuntimeDep) -> OutcomeAccepted:
+    """Accept one outcome event; it is queued for the outcomes stream (202: logged asynchronously, never lost)."""
+    received_at = dt.datetime.now(dt.UTC)
+    event = OutcomeEvent(
+        event_id=uuid.uuid4().hex,
+        transaction_id=body.transaction_id,
+        event_type=OUTCOME_TYPE_ALIASES.get(body.event_type, cast(OutcomeType, body.event_type)),
+        event_timestamp=body.event_timestamp,
+        instalment_number=body.instalment_number,
+        amount=body.amount,
+        received_at=received_at,
+    )
+    runtime.event_log.submit(runtime.serving.outcomes_stream, to_stream_fields(event), event.event_id)
+    return OutcomeAccepted(
+        event_id=event.event_id,
+        transaction_id=event.transaction_id,
+        event_type=event.event_type,
+        received_at=received_at,
+    )

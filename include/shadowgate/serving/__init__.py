@@ -1,0 +1,1 @@
+"""Serving: the online decision path (compiled model scorers, model loading and caching, experiment assignment)."""

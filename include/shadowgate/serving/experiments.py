@@ -1,0 +1,523 @@
+"""Experiments: which challenger runs how (shadow or canary), for whom, and the audited changes to that.
+
+An :class:`Experiment` is an immutable, versioned config. Its lifecycle is::
+
+    draft ──▶ active ──▶ completed
+                 │
+                 └─────▶ stopped
+
+and nothing leaves ``completed`` or ``stopped``. Every change (:func:`transition`, :func:`with_share`) returns a new
+object with ``version + 1``. The :class:`ExperimentBook` is the set of experiments the service runs; the shipped
+``config/experiments.yaml`` seeds it and an :class:`ExperimentStore` persists changes (atomic JSON file plus an
+append-only JSONL audit log next to it). Once the store file exists it wins over the shipped YAML.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import functools
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+import yaml
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shadowgate.registry import ALIASES, CHALLENGER, CHAMPION, is_known_alias
+from shadowgate.serving.assignment import Assignment, assign
+
+_SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
+SHIPPED_EXPERIMENTS = "experiments.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file (YAML or the store's JSON) that cannot be read or does not validate.
+
+    Attributes:
+        source: the file (path or packaged resource name).
+        field: dotted location of the first invalid field (``experiments[1].treatment_share``), or None for a file
+            that cannot be parsed at all.
+    """
+
+    def __init__(self, source: str, field: str | None, message: str) -> None:
+        self.source = source
+        self.field = field
+        where = f"{source}: {field}" if field else source
+        super().__init__(f"{where}: {message}")
+
+
+class IllegalTransitionError(ValueError):
+    """A lifecycle move (or a change) the experiment's current status does not allow."""
+
+
+class ExperimentNotFoundError(KeyError):
+    """No experiment with that id in the book."""
+
+
+class ExperimentStatus(StrEnum):
+    """Lifecycle states."""
+
+    DRAFT = "draft"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+
+
+class ExperimentMode(StrEnum):
+    """How the treatment is exposed."""
+
+    SHADOW = "shadow"
+    """The treatment model scores every request in the background; control is always served."""
+    CANARY = "canary"
+    """A sticky share of units is served by the treatment model."""
+
+
+ALLOWED_TRANSITIONS: Mapping[ExperimentStatus, frozenset[ExperimentStatus]] = {
+    ExperimentStatus.DRAFT: frozenset({ExperimentStatus.ACTIVE}),
+    ExperimentStatus.ACTIVE: frozenset({ExperimentStatus.COMPLETED, ExperimentStatus.STOPPED}),
+    ExperimentStatus.COMPLETED: frozenset(),
+    ExperimentStatus.STOPPED: frozenset(),
+}
+"""status → statuses it may move to."""
+
+_FINAL = frozenset({ExperimentStatus.COMPLETED, ExperimentStatus.STOPPED})
+
+
+class Experiment(BaseModel):
+    """One champion/challenger experiment (immutable; changes produce a new version)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=_SLUG)
+    """Slug, unique in the book (``shadow-challenger``)."""
+    version: int = Field(default=1, ge=1)
+    """Config version; +1 on every change so assignments can be joined to the exact config."""
+    description: str = ""
+    salt: str = Field(min_length=1)
+    """Hash salt of the sticky assignment. Changing it reshuffles every unit, so it is never changed by the API."""
+    status: ExperimentStatus = ExperimentStatus.DRAFT
+    mode: ExperimentMode
+    control_alias: str = CHAMPION
+    treatment_alias: str = CHALLENGER
+    treatment_share: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    """Share of units in treatment (bucket < share). Shadow experiments may keep 0: they serve nobody."""
+    priority: int = 100
+    """Lower wins when several canaries would serve a unit."""
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> Experiment:
+        for name in ("control_alias", "treatment_alias"):
+            if not is_known_alias(getattr(self, name)):
+                raise ValueError(f"{name} must be one of {ALIASES} or challenger-<suffix>, got {getattr(self, name)!r}")
+        if self.control_alias == self.treatment_alias:
+            raise ValueError("control_alias and treatment_alias must differ")
+        if self.mode is ExperimentMode.CANARY and self.status is ExperimentStatus.ACTIVE and self.treatment_share <= 0:
+            raise ValueError("an active canary experiment needs treatment_share > 0 (stop it instead)")
+        if self.started_at and self.ended_at and self.ended_at < self.started_at:
+            raise ValueError("ended_at is before started_at")
+        return self
+
+    @property
+    def is_active(self) -> bool:
+        return self.status is ExperimentStatus.ACTIVE
+
+
+def transition(
+    experiment: Experiment, to: ExperimentStatus | str, *, at: dt.datetime, actor: str, reason: str
+) -> Experiment:
+    """Move ``experiment`` to status ``to``; returns the new version.
+
+    Activation stamps ``started_at``; completing or stopping stamps ``ended_at``. ``actor`` and ``reason`` are
+    required so that no change can be made anonymously; the :class:`ExperimentStore` writes them to the audit log.
+
+    Raises:
+        IllegalTransitionError: for a move the lifecycle does not allow (including to the same status).
+        ValueError: for a missing actor or reason, or a naive ``at``.
+    """
+    _require_who_why(actor=actor, reason=reason, at=at)
+    target = ExperimentStatus(to)
+    if target not in ALLOWED_TRANSITIONS[experiment.status]:
+        allowed = sorted(s.value for s in ALLOWED_TRANSITIONS[experiment.status]) or ["nothing (final state)"]
+        raise IllegalTransitionError(
+            f"experiment {experiment.id!r} cannot move from {experiment.status.value!r} to {target.value!r}; "
+            f"allowed from {experiment.status.value!r}: {', '.join(allowed)}"
+        )
+    changes: dict[str, Any] = {"status": target, "version": experiment.version + 1}
+    if target is ExperimentStatus.ACTIVE:
+        changes["started_at"] = at
+    if target in _FINAL:
+        changes["ended_at"] = at
+    return _revalidate(experiment, changes)
+
+
+def with_share(experiment: Experiment, share: float, *, actor: str, reason: str) -> Experiment:
+    """The experiment with a new treatment share; returns the new version.
+
+    Raising the share only moves units from control to treatment. Lowering it is allowed but moves units *back* to
+    control, which breaks stickiness for them; :func:`share_change_flags` names that so the audit shows it.
+
+    Raises:
+        IllegalTransitionError: for a completed or stopped experiment.
+        ValueError: for a share outside [0, 1] (or not finite), or a missing actor or reason.
+    """
+    _require_who_why(actor=actor, reason=reason, at=None)
+    if experiment.status in _FINAL:
+        raise IllegalTransitionError(
+            f"experiment {experiment.id!r} is {experiment.status.value}; its share can no longer change"
+        )
+    if not 0.0 <= share <= 1.0:  # also rejects NaN
+        raise ValueError(f"treatment_share must be within [0, 1], got {share!r}")
+    return _revalidate(experiment, {"treatment_share": float(share), "version": experiment.version + 1})
+
+
+def share_change_flags(before: Experiment, after: Experiment) -> list[str]:
+    """Audit flags of a share change (``SHARE_LOWERED`` when units move back from treatment to control)."""
+    if after.treatment_share < before.treatment_share:
+        return ["SHARE_LOWERED"]
+    return []
+
+
+def _require_who_why(*, actor: str, reason: str, at: dt.datetime | None) -> None:
+    if not actor.strip():
+        raise ValueError("actor is required for every experiment change")
+    if not reason.strip():
+        raise ValueError("reason is required for every experiment change")
+    if at is not None and at.utcoffset() is None:
+        raise ValueError("at must be time-zone aware")
+
+
+def _revalidate(experiment: Experiment, changes: dict[str, Any]) -> Experiment:
+    # model_copy(update=...) skips validation; rebuilding keeps every invariant checked on every version.
+    return Experiment.model_validate({**experiment.model_dump(), **changes})
+
+
+class ExperimentBook(BaseModel):
+    """All experiments the service knows, with a book version that increases on every persisted change."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = Field(default=1, ge=1)
+    experiments: tuple[Experiment, ...] = ()
+
+    @pydantic.model_validator(mode="after")
+    def _unique(self) -> ExperimentBook:
+        for attr in ("id", "salt"):
+            seen: set[str] = set()
+            for exp in self.experiments:
+                value = getattr(exp, attr)
+                if value in seen:
+                    # Shared salts would make two experiments assign the same units together (not independent).
+                    raise ValueError(f"duplicate experiment {attr} {value!r}")
+                seen.add(value)
+        return self
+
+    def get(self, experiment_id: str) -> Experiment:
+        """The experiment with this id.
+
+        Raises:
+            ExperimentNotFoundError: when there is none.
+        """
+        for exp in self.experiments:
+            if exp.id == experiment_id:
+                return exp
+        raise ExperimentNotFoundError(experiment_id)
+
+    def active(self) -> tuple[Experiment, ...]:
+        """Active experiments, highest priority (lowest number) first; ties broken by id for determinism."""
+        return self._active
+
+    # Cached because the book is immutable and these run on every request.
+    @functools.cached_property
+    def _active(self) -> tuple[Experiment, ...]:
+        return tuple(sorted((e for e in self.experiments if e.is_active), key=lambda e: (e.priority, e.id)))
+
+    @functools.cached_property
+    def _by_id(self) -> dict[str, Experiment]:
+        return {e.id: e for e in self.experiments}
+
+    def replace(self, experiment: Experiment) -> ExperimentBook:
+        """The book with ``experiment`` replacing the one with its id, or added when new (same book version)."""
+        others = [e for e in self.experiments if e.id != experiment.id]
+        if len(others) == len(self.experiments):
+            return ExperimentBook(version=self.version, experiments=(*self.experiments, experiment))
+        return ExperimentBook(
+            version=self.version,
+            experiments=tuple(experiment if e.id == experiment.id else e for e in self.experiments),
+        )
+
+    def assign_all(self, *, customer_id: str | None, transaction_id: str) -> list[Assignment]:
+        """Assignments of one request in every active experiment, in priority order."""
+        return [assign(e, customer_id=customer_id, transaction_id=transaction_id) for e in self.active()]
+
+    def serving_alias(self, assignments: Sequence[Assignment]) -> tuple[str, Assignment | None]:
+        """Which model alias serves the request, and the assignment that decided it.
+
+        The treatment alias of the highest-priority canary experiment whose arm is treatment; otherwise the control
+        alias of the first (highest-priority) active assignment — ``champion`` unless configured otherwise — with
+        that assignment; ``("champion", None)`` when there is no active experiment. Shadow assignments never decide
+        for treatment, because their arm is always control.
+        """
+        by_id = self._by_id
+        known = [a for a in assignments if a.experiment_id in by_id]
+        ordered = sorted(known, key=lambda a: (by_id[a.experiment_id].priority, a.experiment_id))
+        for a in ordered:
+            if a.mode == "canary" and a.arm == "treatment":
+                return by_id[a.experiment_id].treatment_alias, a
+        if ordered:
+            return by_id[ordered[0].experiment_id].control_alias, ordered[0]
+        return CHAMPION, None
+
+
+# --- loading -------------------------------------------------------------------------------------------------------
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validate_config(model: type[_M], data: Any, *, source: str) -> _M:
+    """``model.model_validate(data)`` with failures raised as :class:`ConfigError` naming ``source`` and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, None, f"expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        field = _field_path(tuple(first["loc"])) or None
+        extra = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""
+        raise ConfigError(source, field, f"{first['msg']}{extra}") from exc
+
+
+def read_yaml(source: Path | Traversable) -> Any:
+    """Parse a YAML file (a path or a packaged resource).
+
+    Raises:
+        ConfigError: when the file cannot be read or is not valid YAML.
+    """
+    try:
+        text = source.read_text(encoding="utf-8")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(source), None, f"invalid YAML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(str(source), None, f"cannot read: {exc}") from exc
+
+
+def config_resource(*parts: str) -> Traversable:
+    """A config file shipped inside the package (``shadowgate/serving/config/...``)."""
+    return resources.files("shadowgate.serving").joinpath("config", *parts)
+
+
+def load_book(path: Path | str | None = None) -> ExperimentBook:
+    """The experiment book from a YAML file, or the shipped ``experiments.yaml`` when ``path`` is None.
+
+    Raises:
+        ConfigError: naming the file and the invalid field.
+    """
+    source: Path | Traversable = config_resource(SHIPPED_EXPERIMENTS) if path is None else Path(path)
+    return validate_config(ExperimentBook, read_yaml(source), source=str(source))
+
+
+# --- persistence ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One persisted change, as written to the audit JSONL file."""
+
+    at: str
+    actor: str
+    reason: str
+    change: str
+    experiment_id: str | None
+    from_version: int
+    """Book version before the change."""
+    to_version: int
+    """Book version after the change."""
+    experiment_from_version: int | None
+    experiment_to_version: int | None
+    details: dict[str, Any]
+    flags: list[str]
+
+
+class ExperimentStore:
+    """The experiment book persisted as one JSON file, with an append-only audit log.
+
+    Writes go to a temporary file in the same directory, are fsynced and then ``os.replace``-d over the store file,
+    so a crash leaves either the old or the new book, never a torn one (a leftover temporary file is ignored). Each
+    change re-reads the book under an exclusive lock, so concurrent writers in several processes serialise and the
+    book version increases by exactly one per change. The audit line is appended after the book is replaced: the
+    log never shows a change that did not happen.
+
+    Args:
+        path: the store file (JSON). Created on the first change.
+        audit_path: the audit log; default ``<path stem>.audit.jsonl`` next to ``path``.
+        seed: the YAML used while the store file does not exist; default the shipped ``experiments.yaml``.
+    """
+
+    def __init__(
+        self, path: Path | str, *, audit_path: Path | str | None = None, seed: Path | str | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.audit_path = Path(audit_path) if audit_path else self.path.with_name(f"{self.path.stem}.audit.jsonl")
+        self.seed = Path(seed) if seed else None
+        self._lock_path = self.path.with_name(f".{self.path.name}.lock")
+
+    def load(self) -> ExperimentBook:
+        """The current book: the store file when present, else the seed YAML.
+
+        Raises:
+            ConfigError: when the file does not parse or validate.
+        """
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(str(self.path), None, f"invalid JSON: {exc}") from exc
+            return validate_config(ExperimentBook, data, source=str(self.path))
+        return load_book(self.seed)
+
+    def transition(
+        self, experiment_id: str, to: ExperimentStatus | str, *, actor: str, reason: str, at: dt.datetime | None = None
+    ) -> Experiment:
+        """Move one experiment through its lifecycle and persist it (see :func:`transition`)."""
+        when = at or _now()
+
+        def change(book: ExperimentBook) -> tuple[Experiment, Experiment | None, dict[str, Any], list[str]]:
+            before = book.get(experiment_id)
+            after = transition(before, to, at=when, actor=actor, reason=reason)
+            return after, before, {"from_status": before.status.value, "to_status": after.status.value}, []
+
+        return self._commit("transition", change, actor=actor, reason=reason, at=when)
+
+    def set_share(
+        self, experiment_id: str, share: float, *, actor: str, reason: str, at: dt.datetime | None = None
+    ) -> Experiment:
+        """Change one experiment's treatment share and persist it; a lowered share is flagged in the audit."""
+        when = at or _now()
+
+        def change(book: ExperimentBook) -> tuple[Experiment, Experiment | None, dict[str, Any], list[str]]:
+            before = book.get(experiment_id)
+            after = with_share(before, share, actor=actor, reason=reason)
+            details = {"from_share": before.treatment_share, "to_share": after.treatment_share}
+            return after, before, details, share_change_flags(before, after)
+
+        return self._commit("share", change, actor=actor, reason=reason, at=when)
+
+    def add(self, experiment: Experiment, *, actor: str, reason: str, at: dt.datetime | None = None) -> Experiment:
+        """Add a new experiment (in ``draft``) and persist it.
+
+        Raises:
+            ValueError: when the id exists already or the experiment is not a draft.
+        """
+        when = at or _now()
+        _require_who_why(actor=actor, reason=reason, at=when)
+
+        def change(book: ExperimentBook) -> tuple[Experiment, Experiment | None, dict[str, Any], list[str]]:
+            if any(e.id == experiment.id for e in book.experiments):
+                raise ValueError(f"experiment {experiment.id!r} exists already")
+            if experiment.status is not ExperimentStatus.DRAFT:
+                raise IllegalTransitionError("new experiments start as draft; activate them with a transition")
+            return experiment, None, {"experiment": experiment.model_dump(mode="json")}, []
+
+        return self._commit("add", change, actor=actor, reason=reason, at=when)
+
+    def audit(self) -> list[dict[str, Any]]:
+        """Every audit record written so far, oldest first."""
+        if not self.audit_path.exists():
+            return []
+        with self.audit_path.open(encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    def _commit(
+        self,
+        kind: str,
+        change: Callable[[ExperimentBook], tuple[Experiment, Experiment | None, dict[str, Any], list[str]]],
+        *,
+        actor: str,
+        reason: str,
+        at: dt.datetime,
+    ) -> Experiment:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            book = self.load()
+            after, before, details, flags = change(book)
+            new_book = ExperimentBook(version=book.version + 1, experiments=book.replace(after).experiments)
+            self._write_atomically(new_book)
+            record = AuditRecord(
+                at=at.isoformat(),
+                actor=actor,
+                reason=reason,
+                change=kind,
+                experiment_id=after.id,
+                from_version=book.version,
+                to_version=new_book.version,
+                experiment_from_version=before.version if before else None,
+                experiment_to_version=after.version,
+                details=details,
+                flags=flags,
+            )
+            self._append_audit(record)
+        return after
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock_path.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _write_atomically(self, book: ExperimentBook) -> None:
+        payload = json.dumps(book.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.path.parent)
+
+    def _append_audit(self, record: AuditRecord) -> None:
+        line = json.dumps(dataclasses.asdict(record), sort_keys=True) + "\n"
+        with self.audit_path.open("a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename itself is durable only once the directory entry is on disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -1,0 +1,165 @@
+"""Wiring of the decision service from settings: event log, models, experiments, policy, metrics.
+
+The HTTP layer (``api/``) builds one :class:`Runtime` in its lifespan and keeps it on ``app.state``; tests build one
+with their own settings and model source. Nothing here imports fastapi.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shadowgate.config import MLflowSettings, PathSettings, RedisSettings, ServingSettings
+from shadowgate.registry import CHAMPION
+from shadowgate.serving.eventlog import EventLog
+from shadowgate.serving.experiments import ConfigError, ExperimentBook, ExperimentStore
+from shadowgate.serving.metrics import ServingMetrics
+from shadowgate.serving.models import MlflowModelSource, ModelManager, ModelSource
+from shadowgate.serving.policies import DecisionPolicy, load_policy
+from shadowgate.serving.service import DecisionService
+
+logger = logging.getLogger(__name__)
+
+
+def redis_url(settings: RedisSettings) -> str:
+    """The configured Redis, else the embedded one ``make up`` runs."""
+    return settings.url or f"redis://127.0.0.1:{settings.embedded_port}/0"
+
+
+def customer_salt(serving: ServingSettings, home: Path) -> str:
+    """The secret salt of customer-id hashes: from settings, else made once and kept under ``<home>/secrets``."""
+    if serving.customer_salt is not None:
+        return serving.customer_salt.get_secret_value()
+    path = home / "secrets" / "customer_salt"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        os.replace(path.with_suffix(".tmp"), path)
+        return path.read_text().strip()
+
+
+class LiveExperiments:
+    """The experiment book in memory, re-read when its store file changes (another replica or an admin call).
+
+    Requests read :attr:`book` (one ``stat`` at most every ``check_interval_s``); changes go through the store.
+    """
+
+    def __init__(self, store: ExperimentStore, *, check_interval_s: float = 1.0) -> None:
+        self.store = store
+        self.check_interval_s = check_interval_s
+        self._book = store.load()
+        self._stamp = self._file_stamp()
+        self._next_check = time.monotonic() + check_interval_s
+
+    def _file_stamp(self) -> int | None:
+        try:
+            return self.store.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    @property
+    def book(self) -> ExperimentBook:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self.check_interval_s
+            stamp = self._file_stamp()
+            if stamp != self._stamp:
+                self.reload()
+        return self._book
+
+    def reload(self) -> ExperimentBook:
+        stamp = self._file_stamp()
+        try:
+            self._book = self.store.load()
+            self._stamp = stamp
+        except ConfigError:
+            logger.exception("experiment store %s unreadable; keeping the book in memory", self.store.path)
+        return self._book
+
+
+@dataclass
+class Runtime:
+    """Everything the API serves from. ``start`` / ``close`` in the app's lifespan."""
+
+    serving: ServingSettings
+    event_log: EventLog
+    models: ModelManager
+    experiments: LiveExperiments
+    policy: DecisionPolicy
+    service: DecisionService
+    metrics: ServingMetrics
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    def start(self) -> None:
+        self.event_log.start()
+        self.models.start()
+        self.service.start()
+
+    def close(self) -> None:
+        # Order matters: stop producing (shadow worker flushes its queue into the event log), then flush the log.
+        self.models.close()
+        self.service.close()
+        self.event_log.close()
+
+    @property
+    def ready(self) -> bool:
+        """Ready to decide with a model: the champion is loaded (the fallback policy would answer otherwise)."""
+        return self.models.snapshot.get(CHAMPION) is not None
+
+
+def build_runtime(
+    *,
+    paths: PathSettings | None = None,
+    redis: RedisSettings | None = None,
+    mlflow: MLflowSettings | None = None,
+    serving: ServingSettings | None = None,
+    source: ModelSource | None = None,
+) -> Runtime:
+    """A runtime from settings (defaults: the environment). ``source`` replaces the MLflow registry in tests."""
+    paths = paths or PathSettings()
+    redis = redis or RedisSettings()
+    mlflow = mlflow or MLflowSettings()
+    serving = serving or ServingSettings()
+    home = paths.home.expanduser()
+    state = home / "serving"
+    metrics = ServingMetrics()
+    event_log = EventLog(redis_url=redis_url(redis), spill_dir=state / "spill", queue_size=serving.event_queue_size)
+    metrics.watch_event_log(event_log.stats)
+    models = ModelManager(
+        source=source or MlflowModelSource(tracking_uri=mlflow.tracking_uri, model_name=mlflow.model_name),
+        cache_dir=state / "model_cache",
+        aliases=(CHAMPION, *serving.challenger_aliases),
+        poll_interval_s=serving.model_poll_interval_s,
+    )
+    experiments = LiveExperiments(ExperimentStore(state / "experiments.json"))
+    policy = load_policy(serving.policy)
+    runtime_policy = policy
+    service = DecisionService(
+        models=models,
+        experiments=lambda: experiments.book,
+        policy=lambda: runtime_policy,
+        events=event_log,
+        customer_salt=customer_salt(serving, home),
+        predictions_stream=serving.predictions_stream,
+        budget_ms=serving.model_budget_ms,
+        shadow_queue_size=serving.shadow_queue_size,
+        metrics=metrics,
+    )
+    return Runtime(
+        serving=serving,
+        event_log=event_log,
+        models=models,
+        experiments=experiments,
+        policy=policy,
+        service=service,
+        metrics=metrics,
+    )

