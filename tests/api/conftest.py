@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from shadowgate.config import MLflowSettings, PathSettings, RedisSettings, ServingSettings, TrainingSettings
+from shadowgate.config import (
+    ApiSettings,
+    MLflowSettings,
+    PathSettings,
+    RedisSettings,
+    ServingSettings,
+    TrainingSettings,
+)
+from shadowgate.serving.models import ModelSource
 from shadowgate.serving.runtime import Runtime, build_runtime
 from shadowgate.simulation import SimulationResult
 from shadowgate.training import ModelKind, train_and_register
@@ -68,9 +76,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 def runtime_factory(
     tmp_path: Path, registry: Registry, redis_server: RedisServer
 ) -> Callable[..., Callable[[], Runtime]]:
-    """runtime_factory(**serving_overrides) → a factory for create_app (fresh state folder per test)."""
+    """runtime_factory(mlflow=..., source=..., **serving_overrides) → a factory for create_app.
 
-    def make(**overrides: object) -> Callable[[], Runtime]:
+    Every runtime of one test shares the test's state folder (so a second runtime finds the first one's model cache).
+    """
+
+    def make(
+        *, mlflow: MLflowSettings | None = None, source: ModelSource | None = None, **overrides: object
+    ) -> Callable[[], Runtime]:
         serving = ServingSettings(
             **{
                 "challenger_aliases": ("challenger", CHALLENGER_B),
@@ -82,18 +95,23 @@ def runtime_factory(
         return lambda: build_runtime(
             paths=PathSettings(home=tmp_path / "home"),
             redis=RedisSettings(url=redis_server.url),
-            mlflow=registry.mlflow,
+            mlflow=mlflow or registry.mlflow,
             serving=serving,
+            source=source,
         )
 
     return make
 
 
+def make_client(factory: Callable[[], Runtime], *, key: str | None = "test-key") -> TestClient:
+    """A TestClient over a fresh app (use it as a context manager: the lifespan runs inside)."""
+    from api.main import create_app
+
+    app = create_app(runtime_factory=factory, api_settings=ApiSettings(key=key))  # type: ignore[arg-type]
+    return TestClient(app, raise_server_exceptions=False)
+
+
 @pytest.fixture
 def client(runtime_factory: Callable[..., Callable[[], Runtime]]) -> Iterator[TestClient]:
-    from api.main import create_app
-    from shadowgate.config import ApiSettings
-
-    app = create_app(runtime_factory=runtime_factory(), api_settings=ApiSettings(key="test-key"))  # type: ignore[arg-type]
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with make_client(runtime_factory()) as test_client:
         yield test_client
