@@ -167,9 +167,13 @@ class ModelManager:
 
     def _store(self, version: str, scorer: CompiledModel) -> None:
         path = self._version_dir(version)
-        if not path.exists():
+        if path.exists():
+            return
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
             save_compiled(scorer, path)
+        except Exception:  # a full disk must not stop serving; only the fallback for a later outage is lost
+            logger.exception("could not cache model version %s in %s", version, path)
 
     def _write_aliases(self, versions: Mapping[str, str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,184 @@
+"""Faults the service must absorb: alias moves under load, Redis outages, MLflow down, broken challengers, no model."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from shadowgate.config import MLflowSettings
+from shadowgate.serving.models import MlflowModelSource
+from shadowgate.serving.runtime import Runtime
+from shadowgate.serving.scorer import CompiledModel
+from tests.api.conftest import CHALLENGER_B, Registry, make_client
+from tests.api.test_decisions import URL, _settle, _stream, _tx
+from tests.redis_server import RedisServer
+
+Factory = Callable[..., Callable[[], Runtime]]
+
+
+def _dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_alias_move_under_load_swaps_with_zero_failed_requests(runtime_factory: Factory, registry: Registry) -> None:
+    from mlflow import MlflowClient
+
+    mlflow_client = MlflowClient(tracking_uri=registry.mlflow.tracking_uri, registry_uri=registry.mlflow.tracking_uri)
+    old, new = registry.versions["champion"], registry.versions[CHALLENGER_B]
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    with make_client(runtime_factory()) as client:
+
+        def hammer(worker: int) -> None:
+            i = 0
+            while not stop.is_set():
+                answer = client.post(URL, json=_tx(worker * 100_000 + i))
+                seen.append((answer.status_code, answer.json().get("model", {}).get("version")))
+                i += 1
+
+        threads = [threading.Thread(target=hammer, args=(w,)) for w in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            while len(seen) < 150:
+                stop.wait(0.05)
+            mlflow_client.set_registered_model_alias("bnpl_default", "champion", new)
+            assert client.app.state.runtime.models.wait_for("champion", new, timeout_s=30)  # type: ignore[attr-defined]
+            settled = len(seen)
+            while len(seen) < settled + 150:
+                stop.wait(0.05)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+            mlflow_client.set_registered_model_alias("bnpl_default", "champion", old)
+        statuses = {status for status, _ in seen}
+        versions = [version for _, version in seen]
+        assert statuses == {200}
+        assert versions[0] == old
+        assert set(versions) == {old, new}
+        # Once swapped, never back: the tail (requests started after the swap was observed) is all new.
+        assert set(versions[settled + 10 :]) == {new}
+        assert client.get("/v1/models").json()["aliases"]["champion"]["version"] == new
+
+
+def test_redis_outage_loses_nothing_and_fails_no_request(client: TestClient, redis_server: RedisServer) -> None:
+    ids: list[str] = []
+    statuses: set[int] = set()
+    for i in range(3000):
+        if i == 800:
+            redis_server.stop()  # SIGKILL by PID mid-traffic
+        if i == 2200:
+            redis_server.start()  # same port, same AOF directory
+        answer = client.post(URL, json=_tx(i))
+        statuses.add(answer.status_code)
+        ids.append(answer.json()["request_id"])
+    assert statuses == {200}
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    assert runtime.service.drain(30.0)
+    assert runtime.event_log.flush(60.0)
+    stats = runtime.event_log.stats()
+    assert stats.spilled > 0
+    assert stats.replayed == stats.spilled
+    assert stats.dropped == 0
+    events = _stream(redis_server, "shadowgate:predictions")
+    assert len(events) == 3000
+    assert [e["event_id"] for e in events] == ids  # exactly once, in order
+
+
+def test_mlflow_down_at_start_serves_last_known_good_from_disk(runtime_factory: Factory, registry: Registry) -> None:
+    with make_client(runtime_factory()) as first:
+        expected = first.post(URL, json=_tx(7)).json()
+    dead = MLflowSettings(tracking_uri=f"http://127.0.0.1:{_dead_port()}", model_name="bnpl_default")
+    with make_client(runtime_factory(mlflow=dead)) as second:
+        ready = second.get("/health/ready").json()
+        assert ready["status"] == "ready"
+        assert ready["models"] == registry.versions
+        assert set(ready["models_from"].values()) == {"cache"}
+        assert ready["registry_up"] is False
+        answer = second.post(URL, json=_tx(7)).json()
+        assert answer["risk_score"] == expected["risk_score"]
+        assert answer["model"] == expected["model"]
+
+
+class _Broken:
+    """A compiled model that fails (a corrupted challenger)."""
+
+    family = "tree_ensemble"
+    n_features = 38
+    fingerprint = "broken"
+
+    def score_one(self, x: Any) -> float:
+        raise RuntimeError("corrupted challenger")
+
+    def score_batch(self, x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("corrupted challenger")
+
+
+class _BreakingSource(MlflowModelSource):
+    """The real registry, except that one version loads as a broken model."""
+
+    def __init__(self, *, broken_version: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.broken_version = broken_version
+
+    def fetch(self, version: str) -> CompiledModel:
+        return _Broken() if version == self.broken_version else super().fetch(version)  # type: ignore[return-value]
+
+
+def test_a_failing_challenger_never_touches_the_champions_answer(
+    runtime_factory: Factory, registry: Registry, redis_server: RedisServer
+) -> None:
+    source = _BreakingSource(
+        broken_version=registry.versions["challenger"],
+        tracking_uri=registry.mlflow.tracking_uri,
+        model_name="bnpl_default",
+    )
+    with make_client(runtime_factory(source=source)) as client:
+        answers = [client.post(URL, json=_tx(i)) for i in range(100)]
+        assert {a.status_code for a in answers} == {200}
+        assert {a.json()["model"]["alias"] for a in answers} == {"champion"}
+        _settle(client)
+        events = _stream(redis_server, "shadowgate:predictions")
+        assert len(events) == 100
+        statuses = [{s["alias"]: s["status"] for s in e["scores"]} for e in events]
+        assert statuses[0] == {"champion": "ok", "challenger": "error", CHALLENGER_B: "ok"}
+        # After the first failure the broken model is benched: later events record it as skipped, the rest go on.
+        assert all(s["challenger"] in {"error", "skipped"} and s[CHALLENGER_B] == "ok" for s in statuses)
+        metrics = client.get("/metrics").text
+        assert 'shadowgate_model_failures_total{alias="challenger",reason="error"}' in metrics
+        assert client.get("/v1/models").json()["benched"].keys() == {"challenger"}
+
+
+def test_no_model_at_all_answers_with_the_fallback_policy(
+    runtime_factory: Factory, registry: Registry, tmp_path: Path
+) -> None:
+    empty = MLflowSettings(tracking_uri=registry.mlflow.tracking_uri, model_name="no_such_model")
+    with make_client(runtime_factory(mlflow=empty)) as client:
+        assert client.get("/health/ready").status_code == 503
+        answer = client.post(URL, json=_tx(1, amount=50.0))
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["fallback"] is True
+        assert body["model"] == {"alias": None, "version": None}
+        assert body["risk_score"] is None
+        assert body["reason_codes"][0] == "FALLBACK_POLICY"
+        _settle(client)
+        text = client.get("/metrics").text
+        assert "shadowgate_fallback_decisions_total 1.0" in text
+    assert (
+        json.loads((tmp_path / "home" / "serving" / "model_cache" / "no_such_model" / "aliases.json").read_text())[
+            "aliases"
+        ]
+        == {}
+    )
