@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-import pydantic
-from fastapi import APIRouter, Request, status
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
 from api.deps import RuntimeDep
@@ -22,8 +19,6 @@ from shadowgate.serving.policies import DecisionContext
 from shadowgate.serving.service import Assessment
 
 router = APIRouter(prefix="/v1/bnpl", tags=["decisions"])
-
-_BATCH = pydantic.TypeAdapter(BatchAssessmentRequest)
 
 
 def _body(a: Assessment) -> dict[str, Any]:
@@ -55,39 +50,28 @@ async def assess(body: AssessmentRequest, runtime: RuntimeDep) -> JSONResponse: 
     return JSONResponse(_body(assessment))
 
 
+async def _limit_batch(request: Request, runtime: RuntimeDep) -> None:
+    """413 for an oversized batch, before the transactions are validated (dependencies run before the body)."""
+    try:
+        payload = await request.json()
+    except ValueError:
+        return  # not JSON: the body validation answers 422
+    items = payload.get("transactions") if isinstance(payload, dict) else None
+    limit = runtime.serving.max_batch
+    if isinstance(items, list) and len(items) > limit:
+        raise HTTPException(
+            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            detail=f"batch of {len(items)} transactions exceeds the limit of {limit}",
+        )
+
+
 @router.post(
     "/risk-assessment:batch",
     response_model=BatchAssessmentResponse,
     responses={413: {"description": "More transactions than SHADOWGATE_SERVING_MAX_BATCH."}},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchAssessmentRequest"}}},
-        }
-    },
+    dependencies=[Depends(_limit_batch)],
 )
-async def assess_batch(request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def assess_batch(body: BatchAssessmentRequest, runtime: RuntimeDep) -> JSONResponse:
     """Decide up to ``max_batch`` purchases in one call (each exactly as the single endpoint would)."""
-    raw = await request.body()
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {error}", "input": {}}]
-        ) from None
-    limit = runtime.serving.max_batch
-    if isinstance(payload, dict) and isinstance(payload.get("transactions"), list):
-        count = len(payload["transactions"])
-        if count > limit:
-            return JSONResponse(
-                status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                content={"detail": f"batch of {count} transactions exceeds the limit of {limit}"},
-            )
-    try:
-        batch = _BATCH.validate_python(payload)
-    except pydantic.ValidationError as error:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
-        ) from None
-    results = [runtime.service.assess(transaction_fields(t), _context(t)) for t in batch.transactions]
+    results = [runtime.service.assess(transaction_fields(t), _context(t)) for t in body.transactions]
     return JSONResponse({"results": [_body(a) for a in results]})

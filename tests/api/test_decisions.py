@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shadowgate.contract import TRANSACTION_FIELDS, example_transaction
 from shadowgate.features import features_one
@@ -18,9 +20,12 @@ URL = "/v1/bnpl/risk-assessment"
 
 
 def _tx(i: int = 0, **changes: Any) -> dict[str, Any]:
-    tx = example_transaction()
-    tx.update(transaction_id=f"tx_{i:07d}", customer_id=f"cus_{i % 997:06d}", **changes)
-    return tx
+    return {
+        **example_transaction(),
+        "transaction_id": f"tx_{i:07d}",
+        "customer_id": f"cus_{i % 997:06d}",
+        **changes,
+    }
 
 
 def _stream(server: RedisServer, name: str) -> list[dict[str, Any]]:
@@ -162,3 +167,34 @@ def test_outcomes_are_validated_and_streamed(client: TestClient, redis_server: R
     _settle(client)
     events = _stream(redis_server, "shadowgate:outcomes")
     assert [e["event_type"] for e in events] == ["instalment_late", "default"]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(st.sampled_from([f.name for f in TRANSACTION_FIELDS] + ["is_vip", "x"]), _JSON))
+def test_nothing_a_client_sends_is_a_5xx(client: TestClient, changes: dict[str, Any]) -> None:
+    answer = client.post(URL, json=_tx(5, **changes))
+    assert answer.status_code in {200, 422}, answer.text
+    batch = client.post(f"{URL}:batch", json={"transactions": [_tx(6, **changes)], **changes})
+    assert batch.status_code in {200, 422}, batch.text
+    outcome = client.post("/v1/outcomes", json=changes)
+    assert outcome.status_code == 422
+
+
+def test_openapi_and_swagger_docs(client: TestClient) -> None:
+    spec = client.get("/openapi.json")
+    assert spec.status_code == 200
+    paths = spec.json()["paths"]
+    assert {URL, f"{URL}:batch", "/v1/outcomes", "/health/live", "/health/ready", "/metrics", "/v1/models"} <= set(
+        paths
+    )
+    body = paths[f"{URL}:batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/BatchAssessmentRequest"}
+    assert "transactions" in spec.json()["components"]["schemas"]["BatchAssessmentRequest"]["properties"]
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,949 @@
+"""HTTP benchmark of the decision API against its baselines, side by side in one run (``make bench-serving``).
+
+Four servers run under the same uvicorn settings (1 worker, no access log, log level warning, loop/http auto), each
+as its own process group on a free 127.0.0.1 port, started, measured and stopped one at a time:
+
+* ``shadowgate full``: the API with the champion deciding, two challengers scored in shadow, events to Redis;
+* ``shadowgate champion-only``: the same API with no challenger loaded (the shadow overhead is the difference);
+* ``mlflow models serve``: MLflow's scoring server with the champion, fed the 38 engineered features (it does not
+  even compute features, which favours it);
+* ``hello world``: a FastAPI route returning a small JSON: the HTTP ceiling of one uvicorn worker.
+
+Load comes from ``wrk`` (closed loop, ``--latency``, 2 threads) driven by a generated Lua script; the half-load run
+paces each connection with a Lua ``delay()``. Everything (MLflow store, Redis, logs, scripts) lives in a temporary
+directory removed at the end, and every process started is stopped by its own process group, also on failure or
+Ctrl-C. Targets are printed with PASS/FAIL; missing one is a finding, not an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shadowgate.config import SimulationSettings
+
+FULL = "shadowgate full"
+CHAMPION_ONLY = "shadowgate champion-only"
+MLFLOW_SERVE = "mlflow models serve"
+HELLO_WORLD = "hello world"
+SERVERS: tuple[str, ...] = (FULL, CHAMPION_ONLY, MLFLOW_SERVE, HELLO_WORLD)
+"""Every server, in the order they are measured."""
+
+DECISION_PATH = "/v1/bnpl/risk-assessment"
+HELLO_PATH = "/hello"
+MLFLOW_PATH = "/invocations"
+CHALLENGER_ALIASES: tuple[str, ...] = ("challenger", "challenger-b")
+PREDICTIONS_STREAM = "shadowgate:predictions"
+
+WARMUP_S = 3.0
+WRK_THREADS = 2
+WRK_TIMEOUT_S = 10
+READY_TIMEOUT_S = 180.0
+STOP_GRACE_S = 10.0
+DRAIN_TIMEOUT_S = 20.0
+CUSTOMERS = 4_000
+"""Distinct customer ids the Lua script cycles through (the size of the simulated customer base)."""
+
+TARGETS: dict[str, tuple[str, float]] = {
+    "vs_mlflow_serve": (">=", 10.0),
+    "vs_hello_world": (">=", 0.5),
+    "p99_ms_at_half_load": ("<=", 10.0),
+    "shadow_p50_overhead": ("<=", 0.10),
+}
+"""Name → (comparison, bound) of every headline figure."""
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not produce trustworthy figures (a server failed, wrk missing, non-2xx responses)."""
+
+
+# ---------------------------------------------------------------------------------------------------- wrk output
+
+_TIME_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_TIME = r"([0-9.]+)(us|ms|s|m|h)"
+
+
+def _to_ms(value: str, unit: str) -> float:
+    return float(value) * _TIME_UNITS_MS[unit]
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """The figures of one wrk run (latencies in milliseconds)."""
+
+    requests: int
+    """Responses received (any status)."""
+    duration_s: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    """Responses with a status ≥ 400 (wrk's "Non-2xx or 3xx responses" line counts those)."""
+    connect_errors: int = 0
+    read_errors: int = 0
+    write_errors: int = 0
+    timeouts: int = 0
+    sent: int | None = None
+    """Requests written, counted by the generated Lua script (includes those still in flight when wrk stopped)."""
+
+    @property
+    def ok_responses(self) -> int:
+        """Responses with a 2xx (or 3xx) status."""
+        return self.requests - self.non_2xx
+
+    @property
+    def socket_errors(self) -> int:
+        return self.connect_errors + self.read_errors + self.write_errors + self.timeouts
+
+
+def parse_wrk(text: str) -> WrkResult:
+    """Read the figures out of the text wrk prints with ``--latency`` (and our Lua ``done()`` line).
+
+    Raises:
+        ValueError: a line the figures need is missing.
+    """
+
+    def need(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, text, flags=re.MULTILINE)
+        if match is None:
+            raise ValueError(f"wrk output has no line matching {pattern!r}:\n{text}")
+        return match
+
+    total = need(rf"^\s*(\d+) requests in {_TIME}")
+    p50 = need(rf"^\s*50(?:\.0+)?%\s+{_TIME}\s*$")
+    p99 = need(rf"^\s*99(?:\.0+)?%\s+{_TIME}\s*$")
+    rps = need(r"^Requests/sec:\s+([0-9.]+)")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    sent = re.search(r"^bench-sent: (\d+)\s*$", text, flags=re.MULTILINE)
+    connect, read, write, timeout = (int(g) for g in errors.groups()) if errors else (0, 0, 0, 0)
+    return WrkResult(
+        requests=int(total.group(1)),
+        duration_s=_to_ms(total.group(2), total.group(3)) / 1e3,
+        rps=float(rps.group(1)),
+        p50_ms=_to_ms(p50.group(1), p50.group(2)),
+        p99_ms=_to_ms(p99.group(1), p99.group(2)),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        connect_errors=connect,
+        read_errors=read,
+        write_errors=write,
+        timeouts=timeout,
+        sent=int(sent.group(1)) if sent else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- pacing
+
+
+def pacing_delay_ms(target_rps: float, connections: int, overhead_ms: float = 0.0) -> float:
+    """Per-request Lua ``delay()`` so that ``connections`` paced connections offer ``target_rps`` in total.
+
+    wrk has no fixed-rate mode: each connection waits ``delay`` after a response before it sends the next request,
+    so one connection cycles every ``delay + overhead`` ms (overhead: the response time plus wrk's own work) and
+    the rate is ``connections × 1000 / (delay + overhead)``.
+    """
+    if target_rps <= 0 or connections < 1:
+        raise ValueError("target_rps must be > 0 and connections >= 1")
+    return max(0.0, connections * 1000.0 / target_rps - overhead_ms)
+
+
+def cycle_overhead_ms(achieved_rps: float, connections: int, delay_ms: float) -> float:
+    """What a paced run spent per request besides the delay (inverse of :func:`pacing_delay_ms`)."""
+    if achieved_rps <= 0:
+        raise ValueError("achieved_rps must be > 0")
+    return max(0.0, connections * 1000.0 / achieved_rps - delay_ms)
+
+
+# ---------------------------------------------------------------------------------------------------- Lua script
+
+
+def lua_script(
+    *, path: str, body: str, vary_ids: bool, delay_ms: float | None = None, customers: int = CUSTOMERS
+) -> str:
+    """The wrk script: POST ``body`` as JSON to ``path``; count requests sent; optionally pace with ``delay()``.
+
+    Args:
+        path: request path.
+        body: JSON body. With ``vary_ids`` it must be a JSON transaction whose ``transaction_id`` and
+            ``customer_id`` values are the placeholders ``@TX@`` and ``@CUS@``: each request then gets a unique
+            transaction id and one of ``customers`` customer ids (so assignment and hashing see real variety).
+        vary_ids: build a fresh body per request (cheap string formatting) instead of one fixed request.
+        delay_ms: mean pause per request and connection (fractional: rounded up or down at random, as wrk takes
+            whole milliseconds); None for a closed loop.
+        customers: number of distinct customer ids.
+    """
+    template = body
+    if vary_ids:
+        if '"@TX@"' not in body or '"@CUS@"' not in body:
+            raise ValueError("a varying body needs the @TX@ and @CUS@ placeholders")
+        # The body becomes a string.format pattern: escape literal percent signs first.
+        template = body.replace("%", "%%").replace('"@TX@"', '"bench-%d-%d"').replace('"@CUS@"', '"cus_%06d"')
+    if "]==]" in template or "]==]" in path:
+        raise ValueError("body or path contains ']==]' (the Lua long-string delimiter)")
+    lines = [
+        "-- generated by shadowgate.bench_serving",
+        f"local path = [==[{path}]==]",
+        f"local template = [==[{template}]==]",
+        f"local vary = {'true' if vary_ids else 'false'}",
+        f"local customers = {int(customers)}",
+        'local headers = {["Content-Type"] = "application/json"}',
+        "local threads = {}",
+        "local fixed = nil",
+        "sent = 0",
+        "tid = 0",
+        "",
+        "function setup(thread)",
+        "  table.insert(threads, thread)",
+        "  thread:set('tid', #threads)",
+        "end",
+        "",
+        "function request()",
+        "  sent = sent + 1",
+        "  if vary then",
+        "    local body = string.format(template, tid, sent, (tid * 7919 + sent) % customers)",
+        "    return wrk.format('POST', path, headers, body)",
+        "  end",
+        "  if fixed == nil then fixed = wrk.format('POST', path, headers, template) end",
+        "  return fixed",
+        "end",
+        "",
+    ]
+    if delay_ms is not None:
+        # Defining delay() at all switches wrk to paced mode, so it is only emitted for paced runs.
+        lines += [
+            f"local delay_ms = {float(delay_ms)!r}",
+            "function delay()",
+            "  local whole = math.floor(delay_ms)",
+            "  if math.random() < delay_ms - whole then whole = whole + 1 end",
+            "  return whole",
+            "end",
+            "",
+        ]
+    lines += [
+        "function done(summary, latency, requests)",
+        "  local total = 0",
+        "  for _, t in ipairs(threads) do total = total + (t:get('sent') or 0) end",
+        "  io.write(string.format('bench-sent: %d\\n', total))",
+        "end",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One wrk run against one server."""
+
+    server: str
+    concurrency: int
+    wrk: WrkResult
+    delay_ms: float | None = None
+    """Per-request pause of a paced run (None: closed loop)."""
+    target_rps: float | None = None
+    """Rate a paced run aimed at."""
+
+    def as_dict(self) -> dict[str, Any]:
+        w = self.wrk
+        out: dict[str, Any] = {
+            "concurrency": self.concurrency,
+            "p50_ms": w.p50_ms,
+            "p99_ms": w.p99_ms,
+            "rps": w.rps,
+            "requests": w.requests,
+            "non_2xx": w.non_2xx,
+            "socket_errors": w.socket_errors,
+            "duration_s": w.duration_s,
+            "sent": w.sent,
+        }
+        if self.delay_ms is not None:
+            out["delay_ms"] = self.delay_ms
+            out["target_rps"] = self.target_rps
+        return out
+
+
+@dataclass(frozen=True)
+class StreamCheck:
+    """Prediction events in Redis after a server's runs, against what the server and wrk counted."""
+
+    entries: int
+    """``XLEN`` of the predictions stream."""
+    server_decisions: int
+    """Decisions the service counted (``shadowgate_decisions_total``)."""
+    wrk_2xx: int
+    """2xx responses wrk received."""
+    wrk_sent: int | None
+    """Requests wrk wrote (≥ responses: the ones in flight when wrk stopped were still decided and logged, or
+    dropped by the server as client disconnects before being read)."""
+    dropped: int
+    spilled: int
+
+    @property
+    def ok(self) -> bool:
+        """Every decision logged exactly once, none dropped, and consistent with what wrk saw."""
+        upper = self.wrk_sent if self.wrk_sent is not None else self.wrk_2xx
+        return self.entries == self.server_decisions and self.wrk_2xx <= self.entries <= upper and self.dropped == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": PREDICTIONS_STREAM,
+            "entries": self.entries,
+            "server_decisions": self.server_decisions,
+            "wrk_2xx": self.wrk_2xx,
+            "wrk_sent": self.wrk_sent,
+            "events_dropped": self.dropped,
+            "events_spilled": self.spilled,
+            "ok": self.ok,
+        }
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """The headline figures."""
+
+    vs_mlflow_serve: float
+    """Full shadowgate req/s ÷ ``mlflow models serve`` req/s (closed loop, same concurrency)."""
+    vs_hello_world: float
+    """Full shadowgate req/s ÷ hello-world req/s."""
+    p99_ms_at_half_load: float
+    """p99 of full shadowgate paced at half its measured maximum throughput."""
+    shadow_p50_overhead: float
+    """(full p50 − champion-only p50) ÷ champion-only p50, closed loop at the same concurrency."""
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "vs_mlflow_serve": self.vs_mlflow_serve,
+            "vs_hello_world": self.vs_hello_world,
+            "p99_ms_at_half_load": self.p99_ms_at_half_load,
+            "shadow_p50_overhead": self.shadow_p50_overhead,
+        }
+
+
+def compute_ratios(
+    *, full: WrkResult, champion_only: WrkResult, mlflow: WrkResult, hello: WrkResult, half_load: WrkResult
+) -> Ratios:
+    """The headline ratios from the runs (see :class:`Ratios`)."""
+
+    def divide(a: float, b: float) -> float:
+        return a / b if b > 0 else math.inf
+
+    return Ratios(
+        vs_mlflow_serve=divide(full.rps, mlflow.rps),
+        vs_hello_world=divide(full.rps, hello.rps),
+        p99_ms_at_half_load=half_load.p99_ms,
+        shadow_p50_overhead=divide(full.p50_ms - champion_only.p50_ms, champion_only.p50_ms),
+    )
+
+
+def meets_target(name: str, value: float) -> bool:
+    """Whether ``value`` meets the target of figure ``name`` (see :data:`TARGETS`)."""
+    comparison, bound = TARGETS[name]
+    return value >= bound if comparison == ">=" else value <= bound
+
+
+@dataclass(frozen=True)
+class ServingBenchResult:
+    """Every run of one ``bench serving`` invocation, with the ratios and the event-log checks."""
+
+    duration_s: float
+    concurrency: int
+    runs: tuple[Measurement, ...]
+    """The closed-loop run of each server, in :data:`SERVERS` order."""
+    half_load: Measurement
+    streams: Mapping[str, StreamCheck] = field(default_factory=dict)
+    """Server name → prediction-stream check (the shadowgate servers)."""
+
+    def run(self, server: str) -> Measurement:
+        for m in self.runs:
+            if m.server == server:
+                return m
+        raise KeyError(server)
+
+    @property
+    def ratios(self) -> Ratios:
+        return compute_ratios(
+            full=self.run(FULL).wrk,
+            champion_only=self.run(CHAMPION_ONLY).wrk,
+            mlflow=self.run(MLFLOW_SERVE).wrk,
+            hello=self.run(HELLO_WORLD).wrk,
+            half_load=self.half_load.wrk,
+        )
+
+    @property
+    def streams_ok(self) -> bool:
+        return all(check.ok for check in self.streams.values())
+
+    def render(self) -> str:
+        """The table of runs, the ratios against their targets and the stream checks, as plain text."""
+        header = ("server", "concurrency", "p50 ms", "p99 ms", "req/s", "requests", "non-2xx")
+        rows = [header]
+        for m in (*self.runs, self.half_load):
+            name = m.server if m.delay_ms is None else f"{m.server} @ half load (paced {m.delay_ms:.1f} ms)"
+            w = m.wrk
+            rows.append(
+                (
+                    name,
+                    str(m.concurrency),
+                    f"{w.p50_ms:.2f}",
+                    f"{w.p99_ms:.2f}",
+                    f"{w.rps:,.1f}",
+                    f"{w.requests:,}",
+                    str(w.non_2xx),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = [
+            f"serving benchmark: wrk, {WRK_THREADS} threads, {self.duration_s:g} s per run after a {WARMUP_S:g} s "
+            f"warm-up, 1 uvicorn worker each, one server at a time"
+        ]
+        for r in rows:
+            lines.append(
+                "  " + "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+            )
+        if self.half_load.target_rps is not None:
+            lines.append(
+                f"  half load: target {self.half_load.target_rps:,.1f} req/s, achieved {self.half_load.wrk.rps:,.1f}"
+                f" req/s ({self.half_load.wrk.rps / self.half_load.target_rps:.0%} of target)"
+            )
+        lines.append("ratios")
+        units = {"vs_mlflow_serve": "×", "vs_hello_world": "×", "p99_ms_at_half_load": " ms", "shadow_p50_overhead": ""}
+        for name, value in self.ratios.as_dict().items():
+            comparison, bound = TARGETS[name]
+            verdict = "PASS" if meets_target(name, value) else "FAIL"
+            unit = units[name]
+            lines.append(f"  {name:<22} {value:>9.3f}{unit:<3} target {comparison} {bound:g}{unit.strip()}   {verdict}")
+        for server, check in self.streams.items():
+            sent = "?" if check.wrk_sent is None else f"{check.wrk_sent:,}"
+            lines.append(
+                f"  {server}: {PREDICTIONS_STREAM} holds {check.entries:,} entries; the service decided "
+                f"{check.server_decisions:,}; wrk got {check.wrk_2xx:,} 2xx of {sent} sent; dropped {check.dropped}, "
+                f"spilled {check.spilled}   {'OK' if check.ok else 'MISMATCH'}"
+            )
+        return "\n".join(lines)
+
+    def as_json(self) -> dict[str, Any]:
+        """The figures for ``BENCH_JSON``: the four ratios at top level, then targets, raw runs and checks."""
+        ratios = self.ratios.as_dict()
+        return {
+            **ratios,
+            "targets": {name: f"{c} {b:g}" for name, (c, b) in TARGETS.items()},
+            "pass": {name: meets_target(name, value) for name, value in ratios.items()},
+            "servers": {m.server: m.as_dict() for m in self.runs},
+            "half_load": {"server": self.half_load.server, **self.half_load.as_dict()},
+            "streams": {server: check.as_dict() for server, check in self.streams.items()},
+            "settings": {
+                "duration_s": self.duration_s,
+                "warmup_s": WARMUP_S,
+                "concurrency": self.concurrency,
+                "wrk_threads": WRK_THREADS,
+                "uvicorn": "1 worker, --no-access-log, --log-level warning, --loop auto, --http auto",
+            },
+        }
+
+
+def write_json(result: ServingBenchResult, path: Path) -> None:
+    """Write :meth:`ServingBenchResult.as_json` to ``path`` (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Infinite ratios (a baseline with 0 req/s) are not JSON: written as null.
+    payload = json.loads(json.dumps(result.as_json(), default=str).replace("Infinity", "null"))
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------- hello world
+
+
+def hello_app() -> Any:
+    """The HTTP ceiling: one POST route that reads the body and answers a small JSON (``--factory``)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(title="hello world")
+
+    @app.post(HELLO_PATH)
+    async def hello(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"decision": "approve", "message": "hello world"})
+
+    return app
+
+
+# ---------------------------------------------------------------------------------------------------- processes
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class _Group:
+    """One process started in its own session (process group), logging to a file, stopped by its group id."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: Path) -> None:
+        self.name = name
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                list(argv),
+                env=dict(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pgid = self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def _group_alive(self) -> bool:
+        self.process.poll()  # reap the leader, else its zombie keeps the group "alive"
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # the group id was reused by someone else's processes: ours are gone
+            return False
+        return True
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM the group, SIGKILL what is left after ``grace_s``; returns once no process of it remains."""
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            if not self._group_alive():
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pgid, sig)
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                if not self._group_alive():
+                    return
+                time.sleep(0.05)
+        if self._group_alive():
+            raise BenchError(f"{self.name} (process group {self.pgid}) survived SIGKILL")
+
+
+def _http(method: str, url: str, body: bytes | None = None, timeout_s: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read()
+
+
+def _wait_ready(
+    group: _Group, url: str, *, method: str = "GET", body: bytes | None = None, timeout_s: float = READY_TIMEOUT_S
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not group.alive:
+            raise BenchError(f"{group.name} exited with code {group.process.returncode}:\n{group.log_tail()}")
+        try:
+            status, content = _http(method, url, body, timeout_s=2.0)
+            if status == 200:
+                return
+            last = f"HTTP {status}: {content[:200]!r}"
+        except (OSError, urllib.error.URLError) as error:
+            last = str(error)
+        time.sleep(0.25)
+    raise BenchError(f"{group.name} not ready after {timeout_s:g} s ({last}):\n{group.log_tail()}")
+
+
+def ensure_wrk(echo: Callable[[str], None] = print) -> str:
+    """The wrk executable; installed with apt-get when missing and running as root, else a clear error."""
+    found = shutil.which("wrk")
+    if found is not None:
+        return found
+    if os.geteuid() != 0:
+        raise BenchError("wrk is not installed: run `sudo apt-get install -y --no-install-recommends wrk`")
+    echo("wrk missing: apt-get install -y --no-install-recommends wrk")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "wrk"]
+    if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
+        # A fresh container may have no package lists yet.
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
+        done = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"could not install wrk with apt-get:\n{done.stderr[-2000:]}")
+    found = shutil.which("wrk")
+    if found is None:
+        raise BenchError("apt-get reported success but wrk is not on PATH")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+
+
+def _repo_root() -> Path:
+    """The project folder (``api/`` is imported from there by uvicorn; it is not an installed package)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "api" / "main.py").is_file():
+        raise BenchError(f"api/main.py not found under {root}: run from a source checkout (pip install -e .)")
+    return root
+
+
+def _server_env(base: Path, repo_root: Path) -> dict[str, str]:
+    """The environment every server gets: the caller's, minus any SHADOWGATE_*/MLFLOW_* settings, venv first on PATH.
+
+    The caller's own settings (e.g. a SHADOWGATE_REDIS_URL pointing at the stack's Redis) must not leak in.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHADOWGATE_", "MLFLOW_", "UVICORN_"))}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo_root), env.get("PYTHONPATH", "")) if p)
+    env["TMPDIR"] = str(base / "tmp")
+    # MLflow's scoring server starts uvicorn itself; these give it the same settings as ours.
+    env.update(
+        {
+            "UVICORN_ACCESS_LOG": "false",
+            "UVICORN_LOG_LEVEL": "warning",
+            "UVICORN_LOOP": "auto",
+            "UVICORN_HTTP": "auto",
+        }
+    )
+    return env
+
+
+def _uvicorn_argv(target: str, port: int) -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "uvicorn"), target, "--factory",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--no-access-log", "--log-level", "warning", "--loop", "auto", "--http", "auto",
+    ]  # fmt: skip
+
+
+def _train_registry(base: Path, echo: Callable[[str], None]) -> str:
+    """Simulate a small world and register @champion, @challenger and @challenger-b in a SQLite store under ``base``."""
+    import mlflow
+
+    from shadowgate.bootstrap import history_as_of
+    from shadowgate.config import MLflowSettings, TrainingSettings
+    from shadowgate.simulation import simulate
+    from shadowgate.training import ModelKind, train_and_register
+
+    root = base / "mlflow"
+    root.mkdir(parents=True)
+    settings = MLflowSettings(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", training_experiment="bench-serving")
+    simulation = SimulationSettings(transactions=40_000, customers=4_000, seed=5)
+    world = simulate(simulation)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    # An explicit artifact location: the default would be ./mlruns in the working directory.
+    mlflow.create_experiment(settings.training_experiment, artifact_location=str(root / "artifacts"))
+    for kind, alias in (
+        (ModelKind.SCORECARD, "champion"),
+        (ModelKind.GRADIENT_BOOSTING, CHALLENGER_ALIASES[0]),
+        (ModelKind.GRADIENT_BOOSTING, CHALLENGER_ALIASES[1]),
+    ):
+        result = train_and_register(
+            transactions=world.transactions,
+            outcomes=world.outcomes,
+            kind=kind,
+            as_of=history_as_of(simulation),
+            alias=alias,
+            training=TrainingSettings(reference_rows=200),
+            mlflow_settings=settings,
+        )
+        echo(f"  registered {kind.value} v{result.model_version} @{alias} (valid AUC {result.metrics.auc:.3f})")
+    return settings.tracking_uri
+
+
+def _bodies() -> tuple[str, str]:
+    """(transaction body with @TX@/@CUS@ placeholders, MLflow ``dataframe_split`` body of its features)."""
+    from shadowgate.contract import example_transaction, request_model
+    from shadowgate.features import FEATURE_NAMES, features_one
+
+    transaction = example_transaction()
+    parsed = request_model().model_validate(transaction).model_dump()
+    features = features_one(parsed)
+    templated = {**transaction, "transaction_id": "@TX@", "customer_id": "@CUS@"}
+    mlflow_body = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": [features]}}
+    return json.dumps(templated, separators=(",", ":")), json.dumps(mlflow_body, separators=(",", ":"))
+
+
+class _Runner:
+    """Runs wrk against one server at a time and keeps the raw outputs next to the logs."""
+
+    def __init__(self, wrk: str, base: Path, duration_s: float, concurrency: int) -> None:
+        self.wrk = wrk
+        self.base = base
+        self.duration_s = duration_s
+        self.concurrency = concurrency
+        self._n = 0
+
+    def run(self, group: _Group, url: str, script: str, *, duration_s: float) -> WrkResult:
+        self._n += 1
+        script_path = self.base / "wrk" / f"{self._n:02d}.lua"
+        script_path.parent.mkdir(parents=True, exist_ok=True)
+        script_path.write_text(script)
+        threads = min(WRK_THREADS, self.concurrency)
+        argv = [
+            self.wrk, f"-t{threads}", f"-c{self.concurrency}", f"-d{max(1, round(duration_s))}s", "--latency",
+            f"--timeout={WRK_TIMEOUT_S}s", "-s", str(script_path), url,
+        ]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60, check=False)
+        script_path.with_suffix(".out").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise BenchError(f"wrk failed ({done.returncode}) against {group.name}:\n{done.stdout}\n{done.stderr}")
+        result = parse_wrk(done.stdout)
+        if result.non_2xx or result.socket_errors or result.requests == 0:
+            raise BenchError(
+                f"{group.name}: {result.non_2xx} non-2xx responses, {result.socket_errors} socket errors, "
+                f"{result.requests} responses in total — figures would be meaningless.\nwrk:\n{done.stdout}\n"
+                f"server log:\n{group.log_tail()}"
+            )
+        if not group.alive:
+            raise BenchError(f"{group.name} died during the load:\n{group.log_tail()}")
+        return result
+
+
+def _metric_sum(text: str, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+def _stream_check(base_url: str, redis_url: str, wrk_2xx: int, wrk_sent: int | None) -> StreamCheck:
+    """Wait until the service has drained its queues into Redis (or ``DRAIN_TIMEOUT_S``), then compare counts."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while True:
+            _, raw = _http("GET", f"{base_url}/metrics")
+            text = raw.decode()
+            decisions = int(_metric_sum(text, "shadowgate_decisions_total"))
+            entries = int(client.xlen(PREDICTIONS_STREAM))
+            pending = _metric_sum(text, "shadowgate_event_queue_depth") + _metric_sum(
+                text, "shadowgate_event_spill_pending"
+            )
+            if (entries == decisions and pending == 0) or time.monotonic() > deadline:
+                return StreamCheck(
+                    entries=entries,
+                    server_decisions=decisions,
+                    wrk_2xx=wrk_2xx,
+                    wrk_sent=wrk_sent,
+                    dropped=int(_metric_sum(text, "shadowgate_events_dropped_total")),
+                    spilled=int(_metric_sum(text, "shadowgate_events_spilled_total")),
+                )
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+
+def run_serving_bench(
+    *,
+    duration_s: float = 10.0,
+    concurrency: int = 8,
+    keep: bool = False,
+    echo: Callable[[str], None] = print,
+) -> ServingBenchResult:
+    """Set up, measure the four servers one at a time, clean up (see the module docstring).
+
+    Args:
+        duration_s: length of each measured wrk run (after a 3 s warm-up).
+        concurrency: wrk connections of the closed-loop runs (and of the paced run).
+        keep: keep the temporary directory (logs, wrk scripts and outputs, MLflow store) and print where it is.
+        echo: where progress lines go.
+
+    Raises:
+        BenchError: wrk missing, a server failed to start or died, non-2xx responses or socket errors.
+    """
+    if duration_s < 1 or concurrency < 1:
+        raise BenchError("duration must be >= 1 s and concurrency >= 1")
+    repo_root = _repo_root()
+    wrk = ensure_wrk(echo)
+    base = Path(tempfile.mkdtemp(prefix="shadowgate-bench-serving-"))
+    groups: list[_Group] = []
+    try:
+        (base / "tmp").mkdir()
+        echo(f"setup in {base}: simulating 40,000 purchases and training 3 models")
+        tracking_uri = _train_registry(base, echo)
+        env = _server_env(base, repo_root)
+        redis_port = _free_port()
+        redis_dir = base / "redis"
+        redis_dir.mkdir()
+        from shadowgate.stack import _redis_executable
+
+        redis_argv = [
+            _redis_executable(), "--bind", "127.0.0.1", "--port", str(redis_port), "--dir", str(redis_dir),
+            "--appendonly", "no", "--save", "", "--daemonize", "no", "--protected-mode", "yes",
+        ]  # fmt: skip
+        redis_group = _Group("redis-server", redis_argv, env=env, cwd=redis_dir, log=base / "logs" / "redis.log")
+        groups.append(redis_group)
+        _wait_redis(redis_group, redis_port)
+        echo(f"  private redis-server on 127.0.0.1:{redis_port}")
+
+        transaction_body = _bodies()[0]
+        runner = _Runner(wrk, base, duration_s, concurrency)
+        runs: list[Measurement] = []
+        streams: dict[str, StreamCheck] = {}
+        half_load: Measurement | None = None
+        for server in SERVERS:
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            # One Redis database per server: each service's stream is checked against its own counts.
+            redis_url = f"redis://127.0.0.1:{redis_port}/{SERVERS.index(server)}"
+            spec = _spec(server, port=port, base=base, env=env, redis_url=redis_url, tracking_uri=tracking_uri)
+            argv, server_env, script, (ready_method, ready_url, ready_body), target = spec
+            echo(f"{server}: starting on 127.0.0.1:{port}")
+            log = base / "logs" / f"{server.replace(' ', '-')}.log"
+            group = _Group(server, argv, env=server_env, cwd=base / "tmp", log=log)
+            groups.append(group)
+            _wait_ready(group, ready_url, method=ready_method, body=ready_body)
+            warm = runner.run(group, target, script, duration_s=WARMUP_S)
+            measured = runner.run(group, target, script, duration_s=duration_s)
+            runs.append(Measurement(server, concurrency, measured))
+            m = measured
+            echo(f"  c={concurrency}: p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms, {m.rps:,.1f} req/s")
+            outputs = [warm, measured]
+            if server == FULL:
+                half_load, paced = _half_load(runner, group, target, transaction_body, measured.rps, concurrency)
+                outputs += paced
+                w = half_load.wrk
+                echo(f"  half load: {w.rps:,.1f} req/s (target {half_load.target_rps:,.1f}), p99 {w.p99_ms:.2f} ms")
+            if server in (FULL, CHAMPION_ONLY):
+                sent = [o.sent for o in outputs]
+                check = _stream_check(
+                    url,
+                    redis_url,
+                    wrk_2xx=sum(o.ok_responses for o in outputs),
+                    wrk_sent=None if None in sent else sum(s or 0 for s in sent),
+                )
+                streams[server] = check
+                echo(f"  stream: {check.entries:,} entries, {check.server_decisions:,} decisions, ok={check.ok}")
+            group.stop()
+        assert half_load is not None
+        return ServingBenchResult(
+            duration_s=duration_s, concurrency=concurrency, runs=tuple(runs), half_load=half_load, streams=streams
+        )
+    finally:
+        errors = []
+        for group in reversed(groups):
+            try:
+                group.stop()
+            except BenchError as error:
+                errors.append(str(error))
+        if keep:
+            echo(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+        if errors:
+            echo("cleanup: " + "; ".join(errors))
+
+
+_Spec = tuple[list[str], dict[str, str], str, tuple[str, str, bytes | None], str]
+
+
+def _spec(server: str, *, port: int, base: Path, env: Mapping[str, str], redis_url: str, tracking_uri: str) -> _Spec:
+    """(argv, environment, wrk script, readiness request (method, URL, body), load URL) of one server."""
+    transaction_body, mlflow_body = _bodies()
+    url = f"http://127.0.0.1:{port}"
+    server_env = dict(env)
+    if server in (FULL, CHAMPION_ONLY):
+        challengers = list(CHALLENGER_ALIASES) if server == FULL else []
+        server_env.update(
+            {
+                "SHADOWGATE_HOME": str(base / "home" / server.replace(" ", "-")),
+                "SHADOWGATE_REDIS_URL": redis_url,
+                "SHADOWGATE_MLFLOW_TRACKING_URI": tracking_uri,
+                "SHADOWGATE_SERVING_CHALLENGER_ALIASES": json.dumps(challengers),
+                "SHADOWGATE_SERVING_CUSTOMER_SALT": "bench-salt",
+            }
+        )
+        script = lua_script(path=DECISION_PATH, body=transaction_body, vary_ids=True)
+        return (
+            _uvicorn_argv("api.main:create_app", port),
+            server_env,
+            script,
+            ("GET", f"{url}/health/ready", None),
+            f"{url}{DECISION_PATH}",
+        )
+    if server == MLFLOW_SERVE:
+        server_env["MLFLOW_TRACKING_URI"] = tracking_uri
+        argv = [
+            str(Path(sys.executable).parent / "mlflow"), "models", "serve",
+            "-m", "models:/bnpl_default@champion", "--env-manager", "local",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ]  # fmt: skip
+        script = lua_script(path=MLFLOW_PATH, body=mlflow_body, vary_ids=False)
+        return argv, server_env, script, ("GET", f"{url}/ping", None), f"{url}{MLFLOW_PATH}"
+    if server == HELLO_WORLD:
+        script = lua_script(path=HELLO_PATH, body=transaction_body, vary_ids=True)
+        return (
+            _uvicorn_argv("shadowgate.bench_serving:hello_app", port),
+            server_env,
+            script,
+            ("POST", f"{url}{HELLO_PATH}", b"{}"),
+            f"{url}{HELLO_PATH}",
+        )
+    raise ValueError(f"unknown server {server!r}")
+
+
+def _wait_redis(group: _Group, port: int, timeout_s: float = 20.0) -> None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5, socket_timeout=0.5)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if not group.alive:
+                raise BenchError(f"redis-server exited:\n{group.log_tail()}")
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                if client.ping():
+                    return
+            time.sleep(0.05)
+    finally:
+        client.close()
+    raise BenchError(f"redis-server not answering on {port} after {timeout_s:g} s")
+
+
+def _half_load(
+    runner: _Runner, group: _Group, url: str, body: str, max_rps: float, concurrency: int
+) -> tuple[Measurement, list[WrkResult]]:
+    """Pace the server at half ``max_rps``: a calibration run measures the per-request overhead, then the run.
+
+    Returns the measurement and every wrk result (for the stream check).
+    """
+    target = max_rps / 2
+    first = pacing_delay_ms(target, concurrency)
+    calibration = runner.run(
+        group, url, lua_script(path=DECISION_PATH, body=body, vary_ids=True, delay_ms=first), duration_s=WARMUP_S
+    )
+    delay = pacing_delay_ms(target, concurrency, cycle_overhead_ms(calibration.rps, concurrency, first))
+    script = lua_script(path=DECISION_PATH, body=body, vary_ids=True, delay_ms=delay)
+    result = runner.run(group, url, script, duration_s=runner.duration_s)
+    return Measurement(group.name, concurrency, result, delay_ms=delay, target_rps=target), [calibration, result]
