@@ -128,7 +128,16 @@ def test_up_is_healthy_and_idempotent_and_down_leaves_nothing(private_stack: dic
         assert token.json()["access_token"]
 
         if api_built:
-            assert httpx.get(f"http://127.0.0.1:{private_stack['api']}/health/live", timeout=5).status_code == 200
+            api = f"http://127.0.0.1:{private_stack['api']}"
+            assert httpx.get(f"{api}/health/live", timeout=5).status_code == 200
+            assert httpx.get(f"{api}/docs", timeout=5).status_code == 200
+            # Nothing is registered (no bootstrap): the API answers with the rule-based fallback, never a 5xx.
+            assert httpx.get(f"{api}/health/ready", timeout=5).status_code == 503
+            from shadowgate.contract import example_transaction
+
+            decision = httpx.post(f"{api}/v1/bnpl/risk-assessment", json=example_transaction(), timeout=10)
+            assert decision.status_code == 200
+            assert decision.json()["fallback"] is True
 
         # stack.env carries the effective URLs for every process and task.
         env = dict(
