@@ -25,6 +25,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -787,7 +788,24 @@ def _start_api(layout: Layout) -> _Launch | None:
         "--workers", "1",  # one process owns the event spill directory
         "--no-access-log",  # per-request figures are in /metrics; an access line costs more than a decision
     ]  # fmt: skip
-    return _spawn(layout, API, argv, env=layout.base_env(), cwd=layout.repo_root)
+    env = {**layout.base_env(), "SHADOWGATE_API_KEY": api_key(layout)}
+    return _spawn(layout, API, argv, env=env, cwd=layout.repo_root)
+
+
+def api_key(layout: Layout) -> str:
+    """The admin key of the local API: ``SHADOWGATE_API_KEY`` when set, else one made once under ``<home>/secrets``."""
+    configured = ApiSettings().key
+    if configured is not None:
+        return configured.get_secret_value()
+    path = layout.home / "secrets" / "api_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24))
+        os.replace(tmp, path)
+    return path.read_text().strip()
 
 
 def _run_bootstrap(layout: Layout) -> None:
@@ -830,7 +848,7 @@ def _access_summary(layout: Layout, state: StackStatus) -> str:
         f"  MLflow UI   {layout.mlflow_url}",
         f"  Airflow UI  {layout.airflow_url}   user {AIRFLOW_USER}  password {password}",
         (
-            f"  API         {layout.api_url}   docs {layout.api_url}/docs"
+            f"  API         {layout.api_url}   docs {layout.api_url}/docs   admin X-API-Key {api_key(layout)}"
             if api.state != "not built yet"
             else "  API         not built yet (api/main.py with create_app)"
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,55 @@ def test_no_model_at_all_answers_with_the_fallback_policy(
         ]
         == {}
     )
+
+
+class _Slow:
+    """Wraps a real compiled model and makes it slow (a challenger that blows its budget)."""
+
+    def __init__(self, inner: CompiledModel, delay_s: float) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+        self.family = inner.family
+        self.n_features = inner.n_features
+
+    def score_one(self, x: Any) -> float:
+        time.sleep(self.delay_s)
+        return self.inner.score_one(x)
+
+    def score_batch(self, x: np.ndarray) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return self.inner.score_batch(x)
+
+
+class _SlowingSource(MlflowModelSource):
+    def __init__(self, *, slow_version: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.slow_version = slow_version
+
+    def fetch(self, version: str) -> CompiledModel:
+        model = super().fetch(version)
+        return _Slow(model, 0.05) if version == self.slow_version else model  # type: ignore[return-value]
+
+
+def test_a_slow_challenger_is_benched_and_never_decides(
+    runtime_factory: Factory, registry: Registry, redis_server: RedisServer
+) -> None:
+    source = _SlowingSource(
+        slow_version=registry.versions[CHALLENGER_B],
+        tracking_uri=registry.mlflow.tracking_uri,
+        model_name="bnpl_default",
+    )
+    with make_client(runtime_factory(source=source, model_budget_ms=5.0)) as client:
+        answers = [client.post(URL, json=_tx(i)).json() for i in range(60)]
+        assert {a["model"]["alias"] for a in answers} == {"champion"}
+        _settle(client)
+        events = _stream(redis_server, "shadowgate:predictions")
+        assert len(events) == 60
+        slow = [next(s for s in e["scores"] if s["alias"] == CHALLENGER_B) for e in events]
+        assert slow[0]["status"] == "timeout"
+        assert slow[0]["error"].endswith("budget 5 ms")
+        # Benched after its first over-budget batch: never scored again within the cool-down.
+        assert {s["status"] for s in slow[1:]} <= {"skipped", "timeout"}
+        assert sum(s["status"] == "timeout" for s in slow) <= 2
+        assert all(next(s for s in e["scores"] if s["alias"] == "challenger")["status"] == "ok" for e in events)
+        assert CHALLENGER_B in client.get("/v1/models").json()["benched"]
