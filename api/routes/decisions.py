@@ -60,7 +60,7 @@ async def _limit_batch(request: Request, runtime: RuntimeDep) -> None:
     limit = runtime.serving.max_batch
     if isinstance(items, list) and len(items) > limit:
         raise HTTPException(
-            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
             detail=f"batch of {len(items)} transactions exceeds the limit of {limit}",
         )
 

@@ -6,13 +6,14 @@ import datetime as dt
 import json
 from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shadowgate.contract import TRANSACTION_FIELDS, example_transaction
-from shadowgate.features import features_one
+from shadowgate.features import FEATURE_NAMES, features_one
 from tests.api.conftest import CHALLENGER_B, Registry
 from tests.redis_server import RedisServer
 
@@ -55,7 +56,8 @@ def test_single_assessment_is_the_champions_score_and_policy(client: TestClient,
     mlflow.set_tracking_uri(registry.mlflow.tracking_uri)
     model = mlflow.sklearn.load_model(f"models:/bnpl_default/{registry.versions['champion']}")
     parsed = {**tx, "event_timestamp": dt.datetime.fromisoformat(tx["event_timestamp"].replace("Z", "+00:00"))}
-    expected = float(model.predict_proba([features_one(parsed)])[0, 1])
+    row = pd.DataFrame([features_one(parsed)], columns=list(FEATURE_NAMES))
+    expected = float(model.predict_proba(row)[0, 1])
     assert body["risk_score"] == pytest.approx(expected, abs=1e-9)
 
 
