@@ -31,10 +31,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# Module level, not inside hello_app: FastAPI resolves the (postponed) annotations of routes from module globals.
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from shadowgate.config import SimulationSettings
 
@@ -52,11 +56,15 @@ CHALLENGER_ALIASES: tuple[str, ...] = ("challenger", "challenger-b")
 PREDICTIONS_STREAM = "shadowgate:predictions"
 
 WARMUP_S = 3.0
+ROUNDS = 2
+"""Closed-loop runs per server, interleaved across servers; the best is reported (all are in the JSON)."""
 WRK_THREADS = 2
 WRK_TIMEOUT_S = 10
 READY_TIMEOUT_S = 180.0
 STOP_GRACE_S = 10.0
 DRAIN_TIMEOUT_S = 20.0
+BENCH_WAIT_S = 45.0
+"""Longest wait for a shadow model benched during the warm-up (the service's cool-down is 30 s)."""
 CUSTOMERS = 4_000
 """Distinct customer ids the Lua script cycles through (the size of the simulated customer base)."""
 
@@ -260,6 +268,8 @@ class Measurement:
     """Per-request pause of a paced run (None: closed loop)."""
     target_rps: float | None = None
     """Rate a paced run aimed at."""
+    rounds_rps: tuple[float, ...] = ()
+    """req/s of every round (the reported run is the best of them)."""
 
     def as_dict(self) -> dict[str, Any]:
         w = self.wrk
@@ -274,6 +284,8 @@ class Measurement:
             "duration_s": w.duration_s,
             "sent": w.sent,
         }
+        if self.rounds_rps:
+            out["rounds_rps"] = list(self.rounds_rps)
         if self.delay_ms is not None:
             out["delay_ms"] = self.delay_ms
             out["target_rps"] = self.target_rps
@@ -295,6 +307,10 @@ class StreamCheck:
     dropped by the server as client disconnects before being read)."""
     dropped: int
     spilled: int
+    shadow_skipped: int = 0
+    """Shadow scores not computed during the measured runs (a challenger benched, or the shadow queue full)."""
+    model_failures: int = 0
+    """Scoring failures or budget breaches (``timeout``) during the measured runs."""
 
     @property
     def ok(self) -> bool:
@@ -311,6 +327,8 @@ class StreamCheck:
             "wrk_sent": self.wrk_sent,
             "events_dropped": self.dropped,
             "events_spilled": self.spilled,
+            "shadow_skipped_while_measuring": self.shadow_skipped,
+            "model_failures_while_measuring": self.model_failures,
             "ok": self.ok,
         }
 
@@ -393,7 +411,7 @@ class ServingBenchResult:
 
     def render(self) -> str:
         """The table of runs, the ratios against their targets and the stream checks, as plain text."""
-        header = ("server", "concurrency", "p50 ms", "p99 ms", "req/s", "requests", "non-2xx")
+        header = ("server", "concurrency", "p50 ms", "p99 ms", "req/s", "requests", "non-2xx", "req/s of each round")
         rows = [header]
         for m in (*self.runs, self.half_load):
             name = m.server if m.delay_ms is None else f"{m.server} @ half load (paced {m.delay_ms:.1f} ms)"
@@ -407,12 +425,13 @@ class ServingBenchResult:
                     f"{w.rps:,.1f}",
                     f"{w.requests:,}",
                     str(w.non_2xx),
+                    " / ".join(f"{r:,.0f}" for r in m.rounds_rps),
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = [
-            f"serving benchmark: wrk, {WRK_THREADS} threads, {self.duration_s:g} s per run after a {WARMUP_S:g} s "
-            f"warm-up, 1 uvicorn worker each, one server at a time"
+            f"serving benchmark: wrk, {WRK_THREADS} threads, best of {ROUNDS} interleaved rounds of "
+            f"{self.duration_s:g} s after a {WARMUP_S:g} s warm-up; 1 uvicorn worker each; one server loaded at a time"
         ]
         for r in rows:
             lines.append(
@@ -437,6 +456,11 @@ class ServingBenchResult:
                 f"{check.server_decisions:,}; wrk got {check.wrk_2xx:,} 2xx of {sent} sent; dropped {check.dropped}, "
                 f"spilled {check.spilled}   {'OK' if check.ok else 'MISMATCH'}"
             )
+            if check.shadow_skipped or check.model_failures:
+                lines.append(
+                    f"  {server}: WARNING {check.shadow_skipped:,} shadow scores skipped and {check.model_failures:,} "
+                    "model failures/budget breaches while measuring: the shadow work measured was incomplete"
+                )
         return "\n".join(lines)
 
     def as_json(self) -> dict[str, Any]:
@@ -453,6 +477,7 @@ class ServingBenchResult:
                 "duration_s": self.duration_s,
                 "warmup_s": WARMUP_S,
                 "concurrency": self.concurrency,
+                "rounds": ROUNDS,
                 "wrk_threads": WRK_THREADS,
                 "uvicorn": "1 worker, --no-access-log, --log-level warning, --loop auto, --http auto",
             },
@@ -462,19 +487,25 @@ class ServingBenchResult:
 def write_json(result: ServingBenchResult, path: Path) -> None:
     """Write :meth:`ServingBenchResult.as_json` to ``path`` (parents created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Infinite ratios (a baseline with 0 req/s) are not JSON: written as null.
-    payload = json.loads(json.dumps(result.as_json(), default=str).replace("Infinity", "null"))
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path.write_text(json.dumps(_finite(result.as_json()), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every infinite or NaN float (a ratio over a baseline of 0 req/s) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------- hello world
 
 
-def hello_app() -> Any:
+def hello_app() -> FastAPI:
     """The HTTP ceiling: one POST route that reads the body and answers a small JSON (``--factory``)."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
     app = FastAPI(title="hello world")
 
     @app.post(HELLO_PATH)
@@ -572,6 +603,8 @@ def _wait_ready(
             if status == 200:
                 return
             last = f"HTTP {status}: {content[:200]!r}"
+            if 400 <= status < 500:  # a wrong URL or body never becomes ready: say so now
+                raise BenchError(f"{group.name} answers {last} to the readiness request {method} {url}")
         except (OSError, urllib.error.URLError) as error:
             last = str(error)
         time.sleep(0.25)
@@ -735,7 +768,32 @@ def _metric_sum(text: str, name: str) -> float:
     )
 
 
-def _stream_check(base_url: str, redis_url: str, wrk_2xx: int, wrk_sent: int | None) -> StreamCheck:
+def _shadow_counters(base_url: str) -> tuple[int, int]:
+    """(shadow scores skipped, model failures) the service has counted so far."""
+    _, raw = _http("GET", f"{base_url}/metrics")
+    text = raw.decode()
+    return (
+        int(_metric_sum(text, "shadowgate_shadow_skipped_total")),
+        int(_metric_sum(text, "shadowgate_model_failures_total")),
+    )
+
+
+def _wait_unbenched(base_url: str, echo: Callable[[str], None]) -> None:
+    """Wait until no shadow model sits out a cool-down, so that the measured runs score every challenger."""
+    deadline = time.monotonic() + BENCH_WAIT_S
+    while time.monotonic() < deadline:
+        _, raw = _http("GET", f"{base_url}/v1/models")
+        benched = json.loads(raw).get("benched") or {}
+        if not benched:
+            return
+        echo(f"  benched after the warm-up: {benched}; waiting for the cool-down to end")
+        time.sleep(min(max(float(v) for v in benched.values()) + 0.5, BENCH_WAIT_S))
+    raise BenchError(f"a shadow model is still benched after {BENCH_WAIT_S:g} s: the full run would not be full")
+
+
+def _stream_check(
+    base_url: str, redis_url: str, wrk_2xx: int, wrk_sent: int | None, counters_before: tuple[int, int] = (0, 0)
+) -> StreamCheck:
     """Wait until the service has drained its queues into Redis (or ``DRAIN_TIMEOUT_S``), then compare counts."""
     import redis
 
@@ -758,6 +816,8 @@ def _stream_check(base_url: str, redis_url: str, wrk_2xx: int, wrk_sent: int | N
                     wrk_sent=wrk_sent,
                     dropped=int(_metric_sum(text, "shadowgate_events_dropped_total")),
                     spilled=int(_metric_sum(text, "shadowgate_events_spilled_total")),
+                    shadow_skipped=int(_metric_sum(text, "shadowgate_shadow_skipped_total")) - counters_before[0],
+                    model_failures=int(_metric_sum(text, "shadowgate_model_failures_total")) - counters_before[1],
                 )
             time.sleep(0.2)
     finally:
@@ -788,6 +848,38 @@ def run_serving_bench(
     wrk = ensure_wrk(echo)
     base = Path(tempfile.mkdtemp(prefix="shadowgate-bench-serving-"))
     groups: list[_Group] = []
+    with _sigterm_as_exit():
+        return _measure_all(base, groups, wrk, repo_root, duration_s, concurrency, keep, echo)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM (``timeout``, a CI cancel) into SystemExit so that the ``finally`` cleanup runs as on Ctrl-C."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _measure_all(
+    base: Path,
+    groups: list[_Group],
+    wrk: str,
+    repo_root: Path,
+    duration_s: float,
+    concurrency: int,
+    keep: bool,
+    echo: Callable[[str], None],
+) -> ServingBenchResult:
     try:
         (base / "tmp").mkdir()
         echo(f"setup in {base}: simulating 40,000 purchases and training 3 models")
@@ -809,46 +901,64 @@ def run_serving_bench(
 
         transaction_body = _bodies()[0]
         runner = _Runner(wrk, base, duration_s, concurrency)
-        runs: list[Measurement] = []
-        streams: dict[str, StreamCheck] = {}
-        half_load: Measurement | None = None
+        started: dict[str, _Started] = {}
         for server in SERVERS:
             port = _free_port()
-            url = f"http://127.0.0.1:{port}"
             # One Redis database per server: each service's stream is checked against its own counts.
             redis_url = f"redis://127.0.0.1:{redis_port}/{SERVERS.index(server)}"
             spec = _spec(server, port=port, base=base, env=env, redis_url=redis_url, tracking_uri=tracking_uri)
             argv, server_env, script, (ready_method, ready_url, ready_body), target = spec
-            echo(f"{server}: starting on 127.0.0.1:{port}")
+            echo(f"{server}: starting on 127.0.0.1:{port}, then a {WARMUP_S:g} s warm-up")
             log = base / "logs" / f"{server.replace(' ', '-')}.log"
             group = _Group(server, argv, env=server_env, cwd=base / "tmp", log=log)
             groups.append(group)
             _wait_ready(group, ready_url, method=ready_method, body=ready_body)
-            warm = runner.run(group, target, script, duration_s=WARMUP_S)
-            measured = runner.run(group, target, script, duration_s=duration_s)
-            runs.append(Measurement(server, concurrency, measured))
-            m = measured
-            echo(f"  c={concurrency}: p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms, {m.rps:,.1f} req/s")
-            outputs = [warm, measured]
-            if server == FULL:
-                half_load, paced = _half_load(runner, group, target, transaction_body, measured.rps, concurrency)
-                outputs += paced
-                w = half_load.wrk
-                echo(f"  half load: {w.rps:,.1f} req/s (target {half_load.target_rps:,.1f}), p99 {w.p99_ms:.2f} ms")
+            one = _Started(group, f"http://127.0.0.1:{port}", target, script, redis_url)
+            one.outputs.append(runner.run(group, target, script, duration_s=WARMUP_S))
             if server in (FULL, CHAMPION_ONLY):
-                sent = [o.sent for o in outputs]
-                check = _stream_check(
-                    url,
-                    redis_url,
-                    wrk_2xx=sum(o.ok_responses for o in outputs),
-                    wrk_sent=None if None in sent else sum(s or 0 for s in sent),
+                # A challenger benched during the warm-up (its first, cold calls) would sit out the measured runs.
+                _wait_unbenched(one.url, echo)
+                one.counters_before = _shadow_counters(one.url)
+            started[server] = one
+        # Rounds interleave the servers so that a slow spell of the (shared) machine hits all of them alike;
+        # each server's best round is kept (noise only ever slows a run down).
+        for round_no in range(1, ROUNDS + 1):
+            for server, one in started.items():
+                result = runner.run(one.group, one.target, one.script, duration_s=duration_s)
+                one.outputs.append(result)
+                one.rounds.append(result)
+                echo(
+                    f"  round {round_no} {server}, c={concurrency}: p50 {result.p50_ms:.2f} ms, "
+                    f"p99 {result.p99_ms:.2f} ms, {result.rps:,.1f} req/s"
                 )
-                streams[server] = check
-                echo(f"  stream: {check.entries:,} entries, {check.server_decisions:,} decisions, ok={check.ok}")
-            group.stop()
-        assert half_load is not None
+        runs = tuple(
+            Measurement(
+                server,
+                concurrency,
+                max(one.rounds, key=lambda r: r.rps),
+                rounds_rps=tuple(r.rps for r in one.rounds),
+            )
+            for server, one in started.items()
+        )
+        full = started[FULL]
+        half_load, paced = _half_load(runner, full.group, full.target, transaction_body, runs[0].wrk.rps, concurrency)
+        full.outputs.extend(paced)
+        w = half_load.wrk
+        echo(f"  half load {FULL}: {w.rps:,.1f} req/s (target {half_load.target_rps:,.1f}), p99 {w.p99_ms:.2f} ms")
+        streams: dict[str, StreamCheck] = {}
+        for server in (FULL, CHAMPION_ONLY):
+            one = started[server]
+            sent = [o.sent for o in one.outputs]
+            streams[server] = check = _stream_check(
+                one.url,
+                one.redis_url,
+                wrk_2xx=sum(o.ok_responses for o in one.outputs),
+                wrk_sent=None if None in sent else sum(s or 0 for s in sent),
+                counters_before=one.counters_before,
+            )
+            echo(f"  {server}: stream {check.entries:,} entries, {check.server_decisions:,} decisions, ok={check.ok}")
         return ServingBenchResult(
-            duration_s=duration_s, concurrency=concurrency, runs=tuple(runs), half_load=half_load, streams=streams
+            duration_s=duration_s, concurrency=concurrency, runs=runs, half_load=half_load, streams=streams
         )
     finally:
         errors = []
@@ -863,6 +973,21 @@ def run_serving_bench(
             shutil.rmtree(base, ignore_errors=True)
         if errors:
             echo("cleanup: " + "; ".join(errors))
+
+
+@dataclass
+class _Started:
+    """A running server, what to load it with, and every wrk result against it (for the stream check)."""
+
+    group: _Group
+    url: str
+    target: str
+    script: str
+    redis_url: str
+    outputs: list[WrkResult] = field(default_factory=list)
+    rounds: list[WrkResult] = field(default_factory=list)
+    counters_before: tuple[int, int] = (0, 0)
+    """Shadow skips and model failures counted before the measured runs."""
 
 
 _Spec = tuple[list[str], dict[str, str], str, tuple[str, str, bytes | None], str]

@@ -199,5 +199,35 @@ def bench_simulate(transactions: Annotated[int, typer.Option()] = 1_000_000) -> 
     typer.echo(simulator_speed(transactions=transactions).render())
 
 
+@bench_app.command("serving")
+def bench_serving(
+    duration: Annotated[float, typer.Option(help="Seconds of each measured wrk run (after a 3 s warm-up).")] = 10.0,
+    concurrency: Annotated[int, typer.Option(help="wrk connections of the closed-loop and paced runs.")] = 8,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the temp dir (logs, wrk scripts and outputs).")] = False,
+) -> None:
+    """HTTP side by side: shadowgate (full, champion-only) vs `mlflow models serve` vs hello world, with wrk.
+
+    Targets are printed with PASS/FAIL and do not change the exit code; set BENCH_JSON=<file> to write the figures.
+    Exit 1 when the figures cannot be trusted (a server failed, non-2xx responses) or prediction events are missing.
+    """
+    import os
+
+    from shadowgate.bench_serving import BenchError, run_serving_bench, write_json
+
+    try:
+        result = run_serving_bench(duration_s=duration, concurrency=concurrency, keep=keep, echo=typer.echo)
+    except BenchError as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1) from None
+    typer.echo(result.render())
+    target = os.environ.get("BENCH_JSON")
+    if target:
+        write_json(result, Path(target))
+        typer.echo(f"figures written to {target}")
+    if not result.streams_ok:
+        typer.secho("error: the predictions stream does not match the decisions served", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1)
+
+
 if __name__ == "__main__":
     app()
