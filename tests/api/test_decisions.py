@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import pandas as pd
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from shadowgate.contract import TRANSACTION_FIELDS, example_transaction
 from shadowgate.features import FEATURE_NAMES, features_one
+from shadowgate.serving.events import from_stream_fields
 from tests.api.conftest import CHALLENGER_B, Registry
 from tests.redis_server import RedisServer
 
@@ -30,8 +30,9 @@ def _tx(i: int = 0, **changes: Any) -> dict[str, Any]:
 
 
 def _stream(server: RedisServer, name: str) -> list[dict[str, Any]]:
+    """Every event in a stream, each decoded and validated against its schema (PredictionEvent / OutcomeEvent)."""
     client = server.client(decode_responses=True)
-    return [json.loads(fields["payload"]) for _, fields in client.xrange(name)]
+    return [from_stream_fields(fields).model_dump(mode="json") for _, fields in client.xrange(name)]
 
 
 def _settle(client: TestClient) -> None:

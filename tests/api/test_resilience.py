@@ -199,7 +199,7 @@ class _Slow:
         return self.inner.score_one(x)
 
     def score_batch(self, x: np.ndarray) -> np.ndarray:
-        time.sleep(self.delay_s)
+        time.sleep(self.delay_s * len(x))  # slow per row, however the rows are batched
         return self.inner.score_batch(x)
 
 
@@ -210,7 +210,7 @@ class _SlowingSource(MlflowModelSource):
 
     def fetch(self, version: str) -> CompiledModel:
         model = super().fetch(version)
-        return _Slow(model, 0.05) if version == self.slow_version else model  # type: ignore[return-value]
+        return _Slow(model, 0.03) if version == self.slow_version else model  # type: ignore[return-value]
 
 
 def test_a_slow_challenger_is_benched_and_never_decides(

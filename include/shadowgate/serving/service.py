@@ -24,18 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 
 from shadowgate.features import FEATURE_NAMES, features_one
 from shadowgate.registry import CHAMPION
 from shadowgate.serving.assignment import Assignment
-from shadowgate.serving.events import (
-    ArmAssignment,
-    ModelScore,
-    PredictionEvent,
-    ScoreStatus,
-    hash_customer_id,
-    to_stream_fields,
-)
+from shadowgate.serving.events import PREDICTION, SCHEMA_VERSION, STREAM_ENCODING_VERSION, ScoreStatus, hash_customer_id
 from shadowgate.serving.experiments import ExperimentBook
 from shadowgate.serving.metrics import ServingMetrics
 from shadowgate.serving.models import ModelManager, ModelSnapshot, ServedModel
@@ -46,12 +40,43 @@ logger = logging.getLogger(__name__)
 BENCH_COOLDOWN_S = 30.0
 """How long a shadow model that failed or blew its budget sits out."""
 
+SHADOW_BATCH_WINDOW_S = 0.005
+"""How long the shadow worker gathers requests after the first one before scoring them together."""
+
+SHADOW_BATCH_MAX = 128
+"""Largest shadow micro-batch."""
+
+WALL_BUDGET_FACTOR = 4.0
+"""A shadow model is over budget when its CPU time per row exceeds the budget, or its wall time this many times."""
+
 COMPARISON_WINDOW = 10_000
 """Rolling window (requests) of ``/v1/shadow/comparison``."""
 
 
 class EventSink(Protocol):
     def submit(self, stream: str, fields: dict[str, str], event_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """One model's score of one request (the fields of :class:`shadowgate.serving.events.ModelScore`)."""
+
+    alias: str
+    model_version: str | None
+    score: float | None
+    latency_us: float
+    status: ScoreStatus
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "alias": self.alias,
+            "model_version": self.model_version,
+            "score": self.score,
+            "latency_us": round(self.latency_us, 2),
+            "status": self.status,
+            "error": self.error,
+        }
 
 
 @dataclass(frozen=True)
@@ -82,7 +107,7 @@ class _ShadowJob:
     features: list[float]
     served_at: dt.datetime
     snapshot: ModelSnapshot
-    decided: ModelScore
+    decided: Score
     decision: PolicyDecision
     assignments: list[Assignment]
     deciding: Assignment | None
@@ -195,9 +220,9 @@ class DecisionService:
         m.bind(m.request_latency, "assess").observe(time.perf_counter() - started)
         return assessment
 
-    def _score_decider(self, served: ServedModel | None, features: list[float]) -> ModelScore:
+    def _score_decider(self, served: ServedModel | None, features: list[float]) -> Score:
         if served is None:
-            return ModelScore(
+            return Score(
                 alias=CHAMPION,
                 model_version=None,
                 score=None,
@@ -211,7 +236,7 @@ class DecisionService:
         except Exception as error:  # a broken model falls back to the rule policy, never a 5xx
             self.metrics.bind(self.metrics.model_failures, served.alias, "error").inc()
             logger.exception("deciding model %s v%s failed", served.alias, served.version)
-            return ModelScore(
+            return Score(
                 alias=served.alias,
                 model_version=served.version,
                 score=None,
@@ -221,7 +246,7 @@ class DecisionService:
             )
         elapsed = time.perf_counter() - t0
         self.metrics.bind(self.metrics.model_latency, served.alias, "decider").observe(elapsed)
-        return ModelScore(
+        return Score(
             alias=served.alias,
             model_version=served.version,
             score=score,
@@ -260,9 +285,13 @@ class DecisionService:
             stop = first is None
             if first is not None:
                 jobs.append(first)
-            while not stop and len(jobs) < 256:
+            # Shadow results need no low latency: gathering a micro-batch makes vectorised scoring ~10x cheaper per
+            # row than one call per request.
+            deadline = time.monotonic() + SHADOW_BATCH_WINDOW_S
+            while not stop and len(jobs) < SHADOW_BATCH_MAX:
+                remaining = deadline - time.monotonic()
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
@@ -272,7 +301,7 @@ class DecisionService:
             try:
                 if jobs:
                     self._log(jobs, skipped_reason=None)
-            except Exception:  # the worker must survive anything; the events are logged below
+            except Exception:  # the worker must survive anything
                 logger.exception("shadow scoring failed for %d requests", len(jobs))
             finally:
                 for _ in range(len(jobs) + (1 if stop else 0)):
@@ -281,9 +310,9 @@ class DecisionService:
             if stop:
                 return
 
-    def _shadow_scores(self, jobs: Sequence[_ShadowJob], skipped_reason: str | None) -> list[list[ModelScore]]:
+    def _shadow_scores(self, jobs: Sequence[_ShadowJob], skipped_reason: str | None) -> list[list[Score]]:
         """Score every non-deciding model of each job's snapshot, vectorised per (snapshot, alias)."""
-        out: list[list[ModelScore]] = [[] for _ in jobs]
+        out: list[list[Score]] = [[] for _ in jobs]
         by_snapshot: dict[int, list[int]] = collections.defaultdict(list)
         for i, job in enumerate(jobs):
             by_snapshot[id(job.snapshot)].append(i)
@@ -300,7 +329,7 @@ class DecisionService:
                     self.metrics.bind(self.metrics.shadow_skipped, alias, reason).inc(len(rows))
                     for i in rows:
                         out[i].append(
-                            ModelScore(
+                            Score(
                                 alias=alias,
                                 model_version=model.version,
                                 score=None,
@@ -315,14 +344,18 @@ class DecisionService:
                 error: str | None = None
                 scores: np.ndarray | None = None
                 t0 = time.perf_counter()
+                cpu0 = time.thread_time()
                 try:
                     scores = model.scorer.score_batch(matrix)
                 except Exception as exc:  # a broken challenger is counted and benched, never raised
                     status, error = "error", f"{type(exc).__name__}: {exc}"[:200]
                 per_row = (time.perf_counter() - t0) / len(rows)
-                if status == "ok" and per_row > self.budget_s:
+                # CPU time of this thread is the fair measure (wall time also counts waiting for the GIL behind
+                # request threads); wall time still counts when it is far over, so a model that blocks is caught.
+                cpu_per_row = (time.thread_time() - cpu0) / len(rows)
+                if status == "ok" and (cpu_per_row > self.budget_s or per_row > WALL_BUDGET_FACTOR * self.budget_s):
                     status = "timeout"
-                    error = f"{per_row * 1e3:.2f} ms per row, budget {self.budget_s * 1e3:g} ms"
+                    error = f"{max(cpu_per_row, per_row) * 1e3:.2f} ms per row, budget {self.budget_s * 1e3:g} ms"
                 if status != "ok":
                     self._benched[alias] = now + BENCH_COOLDOWN_S
                     self.metrics.bind(self.metrics.model_failures, alias, status).inc(len(rows))
@@ -332,7 +365,7 @@ class DecisionService:
                 for k, i in enumerate(rows):
                     score = float(scores[k]) if scores is not None and status == "ok" else None
                     out[i].append(
-                        ModelScore(
+                        Score(
                             alias=alias,
                             model_version=model.version,
                             score=score,
@@ -343,64 +376,84 @@ class DecisionService:
                     )
         return out
 
-    def _compare(self, job: _ShadowJob, shadow: Sequence[ModelScore]) -> None:
-        if job.decided.score is None:
-            return
+    def _compare(self, jobs: Sequence[_ShadowJob], shadow: Sequence[Sequence[Score]]) -> None:
         policy = self.policy()
-        for s in shadow:
-            if s.score is None:
+        counts: collections.Counter[tuple[str, bool]] = collections.Counter()
+        pairs: list[tuple[str, bool, float]] = []
+        for job, scores in zip(jobs, shadow, strict=True):
+            served = job.decided.score
+            if served is None:
                 continue
-            would = decide(score=s.score, transaction=job.transaction, context=job.context, policy=policy)
-            agree = would.decision == job.decision.decision
-            self.metrics.bind(self.metrics.agreement, s.alias, "true" if agree else "false").inc()
-            with self._comparison_lock:
-                c = self._comparison[s.alias]
+            for s in scores:
+                if s.score is None:
+                    continue
+                would = decide(score=s.score, transaction=job.transaction, context=job.context, policy=policy)
+                agree = would.decision == job.decision.decision
+                counts[(s.alias, agree)] += 1
+                pairs.append((s.alias, agree, s.score - served))
+        for (alias, agree), n in counts.items():
+            self.metrics.bind(self.metrics.agreement, alias, "true" if agree else "false").inc(n)
+        with self._comparison_lock:
+            for alias, agree, delta in pairs:
+                c = self._comparison[alias]
                 c.agree.append(agree)
-                c.delta.append(s.score - job.decided.score)
+                c.delta.append(delta)
 
     def _log(self, jobs: Sequence[_ShadowJob], skipped_reason: str | None) -> None:
         shadow = self._shadow_scores(jobs, skipped_reason)
+        self._compare(jobs, shadow)
         for job, extra in zip(jobs, shadow, strict=True):
-            self._compare(job, extra)
-            event = self._event(job, [job.decided, *extra])
-            self.events.submit(self.predictions_stream, to_stream_fields(event), event.event_id)
+            self.events.submit(self.predictions_stream, self._event_fields(job, [job.decided, *extra]), job.request_id)
 
-    def _event(self, job: _ShadowJob, scores: list[ModelScore]) -> PredictionEvent:
+    def _event_fields(self, job: _ShadowJob, scores: list[Score]) -> dict[str, str]:
+        """The stream entry of the request's :class:`~shadowgate.serving.events.PredictionEvent`.
+
+        Built as plain data and serialised with orjson — five times cheaper than constructing the pydantic model for
+        every request; the API tests parse every logged event back through ``from_stream_fields`` (the schema).
+        """
         tx = job.transaction
         deciding = job.deciding
-        return PredictionEvent(
-            event_id=job.request_id,
-            transaction_id=tx["transaction_id"],
-            customer_id_hash=hash_customer_id(tx["customer_id"], salt=self.customer_salt),
-            merchant_id=tx["merchant_id"],
-            event_timestamp=tx["event_timestamp"],
-            served_at=job.served_at,
-            features=dict(zip(FEATURE_NAMES, job.features, strict=True)),
-            inputs={k: v for k, v in tx.items() if k != "customer_id"},
-            scores=scores,
-            served_by=f"{job.decided.alias}@v{job.decided.model_version}"
-            if job.decided.score is not None
-            else "fallback",
-            score=job.decided.score,
-            decision=job.decision.decision.value,
-            risk_level=job.decision.risk_level,
-            reason_codes=list(job.decision.reason_codes),
-            experiment_id=deciding.experiment_id if deciding is not None else None,
-            arm=deciding.arm if deciding is not None else None,
-            propensity=deciding.propensity if deciding is not None else None,
-            assignments=[
-                ArmAssignment(
-                    experiment_id=a.experiment_id,
-                    experiment_version=str(a.experiment_version),
-                    arm=a.arm,
-                    propensity=a.propensity,
-                    mode=a.mode,
-                )
+        decided = job.decided
+        inputs = {k: v for k, v in tx.items() if k != "customer_id"}
+        inputs["event_timestamp"] = tx["event_timestamp"].isoformat()
+        payload = {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": job.request_id,
+            "transaction_id": tx["transaction_id"],
+            "customer_id_hash": hash_customer_id(tx["customer_id"], salt=self.customer_salt),
+            "merchant_id": tx["merchant_id"],
+            "event_timestamp": tx["event_timestamp"],
+            "served_at": job.served_at,
+            "features": dict(zip(FEATURE_NAMES, job.features, strict=True)),
+            "inputs": inputs,
+            "scores": [s.as_dict() for s in scores],
+            "served_by": f"{decided.alias}@v{decided.model_version}" if decided.score is not None else "fallback",
+            "score": decided.score,
+            "decision": job.decision.decision.value,
+            "risk_level": str(job.decision.risk_level),
+            "reason_codes": list(job.decision.reason_codes),
+            "experiment_id": deciding.experiment_id if deciding is not None else None,
+            "arm": deciding.arm if deciding is not None else None,
+            "propensity": deciding.propensity if deciding is not None else None,
+            "assignments": [
+                {
+                    "experiment_id": a.experiment_id,
+                    "experiment_version": str(a.experiment_version),
+                    "arm": a.arm,
+                    "propensity": a.propensity,
+                    "mode": a.mode,
+                }
                 for a in job.assignments
             ],
-            policy_name=job.decision.policy_name,
-            policy_version=str(job.decision.policy_version),
-        )
+            "policy_name": job.decision.policy_name,
+            "policy_version": str(job.decision.policy_version),
+        }
+        return {
+            "v": STREAM_ENCODING_VERSION,
+            "id": job.request_id,
+            "kind": PREDICTION,
+            "payload": orjson.dumps(payload).decode(),
+        }
 
     # ------------------------------------------------------------------------------------------------ reporting
 
