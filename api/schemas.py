@@ -8,7 +8,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from shadowgate.contract import FIELDS_BY_NAME, request_model
+from shadowgate.contract import FIELDS_BY_NAME, field_names, request_model
 
 Decision = Literal["approve", "deny", "manual_review"]
 RiskLevel = Literal["low", "medium", "high"]
@@ -106,9 +106,9 @@ class ExperimentShare(ExperimentChange):
     treatment_share: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
 
 
+_CONTRACT_NAMES = tuple(field_names())
+
+
 def transaction_fields(request: BaseModel) -> dict[str, Any]:
-    """The contract fields of a validated request (the decision inputs removed)."""
-    data = request.model_dump()
-    for name in _DecisionInputs.model_fields:
-        data.pop(name, None)
-    return data
+    """The contract fields of a validated request (the decision inputs left out)."""
+    return {name: getattr(request, name) for name in _CONTRACT_NAMES}
