@@ -199,6 +199,14 @@ def bench_simulate(transactions: Annotated[int, typer.Option()] = 1_000_000) -> 
     typer.echo(simulator_speed(transactions=transactions).render())
 
 
+@bench_app.command("scorer")
+def bench_scorer(rows: Annotated[int, typer.Option()] = 5_000) -> None:
+    """Compiled scorers (hot path) against sklearn predict_proba: microseconds per row."""
+    from shadowgate.benchmarks import scorer_speed
+
+    typer.echo(scorer_speed(rows=rows).render())
+
+
 @bench_app.command("serving")
 def bench_serving(
     duration: Annotated[float, typer.Option(help="Seconds of each measured wrk run (after a 3 s warm-up).")] = 10.0,
