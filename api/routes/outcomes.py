@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import cast
 
 from fastapi import APIRouter, status
 
 from api.deps import RuntimeDep
 from api.schemas import OutcomeAccepted, OutcomeRequest
-from shadowgate.serving.events import OUTCOME_TYPE_ALIASES, OutcomeEvent, OutcomeType, to_stream_fields
+from shadowgate.serving.events import OUTCOME_TYPE_ALIASES, OutcomeEvent, OutcomeType, new_event_id, to_stream_fields
 
 router = APIRouter(prefix="/v1", tags=["outcomes"])
 
@@ -20,7 +19,7 @@ async def record_outcome(body: OutcomeRequest, runtime: RuntimeDep) -> OutcomeAc
     """Accept one outcome event; it is queued for the outcomes stream (202: logged asynchronously, never lost)."""
     received_at = dt.datetime.now(dt.UTC)
     event = OutcomeEvent(
-        event_id=uuid.uuid4().hex,
+        event_id=new_event_id(),
         transaction_id=body.transaction_id,
         event_type=OUTCOME_TYPE_ALIASES.get(body.event_type, cast(OutcomeType, body.event_type)),
         event_timestamp=body.event_timestamp,

@@ -17,7 +17,8 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import uuid
+import os
+import random
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -54,9 +55,17 @@ OUTCOME_TYPE_ALIASES: dict[str, OutcomeType] = {
 """Names other producers use for the simulator's outcome types; normalised on input."""
 
 
+_IDS = random.Random(int.from_bytes(os.urandom(32), "big"))
+
+
 def new_event_id() -> str:
-    """A fresh random event id (uuid4 hex); for predictions it is also the prediction / request id."""
-    return uuid.uuid4().hex
+    """A fresh random 128-bit event id (32 hex characters); for predictions also the prediction / request id.
+
+    Drawn from a generator seeded once per process from the OS entropy pool, not from ``uuid4``: ``uuid4`` reads
+    ``os.urandom`` on every call, a system call that measured ~50 µs here — more than the whole decision. The ids are
+    identifiers, not secrets; 128 random bits make a collision between any two of them negligible.
+    """
+    return f"{_IDS.getrandbits(128):032x}"
 
 
 def _utc_now() -> dt.datetime:
@@ -117,7 +126,7 @@ class PredictionEvent(_Frozen):
     """Payload schema version (:data:`SCHEMA_VERSION` when written by this code)."""
 
     event_id: EventId = Field(default_factory=new_event_id)
-    """Unique id of the event (uuid4 hex); also the prediction id returned to the caller."""
+    """Unique id of the event (32 hex characters); also the prediction id returned to the caller."""
 
     transaction_id: str
     """Id of the purchase (joins outcomes to predictions)."""

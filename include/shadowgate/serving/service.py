@@ -18,7 +18,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,7 +28,14 @@ import orjson
 from shadowgate.features import FEATURE_NAMES, features_one
 from shadowgate.registry import CHAMPION
 from shadowgate.serving.assignment import Assignment
-from shadowgate.serving.events import PREDICTION, SCHEMA_VERSION, STREAM_ENCODING_VERSION, ScoreStatus, hash_customer_id
+from shadowgate.serving.events import (
+    PREDICTION,
+    SCHEMA_VERSION,
+    STREAM_ENCODING_VERSION,
+    ScoreStatus,
+    hash_customer_id,
+    new_event_id,
+)
 from shadowgate.serving.experiments import ExperimentBook
 from shadowgate.serving.metrics import ServingMetrics
 from shadowgate.serving.models import ModelManager, ModelSnapshot, ServedModel
@@ -168,7 +174,7 @@ class DecisionService:
     def assess(self, transaction: Mapping[str, Any], context: DecisionContext) -> Assessment:
         """Decide one transaction (a validated contract mapping; ``event_timestamp`` tz-aware)."""
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = new_event_id()
         features = features_one(transaction)
         book = self.experiments()
         assignments = book.assign_all(
