@@ -52,7 +52,7 @@ SHADOW_BATCH_WINDOW_S = 0.005
 SHADOW_BATCH_MAX = 128
 """Largest shadow micro-batch."""
 
-WALL_BUDGET_FACTOR = 4.0
+WALL_BUDGET_FACTOR = 50.0
 """A shadow model is over budget when its CPU time per row exceeds the budget, or its wall time this many times."""
 
 COMPARISON_WINDOW = 10_000
