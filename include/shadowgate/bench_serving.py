@@ -388,6 +388,16 @@ class ServingBenchResult:
     half_load: Measurement
     streams: Mapping[str, StreamCheck] = field(default_factory=dict)
     """Server name → prediction-stream check (the shadowgate servers)."""
+    sustained: Measurement | None = None
+    """Full shadowgate at the highest paced rate (of :data:`SUSTAIN_FRACTIONS` of its max) at which no shadow score
+    was shed: every request scored by every challenger. None when even the lowest fraction shed some."""
+
+    @property
+    def vs_hello_world_sustained(self) -> float | None:
+        """Sustained full throughput (no shadow work shed) ÷ hello-world throughput."""
+        if self.sustained is None:
+            return None
+        return self.sustained.wrk.rps / self.run(HELLO_WORLD).wrk.rps
 
     def run(self, server: str) -> Measurement:
         for m in self.runs:
@@ -442,6 +452,14 @@ class ServingBenchResult:
                 f"  half load: target {self.half_load.target_rps:,.1f} req/s, achieved {self.half_load.wrk.rps:,.1f}"
                 f" req/s ({self.half_load.wrk.rps / self.half_load.target_rps:.0%} of target)"
             )
+        if self.sustained is not None:
+            lines.append(
+                f"  sustained with every shadow score computed: {self.sustained.wrk.rps:,.1f} req/s "
+                f"(paced at {self.sustained.target_rps or 0:,.0f}), p50 {self.sustained.wrk.p50_ms:.2f} ms, "
+                f"p99 {self.sustained.wrk.p99_ms:.2f} ms; vs hello world {self.vs_hello_world_sustained:.3f}×"
+            )
+        else:
+            lines.append("  sustained with every shadow score computed: not reached at the rates tried")
         lines.append("ratios")
         units = {"vs_mlflow_serve": "×", "vs_hello_world": "×", "p99_ms_at_half_load": " ms", "shadow_p50_overhead": ""}
         for name, value in self.ratios.as_dict().items():
@@ -472,6 +490,8 @@ class ServingBenchResult:
             "pass": {name: meets_target(name, value) for name, value in ratios.items()},
             "servers": {m.server: m.as_dict() for m in self.runs},
             "half_load": {"server": self.half_load.server, **self.half_load.as_dict()},
+            "sustained_rps": self.sustained.wrk.rps if self.sustained is not None else None,
+            "vs_hello_world_sustained": self.vs_hello_world_sustained,
             "streams": {server: check.as_dict() for server, check in self.streams.items()},
             "settings": {
                 "duration_s": self.duration_s,
@@ -945,6 +965,8 @@ def _measure_all(
         full.outputs.extend(paced)
         w = half_load.wrk
         echo(f"  half load {FULL}: {w.rps:,.1f} req/s (target {half_load.target_rps:,.1f}), p99 {w.p99_ms:.2f} ms")
+        sustained, tried = _sustained(runner, full, transaction_body, runs[0].wrk.rps, concurrency, echo)
+        full.outputs.extend(tried)
         streams: dict[str, StreamCheck] = {}
         for server in (FULL, CHAMPION_ONLY):
             one = started[server]
@@ -958,7 +980,12 @@ def _measure_all(
             )
             echo(f"  {server}: stream {check.entries:,} entries, {check.server_decisions:,} decisions, ok={check.ok}")
         return ServingBenchResult(
-            duration_s=duration_s, concurrency=concurrency, runs=runs, half_load=half_load, streams=streams
+            duration_s=duration_s,
+            concurrency=concurrency,
+            runs=runs,
+            half_load=half_load,
+            streams=streams,
+            sustained=sustained,
         )
     finally:
         errors = []
@@ -1054,6 +1081,53 @@ def _wait_redis(group: _Group, port: int, timeout_s: float = 20.0) -> None:
     finally:
         client.close()
     raise BenchError(f"redis-server not answering on {port} after {timeout_s:g} s")
+
+
+def _wait_shadow_idle(base_url: str) -> None:
+    """Wait until the shadow queue is empty (a backlog from a previous run would be shed in the next)."""
+    deadline = time.monotonic() + BENCH_WAIT_S
+    while time.monotonic() < deadline:
+        _, raw = _http("GET", f"{base_url}/metrics")
+        if _metric_sum(raw.decode(), "shadowgate_shadow_queue_depth") == 0:
+            return
+        time.sleep(0.2)
+
+
+def _sustained(
+    runner: _Runner, one: _Started, body: str, max_rps: float, concurrency: int, echo: Callable[[str], None]
+) -> tuple[Measurement | None, list[WrkResult]]:
+    """The highest paced rate (a fraction of ``max_rps``) at which the full service sheds no shadow score.
+
+    At saturation the service keeps decisions fast by shedding shadow work (counted as skipped); the throughput that
+    includes *all* the challenger scoring is the one to compare. Tries :data:`SUSTAIN_FRACTIONS`, highest first.
+    """
+    tried: list[WrkResult] = []
+    for fraction in SUSTAIN_FRACTIONS:
+        target = max_rps * fraction
+        _wait_shadow_idle(one.url)
+        before = _shadow_counters(one.url)
+        delay = pacing_delay_ms(target, concurrency)
+        calibration = runner.run(
+            one.group,
+            one.target,
+            lua_script(path=DECISION_PATH, body=body, vary_ids=True, delay_ms=delay),
+            duration_s=WARMUP_S,
+        )
+        delay = pacing_delay_ms(target, concurrency, cycle_overhead_ms(calibration.rps, concurrency, delay))
+        script = lua_script(path=DECISION_PATH, body=body, vary_ids=True, delay_ms=delay)
+        result = runner.run(one.group, one.target, script, duration_s=runner.duration_s)
+        tried.extend([calibration, result])
+        _wait_shadow_idle(one.url)
+        after = _shadow_counters(one.url)
+        shed = after[0] - before[0]
+        echo(f"  sustain {fraction:.0%} of max: {result.rps:,.1f} req/s, {shed:,} shadow scores shed")
+        if shed == 0 and after[1] == before[1]:
+            return Measurement(one.group.name, concurrency, result, delay_ms=delay, target_rps=target), tried
+    return None, tried
+
+
+SUSTAIN_FRACTIONS = (0.9, 0.8, 0.7, 0.6, 0.5)
+"""Fractions of the closed-loop maximum tried, highest first, for the sustained (nothing shed) throughput."""
 
 
 def _half_load(
