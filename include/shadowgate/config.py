@@ -213,6 +213,24 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
 )
 
 
+def local_secret(path: Path) -> str:
+    """A secret kept in a file readable by its owner only, made once (random) when the file does not exist yet.
+
+    For local defaults only (the embedded stack's admin key, the customer-id salt); production passes secrets in.
+    """
+    import os
+    import secrets
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+        os.replace(tmp, path)
+    return path.read_text().strip()
+
+
 def environment_variables() -> list[tuple[str, str, str]]:
     """(variable, default, description) of every setting, in class order."""
     rows: list[tuple[str, str, str]] = []

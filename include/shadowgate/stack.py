@@ -25,7 +25,6 @@ import datetime as dt
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -36,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shadowgate.config import AirflowSettings, ApiSettings, MLflowSettings, PathSettings, RedisSettings
+from shadowgate.config import AirflowSettings, ApiSettings, MLflowSettings, PathSettings, RedisSettings, local_secret
 
 REDIS = "redis"
 MLFLOW = "mlflow"
@@ -797,15 +796,7 @@ def api_key(layout: Layout) -> str:
     configured = ApiSettings().key
     if configured is not None:
         return configured.get_secret_value()
-    path = layout.home / "secrets" / "api_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(24))
-        os.replace(tmp, path)
-    return path.read_text().strip()
+    return local_secret(layout.home / "secrets" / "api_key")
 
 
 def _run_bootstrap(layout: Layout) -> None:

@@ -47,3 +47,16 @@ def test_readme_lists_every_variable() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [v for v, _, _ in config.environment_variables() if f"`{v}`" not in readme]
     assert not missing, f"README does not document {missing}"
+
+
+def test_local_secret_is_made_once_private_and_kept(tmp_path: Path) -> None:
+    import stat
+
+    from shadowgate.config import local_secret
+
+    path = tmp_path / "secrets" / "api_key"
+    first = local_secret(path)
+    assert len(first) >= 40
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert local_secret(path) == first
+    assert local_secret(tmp_path / "secrets" / "other") != first

@@ -9,13 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
-import os
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shadowgate.config import MLflowSettings, PathSettings, RedisSettings, ServingSettings
+from shadowgate.config import MLflowSettings, PathSettings, RedisSettings, ServingSettings, local_secret
 from shadowgate.registry import CHAMPION
 from shadowgate.serving.eventlog import EventLog
 from shadowgate.serving.experiments import ConfigError, ExperimentBook, ExperimentStore
@@ -36,16 +34,7 @@ def customer_salt(serving: ServingSettings, home: Path) -> str:
     """The secret salt of customer-id hashes: from settings, else made once and kept under ``<home>/secrets``."""
     if serving.customer_salt is not None:
         return serving.customer_salt.get_secret_value()
-    path = home / "secrets" / "customer_salt"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-        os.replace(path.with_suffix(".tmp"), path)
-        return path.read_text().strip()
+    return local_secret(home / "secrets" / "customer_salt")
 
 
 class LiveExperiments:
