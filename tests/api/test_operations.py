@@ -134,3 +134,23 @@ def test_canary_serves_the_treatment_share_stickily(client: TestClient, registry
     assert len(now) > len(was)
     assert all(a["propensity"] == 0.5 for a in second)
     _settle(client)
+
+
+def test_a_canary_arm_without_its_model_is_served_by_the_champion_and_flagged(
+    runtime_factory: Callable[..., Callable[[], Runtime]], registry: Registry
+) -> None:
+    # Only challenger-b is loaded: the canary's treatment alias (challenger) is not.
+    with make_client(runtime_factory(challenger_aliases=(CHALLENGER_B,))) as client:
+        base = "/v1/admin/experiments/canary-challenger"
+        assert (
+            client.post(f"{base}/transition", json={"to": "active", "reason": "live"}, headers=ADMIN).status_code == 200
+        )
+        assert (
+            client.post(f"{base}/share", json={"treatment_share": 1.0, "reason": "all in"}, headers=ADMIN).status_code
+            == 200
+        )
+        answers = _served(client, 20)
+        assert {a["arm"] for a in answers} == {"treatment"}
+        assert {a["model"]["alias"] for a in answers} == {"champion"}
+        assert all(a["reason_codes"][-1] == "ARM_MODEL_UNAVAILABLE" for a in answers)
+        _settle(client)

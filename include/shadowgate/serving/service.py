@@ -55,6 +55,9 @@ SHADOW_BATCH_MAX = 128
 WALL_BUDGET_FACTOR = 50.0
 """A shadow model is over budget when its CPU time per row exceeds the budget, or its wall time this many times."""
 
+ARM_MODEL_UNAVAILABLE = "ARM_MODEL_UNAVAILABLE"
+"""Reason code: the experiment arm's model was not loaded, so the champion decided."""
+
 COMPARISON_WINDOW = 10_000
 """Rolling window (requests) of ``/v1/shadow/comparison``."""
 
@@ -115,6 +118,7 @@ class _ShadowJob:
     snapshot: ModelSnapshot
     decided: Score
     decision: PolicyDecision
+    reason_codes: tuple[str, ...]
     assignments: list[Assignment]
     deciding: Assignment | None
 
@@ -185,6 +189,11 @@ class DecisionService:
         served = snapshot.get(alias) or snapshot.get(CHAMPION)
         decided = self._score_decider(served, features)
         decision = decide(score=decided.score, transaction=transaction, context=context, policy=self.policy())
+        reasons = tuple(decision.reason_codes)
+        if served is not None and served.alias != alias:
+            # The arm's model is not loaded (alias unset or broken): the champion answered instead; say so, so that
+            # the experiment analysis can exclude these requests rather than credit them to the arm.
+            reasons = (*reasons, ARM_MODEL_UNAVAILABLE)
         arm = deciding.arm if deciding is not None else None
         assessment = Assessment(
             request_id=request_id,
@@ -192,7 +201,7 @@ class DecisionService:
             decision=decision.decision,
             risk_score=decided.score,
             risk_level=decision.risk_level,
-            reason_codes=tuple(decision.reason_codes),
+            reason_codes=reasons,
             model_alias=served.alias if served is not None and decided.score is not None else None,
             model_version=served.version if served is not None and decided.score is not None else None,
             experiment_id=deciding.experiment_id if deciding is not None else None,
@@ -215,6 +224,7 @@ class DecisionService:
             snapshot=snapshot,
             decided=decided,
             decision=decision,
+            reason_codes=reasons,
             assignments=assignments,
             deciding=deciding,
         )
@@ -437,7 +447,7 @@ class DecisionService:
             "score": decided.score,
             "decision": job.decision.decision.value,
             "risk_level": str(job.decision.risk_level),
-            "reason_codes": list(job.decision.reason_codes),
+            "reason_codes": list(job.reason_codes),
             "experiment_id": deciding.experiment_id if deciding is not None else None,
             "arm": deciding.arm if deciding is not None else None,
             "propensity": deciding.propensity if deciding is not None else None,
