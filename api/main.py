@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from api.routes import admin, decisions, ops, outcomes
 from shadowgate.config import ApiSettings
@@ -44,4 +45,10 @@ def create_app(
     )
     for module in (decisions, outcomes, ops, admin):
         app.include_router(module.router)
+    # The decision route is also mounted as a plain Starlette route, matched first: the endpoint only takes the
+    # Request, so FastAPI's per-request dependency solving buys nothing there. The FastAPI declaration stays for the
+    # OpenAPI schema and /docs; validation errors still go through FastAPI's 422 handler.
+    app.router.routes.insert(
+        0, Route(decisions.DECISION_PATH, decisions.assess, methods=["POST"], include_in_schema=False)
+    )
     return app

@@ -23,6 +23,7 @@ from shadowgate.serving.runtime import Runtime
 from shadowgate.serving.service import Assessment
 
 router = APIRouter(prefix="/v1/bnpl", tags=["decisions"])
+DECISION_PATH = "/v1/bnpl/risk-assessment"
 
 
 def _body(a: Assessment) -> dict[str, Any]:
