@@ -58,6 +58,7 @@ def test_alias_move_under_load_swaps_with_zero_failed_requests(runtime_factory: 
             settled = len(seen)
             while len(seen) < settled + 150:
                 stop.wait(0.05)
+            served_after = client.get("/v1/models").json()["aliases"]["champion"]["version"]
         finally:
             stop.set()
             for t in threads:
@@ -70,7 +71,7 @@ def test_alias_move_under_load_swaps_with_zero_failed_requests(runtime_factory: 
         assert set(versions) == {old, new}
         # Once swapped, never back: the tail (requests started after the swap was observed) is all new.
         assert set(versions[settled + 10 :]) == {new}
-        assert client.get("/v1/models").json()["aliases"]["champion"]["version"] == new
+        assert served_after == new
 
 
 def test_redis_outage_loses_nothing_and_fails_no_request(client: TestClient, redis_server: RedisServer) -> None:
