@@ -1086,20 +1086,11 @@ def _sustained(
     """
     tried: list[WrkResult] = []
     for fraction in SUSTAIN_FRACTIONS:
-        target = max_rps * fraction
         _wait_shadow_idle(one.url)
         before = _shadow_counters(one.url)
-        delay = pacing_delay_ms(target, concurrency)
-        calibration = runner.run(
-            one.group,
-            one.target,
-            lua_script(path=DECISION_PATH, body=body, vary_ids=True, delay_ms=delay),
-            duration_s=WARMUP_S,
-        )
-        delay = pacing_delay_ms(target, concurrency, cycle_overhead_ms(calibration.rps, concurrency, delay))
-        script = lua_script(path=DECISION_PATH, body=body, vary_ids=True, delay_ms=delay)
-        result = runner.run(one.group, one.target, script, duration_s=runner.duration_s)
-        tried.extend([calibration, result])
+        measurement, runs = _paced(runner, one.group, one.target, body, max_rps * fraction, concurrency)
+        result = measurement.wrk
+        tried.extend(runs)
         # A backlog still queued at the end means the shadow worker fell behind (the queue only hid it for a while).
         _, raw = _http("GET", f"{one.url}/metrics")
         backlog = int(_metric_sum(raw.decode(), "shadowgate_shadow_queue_depth"))
@@ -1111,7 +1102,7 @@ def _sustained(
             f"{backlog:,} requests still queued for shadow scoring at the end"
         )
         if shed == 0 and backlog <= SUSTAIN_MAX_BACKLOG and after[1] == before[1]:
-            return Measurement(one.group.name, concurrency, result, delay_ms=delay, target_rps=target), tried
+            return measurement, tried
     return None, tried
 
 
@@ -1123,19 +1114,26 @@ SUSTAIN_MAX_BACKLOG = 500
 means the shadow worker is falling behind and would shed on a longer run."""
 
 
-def _half_load(
-    runner: _Runner, group: _Group, url: str, body: str, max_rps: float, concurrency: int
+def _paced(
+    runner: _Runner, group: _Group, url: str, body: str, target_rps: float, concurrency: int
 ) -> tuple[Measurement, list[WrkResult]]:
-    """Pace the server at half ``max_rps``: a calibration run measures the per-request overhead, then the run.
+    """Pace the server at ``target_rps``: a calibration run measures the per-request overhead, then the run.
 
     Returns the measurement and every wrk result (for the stream check).
     """
-    target = max_rps / 2
-    first = pacing_delay_ms(target, concurrency)
+    first = pacing_delay_ms(target_rps, concurrency)
     calibration = runner.run(
         group, url, lua_script(path=DECISION_PATH, body=body, vary_ids=True, delay_ms=first), duration_s=WARMUP_S
     )
-    delay = pacing_delay_ms(target, concurrency, cycle_overhead_ms(calibration.rps, concurrency, first))
+    delay = pacing_delay_ms(target_rps, concurrency, cycle_overhead_ms(calibration.rps, concurrency, first))
     script = lua_script(path=DECISION_PATH, body=body, vary_ids=True, delay_ms=delay)
     result = runner.run(group, url, script, duration_s=runner.duration_s)
-    return Measurement(group.name, concurrency, result, delay_ms=delay, target_rps=target), [calibration, result]
+    measurement = Measurement(group.name, concurrency, result, delay_ms=delay, target_rps=target_rps)
+    return measurement, [calibration, result]
+
+
+def _half_load(
+    runner: _Runner, group: _Group, url: str, body: str, max_rps: float, concurrency: int
+) -> tuple[Measurement, list[WrkResult]]:
+    """Pace the server at half ``max_rps``."""
+    return _paced(runner, group, url, body, max_rps / 2, concurrency)

@@ -55,6 +55,16 @@ class RedisSettings(BaseSettings):
     embedded_port: int = Field(default=6380, ge=1, le=65535)
     """Port of the embedded Redis that ``make up`` starts when no URL is configured (AOF on, bound to 127.0.0.1)."""
 
+    @property
+    def embedded_url(self) -> str:
+        """URL of the embedded Redis that ``make up`` runs."""
+        return f"redis://127.0.0.1:{self.embedded_port}/0"
+
+    @property
+    def resolved_url(self) -> str:
+        """The Redis to use: the configured URL, else the embedded one."""
+        return self.url or self.embedded_url
+
 
 class MLflowSettings(BaseSettings):
     """MLflow tracking server and model registry."""

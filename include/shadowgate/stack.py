@@ -158,9 +158,8 @@ class Layout:
         home = PathSettings().home.expanduser()
         home = (home if home.is_absolute() else root / home).resolve()
         redis = RedisSettings()
-        embedded_url = f"redis://127.0.0.1:{redis.embedded_port}/0"
         # A URL equal to the embedded one (e.g. stack.env was sourced into the shell) still means "run it for me".
-        external = redis.url if redis.url and redis.url.rstrip("/") != embedded_url.rstrip("/") else None
+        external = redis.url if redis.url and redis.url.rstrip("/") != redis.embedded_url.rstrip("/") else None
         airflow = AirflowSettings()
         return cls(
             repo_root=root,

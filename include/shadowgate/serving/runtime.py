@@ -25,11 +25,6 @@ from shadowgate.serving.service import DecisionService
 logger = logging.getLogger(__name__)
 
 
-def redis_url(settings: RedisSettings) -> str:
-    """The configured Redis, else the embedded one ``make up`` runs."""
-    return settings.url or f"redis://127.0.0.1:{settings.embedded_port}/0"
-
-
 def customer_salt(serving: ServingSettings, home: Path) -> str:
     """The secret salt of customer-id hashes: from settings, else made once and kept under ``<home>/secrets``."""
     if serving.customer_salt is not None:
@@ -126,7 +121,7 @@ def build_runtime(
     home = paths.home.expanduser()
     state = home / "serving"
     metrics = ServingMetrics()
-    event_log = EventLog(redis_url=redis_url(redis), spill_dir=state / "spill", queue_size=serving.event_queue_size)
+    event_log = EventLog(redis_url=redis.resolved_url, spill_dir=state / "spill", queue_size=serving.event_queue_size)
     metrics.watch_event_log(event_log.stats)
     models = ModelManager(
         source=source or MlflowModelSource(tracking_uri=mlflow.tracking_uri, model_name=mlflow.model_name),
@@ -136,11 +131,10 @@ def build_runtime(
     )
     experiments = LiveExperiments(ExperimentStore(state / "experiments.json"))
     policy = load_policy(serving.policy)
-    runtime_policy = policy
     service = DecisionService(
         models=models,
         experiments=lambda: experiments.book,
-        policy=lambda: runtime_policy,
+        policy=policy,
         events=event_log,
         customer_salt=customer_salt(serving, home),
         predictions_stream=serving.predictions_stream,

@@ -135,7 +135,7 @@ class DecisionService:
     Args:
         models: the model manager (alias → compiled model snapshot).
         experiments: returns the current experiment book (it may change at run time).
-        policy: returns the current decision policy.
+        policy: the decision policy.
         events: the event log.
         customer_salt: secret salt of the customer-id hash.
         predictions_stream: Redis Stream of prediction events.
@@ -149,7 +149,7 @@ class DecisionService:
         *,
         models: ModelManager,
         experiments: Callable[[], ExperimentBook],
-        policy: Callable[[], DecisionPolicy],
+        policy: DecisionPolicy,
         events: EventSink,
         customer_salt: str,
         predictions_stream: str,
@@ -188,7 +188,7 @@ class DecisionService:
         snapshot = self.models.snapshot
         served = snapshot.get(alias) or snapshot.get(CHAMPION)
         decided = self._score_decider(served, features)
-        decision = decide(score=decided.score, transaction=transaction, context=context, policy=self.policy())
+        decision = decide(score=decided.score, transaction=transaction, context=context, policy=self.policy)
         reasons = tuple(decision.reason_codes)
         if served is not None and served.alias != alias:
             # The arm's model is not loaded (alias unset or broken): the champion answered instead; say so, so that
@@ -393,7 +393,7 @@ class DecisionService:
         return out
 
     def _compare(self, jobs: Sequence[_ShadowJob], shadow: Sequence[Sequence[Score]]) -> None:
-        policy = self.policy()
+        policy = self.policy
         counts: collections.Counter[tuple[str, bool]] = collections.Counter()
         pairs: list[tuple[str, bool, float]] = []
         for job, scores in zip(jobs, shadow, strict=True):
