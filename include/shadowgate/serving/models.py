@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from shadowgate.serving.scorer import CompiledModel, compile_model, load_compiled, save_compiled
 
@@ -55,6 +55,7 @@ class MlflowModelSource:
     def __init__(self, *, tracking_uri: str, model_name: str) -> None:
         self.tracking_uri = tracking_uri
         self.model_name = model_name
+        self._client: Any = None  # one MlflowClient for every poll, made on first use (importing mlflow is slow)
         # MLflow's HTTP client retries with exponential backoff for minutes by default; a poller must fail fast and
         # keep serving what it has. (Process-wide, so only set when the embedding process has not chosen.)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -64,9 +65,10 @@ class MlflowModelSource:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         try:
-            return str(client.get_model_version_by_alias(self.model_name, alias).version)
+            return str(self._client.get_model_version_by_alias(self.model_name, alias).version)
         except MlflowException as error:
             # A missing alias / model is an answer; anything else (server down, 5xx) means the source is unusable.
             if error.error_code in _NOT_FOUND:
@@ -140,6 +142,7 @@ class ModelManager:
         self.stats = ManagerStats()
         self._snapshot = ModelSnapshot(source.model_name, {}, 0, dt.datetime.now(dt.UTC))
         self._lock = threading.Lock()  # one refresh at a time; readers never lock
+        self._saved: dict[str, str] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -248,8 +251,10 @@ class ModelManager:
                 self.stats.refresh_failures += 1
                 logger.warning("could not load: %s", self.stats.last_error)
             changed = self._swap(models)
-            if not errors:
-                self._write_aliases({a: m.version for a, m in models.items()})
+            versions = {a: m.version for a, m in models.items()}
+            if not errors and versions != self._saved:  # the file changes only when an alias moves
+                self._write_aliases(versions)
+                self._saved = versions
             return changed
 
     def _load_from_cache(self) -> bool:
