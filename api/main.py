@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.routing import Route
 
+from api.errors import validation_error
 from api.routes import admin, decisions, ops, outcomes
 from shadowgate.config import ApiSettings
 from shadowgate.serving.runtime import Runtime, build_runtime
@@ -43,6 +45,7 @@ def create_app(
         summary="BNPL risk decisions from the champion, challengers scored in shadow, every decision logged.",
         lifespan=lifespan,
     )
+    app.add_exception_handler(RequestValidationError, validation_error)
     for module in (decisions, outcomes, ops, admin):
         app.include_router(module.router)
     # The decision route is also mounted as a plain Starlette route, matched first: the endpoint only takes the

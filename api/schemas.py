@@ -74,14 +74,16 @@ class OutcomeRequest(BaseModel):
     transaction_id: str = Field(pattern=FIELDS_BY_NAME["transaction_id"].pattern)
     event_type: Literal["repayment", "missed_instalment", "default", "instalment_paid", "instalment_late"]
     event_timestamp: pydantic.AwareDatetime
-    instalment_number: int | None = Field(default=None, ge=1, le=24)
+    instalment_number: int | None = Field(default=None, ge=1, le=24, validate_default=True)
     amount: float | None = Field(default=None, ge=0, le=1_000_000, allow_inf_nan=False)
 
-    @pydantic.model_validator(mode="after")
-    def _instalment_events_need_a_number(self) -> OutcomeRequest:
-        if self.event_type != "default" and self.instalment_number is None:
-            raise ValueError("instalment_number is required for repayment and missed-instalment events")
-        return self
+    @pydantic.field_validator("instalment_number")
+    @classmethod
+    def _instalment_events_need_a_number(cls, value: int | None, info: pydantic.ValidationInfo) -> int | None:
+        # A field validator (not a model one) so that the 422 names the field.
+        if value is None and info.data.get("event_type", "default") != "default":
+            raise ValueError("required for repayment and missed-instalment events")
+        return value
 
 
 class OutcomeAccepted(BaseModel):

@@ -55,18 +55,6 @@ _SINGLE_BODY = {
 }
 
 
-def _validation_errors(error: pydantic.ValidationError) -> list[dict[str, Any]]:
-    """pydantic's errors in FastAPI's 422 shape: ``loc`` starts at ``body``; exception objects become text."""
-    out = []
-    for e in error.errors(include_url=False):
-        item: dict[str, Any] = {**e, "loc": ("body", *e["loc"])}
-        ctx = e.get("ctx")
-        if ctx is not None:
-            item["ctx"] = {k: v if isinstance(v, str | int | float | bool | None) else str(v) for k, v in ctx.items()}
-        out.append(item)
-    return out
-
-
 @router.post(
     "/risk-assessment",
     response_model=AssessmentResponse,
@@ -80,7 +68,9 @@ async def assess(request: Request) -> Response:
     try:
         body = AssessmentRequest.model_validate_json(await request.body())
     except pydantic.ValidationError as error:
-        raise RequestValidationError(_validation_errors(error)) from None
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+        ) from None
     runtime: Runtime = request.app.state.runtime
     assessment = runtime.service.assess(transaction_fields(body), _context(body))
     return Response(orjson.dumps(_body(assessment)), media_type="application/json")

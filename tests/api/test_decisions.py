@@ -201,3 +201,23 @@ def test_openapi_and_swagger_docs(client: TestClient) -> None:
     assert body == {"$ref": "#/components/schemas/BatchAssessmentRequest"}
     assert "transactions" in spec.json()["components"]["schemas"]["BatchAssessmentRequest"]["properties"]
     assert client.get("/docs").status_code == 200
+
+
+def test_validator_errors_name_the_field_and_keep_their_message(client: TestClient) -> None:
+    outcome = client.post(
+        "/v1/outcomes",
+        json={"transaction_id": "tx_1", "event_type": "repayment", "event_timestamp": "2026-04-01T10:00:00Z"},
+    )
+    assert outcome.status_code == 422
+    [error] = outcome.json()["detail"]
+    assert error["loc"] == ["body", "instalment_number"]
+    assert error["ctx"]["error"] == "required for repayment and missed-instalment events"
+    # The contract's cross-field rule, on the batch route (FastAPI's own validation) and the single one (raw bytes).
+    for path, body in (
+        (f"{URL}:batch", {"transactions": [_tx(1, prior_purchases=1, prior_defaults=2)]}),
+        (URL, _tx(1, prior_purchases=1, prior_defaults=2)),
+    ):
+        answer = client.post(path, json=body)
+        assert answer.status_code == 422
+        [error] = answer.json()["detail"]
+        assert "prior_defaults" in error["ctx"]["error"], error
