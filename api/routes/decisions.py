@@ -9,6 +9,7 @@ import pydantic
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from api.deps import RuntimeDep
 from api.schemas import (
@@ -43,6 +44,19 @@ def _body(a: Assessment) -> dict[str, Any]:
     }
 
 
+async def _read_body(request: Request) -> bytes:
+    """The body straight from the ASGI channel: ``Request.body()`` reads through an async generator, and registering
+    one with the event loop costs ~7 µs a request here (measured with cProfile)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def _context(request: Any) -> DecisionContext:
     return DecisionContext(regulatory_flags=tuple(request.regulatory_flags), is_vip=request.is_vip)
 
@@ -66,7 +80,7 @@ async def assess(request: Request) -> Response:
     # The hot path validates the raw bytes with pydantic-core directly (one pass, no intermediate dict, no dependency
     # resolution) and writes the answer with orjson: the same contract and the same 422s as a declared body param.
     try:
-        body = AssessmentRequest.model_validate_json(await request.body())
+        body = AssessmentRequest.model_validate_json(await _read_body(request))
     except pydantic.ValidationError as error:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import RuntimeDep
 
@@ -23,13 +23,18 @@ async def live() -> dict[str, str]:
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     """Ready when the champion is loaded; Redis is reported (when it is down events spill, decisions go on)."""
     snapshot = runtime.models.snapshot
-    log = runtime.event_log.stats()
+    log = runtime.shadow.stats()
     body = {
         "status": "ready" if runtime.ready else "not_ready",
         "models": {alias: m.version for alias, m in snapshot.models.items()},
         "models_from": {alias: m.loaded_from for alias, m in snapshot.models.items()},
         "registry_up": runtime.models.stats.source_up,
         "redis": {"up": log.redis_up, "spill_pending": log.spill_pending, "queue_depth": log.queue_depth},
+        "shadow_process": {
+            "up": runtime.shadow.alive,
+            "pid": runtime.shadow.pid,
+            "queue_depth": runtime.shadow.queue_depth,
+        },
     }
     return JSONResponse(body, status_code=status.HTTP_200_OK if runtime.ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 
@@ -37,7 +42,7 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
 @router.get("/metrics", response_class=Response)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus exposition of every serving metric."""
-    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(runtime.metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/models")
@@ -60,11 +65,11 @@ async def models(runtime: RuntimeDep) -> dict[str, Any]:
             "swaps": stats.swaps,
             "refresh_failures": stats.refresh_failures,
         },
-        "benched": runtime.service.benched(),
+        "benched": runtime.shadow.benched(),
     }
 
 
 @router.get("/v1/shadow/comparison")
 async def shadow_comparison(runtime: RuntimeDep) -> dict[str, Any]:
     """Rolling agreement and score deltas of each shadow model against the served decision."""
-    return {"window": runtime.service.comparison()}
+    return {"window": runtime.shadow.comparison()}

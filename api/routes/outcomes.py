@@ -27,7 +27,7 @@ async def record_outcome(body: OutcomeRequest, runtime: RuntimeDep) -> OutcomeAc
         amount=body.amount,
         received_at=received_at,
     )
-    runtime.event_log.submit(runtime.serving.outcomes_stream, to_stream_fields(event), event.event_id)
+    runtime.shadow.submit(runtime.serving.outcomes_stream, to_stream_fields(event), event.event_id)
     return OutcomeAccepted(
         event_id=event.event_id,
         transaction_id=event.transaction_id,

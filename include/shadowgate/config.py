@@ -140,8 +140,13 @@ class ServingSettings(BaseSettings):
     event_queue_size: int = Field(default=100_000, ge=10)
     """Bound of the in-process event queue; beyond it events go straight to the spill file (never dropped)."""
 
-    shadow_queue_size: int = Field(default=20_000, ge=10)
-    """Bound of the queue of requests waiting for shadow scoring; beyond it shadow scores are skipped (counted)."""
+    shadow_queue_size: int = Field(default=50_000, ge=10)
+    """Decided requests the API process may hold for the shadow process (scoring + logging); beyond it the request
+    path waits for room (counted) rather than lose an event. The shadow process sheds shadow scoring long before."""
+
+    shadow_stall_timeout_s: float = Field(default=30.0, gt=0)
+    """A shadow process with work waiting that reports nothing for this long is killed and replaced (a challenger
+    that hangs); the replacement benches the challengers for a cool-down."""
 
 
 class DriftScenario(StrEnum):

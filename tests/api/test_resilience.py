@@ -87,9 +87,9 @@ def test_redis_outage_loses_nothing_and_fails_no_request(client: TestClient, red
         ids.append(answer.json()["request_id"])
     assert statuses == {200}
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    assert runtime.service.drain(30.0)
-    assert runtime.event_log.flush(60.0)
-    stats = runtime.event_log.stats()
+    assert runtime.shadow.drain(30.0)
+    assert runtime.shadow.flush(60.0)
+    stats = runtime.shadow.stats()
     assert stats.spilled > 0
     assert stats.replayed == stats.spilled
     assert stats.dropped == 0

@@ -223,6 +223,7 @@ class EventLog:
         self._spill_lock = threading.Lock()  # the spill file, its offset file, the dead-letter file, spill counters
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._contacted = threading.Event()
         self._closed = False
         self._soft_deadline = float("inf")
 
@@ -364,8 +365,13 @@ class EventLog:
 
     # ------------------------------------------------------------------------------------------------ the writer
 
+    def wait_contacted(self, timeout_s: float = 5.0) -> bool:
+        """Wait until the writer has tried Redis once (so ``stats().redis_up`` means something). False on timeout."""
+        return self._contacted.wait(timeout_s)
+
     def _run(self) -> None:
         self._set_redis_up(self._ping())
+        self._contacted.set()
         next_ping = time.monotonic() + self._retry_interval_s
         pinged_since_stop = False
         while True:

@@ -1,4 +1,7 @@
-"""Prometheus metrics of the decision service, on a registry of its own (one per app, so tests never share state).
+"""Prometheus metrics of the decision service, on a registry of its own (one per process, so tests never share state).
+
+They live in the shadow process, which counts every decision from its frame (the request path updates no metric);
+the API process adds its own few (see :class:`shadowgate.serving.sidecar.SidecarCollector`).
 
 Label children are bound once and cached: an ``observe`` on the hot path is a dict lookup and a lock, ~1 µs.
 """
@@ -8,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -61,7 +64,7 @@ class ServingMetrics:
         )
         self.request_latency = Histogram(
             "shadowgate_request_latency_seconds",
-            "Decision time inside the service per request (features, assignment, scoring, policy).",
+            "Decision time inside the service per request (features, assignment, scoring, policy, hand-off).",
             ["route"],
             buckets=REQUEST_BUCKETS,
             registry=r,
@@ -90,10 +93,6 @@ class ServingMetrics:
         self.fallback = Counter(
             "shadowgate_fallback_decisions", "Decisions made by the rule-based fallback (no model loaded).", registry=r
         )
-        self.shadow_queue_depth = Gauge(
-            "shadowgate_shadow_queue_depth", "Requests waiting for shadow scoring.", registry=r
-        )
-        self.model_swaps = Counter("shadowgate_model_swaps", "Atomic swaps of the served model set.", registry=r)
         self._bound: dict[tuple[Any, ...], Any] = {}
 
     def bind(self, metric: Any, *labels: str) -> Any:

@@ -1,4 +1,4 @@
-"""Wiring of the decision service from settings: event log, models, experiments, policy, metrics.
+"""Wiring of the decision service from settings: models, experiments, policy, the shadow process, metrics.
 
 The HTTP layer (``api/``) builds one :class:`Runtime` in its lifespan and keeps it on ``app.state``; tests build one
 with their own settings and model source. Nothing here imports fastapi.
@@ -13,14 +13,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from shadowgate.config import MLflowSettings, PathSettings, RedisSettings, ServingSettings, local_secret
 from shadowgate.registry import CHAMPION
-from shadowgate.serving.eventlog import EventLog
 from shadowgate.serving.experiments import ConfigError, ExperimentBook, ExperimentStore
-from shadowgate.serving.metrics import ServingMetrics
 from shadowgate.serving.models import MlflowModelSource, ModelManager, ModelSource
 from shadowgate.serving.policies import DecisionPolicy, load_policy
 from shadowgate.serving.service import DecisionService
+from shadowgate.serving.sidecar import Sidecar, SidecarCollector, SidecarConfig, exposition
 
 logger = logging.getLogger(__name__)
 
@@ -76,33 +77,38 @@ class Runtime:
     """Everything the API serves from. ``start`` / ``close`` in the app's lifespan."""
 
     serving: ServingSettings
-    event_log: EventLog
     models: ModelManager
     experiments: LiveExperiments
     policy: DecisionPolicy
     service: DecisionService
-    metrics: ServingMetrics
+    shadow: Sidecar
+    registry: CollectorRegistry
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     def start(self) -> None:
-        self.event_log.start()
+        # The shadow process first: it is forked from a fork server that has loaded only this package (no threads,
+        # no models), and it must be there before the first request.
+        self.shadow.start()
         self.models.start()
-        self.service.start()
+        self.shadow.send_models(self.models.snapshot)
         # Everything loaded so far (libraries, models) lives as long as the process: moving it out of the collector's
         # reach keeps full collections — pauses of tens of ms under load — short.
         gc.collect()
         gc.freeze()
 
     def close(self) -> None:
-        # Order matters: stop producing (shadow worker flushes its queue into the event log), then flush the log.
+        # Stop swapping models, then let the shadow process score and log what is queued (or spill it) and exit.
         self.models.close()
-        self.service.close()
-        self.event_log.close()
+        self.shadow.close()
 
     @property
     def ready(self) -> bool:
         """Ready to decide with a model: the champion is loaded (the fallback policy would answer otherwise)."""
         return self.models.snapshot.get(CHAMPION) is not None
+
+    def metrics_text(self) -> bytes:
+        """Prometheus exposition: this process's metrics and the shadow process's."""
+        return exposition(self.registry, self.shadow)
 
 
 def build_runtime(
@@ -120,9 +126,6 @@ def build_runtime(
     serving = serving or ServingSettings()
     home = paths.home.expanduser()
     state = home / "serving"
-    metrics = ServingMetrics()
-    event_log = EventLog(redis_url=redis.resolved_url, spill_dir=state / "spill", queue_size=serving.event_queue_size)
-    metrics.watch_event_log(event_log.stats)
     models = ModelManager(
         source=source or MlflowModelSource(tracking_uri=mlflow.tracking_uri, model_name=mlflow.model_name),
         cache_dir=state / "model_cache",
@@ -131,23 +134,33 @@ def build_runtime(
     )
     experiments = LiveExperiments(ExperimentStore(state / "experiments.json"))
     policy = load_policy(serving.policy)
+    shadow = Sidecar(
+        SidecarConfig(
+            redis_url=redis.resolved_url,
+            spill_dir=state / "spill",
+            event_queue_size=serving.event_queue_size,
+            customer_salt=customer_salt(serving, home),
+            predictions_stream=serving.predictions_stream,
+            budget_ms=serving.model_budget_ms,
+            policy=policy,
+        ),
+        max_pending=serving.shadow_queue_size,
+        stall_timeout_s=serving.shadow_stall_timeout_s,
+    )
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(SidecarCollector(shadow, lambda: models.stats.swaps))
     service = DecisionService(
         models=models,
         experiments=lambda: experiments.book,
         policy=policy,
-        events=event_log,
-        customer_salt=customer_salt(serving, home),
-        predictions_stream=serving.predictions_stream,
-        budget_ms=serving.model_budget_ms,
-        shadow_queue_size=serving.shadow_queue_size,
-        metrics=metrics,
+        shadow=shadow,
     )
     return Runtime(
         serving=serving,
-        event_log=event_log,
         models=models,
         experiments=experiments,
         policy=policy,
         service=service,
-        metrics=metrics,
+        shadow=shadow,
+        registry=registry,
     )
