@@ -134,6 +134,8 @@ class EventLogStats:
         spill_pending: events in the spill file not yet replayed.
         redis_up: whether the last contact with Redis succeeded.
         last_error: the most recent error, for health endpoints.
+        in_memory: events accepted but not yet in Redis or the spill file (queued, or in the batch being written):
+            what a crash now would lose.
     """
 
     submitted: int
@@ -147,6 +149,7 @@ class EventLogStats:
     spill_pending: int
     redis_up: bool
     last_error: str | None
+    in_memory: int = 0
 
 
 class EventLog:
@@ -281,6 +284,20 @@ class EventLog:
             with self._lock:
                 self._dropped += 1
 
+    def wait_for_room(self, n: int, timeout_s: float = 5.0) -> bool:
+        """Wait until the queue has room for ``n`` more events (at most its size), or ``timeout_s``.
+
+        For a producer that may wait (the shadow process): submitting into a full queue spills, which keeps every
+        event but not their order. False on timeout.
+        """
+        need = min(n, self._queue.maxsize)
+        deadline = time.monotonic() + timeout_s
+        while self._queue.maxsize - self._queue.qsize() < need:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
     def submit_event(self, stream: str, event: Event) -> None:
         """:meth:`submit` a prediction or outcome event, encoded with ``to_stream_fields``. Never raises."""
         try:
@@ -352,6 +369,7 @@ class EventLog:
                 spill_pending=self._spill_pending,
                 redis_up=self._redis_up,
                 last_error=self._last_error,
+                in_memory=self._unfinished,
             )
 
     def __enter__(self) -> EventLog:

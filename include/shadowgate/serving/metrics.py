@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -88,6 +88,11 @@ class ServingMetrics:
             "shadowgate_shadow_skipped",
             "Shadow scores not computed, by alias and reason.",
             ["alias", "reason"],
+            registry=r,
+        )
+        self.shadow_lag = Gauge(
+            "shadowgate_shadow_lag_seconds",
+            "How long the oldest request of the latest shadow batch waited for the shadow process (keeping up: ms).",
             registry=r,
         )
         self.fallback = Counter(

@@ -283,8 +283,9 @@ class ShadowWorker:
         if not jobs:
             return
         self._count_decisions(jobs)
-        lagging = time.monotonic() - jobs[0].queued_at > MAX_LAG_S
-        shadow = self._shadow_scores(jobs, "shadow_backlog" if lagging else None)
+        lag = time.monotonic() - jobs[0].queued_at
+        self.metrics.shadow_lag.set(lag)
+        shadow = self._shadow_scores(jobs, "shadow_backlog" if lag > MAX_LAG_S else None)
         self._compare(jobs, shadow)
         for job, extra in zip(jobs, shadow, strict=True):
             self.events.submit(self.predictions_stream, self.event_fields(job, [job.decided, *extra]), job.request_id)

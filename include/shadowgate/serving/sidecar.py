@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import itertools
 import logging
 import multiprocessing
@@ -75,6 +76,14 @@ BATCH_MAX = 256
 START_TIMEOUT_S = 60.0
 """How long ``start`` waits for the child's first report."""
 
+PIPE_BYTES = 1 << 20
+"""Kernel buffer of the frame pipe (the default maximum an unprivileged process may ask for)."""
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+_EVENT_FRAMES = (b'{"k":"p', b'{"k":"e')
+"""How prediction and outcome frames start (orjson writes keys in insertion order, without spaces)."""
+
 _MODELS = b"M"
 _FRAMES = b"F"
 
@@ -101,7 +110,7 @@ class SidecarReport:
     ack: int
     """Sequence number of the last flush completed (0: none)."""
     processed: int
-    """Frames (predictions and outcome events) handled by this child."""
+    """Frames (predictions and outcome events) of this child whose event is in Redis or in the spill file."""
     event_log: EventLogStats
     metrics: bytes
     comparison: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
@@ -135,6 +144,7 @@ class Sidecar:
         self.restarts = 0
         self.frames_lost = 0
         self.backpressure_waits = 0
+        self._next_backpressure_log = 0.0
         self._pending: collections.deque[bytes] = collections.deque()
         self._wake = threading.Event()
         self._reports = threading.Condition()
@@ -151,6 +161,7 @@ class Sidecar:
         self._dead = threading.Event()
         self._closing = False
         self._writer: threading.Thread | None = None
+        self._reader: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------------ request path
 
@@ -165,7 +176,14 @@ class Sidecar:
 
     def _wait_for_room(self) -> None:
         self.backpressure_waits += 1
-        logger.warning("shadow process %d frames behind: the request path waits for it", len(self._pending))
+        now = time.monotonic()
+        if now >= self._next_backpressure_log:
+            self._next_backpressure_log = now + 10.0
+            logger.warning(
+                "the shadow process is %d requests behind: requests wait for it (%d times so far)",
+                self.queue_depth,
+                self.backpressure_waits,
+            )
         while len(self._pending) >= self.max_pending and not self._closing:
             self._wake.set()
             time.sleep(0.001)
@@ -288,6 +306,8 @@ class Sidecar:
             daemon=True,
         )
         process.start()
+        with contextlib.suppress(OSError):  # Linux: room for ~0.1 s of frames at full load (64 KiB by default)
+            fcntl.fcntl(inbox_writer.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
         # Only the child keeps these ends: a dead child then means a broken pipe here and EOF on the reports.
         inbox_reader.close()
         report_writer.close()
@@ -297,9 +317,10 @@ class Sidecar:
         self._dead.clear()
         with self._reports:
             self._report = None
-        threading.Thread(
+        self._reader = threading.Thread(
             target=self._read_loop, args=(report_reader, process.pid), name="shadow-reports", daemon=True
-        ).start()
+        )
+        self._reader.start()
         if self._models is not None:
             inbox_writer.send_bytes(self._models)
 
@@ -331,24 +352,33 @@ class Sidecar:
     def _write_loop(self) -> None:
         batch: list[bytes] = []
         while True:
-            if not batch:
-                self._wake.wait(REPORT_INTERVAL_S)
-                self._wake.clear()
-                if self._pending and not self._closing:
-                    time.sleep(WRITE_LINGER_S)
-                batch = self._take()
-            if self._dead.is_set():
-                self._replace("died")
-            elif self._stalled():
-                self._replace("stalled", kill=True)
-            if not batch:
-                continue
             try:
-                if self._send(batch):
+                if not batch:
+                    self._wake.wait(REPORT_INTERVAL_S)
+                    self._wake.clear()
+                    if self._pending and not self._closing:
+                        time.sleep(WRITE_LINGER_S)
+                    batch = self._take()
+                if self._dead.is_set() and self._closing:
+                    # Stopping, and the child is gone: nobody is left to log what is still here.
+                    self.frames_lost += sum(1 for f in (*batch, *self._take()) if f[:7] in _EVENT_FRAMES)
+                    self._count_lost("died while stopping")
                     return
-                batch = []
-            except OSError:
-                self._dead.set()  # broken pipe: the child is gone; the batch goes to its successor
+                if self._dead.is_set():
+                    self._replace("died")
+                elif self._stalled():
+                    self._replace("stalled", kill=True)
+                if not batch:
+                    continue
+                try:
+                    if self._send(batch):
+                        return
+                    batch = []
+                except OSError:
+                    self._dead.set()  # broken pipe: the child is gone; the batch goes to its successor
+            except Exception:  # this thread must outlive anything (e.g. a replacement that fails to start)
+                logger.exception("shadow writer: error; retrying in 1 s")
+                time.sleep(1.0)
 
     def _send(self, batch: list[bytes]) -> bool:
         """Write ``batch`` in order (frames joined into one message, model messages on their own)."""
@@ -367,7 +397,7 @@ class Sidecar:
             stop = stop or item == b'{"k":"stop"}'
         if frames:
             outbox.send_bytes(_FRAMES + b"\n".join(frames))
-        self._sent += sum(1 for f in frames if f[:7] in (b'{"k":"p', b'{"k":"e'))
+        self._sent += sum(1 for f in frames if f[:7] in _EVENT_FRAMES)
         return stop
 
     def _stalled(self) -> bool:
@@ -375,8 +405,8 @@ class Sidecar:
             return False
         return self.queue_depth > 0 and time.monotonic() - self._report_at > self.stall_timeout_s
 
-    def _replace(self, why: str, *, kill: bool = False) -> None:
-        """Count what the old child may have lost, and start a new one."""
+    def _count_lost(self, why: str, *, kill: bool = False) -> None:
+        """Stop the current child if asked, and count the frames it had received but not reported as handled."""
         process = self._process
         report = self._report
         lost = max(self._sent - (report.processed if report is not None else 0), 0)
@@ -384,15 +414,21 @@ class Sidecar:
             if kill and process.is_alive():
                 process.kill()
             process.join(5.0)
+        if self._reader is not None:
+            self._reader.join(5.0)  # its last word (EOF → dead) must come before the successor starts, not after
         self.frames_lost += lost
-        self.restarts += 1
         logger.error(
-            "shadow process %s %s (exit code %s): restarting; up to %d events it had received may be lost",
+            "shadow process %s %s (exit code %s); up to %d events it had received may be lost",
             None if process is None else process.pid,
             why,
             None if process is None else process.exitcode,
             lost,
         )
+
+    def _replace(self, why: str, *, kill: bool = False) -> None:
+        """Count what the old child may have lost, and start a new one."""
+        self._count_lost(why, kill=kill)
+        self.restarts += 1
         self._report_at = time.monotonic()
         self._spawn(bench_challengers=kill)
 
@@ -484,11 +520,12 @@ class _Child:
         self.next_report = 0.0
 
     def report(self, ack: int) -> None:
+        stats = self.event_log.stats()
         report = SidecarReport(
             pid=os.getpid(),
             ack=ack,
-            processed=self.worker.processed + self.events,
-            event_log=self.event_log.stats(),
+            processed=self.worker.processed + self.events - stats.in_memory,
+            event_log=stats,
             metrics=generate_latest(self.metrics.registry),
             comparison=self.worker.comparison(),
             benched=self.worker.benched(),
@@ -499,6 +536,9 @@ class _Child:
     def process(self) -> None:
         if self.jobs:
             jobs, self.jobs = self.jobs, []
+            # This process may wait (the API process holds the frames meanwhile); a full queue would spill, out of
+            # order.
+            self.event_log.wait_for_room(len(jobs))
             try:
                 self.worker.process(jobs)
             except Exception:  # the loop must survive anything; the events still go out, unscored
@@ -546,6 +586,7 @@ class _Child:
                     self.process()
             elif kind == "e":
                 self.process()
+                self.event_log.wait_for_room(1)
                 self.event_log.submit(frame["s"], frame["f"], frame["id"])
                 self.events += 1
             elif kind == "flush":
