@@ -149,6 +149,17 @@ def test_ratios() -> None:
     assert ratios.vs_hello_world == pytest.approx(0.25)
     assert ratios.p99_ms_at_half_load == pytest.approx(9.0)
     assert ratios.shadow_p50_overhead == pytest.approx(0.5 / 7.5)
+    # With a sustained rate (every shadow score computed), vs_hello_world is taken there, nothing else moves.
+    sustained = compute_ratios(
+        full=_wrk(1000.0, 8.0, 20.0),
+        champion_only=_wrk(1100.0, 7.5, 18.0),
+        mlflow=_wrk(50.0, 160.0, 400.0),
+        hello=_wrk(4000.0, 2.0, 5.0),
+        half_load=_wrk(480.0, 3.0, 9.0),
+        full_sustained=_wrk(800.0, 5.0, 12.0),
+    )
+    assert sustained.vs_hello_world == pytest.approx(0.2)
+    assert sustained.vs_mlflow_serve == pytest.approx(20.0)
     assert math.isinf(
         compute_ratios(
             full=_wrk(1.0, 1.0, 1.0),

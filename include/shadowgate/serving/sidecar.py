@@ -471,8 +471,10 @@ def exposition(registry: CollectorRegistry, sidecar: Sidecar) -> bytes:
 def child_main(config: SidecarConfig, inbox: Connection, outbox: Connection, bench_challengers: bool) -> None:
     """The shadow process: read frames until ``stop`` (or the API process goes away), then flush and exit."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s shadow %(name)s: %(message)s")
-    # Ctrl+C reaches the whole process group; the API process decides when this one stops (after the last frame).
+    # Ctrl+C and a service manager's SIGTERM reach the whole process group; the API process decides when this one
+    # stops (after its last frame). Should the API process die instead, the inbox reads end of file: log, then exit.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     event_log = EventLog(redis_url=config.redis_url, spill_dir=config.spill_dir, queue_size=config.event_queue_size)
     event_log.start()
     event_log.wait_contacted()  # the first report then tells whether Redis is up
