@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -161,6 +162,36 @@ class DriftScenario(StrEnum):
     """Defaults rise in one segment (young customers on the app) while features stay as they were."""
 
 
+class WarehouseSettings(BaseSettings):
+    """Where logged predictions, outcomes and evaluation results are stored: DuckDB (embedded default) or BigQuery."""
+
+    model_config = _config("SHADOWGATE_WAREHOUSE_")
+
+    backend: Literal["duckdb", "bigquery"] = "duckdb"
+    """``duckdb``: one file under ``<home>/warehouse/``. ``bigquery``: the project and dataset below."""
+
+    dataset: str = Field(default="shadowgate", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+    """BigQuery dataset, or DuckDB schema, holding every table."""
+
+    duckdb_path: Path | None = None
+    """DuckDB file. Unset: ``<home>/warehouse/shadowgate.duckdb``."""
+
+    bigquery_project: str | None = None
+    """Google Cloud project of the dataset (unset: the credentials' default project)."""
+
+    bigquery_location: str = "EU"
+    """Location of the dataset, created on first use when missing."""
+
+    bigquery_api_endpoint: str | None = None
+    """Another BigQuery API endpoint (a local emulator in tests); unset: Google's. With it, no credentials are used."""
+
+    sql_dir: Path | None = None
+    """The warehouse SQL (``include/sql``). Unset: found next to the installed package or under ``./include/sql``."""
+
+    def resolved_duckdb_path(self, home: Path) -> Path:
+        return self.duckdb_path or home / "warehouse" / "shadowgate.duckdb"
+
+
 class SimulationSettings(BaseSettings):
     """The BNPL world simulator."""
 
@@ -223,6 +254,7 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     AirflowSettings,
     ApiSettings,
     ServingSettings,
+    WarehouseSettings,
     SimulationSettings,
     TrainingSettings,
 )

@@ -1,0 +1,143 @@
+"""The embedded warehouse: one DuckDB file, the shipped BigQuery SQL transpiled by sqlglot, Arrow in and out.
+
+DuckDB takes one writing process at a time: each pipeline task opens the file, works, and closes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from shadowgate.storage.warehouse import (
+    MERGE_KEYS,
+    STAGING_PREFIX,
+    TABLES,
+    MergeResult,
+    SqlLibrary,
+    WarehouseError,
+    arrow_schema,
+    staging_name,
+)
+
+_MIN_TS = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+_MAX_TS = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
+
+class DuckDBWarehouse:
+    """The warehouse in one DuckDB file (``:memory:`` for a throw-away one).
+
+    Args:
+        path: the database file (its folder is created).
+        sql_dir: the shipped SQL (``include/sql``).
+        dataset: the schema holding every table.
+    """
+
+    def __init__(self, path: Path | str, *, sql_dir: Path, dataset: str = "shadowgate") -> None:
+        import duckdb
+
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.sql = SqlLibrary(sql_dir, dataset=dataset, dialect="duckdb")
+        self.dataset = dataset
+        self._con = duckdb.connect(str(path))
+        # Offline: a TimeZone in connect(config=...) makes DuckDB try to download an extension; SET does not.
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute(f'CREATE SCHEMA IF NOT EXISTS "{dataset}"')
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> DuckDBWarehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------------ tables
+
+    def ensure_tables(self) -> None:
+        for table in TABLES:
+            self._execute(self.sql.render(f"ddl/{table}"))
+
+    def count(self, table: str) -> int:
+        return self._scalar(f'SELECT COUNT(*) FROM "{self.dataset}"."{table}"')
+
+    def _scalar(self, sql: str) -> int:
+        # fetchall, not fetchone: DuckDB 2.0 refuses new work on a connection whose last result is not exhausted.
+        rows = self._con.execute(sql).fetchall()
+        return int(rows[0][0])
+
+    def tables(self) -> list[str]:
+        rows = self._con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY table_name",
+            [self.dataset],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # ------------------------------------------------------------------------------------------------ loading
+
+    def stage(self, table: str, batch: pa.Table, *, batch_id: str) -> str:
+        if table not in MERGE_KEYS:
+            raise ValueError(f"{table!r} is not loaded by stage + merge")
+        expected = arrow_schema(table)
+        if batch.schema.names != expected.names:
+            raise ValueError(f"batch columns {batch.schema.names} differ from {table}'s {expected.names}")
+        staging = staging_name(table, batch_id)
+        self._con.register("_shadowgate_batch", batch)
+        try:
+            self._con.execute(
+                f'CREATE OR REPLACE TABLE "{self.dataset}"."{staging}" AS SELECT * FROM _shadowgate_batch'
+            )
+        finally:
+            self._con.unregister("_shadowgate_batch")
+        return staging
+
+    def merge(self, table: str, *, staging: str, min_ts: Any = None, max_ts: Any = None) -> MergeResult:
+        columns = arrow_schema(table).names
+        sql = self.sql.merge(table, staging=staging, columns=columns)
+        params = {"min_ts": min_ts or _MIN_TS, "max_ts": max_ts or _MAX_TS} if "$min_ts" in sql else {}
+        con = self._con
+        staged = self._scalar(f'SELECT COUNT(*) FROM "{self.dataset}"."{staging}"')
+        # The MERGE and the staging table's removal commit together: a crash leaves either both undone or both done.
+        con.execute("BEGIN TRANSACTION")
+        try:
+            before = self.count(table)
+            con.execute(sql, params).fetchall()
+            inserted = self.count(table) - before
+            con.execute(f'DROP TABLE "{self.dataset}"."{staging}"')
+            con.execute("COMMIT")
+        except Exception as error:
+            con.execute("ROLLBACK")
+            raise WarehouseError(f"MERGE into {table} from {staging} failed: {error}") from error
+        return MergeResult(table=table, staged=staged, inserted=inserted)
+
+    def drop_stale_staging(self) -> list[str]:
+        stale = [t for t in self.tables() if t.startswith(STAGING_PREFIX)]
+        for name in stale:
+            self._con.execute(f'DROP TABLE "{self.dataset}"."{name}"')
+        return stale
+
+    # ------------------------------------------------------------------------------------------------ queries
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        try:
+            relation = self._con.sql(sql, params=dict(params) if params else None)
+            if relation is None:  # a statement without a result
+                return pa.table({})
+            return relation.to_arrow_table()
+        except Exception as error:
+            raise WarehouseError(f"query failed: {error}\n{sql}") from error
+
+    def run(self, name: str, params: Mapping[str, Any] | None = None, **values: str) -> pa.Table:
+        return self.query(self.sql.render(name, **values), params)
+
+    def _execute(self, sql: str) -> None:
+        try:
+            self._con.execute(sql)
+        except Exception as error:
+            raise WarehouseError(f"statement failed: {error}\n{sql}") from error

@@ -1,0 +1,290 @@
+"""The warehouse interface, its SQL (written once, in BigQuery dialect) and the tables' Arrow schemas.
+
+Every statement lives under ``include/sql/`` as BigQuery SQL with ``${name}`` placeholders: ``${dataset}`` (the
+dataset, or DuckDB schema), ``${staging}`` (a staging table), and the column lists derived from the contract
+(``${input_columns}``, ``${feature_fields}``) or from the batch being merged (``${columns}``, ``${source_columns}``).
+:class:`SqlLibrary` renders a statement and, for DuckDB, transpiles it with sqlglot.
+
+Loads are two steps — :meth:`Warehouse.stage` a batch into a staging table, then :meth:`Warehouse.merge` it into
+the target on its key — so that a retry of either step, or of both, leaves each row in the table once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from shadowgate.contract import TRANSACTION_FIELDS, Kind
+from shadowgate.features import FEATURE_NAMES
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_LOGS = "prediction_logs"
+OUTCOMES = "outcomes"
+QUARANTINE = "quarantine"
+TABLES = (
+    PREDICTION_LOGS,
+    OUTCOMES,
+    QUARANTINE,
+    "labeled_predictions",
+    "model_metrics",
+    "drift_reports",
+    "deployment_events",
+    "experiments",
+)
+"""Every table, in creation order (DDL file ``ddl/<table>.sql``)."""
+
+MERGE_KEYS = {PREDICTION_LOGS: "prediction_id", OUTCOMES: "outcome_id", QUARANTINE: "quarantine_id"}
+"""Tables loaded by stage + MERGE, and the key each is merged on (``merge/<table>.sql``)."""
+
+_EXPLICIT = ("transaction_id", "customer_id", "merchant_id", "event_timestamp")
+"""Contract fields with a column of their own in prediction_logs (customer_id as its hash); the rest are inputs."""
+
+_BQ_TYPE = {Kind.STRING: "STRING", Kind.INTEGER: "INT64", Kind.FLOAT: "FLOAT64", Kind.TIMESTAMP: "TIMESTAMP"}
+_ARROW_TYPE = {
+    Kind.STRING: pa.string(),
+    Kind.INTEGER: pa.int64(),
+    Kind.FLOAT: pa.float64(),
+    Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+}
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse statement failed."""
+
+
+# ------------------------------------------------------------------------------------------------ schemas
+
+
+def column_name(feature: str) -> str:
+    """The warehouse name of a feature: one-hot names (``channel=web``) become ``channel__web``."""
+    name = feature.replace("=", "__")
+    if not all(c.isalnum() or c == "_" for c in name):
+        raise ValueError(f"feature {feature!r} has no valid column name")
+    return name
+
+
+def feature_columns() -> tuple[str, ...]:
+    """Warehouse names of :data:`~shadowgate.features.FEATURE_NAMES`, in order (fields of ``features``)."""
+    names = tuple(column_name(f) for f in FEATURE_NAMES)
+    if len(set(names)) != len(names):
+        raise ValueError("two features map to the same column name")
+    return names
+
+
+def input_fields() -> tuple[Any, ...]:
+    """Contract fields logged as plain input columns of prediction_logs."""
+    return tuple(f for f in TRANSACTION_FIELDS if f.name not in _EXPLICIT)
+
+
+_SCORE = pa.struct(
+    [
+        ("alias", pa.string()),
+        ("model_version", pa.string()),
+        ("score", pa.float64()),
+        ("latency_us", pa.float64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+_ASSIGNMENT = pa.struct(
+    [
+        ("experiment_id", pa.string()),
+        ("experiment_version", pa.string()),
+        ("arm", pa.string()),
+        ("propensity", pa.float64()),
+        ("mode", pa.string()),
+    ]
+)
+
+
+@functools.cache
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of a batch for ``table`` (the same columns, in the same order, as its DDL)."""
+    if table == PREDICTION_LOGS:
+        return pa.schema(
+            [
+                pa.field("prediction_id", pa.string(), nullable=False),
+                pa.field("schema_version", pa.int64(), nullable=False),
+                pa.field("transaction_id", pa.string(), nullable=False),
+                pa.field("customer_id_hash", pa.string(), nullable=False),
+                pa.field("merchant_id", pa.string(), nullable=False),
+                pa.field("event_timestamp", TIMESTAMP, nullable=False),
+                pa.field("served_at", TIMESTAMP, nullable=False),
+                *(pa.field(f.name, _ARROW_TYPE[f.kind], nullable=False) for f in input_fields()),
+                pa.field("features", pa.struct([(name, pa.float64()) for name in feature_columns()])),
+                pa.field("scores", pa.list_(_SCORE)),
+                pa.field("served_by", pa.string(), nullable=False),
+                pa.field("score", pa.float64()),
+                pa.field("decision", pa.string(), nullable=False),
+                pa.field("risk_level", pa.string(), nullable=False),
+                pa.field("reason_codes", pa.list_(pa.string())),
+                pa.field("experiment_id", pa.string()),
+                pa.field("arm", pa.string()),
+                pa.field("propensity", pa.float64()),
+                pa.field("assignments", pa.list_(_ASSIGNMENT)),
+                pa.field("policy_name", pa.string(), nullable=False),
+                pa.field("policy_version", pa.string(), nullable=False),
+                pa.field("stream_entry_id", pa.string(), nullable=False),
+                pa.field("loaded_at", TIMESTAMP, nullable=False),
+            ]
+        )
+    if table == OUTCOMES:
+        return pa.schema(
+            [
+                pa.field("outcome_id", pa.string(), nullable=False),
+                pa.field("schema_version", pa.int64(), nullable=False),
+                pa.field("transaction_id", pa.string(), nullable=False),
+                pa.field("event_type", pa.string(), nullable=False),
+                pa.field("event_timestamp", TIMESTAMP, nullable=False),
+                pa.field("instalment_number", pa.int64()),
+                pa.field("amount", pa.float64()),
+                pa.field("received_at", TIMESTAMP, nullable=False),
+                pa.field("stream_entry_id", pa.string(), nullable=False),
+                pa.field("loaded_at", TIMESTAMP, nullable=False),
+            ]
+        )
+    if table == QUARANTINE:
+        return pa.schema(
+            [
+                pa.field("quarantine_id", pa.string(), nullable=False),
+                pa.field("stream", pa.string(), nullable=False),
+                pa.field("stream_entry_id", pa.string(), nullable=False),
+                pa.field("event_id", pa.string()),
+                pa.field("kind", pa.string()),
+                pa.field("reason", pa.string(), nullable=False),
+                pa.field("raw", pa.string(), nullable=False),
+                pa.field("quarantined_at", TIMESTAMP, nullable=False),
+            ]
+        )
+    raise KeyError(f"no batch schema for table {table!r} (loaded tables: {', '.join(MERGE_KEYS)})")
+
+
+# ------------------------------------------------------------------------------------------------ SQL
+
+
+def default_sql_dir() -> Path:
+    """``include/sql`` next to the package (source checkout, editable install), else under the working directory."""
+    beside = Path(__file__).resolve().parents[2] / "sql"
+    return beside if beside.is_dir() else Path.cwd() / "include" / "sql"
+
+
+class SqlLibrary:
+    """The shipped statements, rendered for one dataset and one dialect (``bigquery`` or ``duckdb``)."""
+
+    def __init__(self, root: Path, *, dataset: str, dialect: str) -> None:
+        if dialect not in ("bigquery", "duckdb"):
+            raise ValueError(f"unknown dialect {dialect!r}")
+        if not (root / "ddl").is_dir():
+            raise FileNotFoundError(f"no warehouse SQL under {root} (set SHADOWGATE_WAREHOUSE_SQL_DIR)")
+        self.root = root
+        self.dataset = dataset
+        self.dialect = dialect
+
+    def names(self) -> list[str]:
+        """Every shipped statement, as ``folder/name`` (e.g. ``merge/outcomes``)."""
+        return sorted(str(p.relative_to(self.root).with_suffix("")) for p in self.root.glob("*/*.sql"))
+
+    def source(self, name: str) -> str:
+        return (self.root / f"{name}.sql").read_text()
+
+    def render(self, name: str, **values: str) -> str:
+        """The statement ``name`` with its placeholders filled, in this library's dialect."""
+        defaults = {"dataset": self.dataset, "input_columns": _input_columns_ddl(), "feature_fields": _feature_ddl()}
+        sql = string.Template(self.source(name)).substitute({**defaults, **values})
+        if self.dialect == "bigquery":
+            return sql
+        return transpile(sql)
+
+    def merge(self, table: str, *, staging: str, columns: Sequence[str]) -> str:
+        """The MERGE of ``staging`` into ``table``, inserting ``columns``."""
+        return self.render(
+            f"merge/{table}",
+            staging=staging,
+            columns=", ".join(columns),
+            source_columns=", ".join(f"s.{c}" for c in columns),
+        )
+
+
+def _input_columns_ddl() -> str:
+    return ",\n  ".join(f"{f.name} {_BQ_TYPE[f.kind]} NOT NULL" for f in input_fields())
+
+
+def _feature_ddl() -> str:
+    return ", ".join(f"{name} FLOAT64" for name in feature_columns())
+
+
+@functools.lru_cache(maxsize=256)
+def transpile(sql: str) -> str:
+    """BigQuery SQL → DuckDB SQL. Partitioning and clustering have no DuckDB equivalent and are dropped."""
+    import sqlglot
+    from sqlglot.errors import ErrorLevel
+
+    statements = sqlglot.transpile(sql, read="bigquery", write="duckdb", unsupported_level=ErrorLevel.IGNORE)
+    return ";\n".join(statements)
+
+
+# ------------------------------------------------------------------------------------------------ interface
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What one MERGE did."""
+
+    table: str
+    staged: int
+    inserted: int
+
+
+class Warehouse(Protocol):
+    """What the pipelines need from a warehouse. Adapters: :mod:`shadowgate.storage.duckdb`,
+    :mod:`shadowgate.storage.bigquery`."""
+
+    sql: SqlLibrary
+
+    def ensure_tables(self) -> None:
+        """Create the dataset and every table that does not exist yet (idempotent)."""
+        ...
+
+    def stage(self, table: str, batch: pa.Table, *, batch_id: str) -> str:
+        """Write ``batch`` (of :func:`arrow_schema` ``(table)``) to a staging table; returns its name."""
+        ...
+
+    def merge(self, table: str, *, staging: str, min_ts: Any = None, max_ts: Any = None) -> MergeResult:
+        """MERGE a staging table into ``table`` on its key, then drop the staging table. Idempotent."""
+        ...
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run rendered SQL (in this warehouse's dialect) and return the result."""
+        ...
+
+    def run(self, name: str, params: Mapping[str, Any] | None = None, **values: str) -> pa.Table:
+        """Render the shipped statement ``name`` and run it."""
+        ...
+
+    def count(self, table: str) -> int:
+        """Rows in ``table``."""
+        ...
+
+    def drop_stale_staging(self) -> list[str]:
+        """Drop staging tables left by a crashed load; returns their names."""
+        ...
+
+    def close(self) -> None: ...
+
+
+STAGING_PREFIX = "_staging_"
+"""Staging tables are ``<dataset>._staging_<table>_<batch id>``."""
+
+
+def staging_name(table: str, batch_id: str) -> str:
+    safe = "".join(c if c.isalnum() else "_" for c in batch_id)
+    return f"{STAGING_PREFIX}{table}_{safe}"

@@ -1,0 +1,91 @@
+"""Golden tests: every statement shipped under include/sql runs on DuckDB after transpiling, with its effect."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from shadowgate.storage.duckdb import DuckDBWarehouse
+from shadowgate.storage.warehouse import (
+    MERGE_KEYS,
+    TABLES,
+    SqlLibrary,
+    arrow_schema,
+    default_sql_dir,
+)
+from tests.integration.stream_events import outcome_fields, prediction_fields
+
+NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def warehouse() -> Iterator[DuckDBWarehouse]:
+    with DuckDBWarehouse(":memory:", sql_dir=default_sql_dir()) as w:
+        w.ensure_tables()
+        yield w
+
+
+def _rows(table: str) -> list[dict[str, Any]]:
+    """One valid row of ``table``, built the way the uploader builds it."""
+    from shadowgate.pipelines.upload import decode_batch
+    from shadowgate.storage.redis_streams import Entry
+
+    if table == "prediction_logs":
+        return decode_batch("s", "prediction", [Entry("1-0", prediction_fields(1))], NOW).rows
+    if table == "outcomes":
+        return decode_batch("s", "outcome", [Entry("1-0", outcome_fields(1))], NOW).rows
+    return decode_batch("s", "outcome", [Entry("1-0", {"payload": "{}"})], NOW).quarantine
+
+
+def test_the_library_lists_every_shipped_statement() -> None:
+    names = SqlLibrary(default_sql_dir(), dataset="d", dialect="duckdb").names()
+    assert names == sorted(
+        [f"ddl/{t}" for t in TABLES]
+        + [f"merge/{t}" for t in MERGE_KEYS]
+        + ["queries/last_load", "queries/table_counts"]
+    )
+
+
+def test_every_ddl_creates_its_table_with_the_batch_columns(warehouse: DuckDBWarehouse) -> None:
+    assert warehouse.tables() == sorted(TABLES)
+    warehouse.ensure_tables()  # idempotent
+    for table in MERGE_KEYS:
+        described = warehouse.query(f"DESCRIBE shadowgate.{table}").column("column_name").to_pylist()
+        assert described == arrow_schema(table).names
+
+
+@pytest.mark.parametrize("table", sorted(MERGE_KEYS))
+def test_every_merge_inserts_once(warehouse: DuckDBWarehouse, table: str) -> None:
+    batch = pa.Table.from_pylist(_rows(table) * 2, schema=arrow_schema(table))  # a duplicate inside the batch too
+    first = warehouse.merge(table, staging=warehouse.stage(table, batch, batch_id="a"))
+    second = warehouse.merge(table, staging=warehouse.stage(table, batch, batch_id="b"))
+    assert (first.staged, first.inserted, second.inserted) == (2, 1, 0)
+    assert warehouse.count(table) == 1
+    assert warehouse.drop_stale_staging() == []  # the MERGE dropped its staging table
+
+
+def test_the_queries(warehouse: DuckDBWarehouse) -> None:
+    assert warehouse.run("queries/last_load").to_pylist() == [{"last_loaded_at": None}]
+    for table in ("prediction_logs", "outcomes"):
+        batch = pa.Table.from_pylist(_rows(table), schema=arrow_schema(table))
+        warehouse.merge(table, staging=warehouse.stage(table, batch, batch_id="x"))
+    assert warehouse.run("queries/last_load").to_pylist() == [{"last_loaded_at": NOW}]
+    counts = {r["table_name"]: r["row_count"] for r in warehouse.run("queries/table_counts").to_pylist()}
+    assert counts == {"prediction_logs": 1, "outcomes": 1, "quarantine": 0}
+
+
+def test_bigquery_sql_is_rendered_unchanged_but_for_the_placeholders() -> None:
+    library = SqlLibrary(default_sql_dir(), dataset="proj.ds", dialect="bigquery")
+    ddl = library.render("ddl/prediction_logs")
+    assert "`proj.ds.prediction_logs`" in ddl and "PARTITION BY DATE(served_at)" in ddl
+    assert "CLUSTER BY customer_id_hash, served_by" in ddl
+    assert "channel__web FLOAT64" in ddl and "amount FLOAT64 NOT NULL" in ddl and "${" not in ddl
+    merge = library.merge("outcomes", staging="_staging_x", columns=["outcome_id", "amount"])
+    assert "INSERT (outcome_id, amount) VALUES (s.outcome_id, s.amount)" in merge
+    assert "@min_ts" in merge
+    duck = SqlLibrary(default_sql_dir(), dataset="ds", dialect="duckdb").render("ddl/prediction_logs")
+    assert "PARTITION" not in duck and "STRUCT(" in duck
