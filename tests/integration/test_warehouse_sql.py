@@ -31,7 +31,7 @@ def warehouse() -> Iterator[DuckDBWarehouse]:
 
 def _rows(table: str) -> list[dict[str, Any]]:
     """One valid row of ``table``, built the way the uploader builds it."""
-    from shadowgate.pipelines.upload import decode_batch
+    from shadowgate.pipelines.stream_decode import decode_strict as decode_batch
     from shadowgate.storage.redis_streams import Entry
 
     if table == "prediction_logs":
@@ -84,8 +84,8 @@ def test_bigquery_sql_is_rendered_unchanged_but_for_the_placeholders() -> None:
     assert "`proj.ds.prediction_logs`" in ddl and "PARTITION BY DATE(served_at)" in ddl
     assert "CLUSTER BY customer_id_hash, served_by" in ddl
     assert "channel__web FLOAT64" in ddl and "amount FLOAT64 NOT NULL" in ddl and "${" not in ddl
-    merge = library.merge("outcomes", staging="_staging_x", columns=["outcome_id", "amount"])
+    merge = library.merge("outcomes", source="`proj.ds._staging_x`", columns=["outcome_id", "amount"])
     assert "INSERT (outcome_id, amount) VALUES (s.outcome_id, s.amount)" in merge
-    assert "@min_ts" in merge
+    assert "@min_ts" in merge and "FROM `proj.ds._staging_x`" in merge
     duck = SqlLibrary(default_sql_dir(), dataset="ds", dialect="duckdb").render("ddl/prediction_logs")
     assert "PARTITION" not in duck and "STRUCT(" in duck

@@ -16,23 +16,18 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from shadowgate.contract import TRANSACTION_FIELDS, Kind, pandera_schema
-from shadowgate.features import FEATURE_NAMES
+from shadowgate.pipelines.stream_decode import Decoded, decode
 from shadowgate.serving.events import (
     OUTCOME,
     PREDICTION,
-    MalformedEventError,
-    OutcomeEvent,
-    PredictionEvent,
-    from_stream_fields,
 )
 from shadowgate.storage.redis_streams import Entry, StreamReader
 from shadowgate.storage.warehouse import (
@@ -41,8 +36,6 @@ from shadowgate.storage.warehouse import (
     QUARANTINE,
     Warehouse,
     arrow_schema,
-    column_name,
-    input_fields,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,170 +71,18 @@ class UploadSummary:
         return {"streams": [asdict(s) for s in self.streams], "duration_s": round(self.duration_s, 3)}
 
 
-@dataclass
-class _Decoded:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    entry_ids: list[str] = field(default_factory=list)
-    quarantine: list[dict[str, Any]] = field(default_factory=list)
-
-
-# ------------------------------------------------------------------------------------------------ decoding
-
-
-def _quarantine_row(stream: str, entry: Entry, reason: str, now: dt.datetime) -> dict[str, Any]:
-    return {
-        "quarantine_id": f"{stream}:{entry.entry_id}",
-        "stream": stream,
-        "stream_entry_id": entry.entry_id,
-        "event_id": entry.fields.get("id"),
-        "kind": entry.fields.get("kind"),
-        "reason": reason[:2000],
-        "raw": orjson.dumps(entry.fields).decode(),
-        "quarantined_at": now,
-    }
-
-
-_KIND_CHECK: dict[Kind, Callable[[Any], bool]] = {
-    Kind.STRING: lambda v: isinstance(v, str),
-    Kind.INTEGER: lambda v: isinstance(v, int) and not isinstance(v, bool),
-    Kind.FLOAT: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    Kind.TIMESTAMP: lambda v: isinstance(v, str),
-}
-
-
-def _input_problems(inputs: dict[str, Any]) -> list[str]:
-    """Type problems of the logged transaction inputs (values are checked by pandera afterwards)."""
-    problems = []
-    for f in TRANSACTION_FIELDS:
-        if f.name == "customer_id":
-            continue
-        if f.name not in inputs:
-            problems.append(f"inputs.{f.name}: missing")
-        elif not _KIND_CHECK[f.kind](inputs[f.name]):
-            problems.append(f"inputs.{f.name}: expected {f.kind.value}, got {type(inputs[f.name]).__name__}")
-    return problems
-
-
-def _prediction_row(event: PredictionEvent, entry_id: str, now: dt.datetime) -> dict[str, Any]:
-    inputs = event.inputs
-    return {
-        "prediction_id": event.event_id,
-        "schema_version": event.schema_version,
-        "transaction_id": event.transaction_id,
-        "customer_id_hash": event.customer_id_hash,
-        "merchant_id": event.merchant_id,
-        "event_timestamp": event.event_timestamp,
-        "served_at": event.served_at,
-        **{f.name: inputs[f.name] for f in input_fields()},
-        "features": {column_name(k): event.features[k] for k in FEATURE_NAMES},
-        "scores": [s.model_dump() for s in event.scores],
-        "served_by": event.served_by,
-        "score": event.score,
-        "decision": event.decision,
-        "risk_level": event.risk_level,
-        "reason_codes": event.reason_codes,
-        "experiment_id": event.experiment_id,
-        "arm": event.arm,
-        "propensity": event.propensity,
-        "assignments": [a.model_dump() for a in event.assignments],
-        "policy_name": event.policy_name,
-        "policy_version": event.policy_version,
-        "stream_entry_id": entry_id,
-        "loaded_at": now,
-    }
-
-
-def _outcome_row(event: OutcomeEvent, entry_id: str, now: dt.datetime) -> dict[str, Any]:
-    return {
-        "outcome_id": event.event_id,
-        "schema_version": event.schema_version,
-        "transaction_id": event.transaction_id,
-        "event_type": event.event_type,
-        "event_timestamp": event.event_timestamp,
-        "instalment_number": event.instalment_number,
-        "amount": event.amount,
-        "received_at": event.received_at,
-        "stream_entry_id": entry_id,
-        "loaded_at": now,
-    }
-
-
-def decode_batch(stream: str, kind: str, entries: Sequence[Entry], now: dt.datetime) -> _Decoded:
-    """Rows for the table and rows for quarantine (with the reason) — every entry lands in exactly one."""
-    out = _Decoded()
-    candidates: list[tuple[Entry, dict[str, Any], dict[str, Any]]] = []
-    for entry in entries:
-        try:
-            event = from_stream_fields(entry.fields)
-        except MalformedEventError as error:
-            out.quarantine.append(_quarantine_row(stream, entry, str(error), now))
-            continue
-        if kind == PREDICTION and isinstance(event, PredictionEvent):
-            problems = _input_problems(event.inputs)
-            if set(event.features) != set(FEATURE_NAMES):
-                problems.append("features: not the contract's feature set")
-            if problems:
-                out.quarantine.append(_quarantine_row(stream, entry, "invalid_inputs: " + "; ".join(problems), now))
-                continue
-            candidates.append((entry, _prediction_row(event, entry.entry_id, now), event.inputs))
-        elif kind == OUTCOME and isinstance(event, OutcomeEvent):
-            out.rows.append(_outcome_row(event, entry.entry_id, now))
-            out.entry_ids.append(entry.entry_id)
-        else:
-            reason = f"wrong_kind: a {type(event).__name__} in the {kind} stream"
-            out.quarantine.append(_quarantine_row(stream, entry, reason, now))
-    if candidates:
-        failures = _contract_failures([inputs for _, _, inputs in candidates])
-        for i, (entry, row, _) in enumerate(candidates):
-            if i in failures:
-                reason = "contract: " + "; ".join(failures[i])
-                out.quarantine.append(_quarantine_row(stream, entry, reason, now))
-            else:
-                out.rows.append(row)
-                out.entry_ids.append(entry.entry_id)
-    return out
-
-
-def _contract_failures(inputs: Sequence[dict[str, Any]]) -> dict[int, list[str]]:
-    """Row position → every contract check it fails (pandera, lazy), for the logged inputs of a batch."""
-    import pandas as pd
-    import pandera.errors
-
-    schema = pandera_schema().remove_columns(["customer_id"])
-    frame = pd.DataFrame.from_records(inputs, columns=[f.name for f in TRANSACTION_FIELDS if f.name != "customer_id"])
-    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True, format="ISO8601", errors="coerce")
-    try:
-        schema.validate(frame, lazy=True)
-    except pandera.errors.SchemaErrors as errors:
-        out: dict[int, list[str]] = defaultdict(list)
-        cases = errors.failure_cases
-        for case in cases.itertuples(index=False):
-            where = case.index
-            what = f"{case.column or 'row'}: {case.check} (got {case.failure_case!r})"
-            if where is None or (isinstance(where, float) and where != where):
-                for i in range(len(frame)):  # a column-level failure (e.g. its type) concerns every row
-                    out[i].append(what)
-            else:
-                out[int(where)].append(what)
-        return dict(out)
-    return {}
-
-
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def _min_max(rows: Sequence[dict[str, Any]], column: str) -> tuple[Any, Any]:
-    values = [r[column] for r in rows]
-    return min(values), max(values)
-
-
-def _commit(warehouse: Warehouse, table: str, rows: list[dict[str, Any]], ts_column: str | None) -> int:
-    """Stage ``rows`` and MERGE them into ``table``; returns the rows inserted."""
-    if not rows:
+def _commit(warehouse: Warehouse, table: str, batch: pa.Table, ts_column: str | None) -> int:
+    """Stage ``batch`` and MERGE it into ``table``; returns the rows inserted."""
+    if batch.num_rows == 0:
         return 0
-    batch = pa.Table.from_pylist(rows, schema=arrow_schema(table))
     staging = warehouse.stage(table, batch, batch_id=uuid.uuid4().hex)
-    low, high = _min_max(rows, ts_column) if ts_column else (None, None)
+    low = high = None
+    if ts_column:
+        bounds = pc.min_max(batch.column(ts_column))
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
     return warehouse.merge(table, staging=staging, min_ts=low, max_ts=high).inserted
 
 
@@ -291,17 +132,31 @@ def upload_stream(
     if reclaimed:
         logger.warning("%s: took over %d entries left pending by another consumer", reader.stream, reclaimed)
     batches = read = loaded = quarantined = acked = 0
-    for entries in _batches(reader, batch_size):
-        now = clock()
-        decoded = decode_batch(reader.stream, kind, entries, now)
-        quarantined += _commit(warehouse, QUARANTINE, decoded.quarantine, None)
-        loaded += _commit(warehouse, table, decoded.rows, ts_column)
+
+    def commit(entries: list[Entry], decoded: Decoded) -> tuple[int, int, int]:
+        quarantine = pa.Table.from_pylist(decoded.quarantine, schema=arrow_schema(QUARANTINE))
+        q = _commit(warehouse, QUARANTINE, quarantine, None)
+        n = _commit(warehouse, table, decoded.table(table), ts_column)
         # Only now: both MERGEs have committed.
-        acked += reader.ack([e.entry_id for e in entries])
-        batches += 1
-        read += len(entries)
-        if max_batches is not None and batches >= max_batches:
-            break
+        return n, q, reader.ack([e.entry_id for e in entries])
+
+    # Two stages: while batch n is merged and acked (DuckDB and Redis work outside the GIL), batch n+1 is read and
+    # decoded. At most two batches are in memory; each is acked only after its own commit.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-commit") as committer:
+        in_flight: Future[tuple[int, int, int]] | None = None
+        for entries in _batches(reader, batch_size):
+            decoded = decode(reader.stream, kind, entries, clock())
+            if in_flight is not None:
+                n, q, a = in_flight.result()
+                loaded, quarantined, acked = loaded + n, quarantined + q, acked + a
+            in_flight = committer.submit(commit, entries, decoded)
+            batches += 1
+            read += len(entries)
+            if max_batches is not None and batches >= max_batches:
+                break
+        if in_flight is not None:
+            n, q, a = in_flight.result()
+            loaded, quarantined, acked = loaded + n, quarantined + q, acked + a
     trimmed = reader.trim_acknowledged()
     return StreamUpload(
         stream=reader.stream,

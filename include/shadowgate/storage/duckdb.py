@@ -48,6 +48,7 @@ class DuckDBWarehouse:
         # Offline: a TimeZone in connect(config=...) makes DuckDB try to download an extension; SET does not.
         self._con.execute("SET TimeZone = 'UTC'")
         self._con.execute(f'CREATE SCHEMA IF NOT EXISTS "{dataset}"')
+        self._staged: dict[str, int] = {}
 
     def close(self) -> None:
         self._con.close()
@@ -88,35 +89,33 @@ class DuckDBWarehouse:
         if batch.schema.names != expected.names:
             raise ValueError(f"batch columns {batch.schema.names} differ from {table}'s {expected.names}")
         staging = staging_name(table, batch_id)
-        self._con.register("_shadowgate_batch", batch)
-        try:
-            self._con.execute(
-                f'CREATE OR REPLACE TABLE "{self.dataset}"."{staging}" AS SELECT * FROM _shadowgate_batch'
-            )
-        finally:
-            self._con.unregister("_shadowgate_batch")
+        # DuckDB scans the Arrow batch in place; nothing is written until the MERGE commits.
+        self._con.register(staging, batch)
+        self._staged[staging] = batch.num_rows
         return staging
 
     def merge(self, table: str, *, staging: str, min_ts: Any = None, max_ts: Any = None) -> MergeResult:
+        if staging not in self._staged:
+            raise WarehouseError(f"nothing staged as {staging}")
         columns = arrow_schema(table).names
-        sql = self.sql.merge(table, staging=staging, columns=columns)
+        sql = self.sql.merge(table, source=f'"{staging}"', columns=columns)
         params = {"min_ts": min_ts or _MIN_TS, "max_ts": max_ts or _MAX_TS} if "$min_ts" in sql else {}
         con = self._con
-        staged = self._scalar(f'SELECT COUNT(*) FROM "{self.dataset}"."{staging}"')
-        # The MERGE and the staging table's removal commit together: a crash leaves either both undone or both done.
         con.execute("BEGIN TRANSACTION")
         try:
             before = self.count(table)
             con.execute(sql, params).fetchall()
             inserted = self.count(table) - before
-            con.execute(f'DROP TABLE "{self.dataset}"."{staging}"')
             con.execute("COMMIT")
         except Exception as error:
             con.execute("ROLLBACK")
             raise WarehouseError(f"MERGE into {table} from {staging} failed: {error}") from error
-        return MergeResult(table=table, staged=staged, inserted=inserted)
+        finally:
+            con.unregister(staging)
+        return MergeResult(table=table, staged=self._staged.pop(staging), inserted=inserted)
 
     def drop_stale_staging(self) -> list[str]:
+        # Staged batches live in this connection only; tables are what an older version of this adapter left.
         stale = [t for t in self.tables() if t.startswith(STAGING_PREFIX)]
         for name in stale:
             self._con.execute(f'DROP TABLE "{self.dataset}"."{name}"')

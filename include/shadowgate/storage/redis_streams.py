@@ -19,10 +19,22 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Entry:
-    """One stream entry: its id and its fields (decoded to str)."""
+    """One stream entry: its id and its fields as Redis returned them (bytes, or str for a decoding client)."""
 
     entry_id: str
-    fields: dict[str, str]
+    raw: dict[Any, Any]
+
+    def get(self, name: str) -> bytes | None:
+        """One field as bytes (None when absent)."""
+        value = self.raw.get(name.encode())
+        if value is None:
+            value = self.raw.get(name)
+        return value.encode() if isinstance(value, str) else value
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """Every field decoded to str (undecodable bytes replaced)."""
+        return {_text(k): _text(v) for k, v in self.raw.items()}
 
 
 def _entries(raw: Any) -> list[Entry]:
@@ -30,7 +42,7 @@ def _entries(raw: Any) -> list[Entry]:
     for entry_id, fields in raw or ():
         if fields is None:  # deleted (trimmed) while pending: nothing left to load
             continue
-        out.append(Entry(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()}))
+        out.append(Entry(_text(entry_id), fields))
     return out
 
 

@@ -1,8 +1,8 @@
 """The warehouse interface, its SQL (written once, in BigQuery dialect) and the tables' Arrow schemas.
 
 Every statement lives under ``include/sql/`` as BigQuery SQL with ``${name}`` placeholders: ``${dataset}`` (the
-dataset, or DuckDB schema), ``${staging}`` (a staging table), and the column lists derived from the contract
-(``${input_columns}``, ``${feature_fields}``) or from the batch being merged (``${columns}``, ``${source_columns}``).
+dataset, or DuckDB schema), ``${source}`` (the staged batch a MERGE reads), and the column lists derived from the
+contract (``${input_columns}``, ``${feature_fields}``) or from the batch (``${columns}``, ``${source_columns}``).
 :class:`SqlLibrary` renders a statement and, for DuckDB, transpiles it with sqlglot.
 
 Loads are two steps — :meth:`Warehouse.stage` a batch into a staging table, then :meth:`Warehouse.merge` it into
@@ -204,11 +204,11 @@ class SqlLibrary:
             return sql
         return transpile(sql)
 
-    def merge(self, table: str, *, staging: str, columns: Sequence[str]) -> str:
-        """The MERGE of ``staging`` into ``table``, inserting ``columns``."""
+    def merge(self, table: str, *, source: str, columns: Sequence[str]) -> str:
+        """The MERGE of the staged batch ``source`` (a table reference in this dialect) into ``table``."""
         return self.render(
             f"merge/{table}",
-            staging=staging,
+            source=source,
             columns=", ".join(columns),
             source_columns=", ".join(f"s.{c}" for c in columns),
         )
@@ -255,11 +255,16 @@ class Warehouse(Protocol):
         ...
 
     def stage(self, table: str, batch: pa.Table, *, batch_id: str) -> str:
-        """Write ``batch`` (of :func:`arrow_schema` ``(table)``) to a staging table; returns its name."""
+        """Load ``batch`` (of :func:`arrow_schema` ``(table)``) where a MERGE can read it; returns its name.
+
+        BigQuery: a load job into a staging table that expires. DuckDB: the Arrow batch itself, registered for this
+        connection (DuckDB scans Arrow in place; a copy would only cost time).
+        """
         ...
 
     def merge(self, table: str, *, staging: str, min_ts: Any = None, max_ts: Any = None) -> MergeResult:
-        """MERGE a staging table into ``table`` on its key, then drop the staging table. Idempotent."""
+        """MERGE a staged batch into ``table`` on its key, then drop what was staged. Idempotent: rows whose key is
+        already in the table are skipped. ``min_ts`` / ``max_ts`` bound the batch's partition column (pruning)."""
         ...
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:

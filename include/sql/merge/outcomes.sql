@@ -1,7 +1,7 @@
 -- Insert the staged outcomes not yet in the table (idempotent on outcome_id).
 MERGE `${dataset}.outcomes` AS t
 USING (
-  SELECT * FROM `${dataset}.${staging}`
+  SELECT * FROM ${source}
   WHERE TRUE
   QUALIFY ROW_NUMBER() OVER (PARTITION BY outcome_id ORDER BY stream_entry_id) = 1
 ) AS s

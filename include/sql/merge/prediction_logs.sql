@@ -2,7 +2,7 @@
 -- BigQuery prune the target's partitions; a prediction's served_at never changes, so no duplicate escapes it.
 MERGE `${dataset}.prediction_logs` AS t
 USING (
-  SELECT * FROM `${dataset}.${staging}`
+  SELECT * FROM ${source}
   WHERE TRUE
   QUALIFY ROW_NUMBER() OVER (PARTITION BY prediction_id ORDER BY stream_entry_id) = 1
 ) AS s

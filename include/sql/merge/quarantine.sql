@@ -1,7 +1,7 @@
 -- Insert the staged quarantined entries not yet in the table (idempotent on stream + entry id).
 MERGE `${dataset}.quarantine` AS t
 USING (
-  SELECT * FROM `${dataset}.${staging}`
+  SELECT * FROM ${source}
   WHERE TRUE
   QUALIFY ROW_NUMBER() OVER (PARTITION BY quarantine_id ORDER BY quarantined_at) = 1
 ) AS s
