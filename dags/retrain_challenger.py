@@ -31,7 +31,7 @@ from airflow.sdk import Param, dag, get_current_context, task
     params={
         "as_of": Param("", type="string", description="Train as of this UTC instant (ISO 8601); empty: run_after.")
     },
-    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    default_args={"owner": "shadowgate", "retries": 2, "retry_delay": dt.timedelta(minutes=2)},
 )
 def retrain_challenger() -> None:
     @task

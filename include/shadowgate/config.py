@@ -168,13 +168,13 @@ class WarehouseSettings(BaseSettings):
     model_config = _config("SHADOWGATE_WAREHOUSE_")
 
     backend: Literal["duckdb", "bigquery"] = "duckdb"
-    """``duckdb``: one file under ``<home>/warehouse/``. ``bigquery``: the project and dataset below."""
+    """``duckdb``: one file, ``<home>/warehouse/warehouse.duckdb``. ``bigquery``: the project and dataset below."""
 
     dataset: str = Field(default="shadowgate", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
     """BigQuery dataset, or DuckDB schema, holding every table."""
 
     duckdb_path: Path | None = None
-    """DuckDB file. Unset: ``<home>/warehouse/shadowgate.duckdb``."""
+    """DuckDB file. Unset: ``<home>/warehouse/warehouse.duckdb``."""
 
     bigquery_project: str | None = None
     """Google Cloud project of the dataset (unset: the credentials' default project)."""
@@ -189,7 +189,19 @@ class WarehouseSettings(BaseSettings):
     """The warehouse SQL (``include/sql``). Unset: found next to the installed package or under ``./include/sql``."""
 
     def resolved_duckdb_path(self, home: Path) -> Path:
-        return self.duckdb_path or home / "warehouse" / "shadowgate.duckdb"
+        return self.duckdb_path or home / "warehouse" / "warehouse.duckdb"
+
+
+class AlertSettings(BaseSettings):
+    """Where alerts go, and when the uploader counts as stale."""
+
+    model_config = _config("SHADOWGATE_ALERT_")
+
+    webhook_url: SecretStr | None = None
+    """A URL that takes a JSON POST per alert (Slack/Teams/PagerDuty-style). Unset: alerts are only logged."""
+
+    upload_stale_after_h: float = Field(default=6.0, gt=0)
+    """Alert when no upload has succeeded for this many hours."""
 
 
 class SimulationSettings(BaseSettings):
@@ -255,6 +267,7 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     ApiSettings,
     ServingSettings,
     WarehouseSettings,
+    AlertSettings,
     SimulationSettings,
     TrainingSettings,
 )

@@ -38,6 +38,7 @@ def test_dags_follow_the_rules(dagbag) -> None:  # type: ignore[no-untyped-def]
         assert dag.catchup is False or dag.timetable.can_be_scheduled, dag_id
         for task in dag.tasks:
             assert task.retries >= 2, f"{dag_id}.{task.task_id}"
+            assert task.owner == "shadowgate", f"{dag_id}.{task.task_id} owner {task.owner!r}"
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)

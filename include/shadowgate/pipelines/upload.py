@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import redis
 
 from shadowgate.pipelines.stream_decode import Decoded, decode
 from shadowgate.serving.events import (
@@ -171,6 +172,16 @@ def upload_stream(
     )
 
 
+def stream_readers(
+    client: redis.Redis, *, predictions_stream: str, outcomes_stream: str, consumer: str = "uploader"
+) -> list[tuple[StreamReader, str]]:
+    """The uploader's readers: the predictions and the outcomes stream, each with the event kind it carries."""
+    return [
+        (StreamReader(client, stream=predictions_stream, group=GROUP, consumer=consumer), PREDICTION),
+        (StreamReader(client, stream=outcomes_stream, group=GROUP, consumer=consumer), OUTCOME),
+    ]
+
+
 def upload_streams(
     *,
     readers: Sequence[tuple[StreamReader, str]],
@@ -189,3 +200,37 @@ def upload_streams(
         for reader, kind in readers
     ]
     return UploadSummary(streams=results, duration_s=time.perf_counter() - started)
+
+
+LAST_SUCCESS_KEY = "shadowgate:uploader:last_success"
+WATCH_SINCE_KEY = "shadowgate:uploader:watch_since"
+
+
+def record_success(client: redis.Redis, at: dt.datetime) -> None:
+    """Remember when an upload last succeeded (read by :func:`upload_freshness`)."""
+    client.set(LAST_SUCCESS_KEY, at.astimezone(dt.UTC).isoformat())
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How long since an upload last succeeded."""
+
+    last_success: dt.datetime | None
+    age_h: float
+    """Hours since the last success (or since the first check, when none ever succeeded)."""
+    stale: bool
+
+
+def upload_freshness(client: redis.Redis, *, now: dt.datetime, stale_after_h: float) -> Freshness:
+    """Whether no upload has succeeded for ``stale_after_h`` hours. An uploader that never succeeded is measured
+    from the first time this was asked (so a fresh install does not alert, and one that never works does)."""
+    raw = client.get(LAST_SUCCESS_KEY)
+    last = dt.datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw)) if raw else None
+    if last is None:
+        client.set(WATCH_SINCE_KEY, now.isoformat(), nx=True)
+        since_raw = client.get(WATCH_SINCE_KEY)
+        since = dt.datetime.fromisoformat(since_raw.decode() if isinstance(since_raw, bytes) else str(since_raw))
+    else:
+        since = last
+    age_h = (now - since).total_seconds() / 3600
+    return Freshness(last_success=last, age_h=age_h, stale=age_h >= stale_after_h)

@@ -42,12 +42,16 @@ class DuckDBWarehouse:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.sql = SqlLibrary(sql_dir, dataset=dataset, dialect="duckdb")
-        self.dataset = dataset
         self._con = duckdb.connect(str(path))
         # Offline: a TimeZone in connect(config=...) makes DuckDB try to download an extension; SET does not.
         self._con.execute("SET TimeZone = 'UTC'")
-        self._con.execute(f'CREATE SCHEMA IF NOT EXISTS "{dataset}"')
+        # Names are catalog-qualified: a file called like the schema (shadowgate.duckdb) would make "shadowgate"
+        # ambiguous between the database and the schema.
+        catalog = self._con.execute("SELECT current_database()").fetchall()[0][0]
+        self.dataset = dataset
+        self.qualified = f'"{catalog}"."{dataset}"'
+        self.sql = SqlLibrary(sql_dir, dataset=f"{catalog}.{dataset}", dialect="duckdb")
+        self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {self.qualified}")
         self._staged: dict[str, int] = {}
 
     def close(self) -> None:
@@ -66,7 +70,7 @@ class DuckDBWarehouse:
             self._execute(self.sql.render(f"ddl/{table}"))
 
     def count(self, table: str) -> int:
-        return self._scalar(f'SELECT COUNT(*) FROM "{self.dataset}"."{table}"')
+        return self._scalar(f'SELECT COUNT(*) FROM {self.qualified}."{table}"')
 
     def _scalar(self, sql: str) -> int:
         # fetchall, not fetchone: DuckDB 2.0 refuses new work on a connection whose last result is not exhausted.
@@ -118,7 +122,7 @@ class DuckDBWarehouse:
         # Staged batches live in this connection only; tables are what an older version of this adapter left.
         stale = [t for t in self.tables() if t.startswith(STAGING_PREFIX)]
         for name in stale:
-            self._con.execute(f'DROP TABLE "{self.dataset}"."{name}"')
+            self._con.execute(f'DROP TABLE {self.qualified}."{name}"')
         return stale
 
     # ------------------------------------------------------------------------------------------------ queries

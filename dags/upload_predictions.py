@@ -1,0 +1,119 @@
+"""
+### upload_predictions
+
+Moves the **prediction and outcome streams** (Redis) into the **warehouse** — DuckDB by default, BigQuery in
+production — exactly once: each batch is decoded against its event schema and checked against the transaction
+contract (pandera, every failure with its reason); bad entries go to `quarantine` with the reason, good rows are
+staged and MERGEd on their event id into `prediction_logs` / `outcomes`, and only then are the entries acknowledged
+and trimmed from the stream. Entries a dead uploader left pending are claimed (XAUTOCLAIM).
+
+* **Schedule:** hourly, and manual (*Trigger*). Each run drains what is in the streams, whatever its data interval:
+  a **backfill** is harmless (it finds nothing new, or loads what is there once).
+* **Retries:** 3, with exponential backoff (30 s → 10 min). When the last try fails, an **alert** is logged and,
+  with `SHADOWGATE_ALERT_WEBHOOK_URL` set, posted there.
+* **Staleness:** `check_freshness` alerts when no upload has succeeded for `SHADOWGATE_ALERT_UPLOAD_STALE_AFTER_H`
+  (6) hours.
+* **Reconciliation:** entries produced = rows in the table + rows in `quarantine` (see the task's return value).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pendulum
+from airflow.sdk import dag, task
+
+
+def _alert_on_failure(context: Any) -> None:
+    from shadowgate.alerts import send_alert, task_failure_alert
+    from shadowgate.config import AlertSettings
+
+    ti = context.get("ti") or context.get("task_instance")
+    alert = task_failure_alert(
+        dag_id=getattr(ti, "dag_id", "upload_predictions"),
+        task_id=getattr(ti, "task_id", "?"),
+        run_id=getattr(ti, "run_id", "?"),
+        try_number=getattr(ti, "try_number", None),
+        error=context.get("exception"),
+    )
+    url = AlertSettings().webhook_url
+    send_alert(alert, webhook_url=url.get_secret_value() if url else None)
+
+
+@dag(
+    dag_id="upload_predictions",
+    schedule="@hourly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["shadowgate", "warehouse"],
+    default_args={
+        "owner": "shadowgate",
+        "retries": 3,
+        "retry_delay": dt.timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": dt.timedelta(minutes=10),
+        "on_failure_callback": _alert_on_failure,
+    },
+)
+def upload_predictions() -> None:
+    @task
+    def check_freshness() -> dict[str, object]:
+        import redis
+
+        from shadowgate.alerts import Alert, send_alert
+        from shadowgate.config import AlertSettings, RedisSettings
+        from shadowgate.pipelines.upload import upload_freshness
+
+        settings = AlertSettings()
+        client = redis.Redis.from_url(RedisSettings().resolved_url, socket_timeout=10)
+        try:
+            freshness = upload_freshness(
+                client, now=dt.datetime.now(dt.UTC), stale_after_h=settings.upload_stale_after_h
+            )
+        finally:
+            client.close()
+        if freshness.stale:
+            url = settings.webhook_url
+            send_alert(
+                Alert(
+                    title="upload_predictions is stale",
+                    text=f"no upload has succeeded for {freshness.age_h:.1f} h",
+                    details={"last_success": str(freshness.last_success)},
+                ),
+                webhook_url=url.get_secret_value() if url else None,
+            )
+        return {"age_h": round(freshness.age_h, 3), "stale": freshness.stale}
+
+    @task
+    def upload_streams() -> dict[str, object]:
+        import redis
+
+        from shadowgate.config import PathSettings, RedisSettings, ServingSettings, WarehouseSettings
+        from shadowgate.pipelines.upload import record_success, stream_readers
+        from shadowgate.pipelines.upload import upload_streams as run
+        from shadowgate.storage import open_warehouse
+
+        serving = ServingSettings()
+        client = redis.Redis.from_url(RedisSettings().resolved_url, socket_timeout=30)
+        warehouse = open_warehouse(WarehouseSettings(), home=PathSettings().home)
+        try:
+            summary = run(
+                readers=stream_readers(
+                    client, predictions_stream=serving.predictions_stream, outcomes_stream=serving.outcomes_stream
+                ),
+                warehouse=warehouse,
+            )
+            record_success(client, dt.datetime.now(dt.UTC))
+            counts = {t: warehouse.count(t) for t in ("prediction_logs", "outcomes", "quarantine")}
+        finally:
+            warehouse.close()
+            client.close()
+        return {**summary.as_dict(), "table_rows": counts}
+
+    check_freshness() >> upload_streams()
+
+
+upload_predictions()
