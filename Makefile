@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status test check lint format typecheck pytest bench bench-features bench-simulate bench-scorer bench-serving lock env-example clean
+.PHONY: help install up down status test check lint format typecheck pytest bench bench-features bench-simulate bench-scorer bench-serving bench-upload lock env-example clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -48,7 +48,7 @@ typecheck: $(STAMP) ## mypy on the domain package (and api/ once it exists)
 pytest: $(STAMP) ## Run pytest only (PYTEST_ARGS="-m 'not slow'" to skip the stack test)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: bench-features bench-simulate bench-scorer bench-serving ## All benchmarks (print figures)
+bench: bench-features bench-simulate bench-scorer bench-serving bench-upload ## All benchmarks (print figures)
 
 bench-features: $(STAMP) ## Feature path: µs per row, single-row (serving) and batch (training)
 	$(BIN)/shadowgate bench features
@@ -61,6 +61,9 @@ bench-scorer: $(STAMP) ## Compiled scorers vs sklearn predict_proba: µs per row
 
 bench-serving: $(STAMP) ## HTTP, one server at a time (wrk): shadowgate full / champion-only vs mlflow serve vs hello world
 	$(BIN)/shadowgate bench serving
+
+bench-upload: $(STAMP) ## Uploader: 1,000,000 stream events into DuckDB (events/s, peak RSS; BENCH_JSON=<file>)
+	$(BIN)/shadowgate bench upload
 
 lock: ## Re-resolve the stack and rewrite requirements.txt with exact pins
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

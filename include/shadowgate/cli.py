@@ -207,6 +207,29 @@ def bench_scorer(rows: Annotated[int, typer.Option()] = 5_000) -> None:
     typer.echo(scorer_speed(rows=rows).render())
 
 
+@bench_app.command("upload")
+def bench_upload(
+    events: Annotated[int, typer.Option(help="Events in the large backlog (a 5x smaller one runs first).")] = 1_000_000,
+    batch_size: Annotated[int, typer.Option(help="Entries per uploader batch.")] = 10_000,
+) -> None:
+    """The uploader draining a Redis stream into DuckDB: events/s and peak memory (BENCH_JSON=<file> writes them)."""
+    import json
+    import os
+
+    from shadowgate.bench_upload import BenchError, run_upload_bench
+
+    try:
+        result = run_upload_bench(events=(events // 5, events), batch_size=batch_size, echo=typer.echo)
+    except BenchError as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1) from None
+    typer.echo(result.render())
+    target = os.environ.get("BENCH_JSON")
+    if target:
+        Path(target).write_text(json.dumps(result.as_json(), indent=2))
+        typer.echo(f"figures written to {target}")
+
+
 @bench_app.command("serving")
 def bench_serving(
     duration: Annotated[float, typer.Option(help="Seconds of each measured wrk run (after a 3 s warm-up).")] = 10.0,

@@ -5,48 +5,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from shadowgate.contract import example_transaction, request_model
-from shadowgate.features import FEATURE_NAMES, features_one
 from shadowgate.serving.events import (
-    ModelScore,
+    EXAMPLE_SERVED_AT,
     OutcomeEvent,
     PredictionEvent,
-    hash_customer_id,
+    example_prediction_event,
     to_stream_fields,
 )
 
-SERVED_AT = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+SERVED_AT = EXAMPLE_SERVED_AT
 
 
 def prediction(i: int, **inputs: Any) -> PredictionEvent:
-    tx = (
-        request_model()
-        .model_validate(
-            {**example_transaction(), "transaction_id": f"tx_{i:07d}", "customer_id": f"cus_{i % 97}", **inputs}
-        )
-        .model_dump()
-    )
-    features = features_one(tx)
-    return PredictionEvent(
-        event_id=f"{i:032x}",
-        transaction_id=tx["transaction_id"],
-        customer_id_hash=hash_customer_id(tx["customer_id"], salt="salt"),
-        merchant_id=tx["merchant_id"],
-        event_timestamp=tx["event_timestamp"],
-        served_at=SERVED_AT + dt.timedelta(seconds=i),
-        features=dict(zip(FEATURE_NAMES, features, strict=True)),
-        inputs={k: v for k, v in tx.items() if k != "customer_id"},
-        scores=[
-            ModelScore(alias="champion", model_version="1", score=0.1, latency_us=2.0),
-            ModelScore(alias="challenger", model_version="2", score=0.2, latency_us=20.0),
-        ],
-        served_by="champion@v1",
-        score=0.1,
-        decision="approve",
-        risk_level="low",
-        policy_name="conservative",
-        policy_version="1",
-    )
+    return example_prediction_event(i, **inputs)
 
 
 def prediction_fields(i: int, **inputs: Any) -> dict[str, str]:

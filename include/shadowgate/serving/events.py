@@ -374,3 +374,40 @@ def _check_schema_version(payload: dict[str, Any]) -> None:
         raise MalformedEventError(
             MalformedReason.FUTURE_SCHEMA_VERSION, f"{version} > {SCHEMA_VERSION} (written by a newer producer)"
         )
+
+
+def example_prediction_event(i: int, **inputs: Any) -> PredictionEvent:
+    """A valid prediction event for transaction ``i`` of the contract's example (docs, tests and benchmarks)."""
+    from shadowgate.contract import example_transaction, request_model
+    from shadowgate.features import FEATURE_NAMES, features_one
+
+    tx = (
+        request_model()
+        .model_validate(
+            {**example_transaction(), "transaction_id": f"tx_{i:07d}", "customer_id": f"cus_{i % 97}", **inputs}
+        )
+        .model_dump()
+    )
+    return PredictionEvent(
+        event_id=f"{i:032x}",
+        transaction_id=tx["transaction_id"],
+        customer_id_hash=hash_customer_id(tx["customer_id"], salt="example"),
+        merchant_id=tx["merchant_id"],
+        event_timestamp=tx["event_timestamp"],
+        served_at=EXAMPLE_SERVED_AT + dt.timedelta(seconds=i),
+        features=dict(zip(FEATURE_NAMES, features_one(tx), strict=True)),
+        inputs={k: v for k, v in tx.items() if k != "customer_id"},
+        scores=[
+            ModelScore(alias="champion", model_version="1", score=0.1, latency_us=2.0),
+            ModelScore(alias="challenger", model_version="2", score=0.2, latency_us=20.0),
+        ],
+        served_by="champion@v1",
+        score=0.1,
+        decision="approve",
+        risk_level="low",
+        policy_name="conservative",
+        policy_version="1",
+    )
+
+
+EXAMPLE_SERVED_AT = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
