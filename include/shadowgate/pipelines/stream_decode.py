@@ -197,7 +197,12 @@ def _contract_check(frame: Any) -> dict[int, list[str]]:
     import pandas as pd
     import pandera.errors
 
-    schema = pandera_schema().remove_columns(["customer_id"])
+    schema = pandera_schema(arrow_strings=True).remove_columns(["customer_id"])
+    for f in TRANSACTION_FIELDS:
+        # The strict path's frames hold Python strings (their types were checked row by row before): same dtype.
+        is_text = f.kind is Kind.STRING and f.name in frame and frame[f.name].dtype == object
+        if is_text and all(isinstance(v, str) for v in frame[f.name]):
+            frame[f.name] = frame[f.name].astype(pd.StringDtype("pyarrow"))
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True, format="ISO8601", errors="coerce")
     try:
         schema.validate(frame, lazy=True)
@@ -478,6 +483,15 @@ def decode(stream: str, kind: str, entries: Sequence[Entry], now: dt.datetime) -
 def _contract_failures_table(inputs: pa.StructArray) -> dict[int, list[str]]:
     import pandas as pd
 
-    names = [f.name for f in TRANSACTION_FIELDS if f.name != "customer_id"]
-    frame = pd.DataFrame({name: inputs.field(name).to_numpy(zero_copy_only=False) for name in names})
-    return _contract_check(frame)
+    columns = {}
+    for f in TRANSACTION_FIELDS:
+        if f.name == "customer_id":
+            continue
+        values = inputs.field(f.name)
+        if f.kind is Kind.STRING:
+            columns[f.name] = pd.Series(pd.arrays.ArrowStringArray(values))
+        elif f.kind is Kind.TIMESTAMP:
+            columns[f.name] = pd.Series(_ts(values).to_pandas()).astype("datetime64[ns, UTC]")
+        else:
+            columns[f.name] = pd.Series(values.to_numpy(zero_copy_only=False))
+    return _contract_check(pd.DataFrame(columns))

@@ -107,9 +107,7 @@ class DuckDBWarehouse:
         con = self._con
         con.execute("BEGIN TRANSACTION")
         try:
-            before = self.count(table)
-            con.execute(sql, params).fetchall()
-            inserted = self.count(table) - before
+            inserted = int(con.execute(sql, params).fetchall()[0][0])  # DuckDB answers a MERGE with its row count
             con.execute("COMMIT")
         except Exception as error:
             con.execute("ROLLBACK")
