@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -108,41 +106,6 @@ def _batches(reader: StreamReader, batch_size: int) -> Iterator[list[Entry]]:
         yield fresh
 
 
-def _prefetched(batches: Iterator[list[Entry]]) -> Iterator[list[Entry]]:
-    """``batches``, read one ahead in a thread (Redis works while the previous batch is decoded)."""
-    box: queue.Queue[list[Entry] | BaseException | None] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def read() -> None:
-        try:
-            for batch in batches:
-                while not stop.is_set():
-                    try:
-                        box.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            box.put(None)
-        except BaseException as error:  # handed to the consumer, raised there
-            box.put(error)
-
-    thread = threading.Thread(target=read, name="upload-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = box.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-
-
 def upload_stream(
     *,
     reader: StreamReader,
@@ -182,7 +145,7 @@ def upload_stream(
     # decoded. At most two batches are in memory; each is acked only after its own commit.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-commit") as committer:
         in_flight: Future[tuple[int, int, int]] | None = None
-        for entries in _prefetched(_batches(reader, batch_size)):
+        for entries in _batches(reader, batch_size):
             decoded = decode(reader.stream, kind, entries, clock())
             if in_flight is not None:
                 n, q, a = in_flight.result()
