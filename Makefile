@@ -4,10 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BQEMU := .venv-bqemu
+BQEMU_STAMP := $(BQEMU)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status test check lint format typecheck pytest bench bench-features bench-simulate bench-scorer bench-serving bench-upload lock env-example clean
+.PHONY: help install bqemu up down status test check lint format typecheck pytest bench bench-features bench-simulate bench-scorer bench-serving bench-upload lock env-example clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -30,7 +32,14 @@ down: ## Stop everything `make up` started (by process group); leaves no process
 status: $(STAMP) ## Show the local services: pid, URL, health
 	$(BIN)/shadowgate status
 
-test: $(STAMP) check pytest ## The whole suite: lint, format check, type check, every test (incl. slow ones)
+$(BQEMU_STAMP): requirements-bqemu.txt
+	@test -x $(BQEMU)/bin/python || $(PYTHON) -m venv $(BQEMU)
+	$(BQEMU)/bin/python -m pip install --quiet -r requirements-bqemu.txt
+	touch $(BQEMU_STAMP)
+
+bqemu: $(BQEMU_STAMP) ## The local BigQuery emulator's own venv (.venv-bqemu), for the BigQuery adapter tests
+
+test: $(STAMP) $(BQEMU_STAMP) check pytest ## The whole suite: lint, format check, type check, every test (incl. slow ones)
 
 check: lint typecheck ## Static checks (ruff, ruff format --check, mypy)
 
@@ -45,7 +54,7 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 typecheck: $(STAMP) ## mypy on the domain package (and api/ once it exists)
 	$(BIN)/mypy include/shadowgate $(wildcard api)
 
-pytest: $(STAMP) ## Run pytest only (PYTEST_ARGS="-m 'not slow'" to skip the stack test)
+pytest: $(STAMP) $(BQEMU_STAMP) ## Run pytest only (PYTEST_ARGS="-m 'not slow'" to skip the stack test)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: bench-features bench-simulate bench-scorer bench-serving bench-upload ## All benchmarks (print figures)

@@ -19,6 +19,12 @@ def open_warehouse(settings: WarehouseSettings, *, home: Path) -> Warehouse:
         from shadowgate.storage.duckdb import DuckDBWarehouse
 
         return DuckDBWarehouse(settings.resolved_duckdb_path(home), sql_dir=sql_dir, dataset=settings.dataset)
-    from shadowgate.storage.warehouse import WarehouseError
+    from shadowgate.storage.bigquery import BigQueryWarehouse
 
-    raise WarehouseError("the BigQuery backend is not built yet (issue 4, in progress): use backend=duckdb")
+    return BigQueryWarehouse(
+        project=settings.bigquery_project,
+        dataset=settings.dataset,
+        location=settings.bigquery_location,
+        sql_dir=sql_dir,
+        api_endpoint=settings.bigquery_api_endpoint,
+    )

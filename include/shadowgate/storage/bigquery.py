@@ -1,0 +1,199 @@
+"""The production warehouse: BigQuery through google-cloud-bigquery, the shipped SQL as written.
+
+Loading a batch is two jobs: a Parquet load job into a staging table (created first with the target's schema, expiring
+after a day, so a crash leaves nothing that lasts), then the shipped MERGE as a query job on the event id, bounded to
+the batch's partition range so BigQuery prunes the target. Every call has a timeout: the client's default retry would
+otherwise keep a failing call going for minutes.
+
+Credentials are the usual Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS`` or the workload's
+identity). With ``api_endpoint`` (a local emulator in tests) anonymous credentials are used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shadowgate.storage.warehouse import (
+    MERGE_KEYS,
+    STAGING_PREFIX,
+    TABLES,
+    MergeResult,
+    SqlLibrary,
+    WarehouseError,
+    arrow_schema,
+    staging_name,
+)
+
+STAGING_TTL = dt.timedelta(days=1)
+_MIN_TS = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MAX_TS = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
+
+def _param(name: str, value: Any) -> Any:
+    from google.cloud import bigquery
+
+    if isinstance(value, dt.datetime):
+        return bigquery.ScalarQueryParameter(name, "TIMESTAMP", value)
+    if isinstance(value, bool):
+        return bigquery.ScalarQueryParameter(name, "BOOL", value)
+    if isinstance(value, int):
+        return bigquery.ScalarQueryParameter(name, "INT64", value)
+    if isinstance(value, float):
+        return bigquery.ScalarQueryParameter(name, "FLOAT64", value)
+    if isinstance(value, dt.date):
+        return bigquery.ScalarQueryParameter(name, "DATE", value)
+    if isinstance(value, list | tuple):
+        kind = "INT64" if value and isinstance(value[0], int) else "STRING"
+        return bigquery.ArrayQueryParameter(name, kind, list(value))
+    return bigquery.ScalarQueryParameter(name, "STRING", value)
+
+
+class BigQueryWarehouse:
+    """The warehouse in one BigQuery dataset.
+
+    Args:
+        project: Google Cloud project (None: the credentials' default).
+        dataset: dataset holding every table (created when missing).
+        location: the dataset's location when it is created.
+        sql_dir: the shipped SQL.
+        api_endpoint: another API endpoint (an emulator); anonymous credentials then.
+        client: an existing ``bigquery.Client`` (overrides project / endpoint).
+        timeout_s: timeout of every API call and job wait.
+    """
+
+    def __init__(
+        self,
+        *,
+        project: str | None,
+        dataset: str,
+        location: str = "EU",
+        sql_dir: Path,
+        api_endpoint: str | None = None,
+        client: Any = None,
+        timeout_s: float = 120.0,
+    ) -> None:
+        from google.cloud import bigquery
+
+        if client is None:
+            if api_endpoint:
+                from google.api_core.client_options import ClientOptions
+                from google.auth.credentials import AnonymousCredentials
+
+                client = bigquery.Client(
+                    project=project or "test-project",
+                    credentials=AnonymousCredentials(),
+                    client_options=ClientOptions(api_endpoint=api_endpoint),
+                )
+            else:
+                client = bigquery.Client(project=project, location=location)
+        self.client = client
+        self.project = client.project
+        self.dataset = dataset
+        self.location = location
+        self.timeout_s = timeout_s
+        self.sql = SqlLibrary(sql_dir, dataset=f"{self.project}.{dataset}", dialect="bigquery")
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> BigQueryWarehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ref(self, table: str) -> str:
+        return f"{self.project}.{self.dataset}.{table}"
+
+    # ------------------------------------------------------------------------------------------------ tables
+
+    def ensure_tables(self) -> None:
+        from google.cloud import bigquery
+
+        dataset = bigquery.Dataset(f"{self.project}.{self.dataset}")
+        dataset.location = self.location
+        self.client.create_dataset(dataset, exists_ok=True, timeout=self.timeout_s)
+        for table in TABLES:
+            self._run(self.sql.render(f"ddl/{table}"))
+
+    def count(self, table: str) -> int:
+        rows = self.query(f"SELECT COUNT(*) AS n FROM `{self._ref(table)}`")
+        return int(rows.column("n")[0].as_py())
+
+    def tables(self) -> list[str]:
+        listed = self.client.list_tables(f"{self.project}.{self.dataset}", timeout=self.timeout_s)
+        return sorted(t.table_id for t in listed)
+
+    # ------------------------------------------------------------------------------------------------ loading
+
+    def stage(self, table: str, batch: pa.Table, *, batch_id: str) -> str:
+        from google.cloud import bigquery
+
+        if table not in MERGE_KEYS:
+            raise ValueError(f"{table!r} is not loaded by stage + merge")
+        if batch.schema.names != arrow_schema(table).names:
+            raise ValueError(f"batch columns {batch.schema.names} differ from {table}'s")
+        staging = staging_name(table, batch_id)
+        target = self.client.get_table(self._ref(table), timeout=self.timeout_s)
+        staged = bigquery.Table(self._ref(staging), schema=target.schema)
+        staged.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
+        self.client.create_table(staged, exists_ok=True, timeout=self.timeout_s)
+        buffer = io.BytesIO()
+        pq.write_table(batch, buffer)
+        buffer.seek(0)
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        )
+        try:
+            job = self.client.load_table_from_file(buffer, self._ref(staging), job_config=config)
+            job.result(timeout=self.timeout_s)
+        except Exception as error:
+            raise WarehouseError(f"load of {batch.num_rows} rows into {staging} failed: {error}") from error
+        return staging
+
+    def merge(self, table: str, *, staging: str, min_ts: Any = None, max_ts: Any = None) -> MergeResult:
+        columns = arrow_schema(table).names
+        sql = self.sql.merge(table, source=f"`{self._ref(staging)}`", columns=columns)
+        params = {"min_ts": min_ts or _MIN_TS, "max_ts": max_ts or _MAX_TS} if "@min_ts" in sql else {}
+        staged = self.count(staging)
+        job = self._run(sql, params)
+        inserted = int(job.num_dml_affected_rows or 0)
+        self.client.delete_table(self._ref(staging), not_found_ok=True, timeout=self.timeout_s)
+        return MergeResult(table=table, staged=staged, inserted=inserted)
+
+    def drop_stale_staging(self) -> list[str]:
+        stale = [t for t in self.tables() if t.startswith(STAGING_PREFIX)]
+        for name in stale:
+            self.client.delete_table(self._ref(name), not_found_ok=True, timeout=self.timeout_s)
+        return stale
+
+    # ------------------------------------------------------------------------------------------------ queries
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        from google.cloud import bigquery
+
+        config = bigquery.QueryJobConfig(query_parameters=[_param(k, v) for k, v in (params or {}).items()])
+        try:
+            job = self.client.query(sql, job_config=config, timeout=self.timeout_s)
+            job.result(timeout=self.timeout_s)
+        except Exception as error:
+            raise WarehouseError(f"query failed: {error}\n{sql}") from error
+        return job
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        job = self._run(sql, params)
+        try:
+            return job.result(timeout=self.timeout_s).to_arrow(create_bqstorage_client=False)
+        except Exception as error:
+            raise WarehouseError(f"reading the result failed: {error}\n{sql}") from error
+
+    def run(self, name: str, params: Mapping[str, Any] | None = None, **values: str) -> pa.Table:
+        return self.query(self.sql.render(name, **values), params)

@@ -1,0 +1,95 @@
+"""The BigQuery adapter with the real google-cloud-bigquery client against a local emulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from shadowgate.pipelines.stream_decode import decode
+from shadowgate.pipelines.upload import stream_readers, upload_streams
+from shadowgate.storage.bigquery import BigQueryWarehouse
+from shadowgate.storage.redis_streams import Entry
+from shadowgate.storage.warehouse import TABLES, arrow_schema, default_sql_dir
+from tests.bigquery_emulator import PROJECT, BigQueryEmulator
+from tests.integration.stream_events import outcome_fields, prediction_fields
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.bigquery_emulator
+
+NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
+    with BigQueryEmulator(tmp_path_factory.mktemp("bqemu")) as bq:
+        yield bq
+
+
+@pytest.fixture
+def warehouse(emulator: BigQueryEmulator) -> Iterator[BigQueryWarehouse]:
+    dataset = f"sg_{uuid.uuid4().hex[:8]}"  # one dataset per test: no shared state
+    with BigQueryWarehouse(
+        project=PROJECT, dataset=dataset, sql_dir=default_sql_dir(), api_endpoint=emulator.endpoint, timeout_s=60
+    ) as w:
+        w.ensure_tables()
+        yield w
+
+
+def test_every_table_is_created_with_the_batch_columns(warehouse: BigQueryWarehouse) -> None:
+    assert warehouse.tables() == sorted(TABLES)
+    warehouse.ensure_tables()  # idempotent
+    table = warehouse.client.get_table(f"{PROJECT}.{warehouse.dataset}.prediction_logs")
+    assert [f.name for f in table.schema] == arrow_schema("prediction_logs").names
+    scores = next(f for f in table.schema if f.name == "scores")
+    assert (scores.field_type, scores.mode) in {("RECORD", "REPEATED"), ("STRUCT", "REPEATED")}
+
+
+def test_stage_and_merge_load_each_row_once(warehouse: BigQueryWarehouse) -> None:
+    entries = [Entry(f"{i}-0", prediction_fields(i)) for i in range(1, 31)]
+    batch = decode("s", "prediction", entries, NOW).table("prediction_logs")
+    first = warehouse.merge("prediction_logs", staging=warehouse.stage("prediction_logs", batch, batch_id="a"))
+    again = warehouse.merge("prediction_logs", staging=warehouse.stage("prediction_logs", batch, batch_id="b"))
+    assert (first.staged, first.inserted, again.inserted) == (30, 30, 0)
+    assert warehouse.count("prediction_logs") == 30
+    assert warehouse.drop_stale_staging() == []  # each MERGE dropped its staging table
+    row = warehouse.query(
+        f"SELECT features.amount_log AS amount_log, scores[OFFSET(1)].score AS challenger "
+        f"FROM `{PROJECT}.{warehouse.dataset}.prediction_logs` WHERE prediction_id = @id",
+        {"id": f"{7:032x}"},
+    ).to_pylist()
+    assert row[0]["challenger"] == 0.2 and row[0]["amount_log"] > 0
+
+
+def test_a_crash_between_load_and_merge_leaves_a_staging_table_the_next_run_drops(
+    warehouse: BigQueryWarehouse,
+) -> None:
+    batch = pa.Table.from_pylist(
+        decode("s", "outcome", [Entry("1-0", outcome_fields(1))], NOW).rows, schema=arrow_schema("outcomes")
+    )
+    staged = warehouse.stage("outcomes", batch, batch_id="crashed")
+    assert staged in warehouse.tables()
+    assert warehouse.drop_stale_staging() == [staged]
+    assert warehouse.count("outcomes") == 0
+
+
+def test_the_uploader_end_to_end_reconciles(warehouse: BigQueryWarehouse, tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis") as server:
+        client = server.client()
+        for i in range(40):
+            client.xadd("p", prediction_fields(i))
+        client.xadd("p", {"v": "1", "id": "broken", "kind": "prediction", "payload": "{"})
+        for i in range(15):
+            client.xadd("o", outcome_fields(i))
+        summary = upload_streams(
+            readers=stream_readers(client, predictions_stream="p", outcomes_stream="o"), warehouse=warehouse
+        )
+        assert client.xlen("p") == 0 and client.xlen("o") == 0
+    counts = {r["table_name"]: r["row_count"] for r in warehouse.run("queries/table_counts").to_pylist()}
+    assert counts == {"prediction_logs": 40, "outcomes": 15, "quarantine": 1}
+    assert [s.loaded for s in summary.streams] == [40, 15]
+    assert warehouse.run("queries/last_load").to_pylist()[0]["last_loaded_at"] is not None
