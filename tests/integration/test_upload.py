@@ -92,7 +92,8 @@ def test_a_second_run_and_a_rerun_of_the_same_entries_add_nothing(tmp_path: Path
     for i in range(200):
         client.xadd(PREDICTIONS, prediction_fields(i))
     with DuckDBWarehouse(tmp_path / "w.duckdb", sql_dir=default_sql_dir()) as warehouse:
-        upload_streams(readers=_readers(client), warehouse=warehouse, batch_size=50)
+        first = upload_streams(readers=_readers(client), warehouse=warehouse, batch_size=50)
+        assert (first.streams[0].batches, first.streams[0].trimmed) == (4, 200)
         for i in range(150, 250):  # 50 re-sent (same event ids), 50 new
             client.xadd(PREDICTIONS, prediction_fields(i))
         again = upload_streams(readers=_readers(client), warehouse=warehouse, batch_size=50)

@@ -132,33 +132,35 @@ def upload_stream(
     reclaimed = len(reader.claim_stale(min_idle_ms=min_idle_ms))
     if reclaimed:
         logger.warning("%s: took over %d entries left pending by another consumer", reader.stream, reclaimed)
-    batches = read = loaded = quarantined = acked = 0
+    batches = read = loaded = quarantined = acked = trimmed = 0
 
-    def commit(entries: list[Entry], decoded: Decoded) -> tuple[int, int, int]:
+    def commit(entries: list[Entry], decoded: Decoded) -> tuple[int, int, int, int]:
         quarantine = pa.Table.from_pylist(decoded.quarantine, schema=arrow_schema(QUARANTINE))
         q = _commit(warehouse, QUARANTINE, quarantine, None)
         n = _commit(warehouse, table, decoded.table(table), ts_column)
         # Only now: both MERGEs have committed.
-        return n, q, reader.ack([e.entry_id for e in entries])
+        a = reader.ack([e.entry_id for e in entries])
+        # Trimmed as it goes: a long drain does not keep the whole backlog in Redis until the end.
+        return n, q, a, reader.trim_acknowledged()
 
     # Two stages: while batch n is merged and acked (DuckDB and Redis work outside the GIL), batch n+1 is read and
     # decoded. At most two batches are in memory; each is acked only after its own commit.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-commit") as committer:
-        in_flight: Future[tuple[int, int, int]] | None = None
+        in_flight: Future[tuple[int, int, int, int]] | None = None
         for entries in _batches(reader, batch_size):
             decoded = decode(reader.stream, kind, entries, clock())
             if in_flight is not None:
-                n, q, a = in_flight.result()
-                loaded, quarantined, acked = loaded + n, quarantined + q, acked + a
+                n, q, a, t = in_flight.result()
+                loaded, quarantined, acked, trimmed = loaded + n, quarantined + q, acked + a, trimmed + t
             in_flight = committer.submit(commit, entries, decoded)
             batches += 1
             read += len(entries)
             if max_batches is not None and batches >= max_batches:
                 break
         if in_flight is not None:
-            n, q, a = in_flight.result()
-            loaded, quarantined, acked = loaded + n, quarantined + q, acked + a
-    trimmed = reader.trim_acknowledged()
+            n, q, a, t = in_flight.result()
+            loaded, quarantined, acked, trimmed = loaded + n, quarantined + q, acked + a, trimmed + t
+    trimmed += reader.trim_acknowledged()
     return StreamUpload(
         stream=reader.stream,
         table=table,
