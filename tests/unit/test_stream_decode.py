@@ -96,3 +96,11 @@ def test_outcomes_agree_and_load() -> None:
     strict = _split(decode_strict("s", "outcome", entries, NOW), "outcomes")
     assert fast == strict
     assert len(fast[0]) == 29 and fast[1] == {"99-0": "wrong_kind"}
+
+
+def test_a_batch_whose_amounts_are_all_whole_numbers_is_not_quarantined() -> None:
+    # Found by the agreement test in CI: a strict-path frame of int amounts failed the float64 dtype check.
+    entries = [Entry("1-0", _mutate(1, ("input", ("amount", 100))))]
+    for decoder in (decode, decode_strict):
+        decoded = decoder("s", "prediction", entries, NOW)
+        assert decoded.quarantine == [] and decoded.table("prediction_logs").num_rows == 1

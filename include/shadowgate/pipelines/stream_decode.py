@@ -203,6 +203,9 @@ def _contract_check(frame: Any) -> dict[int, list[str]]:
         is_text = f.kind is Kind.STRING and f.name in frame and frame[f.name].dtype == object
         if is_text and all(isinstance(v, str) for v in frame[f.name]):
             frame[f.name] = frame[f.name].astype(pd.StringDtype("pyarrow"))
+        elif f.kind is Kind.FLOAT and f.name in frame and frame[f.name].dtype.kind in "iu":
+            # JSON 100 is a valid amount: a column of whole numbers is still a float column (as Arrow reads it).
+            frame[f.name] = frame[f.name].astype("float64")
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True, format="ISO8601", errors="coerce")
     try:
         schema.validate(frame, lazy=True)
