@@ -21,13 +21,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shadowgate.storage.warehouse import (
-    MERGE_KEYS,
     STAGING_PREFIX,
     TABLES,
     MergeResult,
     SqlLibrary,
     WarehouseError,
     arrow_schema,
+    check_batch,
     staging_name,
 )
 
@@ -98,6 +98,7 @@ class BigQueryWarehouse:
         self.dataset = dataset
         self.location = location
         self.timeout_s = timeout_s
+        self._staged: dict[str, int] = {}
         self.sql = SqlLibrary(sql_dir, dataset=f"{self.project}.{dataset}", dialect="bigquery")
 
     def close(self) -> None:
@@ -136,10 +137,7 @@ class BigQueryWarehouse:
     def stage(self, table: str, batch: pa.Table, *, batch_id: str) -> str:
         from google.cloud import bigquery
 
-        if table not in MERGE_KEYS:
-            raise ValueError(f"{table!r} is not loaded by stage + merge")
-        if batch.schema.names != arrow_schema(table).names:
-            raise ValueError(f"batch columns {batch.schema.names} differ from {table}'s")
+        check_batch(table, batch)
         staging = staging_name(table, batch_id)
         target = self.client.get_table(self._ref(table), timeout=self.timeout_s)
         staged = bigquery.Table(self._ref(staging), schema=target.schema)
@@ -157,14 +155,18 @@ class BigQueryWarehouse:
             job.result(timeout=self.timeout_s)
         except Exception as error:
             raise WarehouseError(f"load of {batch.num_rows} rows into {staging} failed: {error}") from error
+        self._staged[staging] = batch.num_rows
         return staging
 
     def merge(self, table: str, *, staging: str, min_ts: Any = None, max_ts: Any = None) -> MergeResult:
         columns = arrow_schema(table).names
         sql = self.sql.merge(table, source=f"`{self._ref(staging)}`", columns=columns)
         params = {"min_ts": min_ts or _MIN_TS, "max_ts": max_ts or _MAX_TS} if "@min_ts" in sql else {}
-        staged = self.count(staging)
+        # Known from stage(); counting the staging table would be one more query job per batch.
+        staged = self._staged.pop(staging, None)
         job = self._run(sql, params)
+        if staged is None:
+            staged = int(job.num_dml_affected_rows or 0)
         inserted = int(job.num_dml_affected_rows or 0)
         self.client.delete_table(self._ref(staging), not_found_ok=True, timeout=self.timeout_s)
         return MergeResult(table=table, staged=staged, inserted=inserted)

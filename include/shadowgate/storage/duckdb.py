@@ -13,13 +13,13 @@ from typing import Any
 import pyarrow as pa
 
 from shadowgate.storage.warehouse import (
-    MERGE_KEYS,
     STAGING_PREFIX,
     TABLES,
     MergeResult,
     SqlLibrary,
     WarehouseError,
     arrow_schema,
+    check_batch,
     staging_name,
 )
 
@@ -87,11 +87,7 @@ class DuckDBWarehouse:
     # ------------------------------------------------------------------------------------------------ loading
 
     def stage(self, table: str, batch: pa.Table, *, batch_id: str) -> str:
-        if table not in MERGE_KEYS:
-            raise ValueError(f"{table!r} is not loaded by stage + merge")
-        expected = arrow_schema(table)
-        if batch.schema.names != expected.names:
-            raise ValueError(f"batch columns {batch.schema.names} differ from {table}'s {expected.names}")
+        check_batch(table, batch)
         staging = staging_name(table, batch_id)
         # DuckDB scans the Arrow batch in place; nothing is written until the MERGE commits.
         self._con.register(staging, batch)

@@ -290,6 +290,15 @@ STAGING_PREFIX = "_staging_"
 """Staging tables are ``<dataset>._staging_<table>_<batch id>``."""
 
 
+def check_batch(table: str, batch: pa.Table) -> None:
+    """Refuse a batch that is not loaded by stage + merge or whose columns are not ``table``'s (every adapter)."""
+    if table not in MERGE_KEYS:
+        raise ValueError(f"{table!r} is not loaded by stage + merge")
+    expected = arrow_schema(table).names
+    if batch.schema.names != expected:
+        raise ValueError(f"batch columns {batch.schema.names} differ from {table}'s {expected}")
+
+
 def staging_name(table: str, batch_id: str) -> str:
     safe = "".join(c if c.isalnum() else "_" for c in batch_id)
     return f"{STAGING_PREFIX}{table}_{safe}"
