@@ -89,15 +89,14 @@ def upload_predictions() -> None:
 
     @task
     def upload_streams() -> dict[str, object]:
-        import redis
-
         from shadowgate.config import PathSettings, RedisSettings, ServingSettings, WarehouseSettings
         from shadowgate.pipelines.upload import record_success, stream_readers
         from shadowgate.pipelines.upload import upload_streams as run
         from shadowgate.storage import open_warehouse
+        from shadowgate.storage.redis_streams import stream_client
 
         serving = ServingSettings()
-        client = redis.Redis.from_url(RedisSettings().resolved_url, socket_timeout=30)
+        client = stream_client(RedisSettings().resolved_url, socket_timeout=30)
         warehouse = open_warehouse(WarehouseSettings(), home=PathSettings().home)
         try:
             summary = run(

@@ -153,13 +153,14 @@ def run_upload_bench(
 
     from shadowgate.pipelines.upload import stream_readers, upload_streams
     from shadowgate.storage.duckdb import DuckDBWarehouse
+    from shadowgate.storage.redis_streams import stream_client
     from shadowgate.storage.warehouse import default_sql_dir
 
     base = Path(tempfile.mkdtemp(prefix="shadowgate-bench-upload-"))
     process, port = _start_redis(base)
     runs = []
     try:
-        client = redis.Redis(host="127.0.0.1", port=port)
+        client = stream_client(f"redis://127.0.0.1:{port}/0")
         deadline = time.monotonic() + 20
         while True:
             try:
