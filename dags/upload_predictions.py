@@ -95,15 +95,17 @@ def upload_predictions() -> None:
         from shadowgate.storage import open_warehouse
         from shadowgate.storage.redis_streams import stream_client
 
-        serving = ServingSettings()
+        serving, settings = ServingSettings(), WarehouseSettings()
         client = stream_client(RedisSettings().resolved_url, socket_timeout=30)
-        warehouse = open_warehouse(WarehouseSettings(), home=PathSettings().home)
+        warehouse = open_warehouse(settings, home=PathSettings().home)
         try:
             summary = run(
                 readers=stream_readers(
                     client, predictions_stream=serving.predictions_stream, outcomes_stream=serving.outcomes_stream
                 ),
                 warehouse=warehouse,
+                batch_size=settings.upload_batch_size,
+                read_size=settings.upload_read_size,
             )
             record_success(client, dt.datetime.now(dt.UTC))
             counts = {t: warehouse.count(t) for t in ("prediction_logs", "outcomes", "quarantine")}

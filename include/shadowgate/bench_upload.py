@@ -49,6 +49,7 @@ class UploadRun:
 @dataclass(frozen=True)
 class UploadBenchResult:
     batch_size: int
+    read_size: int
     runs: tuple[UploadRun, ...]
 
     @property
@@ -57,7 +58,10 @@ class UploadBenchResult:
         return max(self.runs, key=lambda r: r.events)
 
     def render(self) -> str:
-        lines = [f"upload benchmark: Redis stream → DuckDB, batches of {self.batch_size:,}, one process"]
+        lines = [
+            f"upload benchmark: Redis stream → DuckDB, batches of {self.batch_size:,}"
+            f" read {self.read_size:,} at a time, one process"
+        ]
         lines.append("  backlog      loaded  quarantined   seconds    events/s  peak RSS MB (start)")
         for r in self.runs:
             lines.append(
@@ -81,6 +85,7 @@ class UploadBenchResult:
             "peak_rss_mb": self.main.peak_rss_mb,
             "target_events_per_s": TARGET_EVENTS_PER_S,
             "batch_size": self.batch_size,
+            "read_size": self.read_size,
             "runs": [asdict(r) for r in self.runs],
         }
 
@@ -146,16 +151,23 @@ def _start_redis(base: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def run_upload_bench(
-    *, events: tuple[int, ...] = (200_000, 1_000_000), batch_size: int = 10_000, echo: Callable[[str], None] = print
+    *,
+    events: tuple[int, ...] = (200_000, 1_000_000),
+    batch_size: int | None = None,
+    echo: Callable[[str], None] = print,
 ) -> UploadBenchResult:
     """Fill, drain and measure each backlog in ``events``; raises :class:`BenchError` when a count is off."""
     import redis
 
+    from shadowgate.config import WarehouseSettings
     from shadowgate.pipelines.upload import stream_readers, upload_streams
     from shadowgate.storage.duckdb import DuckDBWarehouse
     from shadowgate.storage.redis_streams import stream_client
     from shadowgate.storage.warehouse import default_sql_dir
 
+    settings = WarehouseSettings()
+    batch_size = batch_size or settings.upload_batch_size
+    read_size = settings.upload_read_size
     base = Path(tempfile.mkdtemp(prefix="shadowgate-bench-upload-"))
     process, port = _start_redis(base)
     runs = []
@@ -175,12 +187,14 @@ def run_upload_bench(
             client.flushall()
             _fill(client, n, echo)
             path = base / f"warehouse-{n}.duckdb"
-            with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
+            with DuckDBWarehouse(path, sql_dir=default_sql_dir(), threads=settings.duckdb_threads) as warehouse:
                 readers = stream_readers(client, predictions_stream=STREAM, outcomes_stream=f"{STREAM}:outcomes")
                 with _peak_rss() as peak:
                     start_rss = peak[0]
                     started = time.perf_counter()
-                    summary = upload_streams(readers=readers[:1], warehouse=warehouse, batch_size=batch_size)
+                    summary = upload_streams(
+                        readers=readers[:1], warehouse=warehouse, batch_size=batch_size, read_size=read_size
+                    )
                     seconds = time.perf_counter() - started
                 loaded = warehouse.count("prediction_logs")
                 quarantined = warehouse.count("quarantine")
@@ -209,4 +223,4 @@ def run_upload_bench(
             process.kill()
             process.wait()
         shutil.rmtree(base, ignore_errors=True)
-    return UploadBenchResult(batch_size=batch_size, runs=tuple(runs))
+    return UploadBenchResult(batch_size=batch_size, read_size=read_size, runs=tuple(runs))

@@ -210,7 +210,9 @@ def bench_scorer(rows: Annotated[int, typer.Option()] = 5_000) -> None:
 @bench_app.command("upload")
 def bench_upload(
     events: Annotated[int, typer.Option(help="Events in the large backlog (a 5x smaller one runs first).")] = 1_000_000,
-    batch_size: Annotated[int, typer.Option(help="Entries per uploader batch.")] = 10_000,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Entries per warehouse commit (default: SHADOWGATE_WAREHOUSE_UPLOAD_BATCH_SIZE).")
+    ] = None,
 ) -> None:
     """The uploader draining a Redis stream into DuckDB: events/s and peak memory (BENCH_JSON=<file> writes them)."""
     import json

@@ -57,6 +57,7 @@ def main(argv: list[str]) -> None:
             ],
             warehouse=warehouse,
             batch_size=int(os.environ.get("UPLOAD_BATCH_SIZE", "100")),
+            read_size=int(os.environ.get("UPLOAD_READ_SIZE", "100")),
         )
         print(summary.as_dict())
     finally:

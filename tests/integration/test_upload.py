@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -68,7 +69,8 @@ def test_every_entry_lands_exactly_once_and_the_counts_reconcile(tmp_path: Path,
     cases = _malformed(client)
     produced = client.xlen(PREDICTIONS) + client.xlen(OUTCOMES)
     with DuckDBWarehouse(tmp_path / "w.duckdb", sql_dir=default_sql_dir()) as warehouse:
-        summary = upload_streams(readers=_readers(client), warehouse=warehouse, batch_size=64)
+        # A batch spans several reads (64 entries, read 20 at a time): acks must cover every read of it.
+        summary = upload_streams(readers=_readers(client), warehouse=warehouse, batch_size=64, read_size=20)
         counts = {t: warehouse.count(t) for t in ("prediction_logs", "outcomes", "quarantine")}
         quarantined = warehouse.query("SELECT event_id, reason FROM shadowgate.quarantine").to_pylist()
         row = warehouse.query(
@@ -85,6 +87,7 @@ def test_every_entry_lands_exactly_once_and_the_counts_reconcile(tmp_path: Path,
     # Everything acknowledged and trimmed; nothing pending.
     assert client.xlen(PREDICTIONS) == 0 and client.xlen(OUTCOMES) == 0
     assert [s.acked for s in summary.streams] == [500 + len(cases), 120]
+    assert [s.batches for s in summary.streams] == [7, 2]  # 507 entries in batches of 80, 120 in 80 + 40
 
 
 def test_a_second_run_and_a_rerun_of_the_same_entries_add_nothing(tmp_path: Path, redis_server: RedisServer) -> None:
@@ -130,10 +133,12 @@ def test_sigkill_between_steps_then_rerun_is_exactly_once(
     produced = client.xlen(PREDICTIONS) + client.xlen(OUTCOMES)
     path = tmp_path / "w.duckdb"
     argv = [sys.executable, "-m", "tests.integration.crash_uploader", redis_server.url, str(path)]
-    killed = subprocess.run([*argv, crash_at, table], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # Batches of 100 read 30 at a time: the batch the uploader dies in spans four reads.
+    env = {**os.environ, "UPLOAD_BATCH_SIZE": "100", "UPLOAD_READ_SIZE": "30"}
+    killed = subprocess.run([*argv, crash_at, table], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert client.xlen(PREDICTIONS) > 0  # the killed run acknowledged nothing of the batch it died in
-    rerun = subprocess.run([*argv, "never"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run([*argv, "never"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert rerun.returncode == 0, rerun.stderr
     with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
         counts = {t: warehouse.count(t) for t in ("prediction_logs", "outcomes", "quarantine")}

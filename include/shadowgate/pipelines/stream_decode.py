@@ -53,12 +53,26 @@ _FEATURE_COLUMNS = tuple((name, column_name(name)) for name in FEATURE_NAMES)
 @dataclass
 class Decoded:
     """One batch, split: rows for the table (a list from the strict path, Arrow tables from the fast one), the ids of
-    the entries they came from, and quarantine rows (with the reason). Every entry lands in exactly one place."""
+    the entries they came from, and quarantine rows (with the reason and their entry's id). Every entry lands in
+    exactly one place."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     tables: list[pa.Table] = field(default_factory=list)
     entry_ids: list[str] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def entries(self) -> int:
+        """Stream entries decoded (every one is a row or a quarantine row)."""
+        return len(self.entry_ids) + len(self.quarantine)
+
+    def extend(self, other: Decoded) -> Decoded:
+        """This batch with ``other``'s rows, ids and quarantine rows added (in place)."""
+        self.rows.extend(other.rows)
+        self.tables.extend(other.tables)
+        self.entry_ids.extend(other.entry_ids)
+        self.quarantine.extend(other.quarantine)
+        return self
 
     def table(self, name: str) -> pa.Table:
         """Every good row as one Arrow table of :func:`arrow_schema` ``(name)``."""

@@ -12,8 +12,11 @@ with XAUTOCLAIM once idle. Counts reconcile: entries produced = rows in the tabl
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -90,20 +93,74 @@ def _commit(warehouse: Warehouse, table: str, batch: pa.Table, ts_column: str | 
 _TABLES = {PREDICTION: (PREDICTION_LOGS, "served_at"), OUTCOME: (OUTCOMES, "event_timestamp")}
 
 
-def _batches(reader: StreamReader, batch_size: int) -> Iterator[list[Entry]]:
+def _chunks(reader: StreamReader, read_size: int) -> Iterator[list[Entry]]:
     """This consumer's pending entries first (a previous run's unacked batches), then new ones."""
     after = "0"
     while True:
-        pending = reader.read_pending(batch_size, after=after)
+        pending = reader.read_pending(read_size, after=after)
         if not pending:
             break
         after = pending[-1].entry_id
         yield pending
     while True:
-        fresh = reader.read_new(batch_size)
+        fresh = reader.read_new(read_size)
         if not fresh:
             return
         yield fresh
+
+
+_DONE = object()
+
+
+def _read_ahead(chunks: Iterator[list[Entry]]) -> Iterator[list[Entry]]:
+    """``chunks``, with the next one read by a thread while this one is decoded: Redis builds the reply and the
+    socket fills meanwhile. Holds at most one chunk more; an error in the reader comes out here."""
+    box: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        box.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put(_DONE)
+        except BaseException as error:  # handed to the consumer, raised there
+            box.put(error)
+
+    thread = threading.Thread(target=pump, name="upload-read", daemon=True)
+    thread.start()
+    try:
+        while (item := box.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            box.get_nowait()  # free a pump blocked on a full box
+        thread.join()
+
+
+def _batches(
+    reader: StreamReader, kind: str, batch_size: int, read_size: int, clock: Callable[[], dt.datetime]
+) -> Iterator[Decoded]:
+    """Decoded batches of up to ``batch_size`` entries, read and decoded ``read_size`` at a time (the raw entries
+    are dropped once decoded: a batch holds its rows and entry ids, not its JSON)."""
+    batch: Decoded | None = None
+    for chunk in _read_ahead(_chunks(reader, min(read_size, batch_size))):
+        decoded = decode(reader.stream, kind, chunk, clock())
+        batch = decoded if batch is None else batch.extend(decoded)
+        if batch.entries >= batch_size:
+            yield batch
+            batch = None
+    if batch is not None:
+        yield batch
 
 
 def upload_stream(
@@ -111,7 +168,8 @@ def upload_stream(
     reader: StreamReader,
     warehouse: Warehouse,
     kind: str,
-    batch_size: int = 10_000,
+    batch_size: int = 100_000,
+    read_size: int = 10_000,
     min_idle_ms: int = 60_000,
     max_batches: int | None = None,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -122,7 +180,9 @@ def upload_stream(
         reader: the stream's consumer-group reader.
         warehouse: where rows go.
         kind: ``prediction`` or ``outcome`` (which event the stream carries).
-        batch_size: entries per batch (memory is bounded by it, not by the backlog).
+        batch_size: entries per commit (memory is bounded by it, not by the backlog; DuckDB inserts 100,000 rows at
+            less than half the cost per row of 10,000).
+        read_size: entries per XREADGROUP (and per JSON parse).
         min_idle_ms: entries pending this long for another consumer are taken over (it died).
         max_batches: stop after this many batches (None: until the stream is drained).
         clock: now (tests).
@@ -134,12 +194,12 @@ def upload_stream(
         logger.warning("%s: took over %d entries left pending by another consumer", reader.stream, reclaimed)
     batches = read = loaded = quarantined = acked = trimmed = 0
 
-    def commit(entries: list[Entry], decoded: Decoded) -> tuple[int, int, int, int]:
+    def commit(decoded: Decoded) -> tuple[int, int, int, int]:
         quarantine = pa.Table.from_pylist(decoded.quarantine, schema=arrow_schema(QUARANTINE))
         q = _commit(warehouse, QUARANTINE, quarantine, None)
         n = _commit(warehouse, table, decoded.table(table), ts_column)
         # Only now: both MERGEs have committed.
-        a = reader.ack([e.entry_id for e in entries])
+        a = reader.ack(decoded.entry_ids + [q["stream_entry_id"] for q in decoded.quarantine])
         # Trimmed as it goes: a long drain does not keep the whole backlog in Redis until the end.
         return n, q, a, reader.trim_acknowledged()
 
@@ -147,14 +207,13 @@ def upload_stream(
     # decoded. At most two batches are in memory; each is acked only after its own commit.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-commit") as committer:
         in_flight: Future[tuple[int, int, int, int]] | None = None
-        for entries in _batches(reader, batch_size):
-            decoded = decode(reader.stream, kind, entries, clock())
+        for decoded in _batches(reader, kind, batch_size, read_size, clock):
             if in_flight is not None:
                 n, q, a, t = in_flight.result()
                 loaded, quarantined, acked, trimmed = loaded + n, quarantined + q, acked + a, trimmed + t
-            in_flight = committer.submit(commit, entries, decoded)
+            in_flight = committer.submit(commit, decoded)
             batches += 1
-            read += len(entries)
+            read += decoded.entries
             if max_batches is not None and batches >= max_batches:
                 break
         if in_flight is not None:
@@ -188,7 +247,8 @@ def upload_streams(
     *,
     readers: Sequence[tuple[StreamReader, str]],
     warehouse: Warehouse,
-    batch_size: int = 10_000,
+    batch_size: int = 100_000,
+    read_size: int = 10_000,
     min_idle_ms: int = 60_000,
 ) -> UploadSummary:
     """Upload every ``(reader, kind)`` stream; creates the tables first and drops staging left by a crash."""
@@ -198,7 +258,14 @@ def upload_streams(
     if stale:
         logger.warning("dropped %d staging tables left by an interrupted load: %s", len(stale), ", ".join(stale))
     results = [
-        upload_stream(reader=reader, warehouse=warehouse, kind=kind, batch_size=batch_size, min_idle_ms=min_idle_ms)
+        upload_stream(
+            reader=reader,
+            warehouse=warehouse,
+            kind=kind,
+            batch_size=batch_size,
+            read_size=read_size,
+            min_idle_ms=min_idle_ms,
+        )
         for reader, kind in readers
     ]
     return UploadSummary(streams=results, duration_s=time.perf_counter() - started)

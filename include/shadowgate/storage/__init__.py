@@ -18,7 +18,12 @@ def open_warehouse(settings: WarehouseSettings, *, home: Path) -> Warehouse:
     if settings.backend == "duckdb":
         from shadowgate.storage.duckdb import DuckDBWarehouse
 
-        return DuckDBWarehouse(settings.resolved_duckdb_path(home), sql_dir=sql_dir, dataset=settings.dataset)
+        return DuckDBWarehouse(
+            settings.resolved_duckdb_path(home),
+            sql_dir=sql_dir,
+            dataset=settings.dataset,
+            threads=settings.duckdb_threads,
+        )
     from shadowgate.storage.bigquery import BigQueryWarehouse
 
     return BigQueryWarehouse(

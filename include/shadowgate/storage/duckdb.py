@@ -34,9 +34,13 @@ class DuckDBWarehouse:
         path: the database file (its folder is created).
         sql_dir: the shipped SQL (``include/sql``).
         dataset: the schema holding every table.
+        threads: DuckDB worker threads (None: one per core). The uploader does best with 1: it decodes the next
+            batch while DuckDB writes this one, and extra DuckDB threads only fight it for the cores.
     """
 
-    def __init__(self, path: Path | str, *, sql_dir: Path, dataset: str = "shadowgate") -> None:
+    def __init__(
+        self, path: Path | str, *, sql_dir: Path, dataset: str = "shadowgate", threads: int | None = None
+    ) -> None:
         import duckdb
 
         if str(path) != ":memory:":
@@ -45,6 +49,8 @@ class DuckDBWarehouse:
         self._con = duckdb.connect(str(path))
         # Offline: a TimeZone in connect(config=...) makes DuckDB try to download an extension; SET does not.
         self._con.execute("SET TimeZone = 'UTC'")
+        if threads is not None:
+            self._con.execute(f"SET threads = {int(threads)}")
         # Names are catalog-qualified: a file called like the schema (shadowgate.duckdb) would make "shadowgate"
         # ambiguous between the database and the schema.
         catalog = self._con.execute("SELECT current_database()").fetchall()[0][0]
