@@ -152,3 +152,17 @@ def test_sigkill_between_steps_then_rerun_is_exactly_once(
     assert distinct == 250
     assert produced == sum(counts.values())
     assert client.xlen(PREDICTIONS) == 0 and client.xlen(OUTCOMES) == 0
+
+
+def test_an_event_sent_twice_within_one_batch_is_loaded_once(tmp_path: Path, redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    for i in [1, 2, 1, 3, 2, 2]:
+        client.xadd(PREDICTIONS, prediction_fields(i))
+    with DuckDBWarehouse(tmp_path / "w.duckdb", sql_dir=default_sql_dir()) as warehouse:
+        summary = upload_streams(readers=_readers(client)[:1], warehouse=warehouse, batch_size=100)
+        first_entries = warehouse.query(
+            "SELECT prediction_id, stream_entry_id FROM shadowgate.prediction_logs ORDER BY stream_entry_id"
+        ).to_pylist()
+    assert (summary.streams[0].read, summary.streams[0].loaded, summary.streams[0].acked) == (6, 3, 6)
+    assert [r["prediction_id"] for r in first_entries] == [f"{i:032x}" for i in (1, 2, 3)]
+    assert client.xlen(PREDICTIONS) == 0

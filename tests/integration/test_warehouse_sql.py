@@ -16,6 +16,7 @@ from shadowgate.storage.warehouse import (
     SqlLibrary,
     arrow_schema,
     default_sql_dir,
+    unique_on_key,
 )
 from tests.integration.stream_events import outcome_fields, prediction_fields
 
@@ -60,10 +61,13 @@ def test_every_ddl_creates_its_table_with_the_batch_columns(warehouse: DuckDBWar
 
 @pytest.mark.parametrize("table", sorted(MERGE_KEYS))
 def test_every_merge_inserts_once(warehouse: DuckDBWarehouse, table: str) -> None:
-    batch = pa.Table.from_pylist(_rows(table) * 2, schema=arrow_schema(table))  # a duplicate inside the batch too
+    twice = pa.Table.from_pylist(_rows(table) * 2, schema=arrow_schema(table))
+    with pytest.raises(ValueError, match="more than once"):  # the MERGE would insert both copies
+        warehouse.stage(table, twice, batch_id="dup")
+    batch = unique_on_key(table, twice)
     first = warehouse.merge(table, staging=warehouse.stage(table, batch, batch_id="a"))
     second = warehouse.merge(table, staging=warehouse.stage(table, batch, batch_id="b"))
-    assert (first.staged, first.inserted, second.inserted) == (2, 1, 0)
+    assert (first.staged, first.inserted, second.inserted) == (1, 1, 0)
     assert warehouse.count(table) == 1
     assert warehouse.drop_stale_staging() == []  # the MERGE dropped its staging table
 
@@ -86,6 +90,6 @@ def test_bigquery_sql_is_rendered_unchanged_but_for_the_placeholders() -> None:
     assert "channel__web FLOAT64" in ddl and "amount FLOAT64 NOT NULL" in ddl and "${" not in ddl
     merge = library.merge("outcomes", source="`proj.ds._staging_x`", columns=["outcome_id", "amount"])
     assert "INSERT (outcome_id, amount) VALUES (s.outcome_id, s.amount)" in merge
-    assert "@min_ts" in merge and "FROM `proj.ds._staging_x`" in merge
+    assert "@min_ts" in merge and "USING `proj.ds._staging_x` AS s" in merge
     duck = SqlLibrary(default_sql_dir(), dataset="ds", dialect="duckdb").render("ddl/prediction_logs")
     assert "PARTITION" not in duck and "STRUCT(" in duck

@@ -40,6 +40,7 @@ from shadowgate.storage.warehouse import (
     QUARANTINE,
     Warehouse,
     arrow_schema,
+    unique_on_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def _commit(warehouse: Warehouse, table: str, batch: pa.Table, ts_column: str | 
     """Stage ``batch`` and MERGE it into ``table``; returns the rows inserted."""
     if batch.num_rows == 0:
         return 0
+    batch = unique_on_key(table, batch)  # an event re-sent within the batch: its first entry is loaded
     staging = warehouse.stage(table, batch, batch_id=uuid.uuid4().hex)
     low = high = None
     if ts_column:

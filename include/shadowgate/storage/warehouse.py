@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from shadowgate.contract import TRANSACTION_FIELDS, Kind
 from shadowgate.features import FEATURE_NAMES
@@ -291,12 +292,42 @@ STAGING_PREFIX = "_staging_"
 
 
 def check_batch(table: str, batch: pa.Table) -> None:
-    """Refuse a batch that is not loaded by stage + merge or whose columns are not ``table``'s (every adapter)."""
+    """Refuse a batch that is not loaded by stage + merge, whose columns are not ``table``'s, or that holds a key
+    twice (the MERGE would insert both: :func:`unique_on_key` first). Every adapter calls it."""
     if table not in MERGE_KEYS:
         raise ValueError(f"{table!r} is not loaded by stage + merge")
     expected = arrow_schema(table).names
     if batch.schema.names != expected:
         raise ValueError(f"batch columns {batch.schema.names} differ from {table}'s {expected}")
+    key = MERGE_KEYS[table]
+    if batch.num_rows and pc.count_distinct(batch.column(key)).as_py() != batch.num_rows:
+        raise ValueError(f"batch holds a {key} more than once (unique_on_key keeps the first)")
+
+
+def unique_on_key(table: str, batch: pa.Table) -> pa.Table:
+    """``batch`` with each merge key once: the row of the earliest stream entry (a re-sent event), else the first.
+
+    Cheap when there is nothing to drop (one hash count); sorting happens only when a key repeats.
+    """
+    key = MERGE_KEYS[table]
+    if batch.num_rows < 2 or pc.count_distinct(batch.column(key)).as_py() == batch.num_rows:
+        return batch
+    position = pa.array(range(batch.num_rows), pa.int64())
+    order: list[tuple[str, str]] = [(key, "ascending")]
+    columns = {key: batch.column(key), "_position": position}
+    if "stream_entry_id" in batch.schema.names:
+        # Stream ids are "<ms>-<seq>": compared as numbers, not text ("10-0" comes after "9-0").
+        parts = pc.split_pattern(batch.column("stream_entry_id"), "-", max_splits=1)
+        columns["_ms"] = pc.cast(pc.list_element(parts, 0), pa.int64())
+        columns["_seq"] = pc.cast(pc.list_element(parts, 1), pa.int64())
+        order += [("_ms", "ascending"), ("_seq", "ascending")]
+    order.append(("_position", "ascending"))
+    keys = pa.table(columns).sort_by(order)
+    sorted_key = keys.column(key).combine_chunks()
+    first = pc.not_equal(sorted_key[1:], sorted_key[:-1])
+    keep = pa.concat_arrays([pa.array([True]), first])
+    kept = pc.filter(keys.column("_position").combine_chunks(), keep)
+    return batch.take(kept.take(pc.sort_indices(kept)))  # in the batch's order
 
 
 def staging_name(table: str, batch_id: str) -> str:

@@ -1,10 +1,7 @@
 -- Insert the staged predictions not yet in the table (a re-sent batch changes nothing). The served_at range lets
 -- BigQuery prune the target's partitions; a prediction's served_at never changes, so no duplicate escapes it.
+-- The staged batch holds each prediction_id once (check_batch refuses it otherwise; the uploader keeps the first).
 MERGE `${dataset}.prediction_logs` AS t
-USING (
-  SELECT * FROM ${source}
-  WHERE TRUE
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY prediction_id ORDER BY stream_entry_id) = 1
-) AS s
+USING ${source} AS s
 ON t.prediction_id = s.prediction_id AND t.served_at BETWEEN @min_ts AND @max_ts
 WHEN NOT MATCHED THEN INSERT (${columns}) VALUES (${source_columns})
