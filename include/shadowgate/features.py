@@ -8,6 +8,7 @@ go through it, so training and serving cannot disagree.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -133,6 +134,14 @@ FEATURE_NAMES: tuple[str, ...] = _NUMERIC_NAMES + tuple(
     for name in [*(f"{field}={v}" for v in known), *([f"{field}=other"] if field in OPEN_FIELDS else [])]
 )
 """Names of the model inputs, in the order both paths produce them."""
+
+FEATURE_SET = "fs-" + hashlib.sha256("\n".join(FEATURE_NAMES).encode()).hexdigest()[:12]
+"""Id of :data:`FEATURE_NAMES` (names and order). A prediction event may carry its features as a bare array (a third
+of the bytes of the named object) tagged with this id; readers map the array back to names with
+:data:`FEATURE_SETS`, and refuse an id they do not know instead of guessing."""
+
+FEATURE_SETS: dict[str, tuple[str, ...]] = {FEATURE_SET: FEATURE_NAMES}
+"""Feature sets this code can read, by id (keep an old set here when the features change)."""
 
 INPUT_FIELDS: tuple[str, ...] = tuple(f.name for f in TRANSACTION_FIELDS if f.role in (Role.FEATURE, Role.TIMESTAMP))
 """Contract fields the features are computed from."""

@@ -6,10 +6,13 @@ import datetime as dt
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shadowgate.features import FEATURE_NAMES
 from shadowgate.pipelines.stream_decode import decode, decode_strict
+from shadowgate.serving.events import SCHEMA_VERSION
 from shadowgate.storage.redis_streams import Entry
 from tests.integration.stream_events import outcome_fields, prediction_fields
 
@@ -20,7 +23,8 @@ OUTCOME = outcome_fields(3)
 _MUTATIONS: list[tuple[str, Any]] = [
     ("drop", "decision"), ("drop", "score"), ("drop", "reason_codes"), ("drop", "assignments"), ("drop", "features"),
     ("drop", "schema_version"), ("null", "score"), ("null", "served_by"), ("null", "propensity"),
-    ("set", ("schema_version", 2)), ("set", ("schema_version", 0)), ("set", ("schema_version", True)),
+    ("set", ("schema_version", SCHEMA_VERSION + 1)), ("set", ("schema_version", 0)),
+    ("set", ("schema_version", True)), ("set", ("schema_version", 1)),
     ("set", ("decision", "maybe")), ("set", ("propensity", 1.5)), ("set", ("propensity", 0.3)),
     ("set", ("served_at", "2026-11-20T12:00:00")), ("set", ("served_at", "2026-11-20T14:00:00+02:00")),
     ("set", ("event_timestamp", "yesterday")), ("set", ("event_id", "other")), ("set", ("score", "0.5")),
@@ -33,6 +37,9 @@ _MUTATIONS: list[tuple[str, Any]] = [
     ("input", ("installments", 4.0)), ("input", ("installments", 5)), ("input", ("channel", "fax")),
     ("input", ("customer_id", "cus_1")), ("input", ("event_timestamp", "2026-03-02T14:05:00")),
     ("input", ("outstanding_balance", 99_999.0)), ("feature", ("amount_log", None)), ("feature", ("amount_log", 1)),
+    ("feature", ("device=other", "0.5")), ("set", ("feature_set", "fs-000000000000")), ("set", ("feature_set", None)),
+    ("drop", "feature_set"), ("truncate_features", 37), ("truncate_features", 39),
+    ("named", 1), ("named", 2), ("named_missing", "hour_cos"), ("named_extra", "new_feature"),
     ("envelope", ("v", "2")), ("envelope", ("kind", "outcome")), ("envelope", ("payload", "{bad")),
     ("envelope", ("payload", '{"a":\n1}')), ("envelope", ("id", None)),
 ]  # fmt: skip
@@ -52,7 +59,19 @@ def _mutate(i: int, mutation: tuple[str, Any]) -> dict[str, str]:
     elif how == "input":
         payload["inputs"][what[0]] = what[1]
     elif how == "feature":
-        payload["features"][what[0]] = what[1]
+        payload["features"][FEATURE_NAMES.index(what[0])] = what[1]
+    elif how == "truncate_features":
+        payload["features"] = (payload["features"] * 2)[:what]
+    elif how.startswith("named"):
+        # The named form: what version 1 producers wrote (and version 2 still reads).
+        payload["features"] = dict(zip(FEATURE_NAMES, payload["features"], strict=True))
+        payload.pop("feature_set")
+        if how == "named":
+            payload["schema_version"] = what
+        elif how == "named_missing":
+            payload["features"].pop(what)
+        else:
+            payload["features"][what] = 1.0
     if how == "envelope":
         if what[1] is None:
             fields.pop(what[0])
@@ -61,6 +80,20 @@ def _mutate(i: int, mutation: tuple[str, Any]) -> dict[str, str]:
         return fields
     fields["payload"] = json.dumps(payload, separators=(",", ":"))
     return fields
+
+
+def test_the_service_writes_features_as_an_array_and_both_forms_load_the_same_row() -> None:
+    array = prediction_fields(3)
+    named = _mutate(3, ("named", 1))
+    assert isinstance(json.loads(array["payload"])["features"], list)
+    assert len(array["payload"]) < 0.75 * len(named["payload"])
+    for decoder in (decode, decode_strict):
+        rows = [decoder("s", "prediction", [Entry("1-0", f)], NOW).table("prediction_logs").to_pylist() for f in
+                (array, named)]  # fmt: skip
+        assert len(rows[0]) == len(rows[1]) == 1
+        a, b = rows[0][0], rows[1][0]
+        assert a["features"] == b["features"] and a["features"]["amount_log"] == pytest.approx(4.8751209844)
+        assert (a["schema_version"], b["schema_version"]) == (SCHEMA_VERSION, 1)
 
 
 def _split(decoded: Any, table: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -104,3 +137,24 @@ def test_a_batch_whose_amounts_are_all_whole_numbers_is_not_quarantined() -> Non
     for decoder in (decode, decode_strict):
         decoded = decoder("s", "prediction", entries, NOW)
         assert decoded.quarantine == [] and decoded.table("prediction_logs").num_rows == 1
+
+
+def test_what_becomes_of_each_features_form() -> None:
+    expected = {
+        ("named", 1): None,  # loaded: a version 1 event
+        ("named", 2): None,
+        ("set", ("schema_version", 1)): "invalid_field",  # an array needs version 2
+        ("set", ("feature_set", "fs-000000000000")): "invalid_field",  # unknown set: never guessed
+        ("set", ("feature_set", None)): "invalid_field",
+        ("drop", "feature_set"): "invalid_field",
+        ("truncate_features", 37): "invalid_field",
+        ("truncate_features", 39): "invalid_field",
+        ("feature", ("amount_log", None)): "invalid_field",
+        ("named_missing", "hour_cos"): "invalid_inputs",
+        ("named_extra", "new_feature"): "invalid_inputs",
+    }
+    for mutation, reason in expected.items():
+        entries = [Entry("1-0", _mutate(1, mutation))]
+        for decoder in (decode, decode_strict):
+            rows, quarantined = _split(decoder("s", "prediction", entries, NOW), "prediction_logs")
+            assert (quarantined.get("1-0"), len(rows)) == (reason, 0 if reason else 1), (mutation, decoder)

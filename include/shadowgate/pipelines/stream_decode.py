@@ -26,8 +26,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from shadowgate.contract import TRANSACTION_FIELDS, Kind, pandera_schema
-from shadowgate.features import FEATURE_NAMES
+from shadowgate.features import FEATURE_NAMES, FEATURE_SET
 from shadowgate.serving.events import (
+    ARRAY_FEATURES_SINCE,
     EVENT_ID_PATTERN,
     OUTCOME,
     PREDICTION,
@@ -264,8 +265,13 @@ _DECISIONS = ["approve", "deny", "manual_review"]
 _OUTCOME_TYPES = ["instalment_paid", "instalment_late", "default"]
 
 
+PREDICTION_ARRAY = "prediction/array"
+"""The payload form of prediction events whose features are an array of a feature set (what the service writes)."""
+
+
 def _payload_schema(kind: str) -> pa.Schema:
-    """The event payload as Arrow types (timestamps as strings: checked for an offset, then cast)."""
+    """The event payload as Arrow types (timestamps as strings: checked for an offset, then cast), for ``kind``
+    or the :data:`PREDICTION_ARRAY` form."""
     if kind == OUTCOME:
         return pa.schema(
             [
@@ -290,7 +296,13 @@ def _payload_schema(kind: str) -> pa.Schema:
             ("merchant_id", pa.string()),
             ("event_timestamp", pa.string()),
             ("served_at", pa.string()),
-            ("features", pa.struct([(name, pa.float64()) for name in FEATURE_NAMES])),
+            (
+                "features",
+                pa.list_(pa.float64())
+                if kind == PREDICTION_ARRAY
+                else pa.struct([(name, pa.float64()) for name in FEATURE_NAMES]),
+            ),
+            ("feature_set", pa.string()),
             ("inputs", pa.struct(inputs)),
             ("scores", schema.field("scores").type),
             ("served_by", pa.string()),
@@ -308,11 +320,11 @@ def _payload_schema(kind: str) -> pa.Schema:
     )
 
 
-_SCHEMAS = {kind: _payload_schema(kind) for kind in (PREDICTION, OUTCOME)}
+_SCHEMAS = {form: _payload_schema(form) for form in (PREDICTION, PREDICTION_ARRAY, OUTCOME)}
 
 
-def _parse(payloads: list[bytes], kind: str) -> pa.Table:
-    options = pj.ParseOptions(explicit_schema=_SCHEMAS[kind], unexpected_field_behavior="error")
+def _parse(payloads: list[bytes], form: str) -> pa.Table:
+    options = pj.ParseOptions(explicit_schema=_SCHEMAS[form], unexpected_field_behavior="error")
     return pj.read_json(io.BytesIO(b"\n".join(payloads)), parse_options=options)
 
 
@@ -364,14 +376,15 @@ def _ts_ok(column: Any) -> Any:
     return pc.fill_null(pc.match_substring_regex(column, _TS_PATTERN), False)
 
 
-def _vouched(t: pa.Table, kind: str, ids: pa.Array) -> Any:
+def _vouched(t: pa.Table, form: str, ids: pa.Array) -> Any:
     """Rows whose every field the fast path can vouch for (the others take the strict path)."""
     version = t.column("schema_version")
+    lowest = ARRAY_FEATURES_SINCE if form == PREDICTION_ARRAY else 1
     ok = pc.and_(
-        pc.and_(pc.greater_equal(version, 1), pc.less_equal(version, SCHEMA_VERSION)),
+        pc.and_(pc.greater_equal(version, lowest), pc.less_equal(version, SCHEMA_VERSION)),
         pc.and_(pc.equal(t.column("event_id"), ids), pc.match_substring_regex(t.column("event_id"), EVENT_ID_PATTERN)),
     )
-    if kind == OUTCOME:
+    if form == OUTCOME:
         ok = pc.and_(ok, _all_valid(t, ["transaction_id", "event_type", "event_timestamp", "received_at"]))
         ok = pc.and_(ok, pc.is_in(t.column("event_type"), value_set=pa.array(_OUTCOME_TYPES)))
         ok = pc.and_(ok, pc.and_(_ts_ok(t.column("event_timestamp")), _ts_ok(t.column("received_at"))))
@@ -384,7 +397,14 @@ def _vouched(t: pa.Table, kind: str, ids: pa.Array) -> Any:
                 "score"]  # fmt: skip
     # score may be null but must be present: a null here goes the strict way, which can tell (rare: fallback).
     ok = pc.and_(ok, _all_valid(t, required))
-    ok = pc.and_(ok, _struct_children_valid(t.column("features")))
+    if form == PREDICTION_ARRAY:
+        # Only the current set maps onto the table's feature columns; another (known or not) goes the strict way.
+        features = t.column("features")
+        ok = pc.and_(ok, pc.fill_null(pc.equal(t.column("feature_set"), FEATURE_SET), False))
+        ok = pc.and_(ok, pc.fill_null(pc.equal(pc.list_value_length(features), len(FEATURE_NAMES)), False))
+        ok = pc.and_(ok, _list_all(features, pc.is_valid))
+    else:
+        ok = pc.and_(ok, _struct_children_valid(t.column("features")))
     ok = pc.and_(ok, _struct_children_valid(t.column("inputs")))
     ok = pc.and_(ok, pc.is_in(t.column("decision"), value_set=pa.array(_DECISIONS)))
     ok = pc.and_(ok, pc.and_(_ts_ok(t.column("event_timestamp")), _ts_ok(t.column("served_at"))))
@@ -424,6 +444,18 @@ def _empty_if_null(column: Any) -> Any:
     return pc.if_else(pc.is_null(column), pa.scalar([], type=column.type), column)
 
 
+def _named_features(features: Any) -> pa.StructArray:
+    """An array-of-features column (vouched: every row a full, null-free array) as the table's struct column."""
+    features = features.combine_chunks() if isinstance(features, pa.ChunkedArray) else features
+    if isinstance(features, pa.StructArray):
+        children = [features.field(i) for i in range(features.type.num_fields)]
+    else:
+        width = len(FEATURE_NAMES)
+        values = pc.list_flatten(features).to_numpy(zero_copy_only=False).reshape(len(features), width)
+        children = [pa.array(values[:, i]) for i in range(width)]
+    return pa.StructArray.from_arrays(children, names=[c for _, c in _FEATURE_COLUMNS])
+
+
 def _build(t: pa.Table, kind: str, entry_ids: pa.Array, now: dt.datetime) -> pa.Table:
     """Vouched payload rows → rows of the target table."""
     n = len(t)
@@ -435,10 +467,7 @@ def _build(t: pa.Table, kind: str, entry_ids: pa.Array, now: dt.datetime) -> pa.
         return pa.Table.from_arrays(columns, schema=arrow_schema(OUTCOMES))
     schema = arrow_schema(PREDICTION_LOGS)
     inputs = t.column("inputs").combine_chunks()
-    features = t.column("features").combine_chunks()
-    renamed = pa.StructArray.from_arrays(
-        [features.field(i) for i in range(features.type.num_fields)], names=[c for _, c in _FEATURE_COLUMNS]
-    )
+    renamed = _named_features(t.column("features"))
     columns = [
         t.column("event_id"), t.column("schema_version"), t.column("transaction_id"), t.column("customer_id_hash"),
         t.column("merchant_id"), _ts(t.column("event_timestamp")), _ts(t.column("served_at")),
@@ -462,12 +491,24 @@ def _envelope(entry: Entry) -> tuple[bytes | None, bytes | None, bytes | None, b
     return entry.get("v"), entry.get("id"), entry.get("kind"), entry.get("payload")
 
 
+_ARRAY_FEATURES = b'"features":['
+"""How an array of features starts (a hint for the parse schema: a wrong guess fails the parse or the checks, and the
+entry goes the strict way)."""
+
+
+@dataclass
+class _Group:
+    """The entries of one payload form, for one parse."""
+
+    entries: list[Entry] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    envelope_ids: list[str] = field(default_factory=list)
+
+
 def decode(stream: str, kind: str, entries: Sequence[Entry], now: dt.datetime) -> Decoded:
     """Split ``entries`` into table rows and quarantine rows — the same split as :func:`decode_strict`, faster."""
     out = Decoded()
-    fast: list[Entry] = []
-    payloads: list[bytes] = []
-    envelope_ids: list[str] = []
+    groups: dict[str, _Group] = defaultdict(_Group)
     slow: list[Entry] = []
     version, wanted = STREAM_ENCODING_VERSION.encode(), kind.encode()
     for entry in entries:
@@ -479,17 +520,32 @@ def decode(stream: str, kind: str, entries: Sequence[Entry], now: dt.datetime) -
             and entry_kind == wanted
             and b"\n" not in payload
         ):
-            fast.append(entry)
-            payloads.append(payload)
-            envelope_ids.append(event_id.decode("utf-8", "replace"))
+            form = PREDICTION_ARRAY if kind == PREDICTION and _ARRAY_FEATURES in payload else kind
+            group = groups[form]
+            group.entries.append(entry)
+            group.payloads.append(payload)
+            group.envelope_ids.append(event_id.decode("utf-8", "replace"))
         else:
             slow.append(entry)
-    blocks, rejected = _parse_bisect(payloads, 0, len(payloads), kind) if fast else ([], [])
-    slow.extend(fast[i] for i in rejected)
+    for form, group in groups.items():
+        slow.extend(_decode_group(stream, kind, form, group, now, out))
+    if slow:
+        strict = decode_strict(stream, kind, slow, now)
+        out.rows.extend(strict.rows)
+        out.entry_ids.extend(strict.entry_ids)
+        out.quarantine.extend(strict.quarantine)
+    return out
+
+
+def _decode_group(stream: str, kind: str, form: str, group: _Group, now: dt.datetime, out: Decoded) -> list[Entry]:
+    """Parse, check and build one form's entries into ``out``; returns the entries left for the strict path."""
+    slow: list[Entry] = []
+    blocks, rejected = _parse_bisect(group.payloads, 0, len(group.payloads), form)
+    slow.extend(group.entries[i] for i in rejected)
     for start, parsed in blocks:
-        block_entries = fast[start : start + len(parsed)]
+        block_entries = group.entries[start : start + len(parsed)]
         ids = pa.array([e.entry_id for e in block_entries], pa.string())
-        vouched = _vouched(parsed, kind, pa.array(envelope_ids[start : start + len(parsed)], pa.string()))
+        vouched = _vouched(parsed, form, pa.array(group.envelope_ids[start : start + len(parsed)], pa.string()))
         if not pc.all(vouched).as_py():
             flags = vouched.to_pylist()
             slow.extend(e for e, v in zip(block_entries, flags, strict=True) if not v)
@@ -508,12 +564,7 @@ def decode(stream: str, kind: str, entries: Sequence[Entry], now: dt.datetime) -
                 block_entries = [e for i, e in enumerate(block_entries) if i not in failures]
         out.tables.append(_build(parsed, kind, ids, now))
         out.entry_ids.extend(e.entry_id for e in block_entries)
-    if slow:
-        strict = decode_strict(stream, kind, slow, now)
-        out.rows.extend(strict.rows)
-        out.entry_ids.extend(strict.entry_ids)
-        out.quarantine.extend(strict.quarantine)
-    return out
+    return slow
 
 
 def _contract_failures_table(inputs: pa.StructArray) -> dict[int, list[str]]:

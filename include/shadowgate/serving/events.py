@@ -26,8 +26,15 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import AwareDatetime, Field, SecretStr
 
-SCHEMA_VERSION = 1
-"""Version of the event payload schema. Bump it on any change a reader of the previous version would misread."""
+SCHEMA_VERSION = 2
+"""Version of the event payload schema. Bump it on any change a reader of the previous version would misread.
+
+1. The first.
+2. A prediction's ``features`` may be an array in the order of the feature set named by ``feature_set`` (what the
+   service writes: the named object was two thirds of the bytes of an event). Version 1 payloads still read."""
+
+ARRAY_FEATURES_SINCE = 2
+"""First payload schema version whose prediction events may carry their features as an array."""
 
 STREAM_ENCODING_VERSION = "1"
 """Version of the stream-entry envelope (the ``v`` field), independent of the payload schema."""
@@ -144,7 +151,12 @@ class PredictionEvent(_Frozen):
     """When the decision was taken."""
 
     features: dict[str, float]
-    """The engineered features exactly as the models saw them."""
+    """The engineered features exactly as the models saw them. On the wire either this object or, with
+    ``feature_set``, an array in that set's order (read back into this object)."""
+
+    feature_set: str | None = None
+    """Id of the feature set (:data:`~shadowgate.features.FEATURE_SETS`) the features are, in its order: required
+    with the array form; filled in when the named features are exactly the current set."""
 
     inputs: dict[str, Any]
     """The raw contract fields of the request except ``customer_id`` (datetimes stored as ISO strings)."""
@@ -184,6 +196,32 @@ class PredictionEvent(_Frozen):
 
     policy_version: str
     """Version of that policy."""
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _named_features(cls, data: Any) -> Any:
+        # The array form: values in the order of a known feature set, named here (an unknown set is refused).
+        # The named form gets the id of the set its names are, if any (so both forms read back equal).
+        if not isinstance(data, Mapping):
+            return data
+        from shadowgate.features import FEATURE_NAMES, FEATURE_SET, FEATURE_SETS
+
+        features = data.get("features")
+        if isinstance(features, Mapping) and data.get("feature_set") is None and tuple(features) == FEATURE_NAMES:
+            return {**data, "feature_set": FEATURE_SET}
+        if not isinstance(features, list):
+            return data
+
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if isinstance(version, int) and version < ARRAY_FEATURES_SINCE:
+            raise ValueError(f"features as an array need schema_version >= {ARRAY_FEATURES_SINCE}")
+        names = FEATURE_SETS.get(data.get("feature_set"))  # type: ignore[arg-type]
+        if names is None:
+            raise ValueError(f"features as an array of an unknown feature_set {data.get('feature_set')!r}")
+        values = data["features"]
+        if len(values) != len(names):
+            raise ValueError(f"features: {len(values)} values, feature set {data['feature_set']} has {len(names)}")
+        return {**data, "features": dict(zip(names, values, strict=True))}
 
     @pydantic.field_validator("inputs", mode="before")
     @classmethod
@@ -306,10 +344,25 @@ class MalformedEventError(ValueError):
 
 
 def to_stream_fields(event: Event) -> dict[str, str]:
-    """The stream entry of an event: ``{"v", "id", "kind", "payload"}``, all strings, payload compact JSON."""
+    """The stream entry of an event: ``{"v", "id", "kind", "payload"}``, all strings, payload compact JSON.
+
+    A prediction whose features are exactly the current feature set, in order, is written with them as an array
+    tagged with the set's id (as the service writes it); other features keep the named object.
+    """
+    from shadowgate.features import FEATURE_NAMES, FEATURE_SET
+
     kind = PREDICTION if isinstance(event, PredictionEvent) else OUTCOME
     # pydantic writes compact JSON (no spaces) and handles datetimes and non-finite floats itself.
-    return {"v": STREAM_ENCODING_VERSION, "id": event.event_id, "kind": kind, "payload": event.model_dump_json()}
+    payload = event.model_dump_json()
+    if (
+        isinstance(event, PredictionEvent)
+        and event.schema_version >= ARRAY_FEATURES_SINCE
+        and tuple(event.features) == FEATURE_NAMES
+    ):
+        data = json.loads(payload)
+        data["feature_set"], data["features"] = FEATURE_SET, list(data["features"].values())
+        payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return {"v": STREAM_ENCODING_VERSION, "id": event.event_id, "kind": kind, "payload": payload}
 
 
 def _text(value: str | bytes) -> str:

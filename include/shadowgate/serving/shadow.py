@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from shadowgate.features import FEATURE_NAMES
+from shadowgate.features import FEATURE_SET
 from shadowgate.serving.assignment import Assignment
 from shadowgate.serving.events import (
     PREDICTION,
@@ -401,7 +401,9 @@ class ShadowWorker:
             "merchant_id": tx["merchant_id"],
             "event_timestamp": tx["event_timestamp"],
             "served_at": _utc_iso(job.served_at),
-            "features": dict(zip(FEATURE_NAMES, job.features, strict=True)),
+            # As an array of the current feature set (a third of the bytes of the named object); readers name it.
+            "features": job.features,
+            "feature_set": FEATURE_SET,
             "inputs": {k: v for k, v in tx.items() if k != "customer_id"},
             "scores": [s.as_dict() for s in scores],
             "served_by": f"{decided.alias}@v{decided.model_version}" if decided.score is not None else "fallback",
