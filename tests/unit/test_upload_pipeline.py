@@ -1,4 +1,5 @@
-"""The uploader's read-ahead: order kept, at most one chunk ahead, reader errors surface, an early stop joins."""
+"""The uploader's read-ahead (order kept, at most one chunk ahead, reader errors surface, an early stop joins) and its
+pause of the garbage collector."""
 
 from __future__ import annotations
 
@@ -52,3 +53,22 @@ def test_stopping_early_stops_the_reader_thread() -> None:
     gen.close()
     assert threading.active_count() == before
     assert not [t for t in threading.enumerate() if t.name == "upload-read"]
+
+
+def test_the_collector_is_paused_while_draining_and_restored_after_even_on_error() -> None:
+    import gc
+
+    from shadowgate.pipelines.upload import _collector_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), _collector_paused():
+        assert not gc.isenabled() and gc.get_freeze_count() > 0
+        raise RuntimeError("upload failed")
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        with _collector_paused():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()
