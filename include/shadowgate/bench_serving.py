@@ -897,18 +897,7 @@ def _measure_all(
         echo(f"setup in {base}: simulating 40,000 purchases and training 3 models")
         tracking_uri = _train_registry(base, echo)
         env = _server_env(base, repo_root)
-        redis_port = _free_port()
-        redis_dir = base / "redis"
-        redis_dir.mkdir()
-        from shadowgate.stack import _redis_executable
-
-        redis_argv = [
-            _redis_executable(), "--bind", "127.0.0.1", "--port", str(redis_port), "--dir", str(redis_dir),
-            "--appendonly", "no", "--save", "", "--daemonize", "no", "--protected-mode", "yes",
-        ]  # fmt: skip
-        redis_group = _Group("redis-server", redis_argv, env=env, cwd=redis_dir, log=base / "logs" / "redis.log")
-        groups.append(redis_group)
-        _wait_redis(redis_group, redis_port)
+        _, redis_port = start_private_redis(base, env=env, started=groups)
         echo(f"  private redis-server on 127.0.0.1:{redis_port}")
 
         transaction_body = _bodies()[0]
@@ -1055,6 +1044,33 @@ def _spec(server: str, *, port: int, base: Path, env: Mapping[str, str], redis_u
             f"{url}{HELLO_PATH}",
         )
     raise ValueError(f"unknown server {server!r}")
+
+
+def start_private_redis(
+    base: Path, *, env: Mapping[str, str] | None = None, started: list[_Group] | None = None
+) -> tuple[_Group, int]:
+    """A redis-server of its own on 127.0.0.1 (a free port, data under ``base/redis``, nothing persisted), up and
+    answering; stop it with ``.stop()`` (by its process group). ``started`` gets it before the wait, so a caller's
+    cleanup stops it even when it never answers."""
+    from shadowgate.stack import _redis_executable
+
+    port = _free_port()
+    data = base / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        _redis_executable(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
+        "--appendonly", "no", "--save", "", "--daemonize", "no", "--protected-mode", "yes",
+    ]  # fmt: skip
+    group = _Group("redis-server", argv, env=env or os.environ, cwd=data, log=base / "logs" / "redis.log")
+    if started is not None:
+        started.append(group)
+    try:
+        _wait_redis(group, port)
+    except BaseException:
+        if started is None:
+            group.stop()
+        raise
+    return group, port
 
 
 def _wait_redis(group: _Group, port: int, timeout_s: float = 20.0) -> None:

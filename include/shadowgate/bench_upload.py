@@ -9,16 +9,13 @@ not the backlog.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +39,9 @@ class UploadRun:
     seconds: float
     events_per_s: float
     peak_rss_mb: float
-    """Peak resident memory of this process while the upload ran."""
+    """Peak resident memory of the process that drained the backlog (a fresh one per backlog)."""
     start_rss_mb: float
+    """Its resident memory when the drain began (modules loaded, warehouse open)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ class UploadBenchResult:
             f"upload benchmark: Redis stream → DuckDB, batches of {self.batch_size:,}"
             f" read {self.read_size:,} at a time, one process"
         ]
-        lines.append("  backlog      loaded  quarantined   seconds    events/s  peak RSS MB (start)")
+        lines.append("  backlog      loaded  quarantined   seconds    events/s  peak RSS MB (at start)")
         for r in self.runs:
             lines.append(
                 f"  {r.events:>9,}  {r.loaded:>9,}  {r.quarantined:>11,}  {r.seconds:>8.2f}  {r.events_per_s:>10,.0f}"
@@ -96,58 +94,61 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-@contextmanager
-def _peak_rss(interval_s: float = 0.02) -> Iterator[list[float]]:
-    """Samples this process's RSS while the block runs; yields a list whose single item becomes the peak (MB)."""
-    peak = [_rss_mb()]
-    stop = threading.Event()
+def _drain(redis_url: str, path: str, batch_size: int, read_size: int, threads: int | None) -> dict[str, Any]:
+    """One drain, run in a fresh process (so each backlog's memory is measured from the same start): the stream
+    into a new DuckDB file by the real uploader. Returns counts, seconds and the process's peak RSS (the kernel's)."""
+    import resource
 
-    def sample() -> None:
-        while not stop.wait(interval_s):
-            peak[0] = max(peak[0], _rss_mb())
+    from shadowgate.pipelines.upload import stream_readers, upload_streams
+    from shadowgate.storage.duckdb import DuckDBWarehouse
+    from shadowgate.storage.redis_streams import stream_client
+    from shadowgate.storage.warehouse import default_sql_dir
 
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        thread.join()
-        peak[0] = max(peak[0], _rss_mb())
+    client = stream_client(redis_url)
+    with DuckDBWarehouse(Path(path), sql_dir=default_sql_dir(), threads=threads) as warehouse:
+        readers = stream_readers(client, predictions_stream=STREAM, outcomes_stream=f"{STREAM}:outcomes")
+        warehouse.ensure_tables()
+        start_rss = _rss_mb()
+        started = time.perf_counter()
+        summary = upload_streams(readers=readers[:1], warehouse=warehouse, batch_size=batch_size, read_size=read_size)
+        seconds = time.perf_counter() - started
+        loaded, quarantined = warehouse.count("prediction_logs"), warehouse.count("quarantine")
+    client.close()
+    return {
+        "loaded": loaded,
+        "quarantined": quarantined,
+        "batches": summary.streams[0].batches,
+        "seconds": seconds,
+        "start_rss_mb": start_rss,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+    }
+
+
+EVENTS_PER_DAY = 500_000
+"""The backlog's pace: events are served this many a day, one after the other, as a real backlog is (the issue's
+"a day at 500k transactions")."""
 
 
 def _fill(client: Any, events: int, echo: Callable[[str], None]) -> None:
-    """``events`` distinct valid prediction events (ids differ; payloads as the service writes them)."""
-    from shadowgate.serving.events import example_prediction_event, to_stream_fields
+    """``events`` distinct valid prediction events as the service writes them: ids differ, and ``served_at`` moves
+    on by 1/:data:`EVENTS_PER_DAY` of a day per event, ending at the example's serving time (filling is not timed)."""
+    from shadowgate.serving.events import EXAMPLE_SERVED_AT, example_prediction_event, to_stream_fields
 
     templates = [to_stream_fields(example_prediction_event(i)) for i in range(200)]
+    step = dt.timedelta(days=1) / EVENTS_PER_DAY
+    first = EXAMPLE_SERVED_AT - step * events
     started = time.perf_counter()
     pipe = client.pipeline(transaction=False)
     for i in range(events):
         fields = templates[i % len(templates)]
-        old = json.loads(fields["payload"])["event_id"]
-        new = f"{i:032x}"
-        pipe.xadd(STREAM, {**fields, "id": new, "payload": fields["payload"].replace(old, new, 1)})
+        payload = json.loads(fields["payload"])
+        payload["event_id"] = new = f"{i:032x}"
+        payload["served_at"] = (first + step * i).isoformat().replace("+00:00", "Z")
+        pipe.xadd(STREAM, {**fields, "id": new, "payload": json.dumps(payload, separators=(",", ":"))})
         if i % 5_000 == 4_999:
             pipe.execute()
     pipe.execute()
     echo(f"  filled {events:,} events in {time.perf_counter() - started:.1f} s (not timed)")
-
-
-def _start_redis(base: Path) -> tuple[subprocess.Popen[bytes], int]:
-    import socket
-
-    from shadowgate.stack import _redis_executable
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    (base / "redis").mkdir()
-    argv = [_redis_executable(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(base / "redis"),
-            "--appendonly", "no", "--save", "", "--daemonize", "no", "--protected-mode", "yes"]  # fmt: skip
-    log = (base / "redis.log").open("wb")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return process, port
 
 
 def run_upload_bench(
@@ -157,70 +158,42 @@ def run_upload_bench(
     echo: Callable[[str], None] = print,
 ) -> UploadBenchResult:
     """Fill, drain and measure each backlog in ``events``; raises :class:`BenchError` when a count is off."""
-    import redis
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
+    from shadowgate.bench_serving import start_private_redis
     from shadowgate.config import WarehouseSettings
-    from shadowgate.pipelines.upload import stream_readers, upload_streams
-    from shadowgate.storage.duckdb import DuckDBWarehouse
     from shadowgate.storage.redis_streams import stream_client
-    from shadowgate.storage.warehouse import default_sql_dir
 
     settings = WarehouseSettings()
     batch_size = batch_size or settings.upload_batch_size
     read_size = settings.upload_read_size
     base = Path(tempfile.mkdtemp(prefix="shadowgate-bench-upload-"))
-    process, port = _start_redis(base)
+    started: list[Any] = []
     runs = []
     try:
-        client = stream_client(f"redis://127.0.0.1:{port}/0")
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise BenchError(f"redis-server did not start (see {base / 'redis.log'})") from None
-                time.sleep(0.05)
+        _, port = start_private_redis(base, started=started)
+        url = f"redis://127.0.0.1:{port}/0"
+        client = stream_client(url)
         echo(f"setup in {base}: private redis-server on 127.0.0.1:{port}")
         for n in events:
             client.flushall()
             _fill(client, n, echo)
             path = base / f"warehouse-{n}.duckdb"
-            with DuckDBWarehouse(path, sql_dir=default_sql_dir(), threads=settings.duckdb_threads) as warehouse:
-                readers = stream_readers(client, predictions_stream=STREAM, outcomes_stream=f"{STREAM}:outcomes")
-                with _peak_rss() as peak:
-                    start_rss = peak[0]
-                    started = time.perf_counter()
-                    summary = upload_streams(
-                        readers=readers[:1], warehouse=warehouse, batch_size=batch_size, read_size=read_size
-                    )
-                    seconds = time.perf_counter() - started
-                loaded = warehouse.count("prediction_logs")
-                quarantined = warehouse.count("quarantine")
+            with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
+                out = child.submit(_drain, url, str(path), batch_size, read_size, settings.duckdb_threads).result()
             left = client.xlen(STREAM)
-            if loaded != n or quarantined != 0 or left != 0:
-                raise BenchError(f"{n:,} events but {loaded:,} loaded, {quarantined:,} quarantined, {left:,} left")
-            run = UploadRun(
-                events=n,
-                loaded=loaded,
-                quarantined=quarantined,
-                batches=summary.streams[0].batches,
-                seconds=seconds,
-                events_per_s=n / seconds,
-                peak_rss_mb=peak[0],
-                start_rss_mb=start_rss,
-            )
+            if out["loaded"] != n or out["quarantined"] != 0 or left != 0:
+                raise BenchError(
+                    f"{n:,} events but {out['loaded']:,} loaded, {out['quarantined']:,} quarantined, {left:,} left"
+                )
+            run = UploadRun(events=n, events_per_s=n / out["seconds"], **out)
             echo(f"  {n:,} events: {run.events_per_s:,.0f} events/s, peak RSS {run.peak_rss_mb:,.0f} MB")
             runs.append(run)
             path.unlink(missing_ok=True)
         client.close()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for group in started:
+            group.stop()
         shutil.rmtree(base, ignore_errors=True)
     return UploadBenchResult(batch_size=batch_size, read_size=read_size, runs=tuple(runs))
