@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shadowgate.contract import example_transaction, request_model
-from shadowgate.features import FEATURE_NAMES, features_one
+from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_one
 from shadowgate.serving import shadow
 from shadowgate.serving.assignment import Assignment
-from shadowgate.serving.events import PredictionEvent, from_stream_fields, hash_customer_id
+from shadowgate.serving.events import SCHEMA_VERSION, PredictionEvent, from_stream_fields, hash_customer_id
 from shadowgate.serving.metrics import ServingMetrics
 from shadowgate.serving.models import ModelSnapshot, ServedModel
 from shadowgate.serving.policies import DecisionContext, decide, load_policy
@@ -116,6 +116,28 @@ def test_a_frame_becomes_the_event_the_schema_accepts() -> None:
     assert event.served_by == "champion@v1"
     assert "REGULATORY_FLAG_PEP" in event.reason_codes
     assert worker.processed == 1
+    # On the wire: the features as an array of the current feature set, schema v2.
+    payload = orjson.loads(fields["payload"])
+    assert (payload["schema_version"], payload["feature_set"]) == (SCHEMA_VERSION, FEATURE_SET)
+    assert payload["features"] == features_one(tx)
+
+
+def test_the_uploader_fast_path_vouches_for_what_the_shadow_process_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shadowgate.pipelines import stream_decode
+    from shadowgate.storage.redis_streams import Entry
+
+    sink = _Sink()
+    worker = _worker(sink)
+    worker.set_models(_snapshot(champion=0.1, challenger=0.9))
+    worker.process([ShadowJob.from_frame(orjson.loads(_frame(_tx(i), 0.1))) for i in range(5)])
+
+    def no_strict(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an event the service wrote took the strict path")
+
+    monkeypatch.setattr(stream_decode, "decode_strict", no_strict)
+    entries = [Entry(f"{i + 1}-0", fields) for i, (_, fields, _) in enumerate(sink.events)]
+    decoded = stream_decode.decode("s", "prediction", entries, dt.datetime.now(dt.UTC))
+    assert decoded.table("prediction_logs").num_rows == 5 and decoded.quarantine == []
 
 
 def test_agreement_counts_the_shadow_models_would_be_decisions() -> None:
