@@ -4,7 +4,8 @@
   (:func:`~shadowgate.serving.events.from_stream_fields`), then the transaction inputs through the contract's pandera
   schema (lazy). ~50 µs an entry.
 * :func:`decode` — the same decisions at a few µs an entry: Arrow's JSON reader parses a whole batch of payloads
-  against an explicit schema (C++), vectorised checks mark every row the fast path cannot vouch for (a null where a
+  against an explicit schema (C++; one schema per payload form: features as an array of a feature set, as the
+  service writes them, or as a named object, as version 1 did), vectorised checks mark every row the fast path cannot vouch for (a null where a
   field is required, a version from the future, a naive timestamp, …), and those rows — and any payload the reader
   rejects, isolated by bisection — go through :func:`decode_strict`. A property test holds the two paths to the same
   split and the same rows.
@@ -329,18 +330,18 @@ def _parse(payloads: list[bytes], form: str) -> pa.Table:
 
 
 def _parse_bisect(
-    payloads: list[bytes], start: int, stop: int, kind: str
+    payloads: list[bytes], start: int, stop: int, form: str
 ) -> tuple[list[tuple[int, pa.Table]], list[int]]:
     """Parsed blocks (first position, table) of ``payloads[start:stop]``, and the positions whose payload the reader
     rejects (found by halving the failing block)."""
     try:
-        return [(start, _parse(payloads[start:stop], kind))], []
+        return [(start, _parse(payloads[start:stop], form))], []
     except pa.ArrowInvalid:
         if stop - start == 1:
             return [], [start]
     mid = (start + stop) // 2
-    left, bad_left = _parse_bisect(payloads, start, mid, kind)
-    right, bad_right = _parse_bisect(payloads, mid, stop, kind)
+    left, bad_left = _parse_bisect(payloads, start, mid, form)
+    right, bad_right = _parse_bisect(payloads, mid, stop, form)
     return left + right, bad_left + bad_right
 
 
