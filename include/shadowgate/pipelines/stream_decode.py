@@ -5,10 +5,10 @@
   schema (lazy). ~50 µs an entry.
 * :func:`decode` — the same decisions at a few µs an entry: Arrow's JSON reader parses a whole batch of payloads
   against an explicit schema (C++; one schema per payload form: features as an array of a feature set, as the
-  service writes them, or as a named object, as version 1 did), vectorised checks mark every row the fast path cannot vouch for (a null where a
-  field is required, a version from the future, a naive timestamp, …), and those rows — and any payload the reader
-  rejects, isolated by bisection — go through :func:`decode_strict`. A property test holds the two paths to the same
-  split and the same rows.
+  service writes them, or as a named object, as version 1 did), vectorised checks mark every row the fast path
+  cannot vouch for (a null where a field is required, a version from the future, a naive timestamp, …), and those
+  rows — and any payload the reader rejects, isolated by bisection — go through :func:`decode_strict`. A property
+  test holds the two paths to the same split and the same rows.
 """
 
 from __future__ import annotations
