@@ -14,6 +14,8 @@ and trimmed from the stream. Entries a dead uploader left pending are claimed (X
 * **Staleness:** `check_freshness` alerts when no upload has succeeded for `SHADOWGATE_ALERT_UPLOAD_STALE_AFTER_H`
   (6) hours.
 * **Reconciliation:** entries produced = rows in the table + rows in `quarantine` (see the task's return value).
+* **Size:** batches of `SHADOWGATE_WAREHOUSE_UPLOAD_BATCH_SIZE` (100,000) entries, two in flight: ~0.9 GB peak
+  whatever the backlog; ~60,000 events/s into DuckDB on 2 cores (`make bench-upload`).
 """
 
 from __future__ import annotations
