@@ -34,7 +34,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from shadowgate.config import SimulationSettings
 
@@ -511,8 +511,12 @@ class ServingBenchResult:
         }
 
 
-def write_json(result: ServingBenchResult, path: Path) -> None:
-    """Write :meth:`ServingBenchResult.as_json` to ``path`` (parents created)."""
+class _Figures(Protocol):
+    def as_json(self) -> dict[str, Any]: ...
+
+
+def write_json(result: _Figures, path: Path) -> None:
+    """Write a benchmark's ``as_json()`` figures to ``path`` (parents created; NaN/inf as null), for ``BENCH_JSON``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_finite(result.as_json()), indent=2, allow_nan=False) + "\n")
 

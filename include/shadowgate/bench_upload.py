@@ -166,7 +166,7 @@ def run_upload_bench(
     from shadowgate.storage.redis_streams import stream_client
 
     settings = WarehouseSettings()
-    batch_size = batch_size or settings.upload_batch_size
+    batch_size = settings.upload_batch_size if batch_size is None else batch_size
     read_size = settings.upload_read_size
     base = Path(tempfile.mkdtemp(prefix="shadowgate-bench-upload-"))
     started: list[Any] = []

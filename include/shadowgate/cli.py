@@ -209,15 +209,18 @@ def bench_scorer(rows: Annotated[int, typer.Option()] = 5_000) -> None:
 
 @bench_app.command("upload")
 def bench_upload(
-    events: Annotated[int, typer.Option(help="Events in the large backlog (a 5x smaller one runs first).")] = 1_000_000,
+    events: Annotated[
+        int, typer.Option(min=5, help="Events in the large backlog (a 5x smaller one runs first).")
+    ] = 1_000_000,
     batch_size: Annotated[
-        int | None, typer.Option(help="Entries per warehouse commit (default: SHADOWGATE_WAREHOUSE_UPLOAD_BATCH_SIZE).")
+        int | None,
+        typer.Option(min=1, help="Entries per warehouse commit (default: SHADOWGATE_WAREHOUSE_UPLOAD_BATCH_SIZE)."),
     ] = None,
 ) -> None:
     """The uploader draining a Redis stream into DuckDB: events/s and peak memory (BENCH_JSON=<file> writes them)."""
-    import json
     import os
 
+    from shadowgate.bench_serving import write_json
     from shadowgate.bench_upload import BenchError, run_upload_bench
 
     try:
@@ -228,7 +231,7 @@ def bench_upload(
     typer.echo(result.render())
     target = os.environ.get("BENCH_JSON")
     if target:
-        Path(target).write_text(json.dumps(result.as_json(), indent=2))
+        write_json(result, Path(target))
         typer.echo(f"figures written to {target}")
 
 

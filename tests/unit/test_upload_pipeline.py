@@ -72,3 +72,23 @@ def test_the_collector_is_paused_while_draining_and_restored_after_even_on_error
         assert not gc.isenabled()  # a caller that had it off keeps it off
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(("batch_size", "read_size"), [(0, 10), (10, 0), (-1, 10)])
+def test_a_batch_or_read_size_below_one_is_refused_before_anything_is_read(batch_size: int, read_size: int) -> None:
+    from shadowgate.pipelines.upload import upload_stream
+
+    class _Untouched:
+        stream = "s"
+
+        def __getattr__(self, name: str) -> None:
+            raise AssertionError(f"the reader was used ({name})")
+
+    with pytest.raises(ValueError, match="at least 1"):
+        upload_stream(
+            reader=_Untouched(),  # type: ignore[arg-type]
+            warehouse=None,  # type: ignore[arg-type]
+            kind="prediction",
+            batch_size=batch_size,
+            read_size=read_size,
+        )

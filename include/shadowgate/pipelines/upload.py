@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -209,30 +210,33 @@ def upload_stream(
         max_batches: stop after this many batches (None: until the stream is drained).
         clock: now (tests).
     """
+    if batch_size < 1 or read_size < 1:
+        raise ValueError(f"batch_size and read_size must be at least 1 (got {batch_size}, {read_size})")
     table, ts_column = _TABLES[kind]
     reader.ensure_group()
     reclaimed = len(reader.claim_stale(min_idle_ms=min_idle_ms))
     if reclaimed:
         logger.warning("%s: took over %d entries left pending by another consumer", reader.stream, reclaimed)
-    batches = read = loaded = quarantined = acked = trimmed = 0
+    batches = read = 0
+    done: Counter[str] = Counter()  # loaded, quarantined, acked, trimmed: added up as each commit returns
 
-    def commit(decoded: Decoded) -> tuple[int, int, int, int]:
-        quarantine = pa.Table.from_pylist(decoded.quarantine, schema=arrow_schema(QUARANTINE))
-        q = _commit(warehouse, QUARANTINE, quarantine, None)
-        n = _commit(warehouse, table, decoded.table(table), ts_column)
+    def commit(decoded: Decoded) -> Counter[str]:
+        bad = pa.Table.from_pylist(decoded.quarantine, schema=arrow_schema(QUARANTINE))
+        quarantined = _commit(warehouse, QUARANTINE, bad, None)
+        loaded = _commit(warehouse, table, decoded.table(table), ts_column)
         # Only now: both MERGEs have committed.
-        a = reader.ack(decoded.entry_ids + [q["stream_entry_id"] for q in decoded.quarantine])
+        acked = reader.ack(decoded.entry_ids + [row["stream_entry_id"] for row in decoded.quarantine])
         # Trimmed as it goes: a long drain does not keep the whole backlog in Redis until the end.
-        return n, q, a, reader.trim_acknowledged()
+        trimmed = reader.trim_acknowledged()
+        return Counter(loaded=loaded, quarantined=quarantined, acked=acked, trimmed=trimmed)
 
     # Two stages: while batch n is merged and acked (DuckDB and Redis work outside the GIL), batch n+1 is read and
     # decoded. At most two batches are in memory; each is acked only after its own commit.
     with _collector_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-commit") as committer:
-        in_flight: Future[tuple[int, int, int, int]] | None = None
+        in_flight: Future[Counter[str]] | None = None
         for decoded in _batches(reader, kind, batch_size, read_size, clock):
             if in_flight is not None:
-                n, q, a, t = in_flight.result()
-                loaded, quarantined, acked, trimmed = loaded + n, quarantined + q, acked + a, trimmed + t
+                done.update(in_flight.result())
             in_flight = committer.submit(commit, decoded)
             gc.collect()  # the paused collector's work for this batch (frozen objects are skipped)
             batches += 1
@@ -240,19 +244,18 @@ def upload_stream(
             if max_batches is not None and batches >= max_batches:
                 break
         if in_flight is not None:
-            n, q, a, t = in_flight.result()
-            loaded, quarantined, acked, trimmed = loaded + n, quarantined + q, acked + a, trimmed + t
-    trimmed += reader.trim_acknowledged()
+            done.update(in_flight.result())
+    done["trimmed"] += reader.trim_acknowledged()
     return StreamUpload(
         stream=reader.stream,
         table=table,
         batches=batches,
         read=read,
-        loaded=loaded,
-        quarantined=quarantined,
         reclaimed=reclaimed,
-        acked=acked,
-        trimmed=trimmed,
+        loaded=done["loaded"],
+        quarantined=done["quarantined"],
+        acked=done["acked"],
+        trimmed=done["trimmed"],
     )
 
 

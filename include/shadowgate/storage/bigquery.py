@@ -28,12 +28,11 @@ from shadowgate.storage.warehouse import (
     WarehouseError,
     arrow_schema,
     check_batch,
+    merge_bounds,
     staging_name,
 )
 
 STAGING_TTL = dt.timedelta(days=1)
-_MIN_TS = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MAX_TS = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
 
 
 def _param(name: str, value: Any) -> Any:
@@ -161,7 +160,7 @@ class BigQueryWarehouse:
     def merge(self, table: str, *, staging: str, min_ts: Any = None, max_ts: Any = None) -> MergeResult:
         columns = arrow_schema(table).names
         sql = self.sql.merge(table, source=f"`{self._ref(staging)}`", columns=columns)
-        params = {"min_ts": min_ts or _MIN_TS, "max_ts": max_ts or _MAX_TS} if "@min_ts" in sql else {}
+        params = merge_bounds(min_ts, max_ts) if "@min_ts" in sql else {}
         # Known from stage(); counting the staging table would be one more query job per batch.
         staged = self._staged.pop(staging, None)
         job = self._run(sql, params)

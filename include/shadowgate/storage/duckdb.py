@@ -5,7 +5,6 @@ DuckDB takes one writing process at a time: each pipeline task opens the file, w
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,9 @@ from shadowgate.storage.warehouse import (
     WarehouseError,
     arrow_schema,
     check_batch,
+    merge_bounds,
     staging_name,
 )
-
-_MIN_TS = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
-_MAX_TS = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
 
 
 class DuckDBWarehouse:
@@ -105,7 +102,7 @@ class DuckDBWarehouse:
             raise WarehouseError(f"nothing staged as {staging}")
         columns = arrow_schema(table).names
         sql = self.sql.merge(table, source=f'"{staging}"', columns=columns)
-        params = {"min_ts": min_ts or _MIN_TS, "max_ts": max_ts or _MAX_TS} if "$min_ts" in sql else {}
+        params = merge_bounds(min_ts, max_ts) if "$min_ts" in sql else {}
         con = self._con
         con.execute("BEGIN TRANSACTION")
         try:

@@ -11,6 +11,7 @@ the target on its key — so that a retry of either step, or of both, leaves eac
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import string
@@ -328,6 +329,15 @@ def unique_on_key(table: str, batch: pa.Table) -> pa.Table:
     keep = pa.concat_arrays([pa.array([True]), first])
     kept = pc.filter(keys.column("_position").combine_chunks(), keep)
     return batch.take(kept.take(pc.sort_indices(kept)))  # in the batch's order
+
+
+_EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
+
+def merge_bounds(min_ts: Any, max_ts: Any) -> dict[str, Any]:
+    """The MERGE's ``@min_ts`` / ``@max_ts`` parameters: the batch's time range, or all time when not given."""
+    return {"min_ts": min_ts or _EARLIEST, "max_ts": max_ts or _LATEST}
 
 
 def staging_name(table: str, batch_id: str) -> str:
