@@ -28,8 +28,8 @@ from airflow.sdk import dag, task
 
 
 def _alert_on_failure(context: Any) -> None:
-    from shadowgate.alerts import send_alert, task_failure_alert
     from shadowgate.config import AlertSettings
+    from shadowgate.pipelines.alerts import send_alert, task_failure_alert
 
     ti = context.get("ti") or context.get("task_instance")
     alert = task_failure_alert(
@@ -65,8 +65,8 @@ def upload_predictions() -> None:
     def check_freshness() -> dict[str, object]:
         import redis
 
-        from shadowgate.alerts import Alert, send_alert
         from shadowgate.config import AlertSettings, RedisSettings
+        from shadowgate.pipelines.alerts import Alert, send_alert
         from shadowgate.pipelines.upload import upload_freshness
 
         settings = AlertSettings()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, status
 
 from api.deps import RuntimeDep
 from api.schemas import OutcomeAccepted, OutcomeRequest
-from shadowgate.serving.events import OUTCOME_TYPE_ALIASES, OutcomeEvent, OutcomeType, new_event_id, to_stream_fields
+from shadowgate.events import OUTCOME_TYPE_ALIASES, OutcomeEvent, OutcomeType, new_event_id, to_stream_fields
 
 router = APIRouter(prefix="/v1", tags=["outcomes"])
 

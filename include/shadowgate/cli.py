@@ -40,7 +40,7 @@ def _repo_root() -> Path:
 @contextlib.contextmanager
 def _stack_errors() -> Iterator[None]:
     """A StackError (port taken, service unhealthy, failed bootstrap) ends the command with its message and exit 1."""
-    from shadowgate.stack import StackError
+    from shadowgate.local.stack import StackError
 
     try:
         yield
@@ -105,9 +105,9 @@ def train(
     ] = None,
 ) -> None:
     """Train, log to MLflow and register model versions (aliases only, never stages)."""
-    from shadowgate.bootstrap import ROLE_KINDS, history_as_of
+    from shadowgate.local.bootstrap import ROLE_KINDS, history_as_of
     from shadowgate.simulation import read_parquet
-    from shadowgate.training import ModelKind, train_and_register
+    from shadowgate.training.train import ModelKind, train_and_register
 
     kinds = {"scorecard": [ModelKind.SCORECARD], "gradient-boosting": [ModelKind.GRADIENT_BOOSTING]}
     kinds["both"] = kinds["scorecard"] + kinds["gradient-boosting"]
@@ -135,7 +135,7 @@ def train(
 @app.command()
 def bootstrap() -> None:
     """Seed simulated history if missing and register the first champion and challenger if their aliases are unset."""
-    from shadowgate.bootstrap import bootstrap as run_bootstrap
+    from shadowgate.local.bootstrap import bootstrap as run_bootstrap
 
     paths = PathSettings()
     summary = run_bootstrap(
@@ -158,7 +158,7 @@ def up(
     skip_bootstrap: Annotated[bool, typer.Option("--skip-bootstrap", help="Start services only.")] = False,
 ) -> None:
     """Start the local stack on embedded defaults (Redis, MLflow, Airflow, API) and bootstrap it."""
-    from shadowgate import stack
+    from shadowgate.local import stack
 
     with _stack_errors():
         status = stack.up(repo_root=_repo_root(), bootstrap=not skip_bootstrap)
@@ -168,7 +168,7 @@ def up(
 @app.command()
 def down() -> None:
     """Stop everything `up` started (by process group) and leave no process behind."""
-    from shadowgate import stack
+    from shadowgate.local import stack
 
     with _stack_errors():
         stopped = stack.down(repo_root=_repo_root())
@@ -178,7 +178,7 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Show each local service: pid, URL, health."""
-    from shadowgate import stack
+    from shadowgate.local import stack
 
     typer.echo(stack.status(repo_root=_repo_root()).render())
 
@@ -186,7 +186,7 @@ def status() -> None:
 @bench_app.command("features")
 def bench_features(rows: Annotated[int, typer.Option()] = 20_000) -> None:
     """Single-row feature path (serving) and batch path (training): microseconds per row."""
-    from shadowgate.benchmarks import feature_path
+    from shadowgate.bench.components import feature_path
 
     typer.echo(feature_path(rows=rows).render())
 
@@ -194,7 +194,7 @@ def bench_features(rows: Annotated[int, typer.Option()] = 20_000) -> None:
 @bench_app.command("simulate")
 def bench_simulate(transactions: Annotated[int, typer.Option()] = 1_000_000) -> None:
     """Simulator throughput on N purchase attempts (customers = N / 10)."""
-    from shadowgate.benchmarks import simulator_speed
+    from shadowgate.bench.components import simulator_speed
 
     typer.echo(simulator_speed(transactions=transactions).render())
 
@@ -202,7 +202,7 @@ def bench_simulate(transactions: Annotated[int, typer.Option()] = 1_000_000) -> 
 @bench_app.command("scorer")
 def bench_scorer(rows: Annotated[int, typer.Option()] = 5_000) -> None:
     """Compiled scorers (hot path) against sklearn predict_proba: microseconds per row."""
-    from shadowgate.benchmarks import scorer_speed
+    from shadowgate.bench.components import scorer_speed
 
     typer.echo(scorer_speed(rows=rows).render())
 
@@ -220,8 +220,8 @@ def bench_upload(
     """The uploader draining a Redis stream into DuckDB: events/s and peak memory (BENCH_JSON=<file> writes them)."""
     import os
 
-    from shadowgate.bench_serving import write_json
-    from shadowgate.bench_upload import BenchError, run_upload_bench
+    from shadowgate.bench.serving import write_json
+    from shadowgate.bench.upload import BenchError, run_upload_bench
 
     try:
         result = run_upload_bench(events=(events // 5, events), batch_size=batch_size, echo=typer.echo)
@@ -248,7 +248,7 @@ def bench_serving(
     """
     import os
 
-    from shadowgate.bench_serving import BenchError, run_serving_bench, write_json
+    from shadowgate.bench.serving import BenchError, run_serving_bench, write_json
 
     try:
         result = run_serving_bench(duration_s=duration, concurrency=concurrency, keep=keep, echo=typer.echo)

@@ -25,7 +25,7 @@ from shadowgate.config import (
 from shadowgate.serving.models import ModelSource
 from shadowgate.serving.runtime import Runtime, build_runtime
 from shadowgate.simulation import SimulationResult
-from shadowgate.training import ModelKind, train_and_register
+from shadowgate.training.train import ModelKind, train_and_register
 from tests.redis_server import RedisServer
 
 CHALLENGER_B = "challenger-b"

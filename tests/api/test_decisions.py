@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shadowgate.contract import TRANSACTION_FIELDS, example_transaction
+from shadowgate.events import from_stream_fields
 from shadowgate.features import FEATURE_NAMES, features_one
-from shadowgate.serving.events import from_stream_fields
 from tests.api.conftest import CHALLENGER_B, Registry
 from tests.redis_server import RedisServer
 

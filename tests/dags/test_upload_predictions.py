@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from shadowgate.alerts import Alert, send_alert
+from shadowgate.pipelines.alerts import Alert, send_alert
 from shadowgate.pipelines.upload import LAST_SUCCESS_KEY, record_success, upload_freshness
 from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.warehouse import default_sql_dir

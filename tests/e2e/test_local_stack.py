@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from shadowgate import stack
+from shadowgate.local import stack
 
 pytestmark = pytest.mark.slow
 

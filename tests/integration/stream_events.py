@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from shadowgate.serving.events import (
+from shadowgate.events import (
     EXAMPLE_SERVED_AT,
     OutcomeEvent,
     PredictionEvent,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from shadowgate.bench_upload import TARGET_EVENTS_PER_S, run_upload_bench
+from shadowgate.bench.upload import TARGET_EVENTS_PER_S, run_upload_bench
 
 
 def test_the_upload_benchmark_drains_every_event_and_reports_its_figures() -> None:

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import redis
 
+from shadowgate.events import OutcomeEvent, from_stream_fields
 from shadowgate.serving.eventlog import DEAD_LETTER_FILE, SPILL_FILE, SPILL_OFFSET_FILE, EventLog
-from shadowgate.serving.events import OutcomeEvent, from_stream_fields
 from tests.redis_server import RedisServer, redis_server_fixture
 
 redis_server = redis_server_fixture()

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from shadowgate.contract import example_transaction, request_model
+from shadowgate.events import from_stream_fields
 from shadowgate.features import features_one
-from shadowgate.serving.events import from_stream_fields
 from shadowgate.serving.models import ModelSnapshot
 from shadowgate.serving.policies import DecisionContext, decide, load_policy
 from shadowgate.serving.shadow import Score, encode_prediction

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from shadowgate.bootstrap import bootstrap, history_as_of
 from shadowgate.config import MLflowSettings, SimulationSettings, TrainingSettings
 from shadowgate.features import FEATURE_NAMES, features_frame
+from shadowgate.local.bootstrap import bootstrap, history_as_of
 from shadowgate.registry import CHALLENGER, CHAMPION, ModelRegistry
 from shadowgate.simulation import SimulationResult
-from shadowgate.training import ModelKind, matured_labels, temporal_split, train_and_register
+from shadowgate.training.train import ModelKind, matured_labels, temporal_split, train_and_register
 from tests.conftest import SMALL
 
 AS_OF = history_as_of(SimulationSettings(**SMALL))  # type: ignore[arg-type]

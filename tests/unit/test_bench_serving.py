@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shadowgate.bench_serving import (
+from shadowgate.bench.serving import (
     CHAMPION_ONLY,
     FULL,
     HELLO_WORLD,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shadowgate.serving.events import (
+from shadowgate.events import (
     SCHEMA_VERSION,
     ArmAssignment,
     MalformedEventError,

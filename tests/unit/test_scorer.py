@@ -25,7 +25,7 @@ from shadowgate.serving.scorer import (
     save_compiled,
 )
 from shadowgate.simulation import SimulationResult
-from shadowgate.training import ModelKind, build_estimator
+from shadowgate.training.train import ModelKind, build_estimator
 from tests.strategies import transactions
 
 PARITY = 1e-6

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shadowgate.events import SCHEMA_VERSION
 from shadowgate.features import FEATURE_NAMES
 from shadowgate.pipelines.stream_decode import decode, decode_strict
-from shadowgate.serving.events import SCHEMA_VERSION
 from shadowgate.storage.redis_streams import Entry
 from tests.integration.stream_events import outcome_fields, prediction_fields
 

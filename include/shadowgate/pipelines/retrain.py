@@ -9,7 +9,7 @@ from typing import Any
 from shadowgate.config import MLflowSettings, TrainingSettings
 from shadowgate.registry import CHALLENGER
 from shadowgate.simulation import read_parquet
-from shadowgate.training import ModelKind, train_and_register
+from shadowgate.training.train import ModelKind, train_and_register
 
 
 def retrain_challenger(

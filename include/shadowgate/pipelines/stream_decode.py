@@ -1,7 +1,7 @@
 """Stream entries → warehouse rows, or quarantine rows with the reason. Two paths, one answer.
 
 * :func:`decode_strict` — the reference: every entry through its pydantic event schema
-  (:func:`~shadowgate.serving.events.from_stream_fields`), then the transaction inputs through the contract's pandera
+  (:func:`~shadowgate.events.from_stream_fields`), then the transaction inputs through the contract's pandera
   schema (lazy). ~50 µs an entry.
 * :func:`decode` — the same decisions at a few µs an entry: Arrow's JSON reader parses a whole batch of payloads
   against an explicit schema (C++; one schema per payload form: features as an array of a feature set, as the
@@ -27,8 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from shadowgate.contract import TRANSACTION_FIELDS, Kind, pandera_schema
-from shadowgate.features import FEATURE_NAMES, FEATURE_SET
-from shadowgate.serving.events import (
+from shadowgate.events import (
     ARRAY_FEATURES_SINCE,
     EVENT_ID_PATTERN,
     OUTCOME,
@@ -40,6 +39,7 @@ from shadowgate.serving.events import (
     PredictionEvent,
     from_stream_fields,
 )
+from shadowgate.features import FEATURE_NAMES, FEATURE_SET
 from shadowgate.storage.redis_streams import Entry
 from shadowgate.storage.warehouse import (
     OUTCOMES,

@@ -30,11 +30,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from shadowgate.pipelines.stream_decode import Decoded, decode
-from shadowgate.serving.events import (
+from shadowgate.events import (
     OUTCOME,
     PREDICTION,
 )
+from shadowgate.pipelines.stream_decode import Decoded, decode
 from shadowgate.storage.redis_streams import Entry, StreamReader
 from shadowgate.storage.warehouse import (
     OUTCOMES,

@@ -37,7 +37,7 @@ import redis.exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shadowgate.serving.events import Event, to_stream_fields
+from shadowgate.events import Event, to_stream_fields
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ class EventLog:
 
         Args:
             stream: stream key to XADD to.
-            fields: the entry (string field names and values, e.g. :func:`~shadowgate.serving.events.to_stream_fields`).
+            fields: the entry (string field names and values, e.g. :func:`~shadowgate.events.to_stream_fields`).
             event_id: unique id of the event; an id already logged within ``dedup_ttl_s`` is not added again.
         """
         try:

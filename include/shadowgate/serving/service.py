@@ -5,7 +5,7 @@ challenger for a canary's treatment arm) → decision policy → answer, plus on
 process (:mod:`shadowgate.serving.sidecar`). No I/O, no metric updates, no other model.
 
 Everything else — scoring the other models in shadow, comparing their decisions, Prometheus counters, building and
-logging the :class:`~shadowgate.serving.events.PredictionEvent` — happens in the shadow process, from the frame.
+logging the :class:`~shadowgate.events.PredictionEvent` — happens in the shadow process, from the frame.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shadowgate.events import new_event_id
 from shadowgate.features import features_one
 from shadowgate.registry import CHAMPION
-from shadowgate.serving.events import new_event_id
 from shadowgate.serving.experiments import ExperimentBook
 from shadowgate.serving.models import ModelManager, ModelSnapshot, ServedModel
 from shadowgate.serving.policies import DecisionContext, DecisionPolicy, decide

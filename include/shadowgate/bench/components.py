@@ -121,7 +121,7 @@ def scorer_speed(rows: int = 5000) -> ScorerBenchResult:
     from shadowgate.features import features_frame
     from shadowgate.serving.scorer import compile_model
     from shadowgate.simulation import simulate
-    from shadowgate.training import ModelKind, build_estimator
+    from shadowgate.training.train import ModelKind, build_estimator
 
     n_train = 20_000
     sim = simulate(SimulationSettings(transactions=int((n_train + rows) * 1.4), customers=max(rows // 2, 4_000)))

@@ -132,7 +132,7 @@ EVENTS_PER_DAY = 500_000
 def _fill(client: Any, events: int, echo: Callable[[str], None]) -> None:
     """``events`` distinct valid prediction events as the service writes them: ids differ, and ``served_at`` moves
     on by 1/:data:`EVENTS_PER_DAY` of a day per event, ending at the example's serving time (filling is not timed)."""
-    from shadowgate.serving.events import EXAMPLE_SERVED_AT, example_prediction_event, to_stream_fields
+    from shadowgate.events import EXAMPLE_SERVED_AT, example_prediction_event, to_stream_fields
 
     templates = [to_stream_fields(example_prediction_event(i)) for i in range(200)]
     step = dt.timedelta(days=1) / EVENTS_PER_DAY
@@ -161,7 +161,7 @@ def run_upload_bench(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from shadowgate.bench_serving import start_private_redis
+    from shadowgate.bench.serving import start_private_redis
     from shadowgate.config import WarehouseSettings
     from shadowgate.storage.redis_streams import stream_client
 

@@ -1,0 +1,1 @@
+"""Benchmarks (tools around the domain, not the domain): components, HTTP serving, the uploader."""

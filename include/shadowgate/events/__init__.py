@@ -1,0 +1,58 @@
+"""The event contract: every event shadowgate writes (prediction, outcome, deployment) and its versions.
+
+Serving writes events and the pipelines read them; both depend on this package and not on each other.
+"""
+
+from shadowgate.events.model import (
+    ARRAY_FEATURES_SINCE,
+    EVENT_ID_PATTERN,
+    EXAMPLE_SERVED_AT,
+    OUTCOME,
+    OUTCOME_TYPE_ALIASES,
+    PREDICTION,
+    SCHEMA_VERSION,
+    STREAM_ENCODING_VERSION,
+    ArmAssignment,
+    Decision,
+    Event,
+    MalformedEventError,
+    MalformedReason,
+    ModelScore,
+    OutcomeEvent,
+    OutcomeType,
+    PredictionEvent,
+    ScoreStatus,
+    example_prediction_event,
+    from_stream_fields,
+    hash_customer_id,
+    new_event_id,
+    outcome_event_id,
+    to_stream_fields,
+)
+
+__all__ = [
+    "ARRAY_FEATURES_SINCE",
+    "EVENT_ID_PATTERN",
+    "EXAMPLE_SERVED_AT",
+    "OUTCOME",
+    "OUTCOME_TYPE_ALIASES",
+    "PREDICTION",
+    "SCHEMA_VERSION",
+    "STREAM_ENCODING_VERSION",
+    "ArmAssignment",
+    "Decision",
+    "Event",
+    "MalformedEventError",
+    "MalformedReason",
+    "ModelScore",
+    "OutcomeEvent",
+    "OutcomeType",
+    "PredictionEvent",
+    "ScoreStatus",
+    "example_prediction_event",
+    "from_stream_fields",
+    "hash_customer_id",
+    "new_event_id",
+    "outcome_event_id",
+    "to_stream_fields",
+]

@@ -1,0 +1,1 @@
+"""Training: labels from matured outcomes, temporal split, model families, MLflow logging."""
