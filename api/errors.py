@@ -28,3 +28,16 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     detail = [_readable(dict(e)) for e in exc.errors()]
     return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": jsonable_encoder(detail)})
+
+
+RETRY_AFTER_S = 5
+"""What a refused client is told to wait before trying again."""
+
+
+async def journal_full(request: Request, exc: Exception) -> JSONResponse:
+    """503 + ``Retry-After`` when a decision or outcome cannot be journaled (it would be answered but not logged)."""
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": f"the decision log is unavailable, nothing was recorded: {exc}"},
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )

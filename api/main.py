@@ -14,9 +14,10 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.routing import Route
 
-from api.errors import validation_error
+from api.errors import journal_full, validation_error
 from api.routes import admin, decisions, ops, outcomes
 from shadowgate.config import ApiSettings
+from shadowgate.serving.journal import JournalFullError
 from shadowgate.serving.runtime import Runtime, build_runtime
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(JournalFullError, journal_full)
     for module in (decisions, outcomes, ops, admin):
         app.include_router(module.router)
     # The decision route is also mounted as a plain Starlette route, matched first: the endpoint only takes the

@@ -21,7 +21,8 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready", responses={503: {"description": "No champion model loaded."}})
 async def ready(runtime: RuntimeDep) -> JSONResponse:
-    """Ready when the champion is loaded; Redis is reported (when it is down events spill, decisions go on)."""
+    """Ready when the champion is loaded. Redis and the decision journal are reported: while Redis is down decisions
+    go on and wait in the journal; only a journal over its limit makes decisions answer 503."""
     snapshot = runtime.models.snapshot
     log = runtime.shadow.stats()
     body = {
@@ -29,12 +30,13 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
         "models": {alias: m.version for alias, m in snapshot.models.items()},
         "models_from": {alias: m.loaded_from for alias, m in snapshot.models.items()},
         "registry_up": runtime.models.stats.source_up,
-        "redis": {"up": log.redis_up, "spill_pending": log.spill_pending, "queue_depth": log.queue_depth},
-        "shadow_process": {
-            "up": runtime.shadow.alive,
-            "pid": runtime.shadow.pid,
-            "queue_depth": runtime.shadow.queue_depth,
+        "redis": {"up": log.redis_up, "last_error": log.last_error},
+        "journal": {
+            "pending_bytes": runtime.shadow.pending_bytes,
+            "committed": log.committed,
+            "refused": runtime.shadow.refused,
         },
+        "shadow_process": {"up": runtime.shadow.alive, "pid": runtime.shadow.pid},
     }
     return JSONResponse(body, status_code=status.HTTP_200_OK if runtime.ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 

@@ -138,12 +138,28 @@ class ServingSettings(BaseSettings):
     outcomes_stream: str = "shadowgate:outcomes"
     """Redis Stream of outcome events."""
 
-    event_queue_size: int = Field(default=100_000, ge=10)
-    """Bound of the in-process event queue; beyond it events go straight to the spill file (never dropped)."""
+    journal_fsync: Literal["never", "interval", "always"] = "interval"
+    """When the decision journal (written before every answer) is forced to disk. Every policy survives the death of
+    any process; ``interval`` loses at most ``journal_fsync_interval_s`` of answered decisions to a machine crash,
+    ``always`` none (a disk flush per request), ``never`` up to the kernel's write-back delay (~30 s)."""
 
-    shadow_queue_size: int = Field(default=50_000, ge=10)
-    """Decided requests the API process may hold for the shadow process (scoring + logging); beyond it the request
-    path waits for room (counted) rather than lose an event. The shadow process sheds shadow scoring long before."""
+    journal_fsync_interval_s: float = Field(default=1.0, gt=0)
+    """Period of the background fsync under ``journal_fsync=interval``."""
+
+    journal_max_pending_mb: float = Field(default=4096.0, gt=0)
+    """Journal bytes not yet in Redis (MiB) beyond which decisions and outcomes are refused with 503 + Retry-After
+    (they could not be logged); ~1 KB a decision: 4 GiB is about four million decisions, hours of a Redis outage."""
+
+    journal_segment_mb: float = Field(default=64.0, gt=0)
+    """Size (MiB) at which the journal starts a new segment file; committed segments are deleted whole."""
+
+    journal_retention_s: float = Field(default=60.0, ge=0)
+    """How long a segment is kept after Redis confirmed all of it, so that a Redis that loses its last second of
+    writes (AOF ``everysec``) is refilled from the journal on the next start."""
+
+    outcome_dedup_ttl_s: int = Field(default=3600, ge=1)
+    """How long Redis remembers an outcome's id, so that a client's re-send within it adds no second stream entry
+    (later re-sends are still loaded once: the warehouse MERGEs on ``outcome_id``). ~100 bytes an outcome."""
 
     shadow_stall_timeout_s: float = Field(default=30.0, gt=0)
     """A shadow process with work waiting that reports nothing for this long is killed and replaced (a challenger

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,13 +34,15 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 def _config(tmp_path: Path, redis_url: str) -> SidecarConfig:
     return SidecarConfig(
         redis_url=redis_url,
-        spill_dir=tmp_path / "spill",
-        event_queue_size=1000,
+        journal_dir=tmp_path / "journal",
         customer_salt="salt",
         predictions_stream=STREAM,
         budget_ms=5.0,
-        policy=load_policy("conservative"),
+        policy=_POLICY,
     )
+
+
+_POLICY = load_policy("conservative")
 
 
 def _frame(i: int) -> tuple[str, bytes]:
@@ -50,7 +52,7 @@ def _frame(i: int) -> tuple[str, bytes]:
         .model_validate({**example_transaction(), "transaction_id": f"tx_{i}", "customer_id": f"cus_{i}"})
         .model_dump()
     )
-    policy = load_policy("conservative")
+    policy = _POLICY
     context = DecisionContext()
     decision = decide(score=None, transaction=tx, context=context, policy=policy)
     request_id = f"{i:032x}"
@@ -70,33 +72,35 @@ def _frame(i: int) -> tuple[str, bytes]:
     return request_id, frame
 
 
-def test_frames_become_events_in_order_and_waiting_requests_lose_nothing(
+def _ids(redis_server: RedisServer) -> list[str]:
+    return [fields["id"] for _, fields in redis_server.client(decode_responses=True).xrange(STREAM)]
+
+
+def test_frames_become_events_in_order_and_a_stopped_child_never_blocks_the_request_path(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    sidecar = Sidecar(_config(tmp_path, redis_server.url), max_pending=20, stall_timeout_s=600)
+    sidecar = Sidecar(_config(tmp_path, redis_server.url), stall_timeout_s=600)
     sidecar.start()
     try:
         sidecar.send_models(ModelSnapshot("m", {}, 0, dt.datetime.now(dt.UTC)))
-        frames = [_frame(i) for i in range(2000)]  # more than the 1 MiB pipe holds
+        frames = [_frame(i) for i in range(2000)]
         pid = sidecar.pid
         assert pid is not None and pid != os.getpid()
-        os.kill(pid, signal.SIGSTOP)  # the child stops reading: the pipe fills, then the queue here
-        producer = threading.Thread(target=lambda: [sidecar.put(f) for _, f in frames])
-        producer.start()
-        time.sleep(1.0)
-        assert producer.is_alive()  # waiting for room, not dropping
-        assert sidecar.backpressure_waits >= 1
-        assert len(sidecar._pending) == 20
+        os.kill(pid, signal.SIGSTOP)  # the child stops reading: the journal holds the backlog on disk
+        started = time.monotonic()
+        for _, frame in frames:
+            sidecar.put(frame)
+        assert time.monotonic() - started < 5.0  # nothing waited for the child
+        assert sidecar.journal is not None and sidecar.journal.appended == 2000
+        assert sidecar.pending_bytes > 0
         os.kill(pid, signal.SIGCONT)
-        producer.join(60)
-        assert not producer.is_alive()
         assert sidecar.flush(30.0)
         entries = redis_server.client(decode_responses=True).xrange(STREAM)
         events = [from_stream_fields(fields) for _, fields in entries]
         assert [e.event_id for e in events] == [rid for rid, _ in frames]  # all, once, in order
         assert events[0].customer_id_hash != "cus_0" and len(events[0].customer_id_hash) == 32
-        assert sidecar.stats().written == 2000 and sidecar.stats().dropped == 0
-        assert sidecar.restarts == 0 and sidecar.frames_lost == 0
+        assert sidecar.stats().written == 2000 and sidecar.stats().dead_lettered == 0
+        assert sidecar.restarts == 0 and sidecar.pending_bytes == 0
     finally:
         sidecar.close()
     assert sidecar.pid is not None
@@ -104,40 +108,101 @@ def test_frames_become_events_in_order_and_waiting_requests_lose_nothing(
         os.kill(sidecar.pid, 0)  # the child is gone after close
 
 
-def test_close_logs_every_queued_frame_before_the_child_exits(tmp_path: Path, redis_server: RedisServer) -> None:
-    sidecar = Sidecar(_config(tmp_path, redis_server.url), max_pending=10_000)
+def test_close_commits_every_journaled_frame_before_the_child_exits(tmp_path: Path, redis_server: RedisServer) -> None:
+    sidecar = Sidecar(_config(tmp_path, redis_server.url))
     sidecar.start()
     frames = [_frame(i) for i in range(500)]
     for _, frame in frames:
         sidecar.put(frame)
     sidecar.close()  # no flush: close alone must deliver
-    entries = redis_server.client(decode_responses=True).xrange(STREAM)
-    assert [fields["id"] for _, fields in entries] == [rid for rid, _ in frames]
+    assert _ids(redis_server) == [rid for rid, _ in frames]
 
 
-def test_with_redis_down_the_child_spills_and_the_next_one_replays(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_with_redis_down_the_journal_keeps_everything_and_the_next_start_commits_it(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     redis_server.stop()
-    first = Sidecar(_config(tmp_path, redis_server.url), max_pending=10_000)
+    first = Sidecar(_config(tmp_path, redis_server.url))
     first.start()
     frames = [_frame(i) for i in range(50)]
     try:
         for _, frame in frames:
             first.put(frame)
-        assert first.drain(30.0)
-        assert not first.flush(1.0)  # written means in Redis: not while it is down
-        deadline = time.monotonic() + 30
-        while first.stats().spilled < 50 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert first.stats().redis_up is False and first.stats().spilled == 50
+        assert not first.flush(1.0)  # in Redis: not while it is down
+        assert first.stats().redis_up is False and first.stats().written == 0
+        assert first.pending_bytes > 0
     finally:
-        first.close()
+        first.close(timeout_s=3.0)
     redis_server.start()
-    second = Sidecar(_config(tmp_path, redis_server.url), max_pending=10_000)
+    second = Sidecar(_config(tmp_path, redis_server.url))
     second.start()
     try:
         assert second.flush(30.0)
-        assert second.stats().replayed == 50
-        entries = redis_server.client(decode_responses=True).xrange(STREAM)
-        assert [fields["id"] for _, fields in entries] == [rid for rid, _ in frames]
+        assert second.stats().inherited == 50 and second.stats().written == 50
+        assert _ids(redis_server) == [rid for rid, _ in frames]
     finally:
         second.close()
+
+
+def test_redis_outage_mid_stream_loses_and_repeats_nothing(tmp_path: Path, redis_server: RedisServer) -> None:
+    sidecar = Sidecar(_config(tmp_path, redis_server.url))
+    sidecar.start()
+    frames = [_frame(i) for i in range(3000)]
+    try:
+        for i, (_, frame) in enumerate(frames):
+            sidecar.put(frame)
+            if i == 1000:
+                redis_server.stop()  # SIGKILL; AOF fsync always: what Redis acknowledged survives
+            if i == 2000:
+                redis_server.start()
+        assert sidecar.flush(60.0)
+        assert _ids(redis_server) == [rid for rid, _ in frames]
+    finally:
+        sidecar.close()
+
+
+def test_a_shadow_process_killed_again_and_again_loses_and_repeats_nothing(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    sidecar = Sidecar(_config(tmp_path, redis_server.url))
+    sidecar.start()
+    frames = [_frame(i) for i in range(6000)]
+    kills = 0
+    try:
+        for i, (_, frame) in enumerate(frames):
+            sidecar.put(frame)
+            if i % 1500 == 700:
+                pid = sidecar.pid
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
+                kills += 1
+                time.sleep(0.05 * kills)  # killed at different points of its work
+        assert sidecar.flush(60.0)
+        assert sidecar.restarts == kills == 4
+        assert _ids(redis_server) == [rid for rid, _ in frames]  # every one, once, in order
+    finally:
+        sidecar.close()
+
+
+def test_a_full_journal_refuses_instead_of_answering_unlogged(tmp_path: Path, redis_server: RedisServer) -> None:
+    from shadowgate.serving.journal import JournalFullError
+
+    redis_server.stop()
+    config = dataclasses.replace(_config(tmp_path, redis_server.url), journal_max_pending_bytes=20_000)
+    sidecar = Sidecar(config)
+    sidecar.start()
+    accepted = []
+    try:
+        with pytest.raises(JournalFullError):
+            for rid, frame in (_frame(i) for i in range(1000)):
+                sidecar.put(frame)
+                accepted.append(rid)
+        assert 0 < len(accepted) < 1000 and sidecar.refused == 1
+        redis_server.start()
+        assert sidecar.flush(30.0)
+        rid, frame = _frame(5000)
+        sidecar.put(frame)  # room again once Redis took the backlog
+        assert sidecar.flush(30.0)
+        assert _ids(redis_server) == [*accepted, rid]
+    finally:
+        sidecar.close()

@@ -763,7 +763,7 @@ def _start_api(layout: Layout) -> _Launch | None:
         layout.executable("uvicorn"), "api.main:create_app", "--factory",
         "--host", "127.0.0.1",
         "--port", str(layout.api_port),
-        "--workers", "1",  # one process owns the event spill directory
+        "--workers", "1",  # one process writes the decision journal
         "--no-access-log",  # per-request figures are in /metrics; an access line costs more than a decision
     ]  # fmt: skip
     env = {**layout.base_env(), "SHADOWGATE_API_KEY": api_key(layout)}

@@ -21,7 +21,7 @@ REQUEST_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0
 
 
 class _EventLogCollector(Collector):
-    """Reads the event log's counters at scrape time (no bookkeeping on the hot path)."""
+    """Reads the shadow process's commit counters at scrape time (no bookkeeping on the hot path)."""
 
     def __init__(self, stats: Callable[[], Any]) -> None:
         self._stats = stats
@@ -29,22 +29,16 @@ class _EventLogCollector(Collector):
     def collect(self) -> Iterator[Any]:
         s = self._stats()
         for name, value, doc in (
-            ("submitted", s.submitted, "Events handed to the event log."),
             ("written", s.written, "Events written to a Redis Stream."),
-            ("spilled", s.spilled, "Events written to the local spill file while Redis was unavailable."),
-            ("replayed", s.replayed, "Spilled events replayed to Redis."),
-            ("dropped", s.dropped, "Events lost (must stay 0)."),
+            ("duplicates_skipped", s.duplicates_skipped, "Outcomes not written again (same id within the window)."),
+            ("dead_lettered", s.dead_lettered, "Journal records that could not become an event (kept on disk)."),
+            ("inherited", s.inherited, "Events committed from records an earlier shadow process left in the journal."),
+            ("commit_conflicts", s.conflicts, "Commits refused because another process moved the journal position."),
         ):
             family = CounterMetricFamily(f"shadowgate_events_{name}", doc)
             family.add_metric([], float(value))
             yield family
-        depth = GaugeMetricFamily("shadowgate_event_queue_depth", "Events waiting in the in-process queue.")
-        depth.add_metric([], float(s.queue_depth))
-        yield depth
-        pending = GaugeMetricFamily("shadowgate_event_spill_pending", "Events in the spill file awaiting replay.")
-        pending.add_metric([], float(s.spill_pending))
-        yield pending
-        up = GaugeMetricFamily("shadowgate_redis_up", "1 when the event log can reach Redis.")
+        up = GaugeMetricFamily("shadowgate_redis_up", "1 when the shadow process can reach Redis.")
         up.add_metric([], 1.0 if s.redis_up else 0.0)
         yield up
 

@@ -140,7 +140,9 @@ class ModelManager:
         self.poll_interval_s = poll_interval_s
         self.root = cache_dir / source.model_name
         self.stats = ManagerStats()
-        self._snapshot = ModelSnapshot(source.model_name, {}, 0, dt.datetime.now(dt.UTC))
+        # Generations start from the clock (ms), so that a later process's are larger than an earlier one's: the
+        # shadow process then never waits for the models of a journal record written before a restart.
+        self._snapshot = ModelSnapshot(source.model_name, {}, time.time_ns() // 1_000_000, dt.datetime.now(dt.UTC))
         self._lock = threading.Lock()  # one refresh at a time; readers never lock
         self._saved: dict[str, str] | None = None
         self._stop = threading.Event()

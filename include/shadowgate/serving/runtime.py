@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from shadowgate.config import MLflowSettings, PathSettings, RedisSettings, ServingSettings, local_secret
 from shadowgate.registry import CHAMPION
 from shadowgate.serving.experiments import ConfigError, ExperimentBook, ExperimentStore
+from shadowgate.serving.journal import FsyncPolicy
 from shadowgate.serving.models import MlflowModelSource, ModelManager, ModelSource
 from shadowgate.serving.policies import DecisionPolicy, load_policy
 from shadowgate.serving.service import DecisionService
@@ -97,7 +98,8 @@ class Runtime:
         gc.freeze()
 
     def close(self) -> None:
-        # Stop swapping models, then let the shadow process score and log what is queued (or spill it) and exit.
+        # Stop swapping models, then let the shadow process commit what is journaled (what Redis does not take in
+        # time stays in the journal for the next start) and exit.
         self.models.close()
         self.shadow.close()
 
@@ -137,14 +139,18 @@ def build_runtime(
     shadow = Sidecar(
         SidecarConfig(
             redis_url=redis.resolved_url,
-            spill_dir=state / "spill",
-            event_queue_size=serving.event_queue_size,
+            journal_dir=state / "journal",
             customer_salt=customer_salt(serving, home),
             predictions_stream=serving.predictions_stream,
             budget_ms=serving.model_budget_ms,
             policy=policy,
+            journal_fsync=FsyncPolicy(serving.journal_fsync),
+            journal_fsync_interval_s=serving.journal_fsync_interval_s,
+            journal_segment_bytes=int(serving.journal_segment_mb * (1 << 20)),
+            journal_max_pending_bytes=int(serving.journal_max_pending_mb * (1 << 20)),
+            journal_retention_s=serving.journal_retention_s,
+            outcome_dedup_ttl_s=serving.outcome_dedup_ttl_s,
         ),
-        max_pending=serving.shadow_queue_size,
         stall_timeout_s=serving.shadow_stall_timeout_s,
     )
     registry = CollectorRegistry(auto_describe=True)

@@ -1,38 +1,36 @@
 """The shadow process: shadow scoring, metrics and event logging beside the API process, off its core and its GIL.
 
-The API process decides; for every request it appends one small frame (see :func:`shadowgate.serving.shadow.
-encode_prediction`) to an in-process deque — a few µs, no I/O, no lock. A writer thread batches the frames into one
-pipe write every millisecond or so. The shadow process (a child started from a ``forkserver``) reads them, scores every
-other model in micro-batches, counts the Prometheus metrics, builds the prediction events and owns the
-:class:`~shadowgate.serving.eventlog.EventLog` (Redis Streams, spill file, replay). Outcome events and control frames
-(flush, stop) travel down the same pipe, so everything stays in order; new model generations are sent down it
-(pickled) before the first frame that uses them.
+The API process decides and, before answering, appends one small frame (see :func:`shadowgate.serving.shadow.
+encode_prediction`) to the decision journal (:mod:`shadowgate.serving.journal`): one ``write`` of a few µs, no
+network, no lock held for long. The shadow process (a child started from a ``forkserver``) tails the journal, scores
+every other model in micro-batches, counts the Prometheus metrics, builds the events and commits each batch to Redis
+together with the journal position it reached (:mod:`shadowgate.serving.committer`). Outcome events are journal
+records too, in order with the decisions.
 
-Why a process: in one process the shadow thread and the event-log writer compete with the request loop for the GIL;
-measured on this 2-core machine, logging alone halved the champion-only throughput (10,000 → 5,400 req/s).
+A pipe carries what is not a record: model generations (pickled, sent by a writer thread so the request path never
+waits on it), ``flush`` and ``stop`` requests, and back the other way the child's reports (every
+:data:`REPORT_INTERVAL_S` and after each flush): its commit counters, the committed position, its Prometheus
+exposition, the shadow comparison and the benched models. ``/metrics`` serves the API process's own metrics
+followed by the child's last exposition.
 
-The child reports back (a pickled :class:`SidecarReport`) every :data:`REPORT_INTERVAL_S` and after each flush: its
-event-log counters, its Prometheus exposition, the shadow comparison and the benched models. ``/metrics`` serves the
-API process's own metrics followed by the child's last exposition.
+What survives what (each proven by a test that kills the real process):
 
-Failure handling:
-
-- The child dies (killed, crashed): the writer thread notices (broken pipe or end of the report pipe), starts a new
-  child, sends it the current models and goes on; frames the dead child had received but not reported as processed
-  are counted as *possibly lost* (``shadowgate_shadow_frames_lost``; most were usually written already — the event
-  log's dedup markers make any re-send harmless).
-- The child hangs (a challenger that never returns): when frames are waiting and no report arrives for
-  ``stall_timeout_s``, the child is killed and replaced, with every challenger benched for a cool-down.
+- The child dies (killed, crashed): the API process starts another; it reads from the position Redis holds, so the
+  records the dead one had read but not committed are committed once, and nothing it committed is sent again.
+- The API process dies: its records are in the journal. The child, seeing the pipe close, commits everything the
+  journal holds, then exits; if it cannot (Redis down, or it died too), the next start of the service does.
+- Redis is down: nothing is committed and the journal grows; once Redis answers the child catches up. Past
+  ``max_pending_bytes`` the request path refuses new decisions (503 + Retry-After) rather than answer unlogged ones.
+- The child hangs (a challenger that never returns): when the journal has uncommitted records and no report arrives
+  for ``stall_timeout_s``, the child is killed and replaced, with every challenger benched for a cool-down.
 - The child cannot keep up: it sheds shadow scoring (see :data:`shadowgate.serving.shadow.MAX_LAG_S`) and still logs
-  every event; if even that falls behind and ``max_pending`` frames wait in the API process, the request path waits
-  for room (back-pressure, counted) rather than drop a record.
+  every event; the journal holds the backlog on disk, so the request path never waits for it.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import itertools
 import logging
 import multiprocessing
@@ -48,12 +46,25 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import redis.exceptions as rex
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shadowgate.registry import CHAMPION
-from shadowgate.serving.eventlog import EventLog, EventLogStats
+from shadowgate.serving.committer import CommitOutcome, Committer, StreamRecord, is_transient
+from shadowgate.serving.journal import (
+    START,
+    FsyncPolicy,
+    JournalReader,
+    JournalWriter,
+    Position,
+    Record,
+    journal_end,
+    journal_id,
+    pending_bytes,
+    read_committed_hint,
+)
 from shadowgate.serving.metrics import ServingMetrics
 from shadowgate.serving.models import ModelSnapshot
 from shadowgate.serving.policies import DecisionPolicy
@@ -64,28 +75,23 @@ logger = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 0.5
 """How often an idle or busy child reports its counters."""
 
-WRITE_LINGER_S = 0.001
-"""How long the writer thread lets frames gather after waking (fewer, larger pipe writes)."""
-
-BATCH_WINDOW_S = 0.005
-"""How long the child gathers frames after the first one before scoring them together."""
+POLL_S = 0.002
+"""How long an idle child waits before looking at the journal again."""
 
 BATCH_MAX = 256
-"""Largest shadow micro-batch."""
+"""Largest batch of journal records scored and committed together."""
+
+RETRY_INTERVAL_S = 0.5
+"""Pause between commits of a batch Redis did not take."""
 
 START_TIMEOUT_S = 60.0
 """How long ``start`` waits for the child's first report."""
 
-PIPE_BYTES = 1 << 20
-"""Kernel buffer of the frame pipe (the default maximum an unprivileged process may ask for)."""
-
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-
-_EVENT_FRAMES = (b'{"k":"p', b'{"k":"e')
-"""How prediction and outcome frames start (orjson writes keys in insertion order, without spaces)."""
+MODELS_WAIT_S = 2.0
+"""How long the child waits for a model generation that a record names and the pipe has not delivered yet."""
 
 _MODELS = b"M"
-_FRAMES = b"F"
+_CONTROL = b"C"
 
 
 @dataclass(frozen=True)
@@ -93,13 +99,46 @@ class SidecarConfig:
     """What the shadow process needs (picklable: it crosses to the child)."""
 
     redis_url: str
-    spill_dir: Path
-    event_queue_size: int
+    journal_dir: Path
     customer_salt: str
     predictions_stream: str
     budget_ms: float
     policy: DecisionPolicy
+    journal_fsync: FsyncPolicy = FsyncPolicy.INTERVAL
+    journal_fsync_interval_s: float = 1.0
+    journal_segment_bytes: int = 64 << 20
+    journal_max_pending_bytes: int = 4 << 30
+    journal_retention_s: float = 60.0
+    outcome_dedup_ttl_s: int = 3600
     report_interval_s: float = REPORT_INTERVAL_S
+
+
+@dataclass(frozen=True)
+class EventLogStats:
+    """The child's commit counters (since it started) and the journal's state, as last reported.
+
+    Attributes:
+        written: events this child added to a stream.
+        duplicates_skipped: outcomes not added again (their id was seen within the dedup window).
+        dead_lettered: records that could not become an event (kept in the journal's dead-letter file).
+        inherited: events this child committed from records journaled before it started (after a restart: what
+            the process before it had not committed).
+        conflicts: commits refused because another process had moved the position (then re-read from Redis).
+        pending_bytes: journal bytes not yet in Redis.
+        committed: the position Redis holds (encoded), or None before the first contact.
+        redis_up: whether the last contact with Redis succeeded.
+        last_error: the most recent error, for health endpoints.
+    """
+
+    written: int
+    duplicates_skipped: int
+    dead_lettered: int
+    inherited: int
+    conflicts: int
+    pending_bytes: int
+    committed: str | None
+    redis_up: bool
+    last_error: str | None
 
 
 @dataclass(frozen=True)
@@ -109,8 +148,7 @@ class SidecarReport:
     pid: int
     ack: int
     """Sequence number of the last flush completed (0: none)."""
-    processed: int
-    """Frames (predictions and outcome events) of this child whose event is in Redis or in the spill file."""
+    committed: Position | None
     event_log: EventLogStats
     metrics: bytes
     comparison: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
@@ -129,23 +167,19 @@ def _context() -> Any:
 
 
 class Sidecar:
-    """The API process's end of the shadow process. ``put`` is the only call on the request path.
+    """The API process's end of the shadow process. ``put`` and ``submit`` are the only calls on the request path.
 
     Args:
-        config: the child's settings.
-        max_pending: frames the API process may hold before the request path waits for the child.
+        config: the child's settings (and the journal's).
         stall_timeout_s: a child with work that reports nothing for this long is killed and replaced.
     """
 
-    def __init__(self, config: SidecarConfig, *, max_pending: int, stall_timeout_s: float = 30.0) -> None:
+    def __init__(self, config: SidecarConfig, *, stall_timeout_s: float = 30.0) -> None:
         self.config = config
-        self.max_pending = max_pending
         self.stall_timeout_s = stall_timeout_s
         self.restarts = 0
-        self.frames_lost = 0
-        self.backpressure_waits = 0
-        self._next_backpressure_log = 0.0
-        self._pending: collections.deque[bytes] = collections.deque()
+        self.journal: JournalWriter | None = None
+        self._control: collections.deque[bytes] = collections.deque()
         self._wake = threading.Event()
         self._reports = threading.Condition()
         self._report: SidecarReport | None = None
@@ -155,41 +189,30 @@ class Sidecar:
         self._models: bytes | None = None
         self._models_generation = -1
         self._models_lock = threading.Lock()
-        self._sent = 0  # frames sent to the current child
         self._process: Any = None
         self._outbox: Connection | None = None
         self._dead = threading.Event()
         self._closing = False
         self._writer: threading.Thread | None = None
         self._reader: threading.Thread | None = None
+        self._spawned_at = 0.0
+        self._quick_deaths = 0
 
     # ------------------------------------------------------------------------------------------------ request path
 
     def put(self, frame: bytes) -> None:
-        """Queue one frame for the child (never blocks unless ``max_pending`` frames are already waiting)."""
-        pending = self._pending
-        if len(pending) >= self.max_pending:
-            self._wait_for_room()
-        pending.append(frame)
-        if not self._wake.is_set():
-            self._wake.set()
+        """Journal one decided request's frame (raises ``JournalFullError``: answer 503, the decision is not logged)."""
+        journal = self.journal
+        if journal is None:
+            raise SidecarError("the shadow process is not started")
+        journal.append(frame)
 
-    def _wait_for_room(self) -> None:
-        self.backpressure_waits += 1
-        now = time.monotonic()
-        if now >= self._next_backpressure_log:
-            self._next_backpressure_log = now + 10.0
-            logger.warning(
-                "the shadow process is %d requests behind: requests wait for it (%d times so far)",
-                self.queue_depth,
-                self.backpressure_waits,
-            )
-        while len(self._pending) >= self.max_pending and not self._closing:
-            self._wake.set()
-            time.sleep(0.001)
+    def submit(self, stream: str, fields: dict[str, str], event_id: str) -> None:
+        """Journal one ready-made event (outcomes), in order with the decisions; de-duplicated by ``event_id``."""
+        self.put(orjson.dumps({"k": "e", "s": stream, "f": fields, "id": event_id}))
 
     def send_models(self, snapshot: ModelSnapshot) -> None:
-        """Make ``snapshot`` known to the child before any frame of its generation (idempotent per generation)."""
+        """Make ``snapshot`` known to the child (idempotent per generation; sent by the writer thread)."""
         if snapshot.generation == self._models_generation:
             return
         with self._models_lock:
@@ -197,20 +220,24 @@ class Sidecar:
                 return
             message = _MODELS + pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
             self._models = message
-            self._pending.append(message)
+            self._control.append(message)
             self._models_generation = snapshot.generation
             self._wake.set()
-
-    def submit(self, stream: str, fields: dict[str, str], event_id: str) -> None:
-        """Log one ready-made event (outcomes) through the child's event log, in order with the predictions."""
-        self.put(orjson.dumps({"k": "e", "s": stream, "f": fields, "id": event_id}))
 
     # ------------------------------------------------------------------------------------------------ lifecycle
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Start the child and wait for its first report."""
+        """Open the journal, start the child and wait for its first report."""
         if self._writer is not None:
             return
+        c = self.config
+        self.journal = JournalWriter(
+            c.journal_dir,
+            segment_bytes=c.journal_segment_bytes,
+            fsync=c.journal_fsync,
+            fsync_interval_s=c.journal_fsync_interval_s,
+            max_pending_bytes=c.journal_max_pending_bytes,
+        )
         self._spawn()
         self._writer = threading.Thread(target=self._write_loop, name="shadow-writer", daemon=True)
         self._writer.start()
@@ -219,10 +246,15 @@ class Sidecar:
                 raise SidecarError(f"the shadow process sent no report within {timeout_s:g} s")
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Hand every queued frame to the child, let it log them (or spill), then stop it."""
+        """Let the child commit everything journaled so far (while Redis answers), then stop it and the journal.
+
+        What Redis does not take in ``timeout_s`` stays in the journal for the next start.
+        """
         if self._writer is None:
             return
-        self._pending.append(orjson.dumps({"k": "stop"}))
+        journal = self.journal
+        until = journal.position if journal is not None else START
+        self._control.append(_control({"k": "stop", "until": list(until), "timeout": timeout_s}))
         self._closing = True
         self._wake.set()
         self._writer.join(timeout_s)
@@ -234,6 +266,8 @@ class Sidecar:
                 logger.error("shadow process %d did not stop within %g s: killed", process.pid, timeout_s)
                 process.kill()
                 process.join(5.0)
+        if journal is not None:
+            journal.close()
 
     @property
     def pid(self) -> int | None:
@@ -241,17 +275,18 @@ class Sidecar:
 
     # ------------------------------------------------------------------------------------------------ waiting
 
-    def flush(self, timeout_s: float = 10.0, *, written: bool = True) -> bool:
-        """Wait until the child has handled every frame queued so far — and, with ``written``, until its event log
-        has written (or spilled) every event. False on timeout."""
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything journaled so far is in Redis. False on timeout (e.g. Redis is down)."""
+        journal = self.journal
+        if journal is None:
+            return True
         seq = next(self._seq)
-        self.put(orjson.dumps({"k": "flush", "seq": seq, "w": written, "timeout": timeout_s}))
+        self._control.append(_control({"k": "flush", "seq": seq, "until": list(journal.position)}))
+        self._wake.set()
         with self._reports:
             return self._reports.wait_for(lambda: self._acked >= seq, timeout_s)
 
-    def drain(self, timeout_s: float = 10.0) -> bool:
-        """Wait until every queued request has been shadow-scored and handed to the event log."""
-        return self.flush(timeout_s, written=False)
+    drain = flush
 
     # ------------------------------------------------------------------------------------------------ reading
 
@@ -261,13 +296,14 @@ class Sidecar:
         return self._report
 
     def stats(self) -> EventLogStats:
-        """The child's event-log counters as last reported."""
+        """The child's commit counters as last reported."""
         report = self._report
         if report is not None:
             return report.event_log
         return EventLogStats(
-            submitted=0, written=0, spilled=0, replayed=0, dropped=0, duplicates_skipped=0, dead_lettered=0,
-            queue_depth=0, spill_pending=0, redis_up=False, last_error="the shadow process has not reported yet",
+            written=0, duplicates_skipped=0, dead_lettered=0, inherited=0, conflicts=0,
+            pending_bytes=self.pending_bytes, committed=None, redis_up=False,
+            last_error="the shadow process has not reported yet",
         )  # fmt: skip
 
     def comparison(self) -> dict[str, dict[str, float | int | None]]:
@@ -283,11 +319,14 @@ class Sidecar:
         return {a: left - elapsed for a, left in report.benched.items() if left > elapsed}
 
     @property
-    def queue_depth(self) -> int:
-        """Frames not yet handled by the child: waiting here, in the pipe, or in the child's current batch."""
-        report = self._report
-        in_child = self._sent - (report.processed if report is not None else 0)
-        return len(self._pending) + max(in_child, 0)
+    def pending_bytes(self) -> int:
+        """Journal bytes not yet in Redis (exact at the last report, plus what was appended since)."""
+        return self.journal.pending if self.journal is not None else 0
+
+    @property
+    def refused(self) -> int:
+        """Decisions and outcomes refused because the journal was full or could not be written."""
+        return self.journal.refused if self.journal is not None else 0
 
     @property
     def alive(self) -> bool:
@@ -306,14 +345,12 @@ class Sidecar:
             daemon=True,
         )
         process.start()
-        with contextlib.suppress(OSError):  # Linux: room for ~0.1 s of frames at full load (64 KiB by default)
-            fcntl.fcntl(inbox_writer.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
         # Only the child keeps these ends: a dead child then means a broken pipe here and EOF on the reports.
         inbox_reader.close()
         report_writer.close()
         self._process = process
         self._outbox = inbox_writer
-        self._sent = 0
+        self._spawned_at = time.monotonic()
         self._dead.clear()
         with self._reports:
             self._report = None
@@ -328,6 +365,8 @@ class Sidecar:
         try:
             while True:
                 report: SidecarReport = pickle.loads(reports.recv_bytes())
+                if report.committed is not None and self.journal is not None:
+                    self.journal.set_committed(report.committed)
                 with self._reports:
                     self._report = report
                     self._report_at = time.monotonic()
@@ -341,100 +380,76 @@ class Sidecar:
                 self._dead.set()
                 self._wake.set()
 
-    def _take(self) -> list[bytes]:
-        pending = self._pending
-        taken: list[bytes] = []
-        with contextlib.suppress(IndexError):
-            while len(taken) < 4096:
-                taken.append(pending.popleft())
-        return taken
-
     def _write_loop(self) -> None:
-        batch: list[bytes] = []
         while True:
             try:
-                if not batch:
-                    self._wake.wait(REPORT_INTERVAL_S)
-                    self._wake.clear()
-                    if self._pending and not self._closing:
-                        time.sleep(WRITE_LINGER_S)
-                    batch = self._take()
+                self._wake.wait(REPORT_INTERVAL_S)
+                self._wake.clear()
                 if self._dead.is_set() and self._closing:
-                    # Stopping, and the child is gone: nobody is left to log what is still here.
-                    self.frames_lost += sum(1 for f in (*batch, *self._take()) if f[:7] in _EVENT_FRAMES)
-                    self._count_lost("died while stopping")
+                    # Stopping, and the child is gone: what it did not commit stays in the journal for the next start.
+                    self._stopped("died while stopping")
                     return
                 if self._dead.is_set():
                     self._replace("died")
                 elif self._stalled():
                     self._replace("stalled", kill=True)
-                if not batch:
-                    continue
-                try:
-                    if self._send(batch):
+                outbox = self._outbox
+                assert outbox is not None
+                while self._control:
+                    message = self._control[0]
+                    try:
+                        outbox.send_bytes(message)
+                    except OSError:
+                        self._dead.set()  # broken pipe: the child is gone; its successor gets the message
+                        break
+                    self._control.popleft()
+                    if message.startswith(_CONTROL + b'{"k":"stop"'):
                         return
-                    batch = []
-                except OSError:
-                    self._dead.set()  # broken pipe: the child is gone; the batch goes to its successor
             except Exception:  # this thread must outlive anything (e.g. a replacement that fails to start)
                 logger.exception("shadow writer: error; retrying in 1 s")
                 time.sleep(1.0)
 
-    def _send(self, batch: list[bytes]) -> bool:
-        """Write ``batch`` in order (frames joined into one message, model messages on their own)."""
-        outbox = self._outbox
-        assert outbox is not None
-        frames: list[bytes] = []
-        stop = False
-        for item in batch:
-            if item[:1] == _MODELS:
-                if frames:
-                    outbox.send_bytes(_FRAMES + b"\n".join(frames))
-                    frames = []
-                outbox.send_bytes(item)
-                continue
-            frames.append(item)
-            stop = stop or item == b'{"k":"stop"}'
-        if frames:
-            outbox.send_bytes(_FRAMES + b"\n".join(frames))
-        self._sent += sum(1 for f in frames if f[:7] in _EVENT_FRAMES)
-        return stop
-
     def _stalled(self) -> bool:
         if self._closing or self._report is None:
             return False
-        return self.queue_depth > 0 and time.monotonic() - self._report_at > self.stall_timeout_s
+        return self.pending_bytes > 0 and time.monotonic() - self._report_at > self.stall_timeout_s
 
-    def _count_lost(self, why: str, *, kill: bool = False) -> None:
-        """Stop the current child if asked, and count the frames it had received but not reported as handled."""
+    def _stopped(self, why: str, *, kill: bool = False) -> None:
+        """Stop the current child if asked and wait for it; its uncommitted records wait in the journal."""
         process = self._process
-        report = self._report
-        lost = max(self._sent - (report.processed if report is not None else 0), 0)
         if process is not None:
             if kill and process.is_alive():
                 process.kill()
             process.join(5.0)
         if self._reader is not None:
             self._reader.join(5.0)  # its last word (EOF → dead) must come before the successor starts, not after
-        self.frames_lost += lost
         logger.error(
-            "shadow process %s %s (exit code %s); up to %d events it had received may be lost",
+            "shadow process %s %s (exit code %s); %d journal bytes not yet in Redis will be committed by the next one",
             None if process is None else process.pid,
             why,
             None if process is None else process.exitcode,
-            lost,
+            self.pending_bytes,
         )
 
     def _replace(self, why: str, *, kill: bool = False) -> None:
-        """Count what the old child may have lost, and start a new one."""
-        self._count_lost(why, kill=kill)
+        """Start a new child where the old one stopped (it reads from the position Redis holds)."""
+        self._stopped(why, kill=kill)
         self.restarts += 1
+        # A child that dies right after its start (a broken install, no memory) is not restarted in a tight loop.
+        lived = time.monotonic() - self._spawned_at
+        self._quick_deaths = self._quick_deaths + 1 if lived < 5.0 else 0
+        if self._quick_deaths > 1:
+            time.sleep(min(0.1 * 2**self._quick_deaths, 5.0))
         self._report_at = time.monotonic()
         self._spawn(bench_challengers=kill)
 
 
+def _control(message: dict[str, Any]) -> bytes:
+    return _CONTROL + orjson.dumps(message)
+
+
 class SidecarCollector(Collector):
-    """The API process's own metrics of the shadow process (the child's come with its report)."""
+    """The API process's own metrics of the shadow process and the journal (the child's come with its report)."""
 
     def __init__(self, sidecar: Sidecar, swaps: Any) -> None:
         self._sidecar = sidecar
@@ -442,16 +457,18 @@ class SidecarCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         s = self._sidecar
-        depth = GaugeMetricFamily("shadowgate_shadow_queue_depth", "Requests waiting for shadow scoring and logging.")
-        depth.add_metric([], float(s.queue_depth))
-        yield depth
-        up = GaugeMetricFamily("shadowgate_shadow_process_up", "1 while the shadow process is running.")
-        up.add_metric([], 1.0 if s.alive else 0.0)
-        yield up
         for name, value, doc in (
+            ("journal_pending_bytes", s.pending_bytes, "Journal bytes of answered decisions not yet in Redis."),
+            ("shadow_process_up", 1.0 if s.alive else 0.0, "1 while the shadow process is running."),
+        ):
+            gauge = GaugeMetricFamily(f"shadowgate_{name}", doc)
+            gauge.add_metric([], float(value))
+            yield gauge
+        journal = s.journal
+        for name, value, doc in (
+            ("journal_records", journal.appended if journal else 0, "Decisions and outcomes journaled (answered)."),
+            ("journal_refused", s.refused, "Requests refused (503) because the journal was full or unwritable."),
             ("shadow_process_restarts", s.restarts, "Shadow processes replaced after dying or stalling."),
-            ("shadow_frames_lost", s.frames_lost, "Upper bound of events lost with a shadow process that died."),
-            ("shadow_backpressure_waits", s.backpressure_waits, "Times requests waited for the shadow process."),
             ("model_swaps", self._swaps(), "Atomic swaps of the served model set."),
         ):
             family = CounterMetricFamily(f"shadowgate_{name}", doc)
@@ -469,33 +486,50 @@ def exposition(registry: CollectorRegistry, sidecar: Sidecar) -> bytes:
 
 
 def child_main(config: SidecarConfig, inbox: Connection, outbox: Connection, bench_challengers: bool) -> None:
-    """The shadow process: read frames until ``stop`` (or the API process goes away), then flush and exit."""
+    """The shadow process: commit the journal to Redis until ``stop`` (or the API process goes away), then exit."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s shadow %(name)s: %(message)s")
     # Ctrl+C and a service manager's SIGTERM reach the whole process group; the API process decides when this one
-    # stops (after its last frame). Should the API process die instead, the inbox reads end of file: log, then exit.
+    # stops (after its last frame). Should the API process die instead, the inbox reads end of file: commit, exit.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    event_log = EventLog(redis_url=config.redis_url, spill_dir=config.spill_dir, queue_size=config.event_queue_size)
-    event_log.start()
-    event_log.wait_contacted()  # the first report then tells whether Redis is up
-    metrics = ServingMetrics()
-    metrics.watch_event_log(event_log.stats)
-    worker = ShadowWorker(
-        policy=config.policy,
-        events=event_log,
-        customer_salt=config.customer_salt,
-        predictions_stream=config.predictions_stream,
-        budget_ms=config.budget_ms,
-        metrics=metrics,
+    committer = Committer(
+        redis_url=config.redis_url,
+        journal_id=journal_id(config.journal_dir),
+        outcome_dedup_ttl_s=config.outcome_dedup_ttl_s,
     )
-    child = _Child(config, inbox, outbox, worker, event_log, metrics, bench_challengers=bench_challengers)
+    metrics = ServingMetrics()
+    child = _Child(config, inbox, outbox, committer, metrics, bench_challengers=bench_challengers)
+    metrics.watch_event_log(child.stats)
     try:
         child.run()
     finally:
-        event_log.close()
         with contextlib.suppress(OSError):
             child.report(0)
+        committer.close()
         outbox.close()
+
+
+class _Collect:
+    """The worker's event sink for one batch: stream entries in the order they are made."""
+
+    def __init__(self) -> None:
+        self.records: list[StreamRecord] = []
+
+    def submit(self, stream: str, fields: dict[str, str], event_id: str) -> None:
+        self.records.append(StreamRecord(stream, fields))
+
+
+@dataclass
+class _Batch:
+    """Journal records turned into stream entries, waiting to be committed."""
+
+    records: list[StreamRecord]
+    ends: list[Position]
+    """The journal position after each record's source."""
+    end: Position
+    """The position after the whole batch (dead records included)."""
+    dead: list[tuple[bytes, str]]
+    """Records that cannot become events, with the reason; dead-lettered before the commit."""
 
 
 class _Child:
@@ -504,8 +538,7 @@ class _Child:
         config: SidecarConfig,
         inbox: Connection,
         outbox: Connection,
-        worker: ShadowWorker,
-        event_log: EventLog,
+        committer: Committer,
         metrics: ServingMetrics,
         *,
         bench_challengers: bool,
@@ -513,21 +546,56 @@ class _Child:
         self.config = config
         self.inbox = inbox
         self.outbox = outbox
-        self.worker = worker
-        self.event_log = event_log
+        self.committer = committer
         self.metrics = metrics
         self.bench_challengers = bench_challengers
-        self.jobs: list[ShadowJob] = []
-        self.events = 0
+        self.sink = _Collect()
+        self.worker = ShadowWorker(
+            policy=config.policy,
+            events=self.sink,
+            customer_salt=config.customer_salt,
+            predictions_stream=config.predictions_stream,
+            budget_ms=config.budget_ms,
+            metrics=metrics,
+        )
+        self.reader: JournalReader | None = None
+        self.committed: Position | None = None
+        self.batch: _Batch | None = None
+        self.building = False
+        self.newest_generation = -1
+        self.flushes: list[tuple[int, Position]] = []
+        self.stop_until: Position | None = None
+        self.stop_deadline = float("inf")
+        self.parent_gone = False
         self.next_report = 0.0
+        self.next_retry = 0.0
+        self.inherited_until: Position | None = None
+        self.written = self.duplicates = self.dead_lettered = self.inherited = self.conflicts = 0
+        self.redis_up = False
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------------------------------------------ reporting
+
+    def stats(self) -> EventLogStats:
+        committed = self.committed or START
+        return EventLogStats(
+            written=self.written,
+            duplicates_skipped=self.duplicates,
+            dead_lettered=self.dead_lettered,
+            inherited=self.inherited,
+            conflicts=self.conflicts,
+            pending_bytes=pending_bytes(self.config.journal_dir, committed),
+            committed=self.committed.encode() if self.committed else None,
+            redis_up=self.redis_up,
+            last_error=self.last_error,
+        )
 
     def report(self, ack: int) -> None:
-        stats = self.event_log.stats()
         report = SidecarReport(
             pid=os.getpid(),
             ack=ack,
-            processed=self.worker.processed + self.events - stats.in_memory,
-            event_log=stats,
+            committed=self.committed,
+            event_log=self.stats(),
             metrics=generate_latest(self.metrics.registry),
             comparison=self.worker.comparison(),
             benched=self.worker.benched(),
@@ -535,66 +603,262 @@ class _Child:
         self.outbox.send_bytes(pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL))
         self.next_report = time.monotonic() + self.config.report_interval_s
 
-    def process(self) -> None:
-        if self.jobs:
-            jobs, self.jobs = self.jobs, []
-            # This process may wait (the API process holds the frames meanwhile); a full queue would spill, out of
-            # order.
-            self.event_log.wait_for_room(len(jobs))
-            try:
-                self.worker.process(jobs)
-            except Exception:  # the loop must survive anything; the events still go out, unscored
-                logger.exception("shadow scoring failed for %d requests", len(jobs))
+    def _error(self, error: BaseException) -> None:
+        self.last_error = f"{type(error).__name__}: {error}"
+        if self.redis_up:
+            logger.warning("Redis unavailable (%s); decisions wait in the journal", self.last_error)
+        self.redis_up = False
+
+    # ------------------------------------------------------------------------------------------------ the loop
 
     def run(self) -> None:
         self.report(0)
         while True:
-            wait = max(self.next_report - time.monotonic(), 0.0)
-            if not self.inbox.poll(wait):
-                self.report(0)
+            self._read_pipe(0.0)
+            if self.reader is None and not self._attach():
+                if self._give_up():
+                    return
+                self._read_pipe(RETRY_INTERVAL_S)
                 continue
-            deadline = time.monotonic() + BATCH_WINDOW_S
-            while True:
-                try:
-                    message = self.inbox.recv_bytes()
-                except EOFError:  # the API process is gone: log what we have and stop
-                    self.process()
+            if self.batch is None:
+                self.batch = self._next_batch()
+            if self.batch is not None:
+                if time.monotonic() >= self.next_retry:
+                    self._commit()
+                else:
+                    self._read_pipe(max(self.next_retry - time.monotonic(), 0.0))
+                if self.batch is not None and self._give_up():
                     return
-                if not self.handle(message):
-                    self.process()
+            else:
+                self._answer_flushes()
+                if self._done():
                     return
-                if len(self.jobs) >= BATCH_MAX or not self.inbox.poll(max(deadline - time.monotonic(), 0.0)):
-                    break
-            self.process()
+                self._read_pipe(POLL_S)
             if time.monotonic() >= self.next_report:
                 self.report(0)
 
-    def handle(self, message: bytes) -> bool:
-        """Handle one message; False on ``stop``."""
+    def _attach(self) -> bool:
+        """Learn from Redis where this journal's committed records end, and read on from there."""
+        try:
+            self.committed = self.committer.position()
+        except (rex.RedisError, OSError) as error:
+            self._error(error)
+            return False
+        self.redis_up = True
+        directory = self.config.journal_dir
+        start = self.committed or START
+        hint = read_committed_hint(directory)
+        if hint is not None and hint > start:
+            logger.error(
+                "Redis holds journal position %s but %s was committed: Redis lost writes (restarted without "
+                "persistence?); committing again from the journal what it still holds",
+                start.encode(),
+                hint.encode(),
+            )
+        self.reader = JournalReader(directory, start=start, retention_s=self.config.journal_retention_s)
+        self.inherited_until = journal_end(directory)
+        return True
+
+    def _give_up(self) -> bool:
+        """Stop trying: asked to stop (or orphaned) and out of time. The journal keeps the rest for the next start."""
+        if (self.stop_until is not None or self.parent_gone) and time.monotonic() >= self.stop_deadline:
+            logger.warning("shadow process stopping with %d journal bytes not in Redis", self.stats().pending_bytes)
+            return True
+        return False
+
+    def _reached(self) -> Position:
+        """How far the journal is in Redis: the reader's position once its batch is committed (it may have moved past
+        an empty segment since the last commit), else the last commit."""
+        if self.batch is None and not self.building and self.reader is not None:
+            return max(self.reader.position, self.committed or START)
+        return self.committed or START
+
+    def _done(self) -> bool:
+        """Nothing left to read: stop if asked to stop (and everything asked for is committed) or orphaned."""
+        if self.parent_gone:
+            return True
+        return self.stop_until is not None and self._reached() >= self.stop_until
+
+    def _read_pipe(self, timeout: float) -> None:
+        """Handle every message waiting on the pipe (waiting up to ``timeout`` for the first)."""
+        if self.parent_gone:
+            if timeout > 0:
+                time.sleep(min(timeout, RETRY_INTERVAL_S))
+            return
+        try:
+            ready = self.inbox.poll(timeout)
+            while ready:
+                self._handle(self.inbox.recv_bytes())
+                ready = self.inbox.poll(0)
+        except (EOFError, OSError):
+            # The API process is gone: commit what its journal holds, then stop (the next start does the rest).
+            self.parent_gone = True
+            self.stop_deadline = time.monotonic() + 10.0
+
+    def _handle(self, message: bytes) -> None:
         if message[:1] == _MODELS:
-            self.process()
             snapshot: ModelSnapshot = pickle.loads(message[1:])
             self.worker.set_models(snapshot)
+            self.newest_generation = max(self.newest_generation, snapshot.generation)
             if self.bench_challengers:
                 self.bench_challengers = False
                 self.worker.bench([a for a in snapshot.models if a != CHAMPION], BENCH_COOLDOWN_S, "stalled")
-            return True
-        for line in message[1:].split(b"\n"):
-            frame = orjson.loads(line)
-            kind = frame["k"]
-            if kind == "p":
-                self.jobs.append(ShadowJob.from_frame(frame))
-                if len(self.jobs) >= BATCH_MAX:
-                    self.process()
-            elif kind == "e":
-                self.process()
-                self.event_log.wait_for_room(1)
-                self.event_log.submit(frame["s"], frame["f"], frame["id"])
-                self.events += 1
-            elif kind == "flush":
-                self.process()
-                done = self.event_log.flush(frame["timeout"]) if frame["w"] else True
-                self.report(frame["seq"] if done else 0)
-            elif kind == "stop":
-                return False
-        return True
+            return
+        control = orjson.loads(message[1:])
+        if control["k"] == "flush":
+            self.flushes.append((control["seq"], Position(*control["until"])))
+            self._answer_flushes()
+        elif control["k"] == "stop":
+            self.stop_until = Position(*control["until"])
+            self.stop_deadline = time.monotonic() + max(control["timeout"] - 1.0, 0.5)
+
+    def _answer_flushes(self) -> None:
+        committed = self._reached()
+        done = [seq for seq, until in self.flushes if committed >= until]
+        if done:
+            self.flushes = [(seq, until) for seq, until in self.flushes if committed < until]
+            self.report(max(done))
+
+    # ------------------------------------------------------------------------------------------------ batches
+
+    def _next_batch(self) -> _Batch | None:
+        assert self.reader is not None
+        records = self.reader.read(BATCH_MAX)
+        if not records:
+            return None
+        self.building = True  # read, not yet a batch: the reader's position is not committed
+        try:
+            return self._build(records)
+        finally:
+            self.building = False
+
+    def _build(self, records: list[Record]) -> _Batch:
+        jobs: list[tuple[int, ShadowJob]] = []
+        out: list[StreamRecord | None] = []
+        ends: list[Position] = []
+        dead: list[tuple[bytes, str]] = []
+        for record in records:
+            try:
+                frame = orjson.loads(record.data)
+                kind = frame["k"]
+                if kind == "p":
+                    jobs.append((len(out), ShadowJob.from_frame(frame)))
+                    made = None
+                elif kind == "e":
+                    fields = {str(k): str(v) for k, v in frame["f"].items()}
+                    made = StreamRecord(str(frame["s"]), fields, str(frame["id"]))
+                else:
+                    raise ValueError(f"unknown record kind {kind!r}")
+            except (ValueError, KeyError, TypeError, IndexError) as error:
+                dead.append((record.data, f"{type(error).__name__}: {error}"))
+                continue
+            out.append(made)
+            ends.append(record.end)
+        if jobs:
+            self._wait_for_models(max(job.generation for _, job in jobs))
+            self.sink.records = []
+            try:
+                self.worker.process([job for _, job in jobs])
+            except Exception:  # the loop must survive anything; the events still go out, unscored
+                logger.exception("shadow scoring failed for %d requests", len(jobs))
+                self.sink.records = []
+                for _, job in jobs:
+                    self.sink.submit(
+                        self.config.predictions_stream, self.worker.event_fields(job, [job.decided]), job.request_id
+                    )
+            for (index, _), made in zip(jobs, self.sink.records, strict=True):
+                out[index] = made
+        return _Batch([r for r in out if r is not None], ends, records[-1].end, dead)
+
+    def _wait_for_models(self, generation: int) -> None:
+        """A record decided with a generation the pipe has not delivered yet: wait for it (briefly)."""
+        deadline = time.monotonic() + MODELS_WAIT_S
+        while generation > self.newest_generation and not self.parent_gone and time.monotonic() < deadline:
+            self._read_pipe(0.05)
+        if generation > self.newest_generation:
+            logger.warning("model generation %d never arrived; scoring with the newest known", generation)
+            self.newest_generation = generation  # wait once, not for every batch
+
+    def _commit(self) -> None:
+        batch = self.batch
+        assert batch is not None and self.reader is not None
+        if batch.dead:
+            # Kept before the commit that moves past them: a crash in between keeps them twice, never not at all.
+            for data, reason in batch.dead:
+                self.reader.dead_letter(data, reason)
+            self.dead_lettered += len(batch.dead)
+            batch.dead = []
+        try:
+            result = self.committer.commit(batch.records, expected=self.committed, new=batch.end)
+        except (rex.RedisError, OSError) as error:
+            if is_transient(error):
+                self._error(error)
+                self.next_retry = time.monotonic() + RETRY_INTERVAL_S
+            else:
+                logger.error("Redis refused a batch of %d events: %s; committing one by one", len(batch.records), error)
+                self._commit_one_by_one(batch)
+            return
+        if result.outcome is CommitOutcome.CONFLICT:
+            self._conflict(result.current)
+            return
+        refused = [batch.records[i] for i in result.refused]
+        self._committed(batch.end, batch.records, written=result.written, duplicates=result.duplicates)
+        self._dead_letter_records(refused, "WRONGTYPE: the stream key holds a value that is not a stream")
+
+    def _commit_one_by_one(self, batch: _Batch) -> None:
+        """A batch Redis refuses for good: commit each record on its own (moving the position past it), and
+        dead-letter the ones refused."""
+        for record, end in zip(batch.records, batch.ends, strict=True):
+            try:
+                result = self.committer.commit([record], expected=self.committed, new=end)
+            except (rex.RedisError, OSError) as error:
+                if is_transient(error):
+                    self._error(error)
+                    self.next_retry = time.monotonic() + RETRY_INTERVAL_S
+                    self.batch = None  # read again from the committed position
+                    self.reader = None
+                    return
+                self._dead_letter_records([record], f"{type(error).__name__}: {error}")
+                result = self.committer.commit([], expected=self.committed, new=end)
+            if result.outcome is CommitOutcome.CONFLICT:
+                self._conflict(result.current)
+                return
+            self._committed(end, [record] if result.written else [], written=result.written,
+                            duplicates=result.duplicates)  # fmt: skip
+        if self.committed != batch.end:
+            result = self.committer.commit([], expected=self.committed, new=batch.end)
+            if result.outcome is CommitOutcome.CONFLICT:
+                self._conflict(result.current)
+                return
+            self._committed(batch.end, [], written=0, duplicates=0)
+
+    def _conflict(self, current: Position | None) -> None:
+        # Another shadow process committed from this journal (a predecessor still finishing): follow Redis.
+        self.conflicts += 1
+        logger.warning("journal position moved by another process to %s; reading on from there", current)
+        self.batch = None
+        self.reader = None
+
+    def _dead_letter_records(self, records: list[StreamRecord], reason: str) -> None:
+        assert self.reader is not None
+        for record in records:
+            self.reader.dead_letter(orjson.dumps({"s": record.stream, "f": record.fields}), reason)
+        self.dead_lettered += len(records)
+
+    def _committed(self, end: Position, records: list[StreamRecord], *, written: int, duplicates: int) -> None:
+        assert self.reader is not None
+        if not self.redis_up:
+            logger.warning("Redis reachable again; committing the journal")
+        self.redis_up = True
+        self.written += written
+        self.duplicates += duplicates
+        if self.inherited_until is not None:
+            if end <= self.inherited_until:
+                self.inherited += len(records)
+            else:
+                self.inherited_until = None
+        self.committed = end
+        if self.batch is not None and self.batch.end == end:
+            self.batch = None
+        self.reader.committed(end)
+        self._answer_flushes()
