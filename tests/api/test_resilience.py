@@ -89,12 +89,9 @@ def test_redis_outage_loses_nothing_and_fails_no_request(client: TestClient, red
         ids.append(answer.json()["request_id"])
     assert statuses == {200}
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    assert runtime.shadow.drain(30.0)
     assert runtime.shadow.flush(60.0)
     stats = runtime.shadow.stats()
-    assert stats.spilled > 0
-    assert stats.replayed == stats.spilled
-    assert stats.dropped == 0
+    assert stats.written == 3000 and stats.dead_lettered == 0 and runtime.shadow.pending_bytes == 0
     events = _stream(redis_server, "shadowgate:predictions")
     assert len(events) == 3000
     assert [e["event_id"] for e in events] == ids  # exactly once, in order
@@ -233,15 +230,10 @@ def test_a_killed_shadow_process_is_replaced_and_no_decision_fails(
         ready = client.get("/health/ready").json()["shadow_process"]
         assert ready["up"] is True and ready["pid"] not in (None, first)
         events = [e["event_id"] for e in _stream(redis_server, "shadowgate:predictions")]
-        assert len(events) == len(set(events))  # never twice
-        assert set(events) <= set(ids)
-        # At most the frames the dead process had not reported as handled are missing (counted), and every frame
-        # sent after the replacement is there.
-        assert len(events) >= len(ids) - runtime.shadow.frames_lost
-        assert set(ids[110:]) <= set(events)
+        # The replacement reads on from the position Redis holds: what the dead one had not committed comes once.
+        assert events == ids
         text = client.get("/metrics").text
         assert "shadowgate_shadow_process_restarts_total 1.0" in text
-        assert f"shadowgate_shadow_frames_lost_total {float(runtime.shadow.frames_lost)}" in text
 
 
 class _HangingSource(MlflowModelSource):

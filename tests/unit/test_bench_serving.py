@@ -74,7 +74,7 @@ def _result() -> ServingBenchResult:
         Measurement(HELLO_WORLD, 8, _wrk(4000.0, 2.0, 5.0)),
     )
     half = Measurement(FULL, 8, _wrk(480.0, 3.0, 9.0), delay_ms=14.2, target_rps=500.0)
-    stream = StreamCheck(entries=9010, server_decisions=9010, wrk_2xx=9000, wrk_sent=9016, dropped=0, spilled=0)
+    stream = StreamCheck(entries=9010, server_decisions=9010, wrk_2xx=9000, wrk_sent=9016, dead_lettered=0, refused=0)
     return ServingBenchResult(duration_s=10.0, concurrency=8, runs=runs, half_load=half, streams={FULL: stream})
 
 
@@ -179,14 +179,14 @@ def test_targets() -> None:
 
 
 def test_stream_check() -> None:
-    ok = StreamCheck(entries=100, server_decisions=100, wrk_2xx=95, wrk_sent=102, dropped=0, spilled=3)
+    ok = StreamCheck(entries=100, server_decisions=100, wrk_2xx=95, wrk_sent=102, dead_lettered=0, refused=3)
     assert ok.ok
-    assert not StreamCheck(entries=99, server_decisions=100, wrk_2xx=95, wrk_sent=102, dropped=0, spilled=0).ok
-    assert not StreamCheck(entries=94, server_decisions=94, wrk_2xx=95, wrk_sent=102, dropped=0, spilled=0).ok
-    assert not StreamCheck(entries=103, server_decisions=103, wrk_2xx=95, wrk_sent=102, dropped=0, spilled=0).ok
-    assert not StreamCheck(entries=100, server_decisions=100, wrk_2xx=95, wrk_sent=102, dropped=1, spilled=0).ok
+    assert not StreamCheck(entries=99, server_decisions=100, wrk_2xx=95, wrk_sent=102, dead_lettered=0, refused=0).ok
+    assert not StreamCheck(entries=94, server_decisions=94, wrk_2xx=95, wrk_sent=102, dead_lettered=0, refused=0).ok
+    assert not StreamCheck(entries=103, server_decisions=103, wrk_2xx=95, wrk_sent=102, dead_lettered=0, refused=0).ok
+    assert not StreamCheck(entries=100, server_decisions=100, wrk_2xx=95, wrk_sent=102, dead_lettered=1, refused=0).ok
     # Without a sent count the stream must match the 2xx responses exactly.
-    assert StreamCheck(entries=95, server_decisions=95, wrk_2xx=95, wrk_sent=None, dropped=0, spilled=0).ok
+    assert StreamCheck(entries=95, server_decisions=95, wrk_2xx=95, wrk_sent=None, dead_lettered=0, refused=0).ok
 
 
 def test_render_shows_every_server_ratio_and_verdict() -> None:
@@ -202,7 +202,7 @@ def test_render_shows_every_server_ratio_and_verdict() -> None:
 def test_render_warns_when_shadow_work_was_skipped() -> None:
     result = _result()
     skipped = StreamCheck(
-        entries=10, server_decisions=10, wrk_2xx=10, wrk_sent=10, dropped=0, spilled=0, shadow_skipped=4
+        entries=10, server_decisions=10, wrk_2xx=10, wrk_sent=10, dead_lettered=0, refused=0, shadow_skipped=4
     )
     text = ServingBenchResult(
         duration_s=10.0, concurrency=8, runs=result.runs, half_load=result.half_load, streams={FULL: skipped}

@@ -302,8 +302,10 @@ class StreamCheck:
     wrk_sent: int | None
     """Requests wrk wrote (≥ responses: the ones in flight when wrk stopped were still decided and logged, or
     dropped by the server as client disconnects before being read)."""
-    dropped: int
-    spilled: int
+    dead_lettered: int
+    """Journal records that could not become an event (must be 0)."""
+    refused: int
+    """Requests refused with 503 because the journal was over its limit (the bench's load never should be)."""
     shadow_skipped: int = 0
     """Shadow scores not computed during the measured runs (a challenger benched, or the shadow queue full)."""
     model_failures: int = 0
@@ -313,7 +315,8 @@ class StreamCheck:
     def ok(self) -> bool:
         """Every decision logged exactly once, none dropped, and consistent with what wrk saw."""
         upper = self.wrk_sent if self.wrk_sent is not None else self.wrk_2xx
-        return self.entries == self.server_decisions and self.wrk_2xx <= self.entries <= upper and self.dropped == 0
+        consistent = self.entries == self.server_decisions and self.wrk_2xx <= self.entries <= upper
+        return consistent and self.dead_lettered == 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -322,8 +325,8 @@ class StreamCheck:
             "server_decisions": self.server_decisions,
             "wrk_2xx": self.wrk_2xx,
             "wrk_sent": self.wrk_sent,
-            "events_dropped": self.dropped,
-            "events_spilled": self.spilled,
+            "events_dead_lettered": self.dead_lettered,
+            "requests_refused": self.refused,
             "shadow_skipped_while_measuring": self.shadow_skipped,
             "model_failures_while_measuring": self.model_failures,
             "ok": self.ok,
@@ -477,8 +480,8 @@ class ServingBenchResult:
             sent = "?" if check.wrk_sent is None else f"{check.wrk_sent:,}"
             lines.append(
                 f"  {server}: {PREDICTIONS_STREAM} holds {check.entries:,} entries; the service decided "
-                f"{check.server_decisions:,}; wrk got {check.wrk_2xx:,} 2xx of {sent} sent; dropped {check.dropped}, "
-                f"spilled {check.spilled}   {'OK' if check.ok else 'MISMATCH'}"
+                f"{check.server_decisions:,}; wrk got {check.wrk_2xx:,} 2xx of {sent} sent; "
+                f"dead-lettered {check.dead_lettered}, refused {check.refused}   {'OK' if check.ok else 'MISMATCH'}"
             )
             if check.shadow_skipped or check.model_failures:
                 lines.append(
@@ -814,17 +817,15 @@ def _stream_check(
             text = raw.decode()
             decisions = int(_metric_sum(text, "shadowgate_decisions_total"))
             entries = int(client.xlen(PREDICTIONS_STREAM))
-            pending = _metric_sum(text, "shadowgate_event_queue_depth") + _metric_sum(
-                text, "shadowgate_event_spill_pending"
-            )
+            pending = _metric_sum(text, "shadowgate_journal_pending_bytes")
             if (entries == decisions and pending == 0) or time.monotonic() > deadline:
                 return StreamCheck(
                     entries=entries,
                     server_decisions=decisions,
                     wrk_2xx=wrk_2xx,
                     wrk_sent=wrk_sent,
-                    dropped=int(_metric_sum(text, "shadowgate_events_dropped_total")),
-                    spilled=int(_metric_sum(text, "shadowgate_events_spilled_total")),
+                    dead_lettered=int(_metric_sum(text, "shadowgate_events_dead_lettered_total")),
+                    refused=int(_metric_sum(text, "shadowgate_journal_refused_total")),
                     shadow_skipped=int(_metric_sum(text, "shadowgate_shadow_skipped_total")) - counters_before[0],
                     model_failures=int(_metric_sum(text, "shadowgate_model_failures_total")) - counters_before[1],
                 )
@@ -1072,7 +1073,7 @@ def _wait_shadow_idle(base_url: str) -> None:
     deadline = time.monotonic() + BENCH_WAIT_S
     while time.monotonic() < deadline:
         _, raw = _http("GET", f"{base_url}/metrics")
-        if _metric_sum(raw.decode(), "shadowgate_shadow_queue_depth") == 0:
+        if _metric_sum(raw.decode(), "shadowgate_journal_pending_bytes") == 0:
             return
         time.sleep(0.2)
 
