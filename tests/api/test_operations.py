@@ -50,7 +50,8 @@ def test_health_models_and_metrics(client: TestClient, registry: Registry) -> No
     assert _metric(text, "shadowgate_model_latency_seconds_count", alias="champion", role="decider") == 50
     assert _metric(text, "shadowgate_model_latency_seconds_count", alias=CHALLENGER_B, role="shadow") >= 1
     assert _metric(text, "shadowgate_events_written_total") == 50
-    assert _metric(text, "shadowgate_events_dropped_total") == 0
+    assert _metric(text, "shadowgate_events_dead_lettered_total") == 0
+    assert _metric(text, "shadowgate_journal_pending_bytes") == 0
     agree = _metric(text, "shadowgate_shadow_agreement_total", alias="challenger", agree="true")
     disagree = (
         _metric(text, "shadowgate_shadow_agreement_total", alias="challenger", agree="false")

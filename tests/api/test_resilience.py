@@ -273,5 +273,7 @@ def test_a_hanging_challenger_is_cut_loose_and_decisions_go_on(
             scores = {s["alias"]: s for s in events[request_id]["scores"]}
             assert scores["champion"]["status"] == "ok"
             assert {scores[a]["status"] for a in ("challenger", CHALLENGER_B)} == {"skipped"}
-            assert scores[CHALLENGER_B]["error"] == "benched"
+            # Benched; or, for requests the replacement read in one batch with the stalled ones it re-reads from the
+            # journal (seconds old by then), shed as backlog first. Either way the hang never scores again.
+            assert scores[CHALLENGER_B]["error"] in ("benched", "shadow_backlog")
         assert set(client.get("/v1/models").json()["benched"]) == {"challenger", CHALLENGER_B}
