@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ COMMITTED_FILE = "committed"
 DEAD_LETTER_FILE = "deadletter.jsonl"
 SEGMENT_SUFFIX = ".jnl"
 _SEGMENT = re.compile(r"^(\d{12})\.jnl$")
+LISTING_INTERVAL_S = 0.05
+"""How often a reader at the end of its segment looks for the next one (the writer starts one rarely)."""
 
 
 class FsyncPolicy(StrEnum):
@@ -357,6 +359,8 @@ class JournalReader:
         self.torn = 0
         """Torn last lines of finished segments skipped (machine crash mid-write)."""
         self._finished: dict[int, float] = {}  # segment → when the commit that passed its end happened
+        self._open: tuple[int, BinaryIO] | None = None
+        self._next_listing = 0.0
         self.position = self._clamp(start)
 
     def _clamp(self, start: Position) -> Position:
@@ -384,22 +388,40 @@ class JournalReader:
                 break
         return out
 
+    def _file(self, segment: int) -> BinaryIO | None:
+        """The open file of ``segment`` (kept open while it is read: an idle reader polls it often)."""
+        if self._open is not None and self._open[0] == segment:
+            return self._open[1]
+        self.close()
+        try:
+            handle = open(segment_path(self.directory, segment), "rb")  # noqa: SIM115 - kept open across reads
+        except FileNotFoundError:
+            return None
+        self._open = (segment, handle)
+        return handle
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+
     def _read_segment(self, limit: int) -> list[Record]:
         segment, offset = self.position
         if segment == 0:
             return []
-        size = limit * 2048
-        try:
-            with open(segment_path(self.directory, segment), "rb") as f:
-                f.seek(offset)
-                data = f.read(size)
-                while len(data) == size and b"\n" not in data:  # one record longer than the guess
-                    more = f.read(size)
-                    if not more:
-                        break
-                    data += more
-        except FileNotFoundError:
+        f = self._file(segment)
+        if f is None:
             return []
+        if os.fstat(f.fileno()).st_size <= offset:
+            return []
+        size = limit * 2048
+        f.seek(offset)
+        data = f.read(size)
+        while len(data) == size and b"\n" not in data:  # one record longer than the guess
+            more = f.read(size)
+            if not more:
+                break
+            data += more
         out: list[Record] = []
         start = 0
         while len(out) < limit:
@@ -416,12 +438,17 @@ class JournalReader:
     def _advance(self) -> bool:
         """True when there is more to read: whole records in this segment, or a next segment (moved to)."""
         segment, offset = self.position
+        now = time.monotonic()
+        if now < self._next_listing:
+            return False  # an idle reader lists the directory at most every LISTING_INTERVAL_S
         later = [n for n in segments(self.directory) if n > segment]
         if not later:
+            self._next_listing = now + LISTING_INTERVAL_S
             return False
         # The writer has moved on, so this segment will not grow: whatever is left after the last newline is torn.
         rest = b""
-        with contextlib.suppress(FileNotFoundError), open(segment_path(self.directory, segment), "rb") as f:
+        f = self._file(segment)
+        if f is not None:
             f.seek(offset)
             rest = f.read()
         if b"\n" in rest:

@@ -615,6 +615,8 @@ class _Child:
         self.report(0)
         while True:
             self._read_pipe(0.0)
+            if self.parent_gone and self._give_up():
+                return  # orphaned: a restarted API process's own shadow process takes over from Redis's position
             if self.reader is None and not self._attach():
                 if self._give_up():
                     return
