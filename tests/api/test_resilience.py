@@ -277,3 +277,55 @@ def test_a_hanging_challenger_is_cut_loose_and_decisions_go_on(
             # journal (seconds old by then), shed as backlog first. Either way the hang never scores again.
             assert scores[CHALLENGER_B]["error"] in ("benched", "shadow_backlog")
         assert set(client.get("/v1/models").json()["benched"]) == {"challenger", CHALLENGER_B}
+
+
+def test_overload_never_hangs_the_server_a_stopped_shadow_process_costs_nothing(
+    runtime_factory: Factory, redis_server: RedisServer
+) -> None:
+    with make_client(runtime_factory()) as client:
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        pid = runtime.shadow.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # the shadow process stops doing anything at all
+        try:
+            ids = []
+            started = time.monotonic()
+            for i in range(500):
+                answer = client.post(URL, json=_tx(i))
+                assert answer.status_code == 200
+                ids.append(answer.json()["request_id"])
+                if i % 100 == 0:
+                    assert client.get("/health/live").status_code == 200
+                    assert client.get("/metrics").status_code == 200
+            assert time.monotonic() - started < 60  # answered at the service's pace, nothing waited for the child
+            assert runtime.shadow.pending_bytes > 0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        _settle(client)
+        assert [e["event_id"] for e in _stream(redis_server, "shadowgate:predictions")] == ids
+
+
+def test_a_full_journal_answers_503_with_retry_after_and_health_still_answers(
+    runtime_factory: Factory, redis_server: RedisServer
+) -> None:
+    redis_server.stop()  # nothing can be committed: the journal only grows
+    with make_client(runtime_factory(journal_max_pending_mb=0.05)) as client:
+        statuses = [client.post(URL, json=_tx(i)) for i in range(200)]
+        answered = [a.json()["request_id"] for a in statuses if a.status_code == 200]
+        refused = [a for a in statuses if a.status_code == 503]
+        assert answered and refused and len(answered) + len(refused) == 200
+        assert all(a.headers["retry-after"] == "5" for a in refused)
+        assert "nothing was recorded" in refused[0].json()["detail"]
+        outcome = {"transaction_id": "tx_0000001", "event_type": "default", "event_timestamp": "2026-03-02T14:05:00Z"}
+        assert client.post("/v1/outcomes", json=outcome).status_code == 503
+        assert client.get("/health/live").status_code == 200
+        ready = client.get("/health/ready").json()
+        assert ready["journal"]["refused"] == len(refused) + 1 and ready["redis"]["up"] is False
+        assert "shadowgate_journal_refused_total" in client.get("/metrics").text
+        redis_server.start()
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        assert runtime.shadow.flush(60.0)
+        assert client.post(URL, json=_tx(999)).status_code == 200  # room again
+        _settle(client)
+        events = [e["event_id"] for e in _stream(redis_server, "shadowgate:predictions")]
+        assert events[: len(answered)] == answered and len(events) == len(answered) + 1
