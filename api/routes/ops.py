@@ -35,6 +35,7 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
             "pid": runtime.shadow.pid,
             "queue_depth": runtime.shadow.queue_depth,
         },
+        "experiments": runtime.experiments.status().as_dict(),
     }
     return JSONResponse(body, status_code=status.HTTP_200_OK if runtime.ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 
