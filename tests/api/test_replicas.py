@@ -1,6 +1,6 @@
-"""Two real API servers (uvicorn, separate processes) on one private Redis agree on the experiment book through a
-canary ramp-up: same arm for every customer at every step, nobody back from treatment to control, one audit entry per
-change."""
+"""Replicas and the shared experiment book: two real API servers (uvicorn, separate processes) on one private Redis
+agree through a canary ramp-up (same arm for every customer at every step, nobody back from treatment to control, one
+audit entry per change); a replica whose Redis is down keeps serving its book and refuses changes with 503."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,9 @@ from shadowgate.contract import example_transaction
 from shadowgate.local.redis import free_port
 from shadowgate.serving import experiments as ex
 from shadowgate.serving.assignment import arm_for, unit_bucket
-from tests.api.conftest import Registry
+from shadowgate.serving.runtime import Runtime
+from tests.api.conftest import Registry, make_client
+from tests.api.test_decisions import URL, _settle, _tx
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,3 +185,41 @@ def test_two_api_processes_stay_sticky_through_a_ramp_up(
     ]
     assert {e["actor"] for e in audit[1:]} == {"api"}
     assert a.get("/v1/experiments")["experiments"] == b.get("/v1/experiments")["experiments"]
+
+
+def test_with_redis_down_a_replica_keeps_its_book_and_refuses_changes_with_503(
+    runtime_factory: Callable[..., Callable[[], Runtime]], redis_server: RedisServer
+) -> None:
+    with make_client(runtime_factory()) as client:
+        base = f"/v1/admin/experiments/{CANARY}"
+        assert (
+            client.post(f"{base}/transition", json={"to": "active", "reason": "live"}, headers=ADMIN).status_code == 200
+        )
+        before = [client.post(URL, json=_tx(i)).json()["arm"] for i in range(300)]
+        assert "treatment" in before and "control" in before
+
+        redis_server.stop()  # SIGKILL by PID
+        deadline = time.monotonic() + 10
+        while client.get("/health/ready").json()["experiments"]["redis_up"] is not False:
+            assert time.monotonic() < deadline, "the outage was never noticed"
+            time.sleep(0.05)
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200
+        assert ready.json()["experiments"]["book_version"] == 2
+        refused = client.post(f"{base}/share", json={"treatment_share": 0.5, "reason": "ramp"}, headers=ADMIN)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        during = [client.post(URL, json=_tx(i)) for i in range(300)]
+        assert {a.status_code for a in during} == {200}
+        assert [a.json()["arm"] for a in during] == before  # the same book: the same arm for every customer
+        assert {a.json()["propensity"] for a in during if a.json()["arm"] == "treatment"} == {0.1}
+        metrics = client.get("/metrics").text
+        assert "shadowgate_experiment_book_redis_up 0.0" in metrics
+        assert "shadowgate_experiment_book_version 2.0" in metrics
+
+        redis_server.start()  # same port, AOF: the book survived
+        ramped = client.post(f"{base}/share", json={"treatment_share": 0.5, "reason": "ramp"}, headers=ADMIN)
+        assert ramped.status_code == 200, ramped.text
+        assert ramped.json()["book_version"] == 3
+        assert ramped.json()["store"]["redis_up"] is True
+        _settle(client)
