@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminDep, RuntimeDep
 from api.schemas import ExperimentShare, ExperimentTransition
+from shadowgate.serving.experiment_store import ExperimentBookConflictError, ExperimentStoreUnavailableError
 from shadowgate.serving.experiments import ExperimentNotFoundError, IllegalTransitionError
 
 router = APIRouter(tags=["experiments"])
@@ -16,42 +18,53 @@ router = APIRouter(tags=["experiments"])
 def _experiments(runtime: Any) -> dict[str, Any]:
     book = runtime.experiments.book
     return {
-        "book_version": getattr(book, "version", None),
+        "book_version": book.version,
         "experiments": [e.model_dump(mode="json") for e in book.experiments],
         "active": [e.id for e in book.active()],
+        "store": runtime.experiments.status().as_dict(),
     }
 
 
 @router.get("/v1/experiments")
 async def list_experiments(runtime: RuntimeDep) -> dict[str, Any]:
-    """Every experiment with its status, mode, share and version."""
+    """Every experiment with its status, mode, share and version; the book version this replica serves and how it
+    follows the shared book in Redis (``store``)."""
     return _experiments(runtime)
 
 
-def _change(runtime: Any, action: Any) -> dict[str, Any]:
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "The shared experiment book (Redis) is unreachable."}
+}
+
+
+async def _change(runtime: Any, action: Any) -> dict[str, Any]:
     try:
-        changed = action()
+        # A compare-and-set against Redis: off the event loop, so that a slow Redis never stalls requests.
+        changed = await run_in_threadpool(action)
     except ExperimentNotFoundError as error:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=str(error).strip("'\"")) from None
-    except (IllegalTransitionError, ValueError) as error:
+    except (IllegalTransitionError, ValueError, ExperimentBookConflictError) as error:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
-    runtime.experiments.reload()
+    except ExperimentStoreUnavailableError as error:
+        raise HTTPException(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error), headers={"Retry-After": "1"}
+        ) from None
     return {"experiment": changed.model_dump(mode="json"), **_experiments(runtime)}
 
 
-@router.post("/v1/admin/experiments/{experiment_id}/transition", dependencies=[AdminDep])
+@router.post("/v1/admin/experiments/{experiment_id}/transition", dependencies=[AdminDep], responses=_UNAVAILABLE)
 async def transition_experiment(experiment_id: str, body: ExperimentTransition, runtime: RuntimeDep) -> dict[str, Any]:
-    """Move an experiment through draft → active → completed | stopped (audited)."""
-    store = runtime.experiments.store
-    return _change(runtime, lambda: store.transition(experiment_id, body.to, actor=body.actor, reason=body.reason))
+    """Move an experiment through draft → active → completed | stopped (audited, in the book every replica follows)."""
+    live = runtime.experiments
+    return await _change(runtime, lambda: live.transition(experiment_id, body.to, actor=body.actor, reason=body.reason))
 
 
-@router.post("/v1/admin/experiments/{experiment_id}/share", dependencies=[AdminDep])
+@router.post("/v1/admin/experiments/{experiment_id}/share", dependencies=[AdminDep], responses=_UNAVAILABLE)
 async def set_experiment_share(experiment_id: str, body: ExperimentShare, runtime: RuntimeDep) -> dict[str, Any]:
     """Change a canary's treatment share (raising it only moves units from control to treatment)."""
-    store = runtime.experiments.store
-    return _change(
-        runtime, lambda: store.set_share(experiment_id, body.treatment_share, actor=body.actor, reason=body.reason)
+    live = runtime.experiments
+    return await _change(
+        runtime, lambda: live.set_share(experiment_id, body.treatment_share, actor=body.actor, reason=body.reason)
     )
 
 

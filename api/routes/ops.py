@@ -37,6 +37,7 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
             "refused": runtime.shadow.refused,
         },
         "shadow_process": {"up": runtime.shadow.alive, "pid": runtime.shadow.pid},
+        "experiments": runtime.experiments.status().as_dict(),
     }
     return JSONResponse(body, status_code=status.HTTP_200_OK if runtime.ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 

@@ -166,6 +166,24 @@ class ServingSettings(BaseSettings):
     that hangs); the replacement benches the challengers for a cool-down."""
 
 
+class ExperimentSettings(BaseSettings):
+    """The experiment book every API replica follows, kept in Redis (``SHADOWGATE_REDIS_URL``)."""
+
+    model_config = _config("SHADOWGATE_EXPERIMENTS_")
+
+    key_prefix: str = Field(default="shadowgate:experiments", min_length=1)
+    """Redis keys of the book: ``<prefix>:book`` (a hash: version, book, last change) and ``<prefix>:audit`` (the
+    audit stream, one entry per change). Replicas that should agree share the prefix and the Redis."""
+
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    """How often each replica checks whether the book in Redis changed (one HGET); a change made through a replica
+    is served by it at once and by the others within this interval."""
+
+    redis_timeout_s: float = Field(default=1.0, gt=0)
+    """Socket timeout of the book's Redis calls: past it a replica counts Redis as down and keeps serving its book
+    (an admin change then answers 503)."""
+
+
 class DriftScenario(StrEnum):
     """World changes the simulator can switch on at ``drift_start``."""
 
@@ -293,6 +311,7 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     AirflowSettings,
     ApiSettings,
     ServingSettings,
+    ExperimentSettings,
     WarehouseSettings,
     AlertSettings,
     SimulationSettings,

@@ -1,11 +1,10 @@
-"""Experiments: lifecycle, versions, the shipped book, serving-alias choice, and the audited store."""
+"""Experiments: lifecycle, versions, the shipped book, serving-alias choice, and planned (audited) changes."""
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from shadowgate.serving.experiments import (
     ExperimentBook,
     ExperimentMode,
     ExperimentStatus,
-    ExperimentStore,
     IllegalTransitionError,
     transition,
     with_share,
@@ -234,123 +232,70 @@ def test_unparseable_yaml_names_the_file(tmp_path: Path) -> None:
         ex.load_book(tmp_path / "missing.yaml")
 
 
-# --- the store -----------------------------------------------------------------------------------------------------
+# --- planned changes (committed by the store in Redis: tests/integration/test_experiment_store.py) ----------------
 
 
-def test_store_starts_from_the_shipped_book_and_round_trips(tmp_path: Path) -> None:
-    store = ExperimentStore(tmp_path / "experiments.json")
-    assert store.load() == ex.load_book()
-    assert not store.path.exists()
+def test_changes_planned_one_after_another_make_dense_versions_and_full_audit_records() -> None:
+    book = ex.load_book()
+    activated = ex.plan_transition(book, "canary-challenger", to="active", actor="alice", reason="shadow passed", at=AT)
+    later = AT + dt.timedelta(hours=1)
+    ramped = ex.plan_share(activated.book, "canary-challenger", share=0.25, actor="bob", reason="ramp", at=later)
+    lowered = ex.plan_share(ramped.book, "canary-challenger", share=0.05, actor="bob", reason="incident", at=later)
 
-    activated = store.transition("canary-challenger", "active", actor="alice", reason="shadow passed", at=AT)
-    ramped = store.set_share("canary-challenger", 0.25, actor="bob", reason="ramp", at=AT + dt.timedelta(hours=1))
-    lowered = store.set_share("canary-challenger", 0.05, actor="bob", reason="incident", at=AT + dt.timedelta(hours=2))
+    assert [c.book.version for c in (activated, ramped, lowered)] == [2, 3, 4]
+    assert [c.experiment.version for c in (activated, ramped, lowered)] == [2, 3, 4]
+    assert lowered.book.get("canary-challenger") == lowered.experiment
+    assert [e.id for e in lowered.book.active()] == ["canary-challenger", "shadow-challenger"]
+    assert book.get("canary-challenger").status is S.DRAFT  # the book planned on is untouched
 
-    reloaded = ExperimentStore(tmp_path / "experiments.json").load()
-    assert reloaded.version == ex.load_book().version + 3
-    assert reloaded.get("canary-challenger") == lowered
-    assert (activated.version, ramped.version, lowered.version) == (2, 3, 4)
-    assert [e.id for e in reloaded.active()] == ["canary-challenger", "shadow-challenger"]
-
-    audit = store.audit()
-    assert [(a["from_version"], a["to_version"]) for a in audit] == [(1, 2), (2, 3), (3, 4)]
-    assert [a["change"] for a in audit] == ["transition", "share", "share"]
-    assert [a["actor"] for a in audit] == ["alice", "bob", "bob"]
-    assert audit[0]["reason"] == "shadow passed"
-    assert audit[0]["at"] == AT.isoformat()
-    assert audit[0]["details"] == {"from_status": "draft", "to_status": "active"}
-    assert (audit[1]["flags"], audit[2]["flags"]) == ([], ["SHARE_LOWERED"])
-    assert audit[2]["details"] == {"from_share": 0.25, "to_share": 0.05}
-    assert (audit[2]["experiment_from_version"], audit[2]["experiment_to_version"]) == (3, 4)
-    assert store.audit_path == tmp_path / "experiments.audit.jsonl"
-    assert len(store.audit_path.read_text().splitlines()) == 3
+    records = [c.record for c in (activated, ramped, lowered)]
+    assert [(r.from_version, r.to_version) for r in records] == [(1, 2), (2, 3), (3, 4)]
+    assert [r.change for r in records] == ["transition", "share", "share"]
+    assert [r.actor for r in records] == ["alice", "bob", "bob"]
+    assert (records[0].reason, records[0].at) == ("shadow passed", AT.isoformat())
+    assert records[0].details == {"from_status": "draft", "to_status": "active"}
+    assert records[0].before == book.get("canary-challenger").model_dump(mode="json")
+    assert records[0].after == activated.experiment.model_dump(mode="json")
+    assert (records[1].flags, records[2].flags) == ([], ["SHARE_LOWERED"])
+    assert records[2].details == {"from_share": 0.25, "to_share": 0.05}
+    assert (records[2].experiment_from_version, records[2].experiment_to_version) == (3, 4)
+    assert len({r.change_id for r in records}) == 3
 
 
-def test_store_file_wins_over_the_seed(tmp_path: Path) -> None:
-    store = ExperimentStore(tmp_path / "experiments.json")
-    store.transition("shadow-challenger", "stopped", actor="alice", reason="challenger broken", at=AT)
-    assert ExperimentStore(tmp_path / "experiments.json").load().active() == ()
-
-
-def test_failed_changes_are_not_persisted(tmp_path: Path) -> None:
-    store = ExperimentStore(tmp_path / "experiments.json")
+def test_illegal_changes_are_refused_before_anything_is_planned() -> None:
+    book = ex.load_book()
     with pytest.raises(IllegalTransitionError):
-        store.transition("shadow-challenger", "draft", actor="alice", reason="undo", at=AT)
+        ex.plan_transition(book, "shadow-challenger", to="draft", actor="alice", reason="undo", at=AT)
     with pytest.raises(ex.ExperimentNotFoundError):
-        store.set_share("nope", 0.5, actor="alice", reason="ramp")
-    assert not store.path.exists()
-    assert store.audit() == []
+        ex.plan_share(book, "nope", share=0.5, actor="alice", reason="ramp", at=AT)
+    with pytest.raises(ValueError, match="time-zone aware"):
+        ex.plan_share(book, "canary-challenger", share=0.5, actor="alice", reason="ramp", at=dt.datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="required"):
+        ex.plan_transition(book, "canary-challenger", to="active", actor=" ", reason="go", at=AT)
 
 
-def test_store_adds_drafts_only(tmp_path: Path) -> None:
-    store = ExperimentStore(tmp_path / "experiments.json")
+def test_only_new_drafts_can_be_added() -> None:
+    book = ex.load_book()
     new = _exp(S.DRAFT, id="canary-2", salt="canary-2-salt")
-    store.add(new, actor="alice", reason="next challenger", at=AT)
-    assert store.load().get("canary-2") == new
+    added = ex.plan_add(book, new, actor="alice", reason="next challenger", at=AT)
+    assert added.book.get("canary-2") == new
+    assert (added.record.change, added.record.before, added.record.experiment_from_version) == ("add", None, None)
     with pytest.raises(ValueError, match="exists already"):
-        store.add(new, actor="alice", reason="again", at=AT)
+        ex.plan_add(added.book, new, actor="alice", reason="again", at=AT)
     with pytest.raises(IllegalTransitionError, match="start as draft"):
-        store.add(_exp(S.ACTIVE, id="canary-3", salt="c3"), actor="alice", reason="skip draft", at=AT)
-    assert [a["change"] for a in store.audit()] == ["add"]
+        ex.plan_add(book, _exp(S.ACTIVE, id="canary-3", salt="c3"), actor="alice", reason="skip draft", at=AT)
 
 
-def test_crash_between_write_and_replace_keeps_the_old_book(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = ExperimentStore(tmp_path / "experiments.json")
-    store.transition("canary-challenger", "active", actor="alice", reason="go", at=AT)
-    before = store.path.read_bytes()
-
-    def crash(src: str, dst: str) -> None:
-        raise OSError("power cut")
-
-    monkeypatch.setattr(ex.os, "replace", crash)
-    with pytest.raises(OSError, match="power cut"):
-        store.set_share("canary-challenger", 0.5, actor="alice", reason="ramp", at=AT)
-    monkeypatch.undo()
-
-    assert store.path.read_bytes() == before
-    assert [a["to_version"] for a in store.audit()] == [2]  # nothing audited for the failed change
+def test_a_book_round_trips_through_json_and_bad_json_is_a_config_error() -> None:
+    book = ex.plan_transition(ex.load_book(), "canary-challenger", to="active", actor="a", reason="go", at=AT).book
+    assert ex.book_from_json(ex.book_to_json(book), source="redis") == book
+    with pytest.raises(ConfigError, match=r"redis key k: invalid JSON"):
+        ex.book_from_json('{"version": 3, "experiments": [', source="redis key k")
+    with pytest.raises(ConfigError, match=r"cache\.json: version"):
+        ex.book_from_json(json.dumps({"version": 0, "experiments": []}), source="cache.json")
 
 
-def test_a_torn_temporary_file_left_by_a_killed_writer_is_ignored(tmp_path: Path) -> None:
-    store = ExperimentStore(tmp_path / "experiments.json")
-    store.transition("canary-challenger", "active", actor="alice", reason="go", at=AT)
-    # What a SIGKILL mid-write leaves behind: a half-written temp file beside the store.
-    torn = tmp_path / ".experiments.json.abc123.tmp"
-    torn.write_text(store.path.read_text()[:57])
-    assert store.load().version == 2
-    store.set_share("canary-challenger", 0.5, actor="alice", reason="ramp", at=AT)
-    assert ExperimentStore(tmp_path / "experiments.json").load().get("canary-challenger").treatment_share == 0.5
-    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tmp")
-    assert leftovers == [torn.name]  # our own temp files never linger
-
-
-def test_a_corrupt_store_file_is_a_config_error(tmp_path: Path) -> None:
-    path = _write(tmp_path / "experiments.json", '{"version": 3, "experiments": [')
-    with pytest.raises(ConfigError, match=r"experiments\.json: invalid JSON"):
-        ExperimentStore(path).load()
-    _write(path, json.dumps({"version": 0, "experiments": []}))
-    with pytest.raises(ConfigError, match=r"experiments\.json: version"):
-        ExperimentStore(path).load()
-
-
-def test_concurrent_stores_serialise_their_changes(tmp_path: Path) -> None:
-    # Two store objects (as in two API replicas) on one file: each change sees the other's and versions stay dense.
-    one = ExperimentStore(tmp_path / "experiments.json")
-    two = ExperimentStore(tmp_path / "experiments.json")
-    one.transition("canary-challenger", "active", actor="alice", reason="go", at=AT)
-    two.set_share("canary-challenger", 0.3, actor="bob", reason="ramp", at=AT)
-    one.set_share("canary-challenger", 0.4, actor="alice", reason="ramp", at=AT)
-    assert [a["to_version"] for a in one.audit()] == [2, 3, 4]
-    assert one.load().get("canary-challenger").version == 4
-
-
-def test_store_uses_an_explicit_seed(tmp_path: Path) -> None:
-    seed = _write(
-        tmp_path / "seed.yaml",
-        "version: 7\nexperiments:\n  - id: a\n    salt: s\n    mode: shadow\n    status: active\n",
-    )
-    store = ExperimentStore(tmp_path / "state" / "experiments.json", seed=seed)
-    assert store.load().version == 7
-    store.transition("a", "completed", actor="alice", reason="done", at=AT)
-    assert store.load().version == 8
-    assert os.path.exists(tmp_path / "state" / "experiments.audit.jsonl")
+def test_seed_record_names_every_experiment_version() -> None:
+    record = ex.seed_record(ex.load_book(), actor="replica a", reason="first start", at=AT)
+    assert (record.change, record.from_version, record.to_version) == ("seed", 0, 1)
+    assert record.details == {"experiments": {"shadow-challenger": 1, "canary-challenger": 1}}

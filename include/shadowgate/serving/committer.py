@@ -28,8 +28,9 @@ from shadowgate.serving.journal import Position
 logger = logging.getLogger(__name__)
 
 # KEYS: the position key, then per record its stream and its dedup key. ARGV: expected position ('' = none yet), new
-# position, dedup ttl, stream maxlen (0 = none), then per record: use the dedup key (0/1), field count, fields.
-# Every stream's type is checked before anything is written: a script that fails half-way is not rolled back.
+# position, dedup ttl, then per record: use the dedup key (0/1), field count, fields. Every stream's type is checked
+# before anything is written: a script that fails half-way is not rolled back. No XADD MAXLEN: streams are trimmed
+# only below what every consumer group has consumed (storage.redis_streams.trim_consumed).
 _COMMIT_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if (current or '') ~= ARGV[1] then
@@ -44,8 +45,7 @@ for i = 1, n do
   end
 end
 local ttl = ARGV[3]
-local maxlen = tonumber(ARGV[4])
-local pos = 5
+local pos = 4
 for i = 1, n do
   local stream, dedup = KEYS[2 * i], KEYS[2 * i + 1]
   local use_dedup = ARGV[pos] == '1'
@@ -54,13 +54,7 @@ for i = 1, n do
     if use_dedup and redis.call('EXISTS', dedup) == 1 then
       out[i + 1] = 0
     else
-      local args = {stream}
-      if maxlen > 0 then
-        args[#args + 1] = 'MAXLEN'
-        args[#args + 1] = '~'
-        args[#args + 1] = maxlen
-      end
-      args[#args + 1] = '*'
+      local args = {stream, '*'}
       for j = pos + 2, pos + 1 + 2 * count do
         args[#args + 1] = ARGV[j]
       end
@@ -133,7 +127,6 @@ class Committer:
         journal_id: names this journal's position key.
         key_prefix: prefix of the position and dedup keys.
         outcome_dedup_ttl_s: lifetime of an outcome's dedup marker.
-        stream_maxlen: approximate cap of each stream (``XADD MAXLEN ~``); None: unbounded.
         socket_timeout_s: bounds how long one commit can hang.
     """
 
@@ -144,7 +137,6 @@ class Committer:
         journal_id: str,
         key_prefix: str = "shadowgate:",
         outcome_dedup_ttl_s: int = 3600,
-        stream_maxlen: int | None = None,
         socket_timeout_s: float = 2.0,
     ) -> None:
         if outcome_dedup_ttl_s < 1:
@@ -152,7 +144,6 @@ class Committer:
         self.position_key = f"{key_prefix}journal:{journal_id}:position"
         self._dedup_prefix = f"{key_prefix}dedup:"
         self._ttl = outcome_dedup_ttl_s
-        self._maxlen = stream_maxlen or 0
         self._client = redis.Redis.from_url(
             redis_url, socket_connect_timeout=min(1.0, socket_timeout_s), socket_timeout=socket_timeout_s
         )
@@ -172,7 +163,7 @@ class Committer:
             redis.RedisError / OSError: Redis did not take the batch (nothing was written); see :func:`is_transient`.
         """
         keys: list[str] = [self.position_key]
-        args: list[str | int] = [expected.encode() if expected else "", new.encode(), self._ttl, self._maxlen]
+        args: list[str | int] = [expected.encode() if expected else "", new.encode(), self._ttl]
         for record in records:
             keys += (record.stream, self._dedup_prefix + (record.dedup_id or ""))
             args += ("1" if record.dedup_id else "0", len(record.fields))

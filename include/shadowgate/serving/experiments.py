@@ -7,22 +7,21 @@ An :class:`Experiment` is an immutable, versioned config. Its lifecycle is::
                  └─────▶ stopped
 
 and nothing leaves ``completed`` or ``stopped``. Every change (:func:`transition`, :func:`with_share`) returns a new
-object with ``version + 1``. The :class:`ExperimentBook` is the set of experiments the service runs; the shipped
-``config/experiments.yaml`` seeds it and an :class:`ExperimentStore` persists changes (atomic JSON file plus an
-append-only JSONL audit log next to it). Once the store file exists it wins over the shipped YAML.
+object with ``version + 1``. The :class:`ExperimentBook` is the set of experiments the service runs, with a book
+version that increases by one on every change. A change is planned on one version of the book (:func:`plan_transition`,
+:func:`plan_share`, :func:`plan_add`: the new book and its :class:`AuditRecord`); the store in Redis
+(:mod:`shadowgate.serving.experiment_store`) commits it only if the book is still at that version. The shipped
+``config/experiments.yaml`` seeds Redis when it holds no book yet.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import functools
 import json
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -141,7 +140,7 @@ def transition(
     """Move ``experiment`` to status ``to``; returns the new version.
 
     Activation stamps ``started_at``; completing or stopping stamps ``ended_at``. ``actor`` and ``reason`` are
-    required so that no change can be made anonymously; the :class:`ExperimentStore` writes them to the audit log.
+    required so that no change can be made anonymously; the store writes them to the audit stream.
 
     Raises:
         IllegalTransitionError: for a move the lifecycle does not allow (including to the same status).
@@ -336,188 +335,175 @@ def load_book(path: Path | str | None = None) -> ExperimentBook:
     return validate_config(ExperimentBook, read_yaml(source), source=str(source))
 
 
-# --- persistence ---------------------------------------------------------------------------------------------------
+# --- changes -------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One persisted change, as written to the audit JSONL file."""
+    """One change of the book as the audit stream keeps it: who, why, what changed, before and after."""
 
     at: str
     actor: str
     reason: str
     change: str
+    """``seed`` (the book was created), ``transition``, ``share`` or ``add``."""
     experiment_id: str | None
     from_version: int
-    """Book version before the change."""
+    """Book version before the change (0 for a seed: there was no book)."""
     to_version: int
     """Book version after the change."""
     experiment_from_version: int | None
     experiment_to_version: int | None
     details: dict[str, Any]
     flags: list[str]
+    before: dict[str, Any] | None
+    """The experiment before the change (JSON form); None when it is new, and for a seed."""
+    after: dict[str, Any] | None
+    """The experiment after the change; None for a seed."""
+    change_id: str
+    """Unique per change: a commit re-sent after a lost reply is recognised and not applied twice."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
-class ExperimentStore:
-    """The experiment book persisted as one JSON file, with an append-only audit log.
+@dataclass(frozen=True)
+class BookChange:
+    """A change planned on one version of the book: the book it makes (version + 1) and its audit record."""
 
-    Writes go to a temporary file in the same directory, are fsynced and then ``os.replace``-d over the store file,
-    so a crash leaves either the old or the new book, never a torn one (a leftover temporary file is ignored). Each
-    change re-reads the book under an exclusive lock, so concurrent writers in several processes serialise and the
-    book version increases by exactly one per change. The audit line is appended after the book is replaced: the
-    log never shows a change that did not happen.
+    book: ExperimentBook
+    experiment: Experiment
+    """The changed experiment (its new version)."""
+    record: AuditRecord
 
-    Args:
-        path: the store file (JSON). Created on the first change.
-        audit_path: the audit log; default ``<path stem>.audit.jsonl`` next to ``path``.
-        seed: the YAML used while the store file does not exist; default the shipped ``experiments.yaml``.
+
+def plan_transition(
+    book: ExperimentBook,
+    experiment_id: str,
+    *,
+    to: ExperimentStatus | str,
+    actor: str,
+    reason: str,
+    at: dt.datetime,
+) -> BookChange:
+    """Move one experiment through its lifecycle (see :func:`transition`).
+
+    Raises:
+        ExperimentNotFoundError: no such experiment.
+        IllegalTransitionError: a move the lifecycle does not allow.
+        ValueError: a missing actor or reason, or a naive ``at``.
     """
-
-    def __init__(
-        self, path: Path | str, *, audit_path: Path | str | None = None, seed: Path | str | None = None
-    ) -> None:
-        self.path = Path(path)
-        self.audit_path = Path(audit_path) if audit_path else self.path.with_name(f"{self.path.stem}.audit.jsonl")
-        self.seed = Path(seed) if seed else None
-        self._lock_path = self.path.with_name(f".{self.path.name}.lock")
-
-    def load(self) -> ExperimentBook:
-        """The current book: the store file when present, else the seed YAML.
-
-        Raises:
-            ConfigError: when the file does not parse or validate.
-        """
-        if self.path.exists():
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise ConfigError(str(self.path), None, f"invalid JSON: {exc}") from exc
-            return validate_config(ExperimentBook, data, source=str(self.path))
-        return load_book(self.seed)
-
-    def transition(
-        self, experiment_id: str, to: ExperimentStatus | str, *, actor: str, reason: str, at: dt.datetime | None = None
-    ) -> Experiment:
-        """Move one experiment through its lifecycle and persist it (see :func:`transition`)."""
-        when = at or _now()
-
-        def change(book: ExperimentBook) -> tuple[Experiment, Experiment | None, dict[str, Any], list[str]]:
-            before = book.get(experiment_id)
-            after = transition(before, to, at=when, actor=actor, reason=reason)
-            return after, before, {"from_status": before.status.value, "to_status": after.status.value}, []
-
-        return self._commit("transition", change, actor=actor, reason=reason, at=when)
-
-    def set_share(
-        self, experiment_id: str, share: float, *, actor: str, reason: str, at: dt.datetime | None = None
-    ) -> Experiment:
-        """Change one experiment's treatment share and persist it; a lowered share is flagged in the audit."""
-        when = at or _now()
-
-        def change(book: ExperimentBook) -> tuple[Experiment, Experiment | None, dict[str, Any], list[str]]:
-            before = book.get(experiment_id)
-            after = with_share(before, share, actor=actor, reason=reason)
-            details = {"from_share": before.treatment_share, "to_share": after.treatment_share}
-            return after, before, details, share_change_flags(before, after)
-
-        return self._commit("share", change, actor=actor, reason=reason, at=when)
-
-    def add(self, experiment: Experiment, *, actor: str, reason: str, at: dt.datetime | None = None) -> Experiment:
-        """Add a new experiment (in ``draft``) and persist it.
-
-        Raises:
-            ValueError: when the id exists already or the experiment is not a draft.
-        """
-        when = at or _now()
-        _require_who_why(actor=actor, reason=reason, at=when)
-
-        def change(book: ExperimentBook) -> tuple[Experiment, Experiment | None, dict[str, Any], list[str]]:
-            if any(e.id == experiment.id for e in book.experiments):
-                raise ValueError(f"experiment {experiment.id!r} exists already")
-            if experiment.status is not ExperimentStatus.DRAFT:
-                raise IllegalTransitionError("new experiments start as draft; activate them with a transition")
-            return experiment, None, {"experiment": experiment.model_dump(mode="json")}, []
-
-        return self._commit("add", change, actor=actor, reason=reason, at=when)
-
-    def audit(self) -> list[dict[str, Any]]:
-        """Every audit record written so far, oldest first."""
-        if not self.audit_path.exists():
-            return []
-        with self.audit_path.open(encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-
-    def _commit(
-        self,
-        kind: str,
-        change: Callable[[ExperimentBook], tuple[Experiment, Experiment | None, dict[str, Any], list[str]]],
-        *,
-        actor: str,
-        reason: str,
-        at: dt.datetime,
-    ) -> Experiment:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            book = self.load()
-            after, before, details, flags = change(book)
-            new_book = ExperimentBook(version=book.version + 1, experiments=book.replace(after).experiments)
-            self._write_atomically(new_book)
-            record = AuditRecord(
-                at=at.isoformat(),
-                actor=actor,
-                reason=reason,
-                change=kind,
-                experiment_id=after.id,
-                from_version=book.version,
-                to_version=new_book.version,
-                experiment_from_version=before.version if before else None,
-                experiment_to_version=after.version,
-                details=details,
-                flags=flags,
-            )
-            self._append_audit(record)
-        return after
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with self._lock_path.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    def _write_atomically(self, book: ExperimentBook) -> None:
-        payload = json.dumps(book.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.path.parent)
-
-    def _append_audit(self, record: AuditRecord) -> None:
-        line = json.dumps(dataclasses.asdict(record), sort_keys=True) + "\n"
-        with self.audit_path.open("a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+    before = book.get(experiment_id)
+    after = transition(before, to, at=at, actor=actor, reason=reason)
+    details = {"from_status": before.status.value, "to_status": after.status.value}
+    return _planned(
+        book, after, kind="transition", before=before, details=details, flags=[], actor=actor, reason=reason, at=at
+    )
 
 
-def _fsync_dir(directory: Path) -> None:
-    # The rename itself is durable only once the directory entry is on disk.
-    fd = os.open(directory, os.O_RDONLY)
+def plan_share(
+    book: ExperimentBook, experiment_id: str, *, share: float, actor: str, reason: str, at: dt.datetime
+) -> BookChange:
+    """Change one experiment's treatment share (see :func:`with_share`); a lowered share is flagged in the audit.
+
+    Raises:
+        ExperimentNotFoundError: no such experiment.
+        IllegalTransitionError: the experiment is completed or stopped.
+        ValueError: a share outside [0, 1], a missing actor or reason.
+    """
+    _require_who_why(actor=actor, reason=reason, at=at)
+    before = book.get(experiment_id)
+    after = with_share(before, share, actor=actor, reason=reason)
+    details = {"from_share": before.treatment_share, "to_share": after.treatment_share}
+    flags = share_change_flags(before, after)
+    return _planned(
+        book, after, kind="share", before=before, details=details, flags=flags, actor=actor, reason=reason, at=at
+    )
+
+
+def plan_add(book: ExperimentBook, experiment: Experiment, *, actor: str, reason: str, at: dt.datetime) -> BookChange:
+    """Add a new experiment (in ``draft``).
+
+    Raises:
+        ValueError: the id exists already, or a missing actor or reason.
+        IllegalTransitionError: the experiment is not a draft.
+    """
+    _require_who_why(actor=actor, reason=reason, at=at)
+    if any(e.id == experiment.id for e in book.experiments):
+        raise ValueError(f"experiment {experiment.id!r} exists already")
+    if experiment.status is not ExperimentStatus.DRAFT:
+        raise IllegalTransitionError("new experiments start as draft; activate them with a transition")
+    details = {"experiment": experiment.model_dump(mode="json")}
+    return _planned(
+        book, experiment, kind="add", before=None, details=details, flags=[], actor=actor, reason=reason, at=at
+    )
+
+
+def seed_record(book: ExperimentBook, *, actor: str, reason: str, at: dt.datetime) -> AuditRecord:
+    """The audit record of a book's creation (in Redis, from the shipped YAML or a replica's last book)."""
+    return AuditRecord(
+        at=at.isoformat(),
+        actor=actor,
+        reason=reason,
+        change="seed",
+        experiment_id=None,
+        from_version=0,
+        to_version=book.version,
+        experiment_from_version=None,
+        experiment_to_version=None,
+        details={"experiments": {e.id: e.version for e in book.experiments}},
+        flags=[],
+        before=None,
+        after=None,
+        change_id=uuid.uuid4().hex,
+    )
+
+
+def _planned(
+    book: ExperimentBook,
+    after: Experiment,
+    *,
+    kind: str,
+    before: Experiment | None,
+    details: dict[str, Any],
+    flags: list[str],
+    actor: str,
+    reason: str,
+    at: dt.datetime,
+) -> BookChange:
+    new_book = ExperimentBook(version=book.version + 1, experiments=book.replace(after).experiments)
+    record = AuditRecord(
+        at=at.isoformat(),
+        actor=actor,
+        reason=reason,
+        change=kind,
+        experiment_id=after.id,
+        from_version=book.version,
+        to_version=new_book.version,
+        experiment_from_version=before.version if before else None,
+        experiment_to_version=after.version,
+        details=details,
+        flags=flags,
+        before=before.model_dump(mode="json") if before else None,
+        after=after.model_dump(mode="json"),
+        change_id=uuid.uuid4().hex,
+    )
+    return BookChange(book=new_book, experiment=after, record=record)
+
+
+def book_to_json(book: ExperimentBook) -> str:
+    """The book as JSON text (what Redis and the replica's disk cache hold)."""
+    return json.dumps(book.model_dump(mode="json"), sort_keys=True)
+
+
+def book_from_json(text: str | bytes, *, source: str) -> ExperimentBook:
+    """A book from its JSON text.
+
+    Raises:
+        ConfigError: naming ``source`` when the text is not JSON or does not validate.
+    """
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, None, f"invalid JSON: {exc}") from exc
+    return validate_config(ExperimentBook, data, source=source)

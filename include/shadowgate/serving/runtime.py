@@ -9,15 +9,21 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from shadowgate.config import MLflowSettings, PathSettings, RedisSettings, ServingSettings, local_secret
+from shadowgate.config import (
+    ExperimentSettings,
+    MLflowSettings,
+    PathSettings,
+    RedisSettings,
+    ServingSettings,
+    local_secret,
+)
 from shadowgate.registry import CHAMPION
-from shadowgate.serving.experiments import ConfigError, ExperimentBook, ExperimentStore
+from shadowgate.serving.experiment_store import ExperimentBookCollector, ExperimentStore, LiveExperiments, redis_client
 from shadowgate.serving.journal import FsyncPolicy
 from shadowgate.serving.models import MlflowModelSource, ModelManager, ModelSource
 from shadowgate.serving.policies import DecisionPolicy, load_policy
@@ -32,45 +38,6 @@ def customer_salt(serving: ServingSettings, home: Path) -> str:
     if serving.customer_salt is not None:
         return serving.customer_salt.get_secret_value()
     return local_secret(home / "secrets" / "customer_salt")
-
-
-class LiveExperiments:
-    """The experiment book in memory, re-read when its store file changes (another replica or an admin call).
-
-    Requests read :attr:`book` (one ``stat`` at most every ``check_interval_s``); changes go through the store.
-    """
-
-    def __init__(self, store: ExperimentStore, *, check_interval_s: float = 1.0) -> None:
-        self.store = store
-        self.check_interval_s = check_interval_s
-        self._book = store.load()
-        self._stamp = self._file_stamp()
-        self._next_check = time.monotonic() + check_interval_s
-
-    def _file_stamp(self) -> int | None:
-        try:
-            return self.store.path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return None
-
-    @property
-    def book(self) -> ExperimentBook:
-        now = time.monotonic()
-        if now >= self._next_check:
-            self._next_check = now + self.check_interval_s
-            stamp = self._file_stamp()
-            if stamp != self._stamp:
-                self.reload()
-        return self._book
-
-    def reload(self) -> ExperimentBook:
-        stamp = self._file_stamp()
-        try:
-            self._book = self.store.load()
-            self._stamp = stamp
-        except ConfigError:
-            logger.exception("experiment store %s unreadable; keeping the book in memory", self.store.path)
-        return self._book
 
 
 @dataclass
@@ -91,6 +58,7 @@ class Runtime:
         # no models), and it must be there before the first request.
         self.shadow.start()
         self.models.start()
+        self.experiments.start()
         self.shadow.send_models(self.models.snapshot)
         # Everything loaded so far (libraries, models) lives as long as the process: moving it out of the collector's
         # reach keeps full collections — pauses of tens of ms under load — short.
@@ -101,6 +69,7 @@ class Runtime:
         # Stop swapping models, then let the shadow process commit what is journaled (what Redis does not take in
         # time stays in the journal for the next start) and exit.
         self.models.close()
+        self.experiments.close()
         self.shadow.close()
 
     @property
@@ -119,6 +88,7 @@ def build_runtime(
     redis: RedisSettings | None = None,
     mlflow: MLflowSettings | None = None,
     serving: ServingSettings | None = None,
+    experiments: ExperimentSettings | None = None,
     source: ModelSource | None = None,
 ) -> Runtime:
     """A runtime from settings (defaults: the environment). ``source`` replaces the MLflow registry in tests."""
@@ -126,6 +96,7 @@ def build_runtime(
     redis = redis or RedisSettings()
     mlflow = mlflow or MLflowSettings()
     serving = serving or ServingSettings()
+    book_settings = experiments or ExperimentSettings()
     home = paths.home.expanduser()
     state = home / "serving"
     models = ModelManager(
@@ -134,7 +105,15 @@ def build_runtime(
         aliases=(CHAMPION, *serving.challenger_aliases),
         poll_interval_s=serving.model_poll_interval_s,
     )
-    experiments = LiveExperiments(ExperimentStore(state / "experiments.json"))
+    live_experiments = LiveExperiments(
+        store=ExperimentStore(
+            redis_client(redis.resolved_url, timeout_s=book_settings.redis_timeout_s),
+            key_prefix=book_settings.key_prefix,
+        ),
+        # The file the per-replica store used to keep: an upgraded replica starts from (and seeds Redis with) it.
+        cache_path=state / "experiments.json",
+        poll_interval_s=book_settings.poll_interval_s,
+    )
     policy = load_policy(serving.policy)
     shadow = Sidecar(
         SidecarConfig(
@@ -155,16 +134,17 @@ def build_runtime(
     )
     registry = CollectorRegistry(auto_describe=True)
     registry.register(SidecarCollector(shadow, lambda: models.stats.swaps))
+    registry.register(ExperimentBookCollector(live_experiments))
     service = DecisionService(
         models=models,
-        experiments=lambda: experiments.book,
+        experiments=lambda: live_experiments.book,
         policy=policy,
         shadow=shadow,
     )
     return Runtime(
         serving=serving,
         models=models,
-        experiments=experiments,
+        experiments=live_experiments,
         policy=policy,
         service=service,
         shadow=shadow,

@@ -83,9 +83,59 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _next_id(entry_id: str) -> str:
-    ms, seq = entry_id.split("-")
-    return f"{ms}-{int(seq) + 1}"
+# One script, so that no group can be created, read from or acked between computing the bound and trimming.
+# Ids are compared as (ms, seq) decimal strings by length, then text: numbers past 2^53 stay exact.
+_TRIM_CONSUMED = """
+local function less(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  if #ams ~= #bms then return #ams < #bms end
+  if ams ~= bms then return ams < bms end
+  if #aseq ~= #bseq then return #aseq < #bseq end
+  return aseq < bseq
+end
+local function successor(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  local digits, carry = {}, 1
+  for i = #seq, 1, -1 do
+    local d = string.byte(seq, i) - 48 + carry
+    carry = math.floor(d / 10)
+    digits[i] = string.char(48 + d % 10)
+  end
+  local next_seq = table.concat(digits)
+  if carry > 0 then next_seq = '1' .. next_seq end
+  return ms .. '-' .. next_seq
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local bound = nil
+for _, group in ipairs(groups) do
+  local info = {}
+  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+  local safe
+  if tonumber(info['pending']) > 0 then
+    safe = redis.call('XPENDING', KEYS[1], info['name'])[2]
+  elseif info['last-delivered-id'] == '0-0' then
+    return 0
+  else
+    safe = successor(info['last-delivered-id'])
+  end
+  if bound == nil or less(safe, bound) then bound = safe end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', '=', bound)
+"""
+
+
+def trim_consumed(client: redis.Redis, stream: str) -> int:
+    """Delete the stream's entries that every consumer group has consumed; returns how many were deleted.
+
+    For each group, what is safely consumed is everything before its oldest pending entry (delivered, not acked
+    yet) or, when nothing is pending, everything up to its last-delivered id; the stream is trimmed below the
+    minimum over all groups. A group that lags (has not read entries yet) or has not read at all holds the trim
+    back, so an analytics reader never loses what the uploader has acked; a stream without groups is left alone.
+    """
+    return int(client.eval(_TRIM_CONSUMED, 1, stream))
 
 
 class StreamReader:
@@ -153,21 +203,9 @@ class StreamReader:
         return acked
 
     def trim_acknowledged(self) -> int:
-        """Delete the entries every consumer of the group is done with: all before the oldest pending entry, or
-        everything delivered when nothing is pending. Returns how many were deleted."""
-        groups = {_text(g["name"]): g for g in self.client.xinfo_groups(self.stream)}
-        group = groups.get(self.group)
-        if group is None:
-            return 0
-        pending = self.client.xpending(self.stream, self.group)
-        if pending and pending.get("pending"):
-            min_id = _text(pending["min"])
-        else:
-            last = _text(group["last-delivered-id"])
-            if last == "0-0":
-                return 0
-            min_id = _next_id(last)
-        return int(self.client.xtrim(self.stream, minid=min_id, approximate=False))
+        """Delete the entries every consumer group on the stream is done with (see :func:`trim_consumed`), not only
+        this reader's group. Returns how many were deleted."""
+        return trim_consumed(self.client, self.stream)
 
     def pending_count(self) -> int:
         pending = self.client.xpending(self.stream, self.group)
