@@ -197,13 +197,16 @@ def test_api_events_reach_the_warehouse_exactly_once_through_the_upload_dag(
     [(_, first_prediction)] = redis.xrange(PREDICTIONS, count=1)
     [(_, first_outcome)] = redis.xrange(OUTCOMES, count=1)
     bad_predictions, bad_outcomes = _malformed(first_prediction, first_outcome)
-    # A re-delivered entry (e.g. a retry after the outcome's dedup marker expired): loaded once, counted as dropped.
+    # One entry of each stream delivered again (an outcome re-sent after its dedup marker expired): loaded once.
     for fields in [*bad_predictions, first_prediction]:
         redis.xadd(PREDICTIONS, fields)
     for fields in [*bad_outcomes, first_outcome]:
         redis.xadd(OUTCOMES, fields)
     entries = {PREDICTIONS: redis.xlen(PREDICTIONS), OUTCOMES: redis.xlen(OUTCOMES)}
-    assert entries == {PREDICTIONS: VALID_DECISIONS + 4 + 1, OUTCOMES: len(DISTINCT_OUTCOMES) + 3 + 1}
+    assert entries == {
+        PREDICTIONS: VALID_DECISIONS + len(PREDICTION_REASONS) + 1,
+        OUTCOMES: len(DISTINCT_OUTCOMES) + len(OUTCOME_REASONS) + 1,
+    }
 
     warehouse_path = tmp_path / "warehouse" / "e2e.duckdb"
     for variable, value in {
