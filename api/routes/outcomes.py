@@ -9,7 +9,7 @@ from fastapi import APIRouter, status
 
 from api.deps import RuntimeDep
 from api.schemas import OutcomeAccepted, OutcomeRequest
-from shadowgate.events import OUTCOME_TYPE_ALIASES, OutcomeEvent, OutcomeType, new_event_id, to_stream_fields
+from shadowgate.events import OUTCOME_TYPE_ALIASES, OutcomeEvent, OutcomeType, outcome_event_id, to_stream_fields
 
 router = APIRouter(prefix="/v1", tags=["outcomes"])
 
@@ -19,7 +19,8 @@ async def record_outcome(body: OutcomeRequest, runtime: RuntimeDep) -> OutcomeAc
     """Accept one outcome event; it is queued for the outcomes stream (202: logged asynchronously, never lost)."""
     received_at = dt.datetime.now(dt.UTC)
     event = OutcomeEvent(
-        event_id=new_event_id(),
+        # Derived, not drawn: a client's retry of the same outcome keeps its id, so it is one label downstream.
+        event_id=outcome_event_id(body.transaction_id, body.event_type, body.instalment_number),
         transaction_id=body.transaction_id,
         event_type=OUTCOME_TYPE_ALIASES.get(body.event_type, cast(OutcomeType, body.event_type)),
         event_timestamp=body.event_timestamp,

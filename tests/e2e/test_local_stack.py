@@ -1,4 +1,4 @@
-"""The local stack (``make up`` / ``make down``): real Redis, MLflow and Airflow processes on private ports.
+"""The local stack (``make up`` / ``make down``): real Redis, MLflow, Airflow and API processes on private ports.
 
 Every test runs with its own SHADOWGATE_HOME and free ports, so it never touches a developer's running stack.
 """
@@ -17,11 +17,23 @@ import httpx
 import pytest
 import redis
 
+from shadowgate.contract import example_transaction
 from shadowgate.local import stack
+from shadowgate.registry import ModelRegistry
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# `up` seeds history and trains the first champion and challenger on it; a small world keeps that to seconds (the
+# models must decide, not be good). Reference rows: the default sample is larger than this training set. One OpenMP
+# thread: with the stack's other processes on the same cores, gradient boosting's threads spin-wait on each other
+# (measured on this 2-core machine under load: its fit took 31 s with the default threads, 2.1 s with one).
+SMALL_HISTORY = {
+    "SHADOWGATE_SIM_TRANSACTIONS": "6000",
+    "SHADOWGATE_SIM_CUSTOMERS": "600",
+    "SHADOWGATE_TRAIN_REFERENCE_ROWS": "200",
+    "OMP_NUM_THREADS": "1",
+}
 PORT_VARIABLES = {
     "redis": "SHADOWGATE_REDIS_EMBEDDED_PORT",
     "mlflow": "SHADOWGATE_MLFLOW_PORT",
@@ -71,29 +83,50 @@ def _wait_until_gone(pgid: int, timeout_s: float = 20.0) -> list[int]:
         time.sleep(0.2)
 
 
-def test_up_is_healthy_and_idempotent_and_down_leaves_nothing(private_stack: dict[str, int], tmp_path: Path) -> None:
+def _logged_prediction_ids(redis_port: int, *, timeout_s: float) -> list[str]:
+    """Event ids in the stack's predictions stream, once it holds any (the shadow process commits asynchronously)."""
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{redis_port}/0", decode_responses=True)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not (entries := client.xrange("shadowgate:predictions")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return [fields["id"] for _, fields in entries]
+    finally:
+        client.close()
+
+
+def _registered_versions(tracking_uri: str) -> list[str]:
+    from mlflow import MlflowClient
+
+    found = MlflowClient(tracking_uri=tracking_uri).search_model_versions("name = 'bnpl_default'")
+    return sorted(v.version for v in found)
+
+
+def test_up_bootstraps_serves_model_decisions_is_idempotent_and_down_leaves_nothing(
+    private_stack: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
+    for variable, value in SMALL_HISTORY.items():
+        monkeypatch.setenv(variable, value)
     # A pid file left behind by a crashed run (its process is long gone) must not confuse `up`.
     crashed = subprocess.Popen(["true"])
     crashed.wait()
     (home / "run").mkdir(parents=True)
     (home / "run" / f"{stack.MLFLOW}.pid").write_text(f"{crashed.pid}\n")
 
-    api_built = stack.api_is_built(REPO_ROOT)
-    expected = {stack.REDIS, stack.MLFLOW, *stack.AIRFLOW_COMPONENTS} | ({stack.API} if api_built else set())
+    assert stack.api_is_built(REPO_ROOT)
+    expected = {stack.REDIS, stack.MLFLOW, *stack.AIRFLOW_COMPONENTS, stack.API}
     recorded: dict[str, int] = {}
     try:
         started = time.monotonic()
-        first = stack.up(repo_root=REPO_ROOT, bootstrap=False)
-        print(f"up → healthy in {time.monotonic() - started:.1f} s")
+        first = stack.up(repo_root=REPO_ROOT)
+        print(f"up (with bootstrap) → healthy in {time.monotonic() - started:.1f} s")
         recorded.update(first.pids)
         print(first.render())
 
         assert first.healthy
         assert set(first.pids) == expected
         assert first.pids[stack.MLFLOW] != crashed.pid
-        if not api_built:
-            assert first[stack.API].state == "not built yet"
 
         # Redis: a real server on the private port, AOF on, files below SHADOWGATE_HOME.
         client = redis.Redis.from_url(f"redis://127.0.0.1:{private_stack['redis']}/0")
@@ -127,17 +160,29 @@ def test_up_is_healthy_and_idempotent_and_down_leaves_nothing(private_stack: dic
         assert token.status_code in (200, 201), token.text
         assert token.json()["access_token"]
 
-        if api_built:
-            api = f"http://127.0.0.1:{private_stack['api']}"
-            assert httpx.get(f"{api}/health/live", timeout=5).status_code == 200
-            assert httpx.get(f"{api}/docs", timeout=5).status_code == 200
-            # Nothing is registered (no bootstrap): the API answers with the rule-based fallback, never a 5xx.
-            assert httpx.get(f"{api}/health/ready", timeout=5).status_code == 503
-            from shadowgate.contract import example_transaction
-
-            decision = httpx.post(f"{api}/v1/bnpl/risk-assessment", json=example_transaction(), timeout=10)
-            assert decision.status_code == 200
-            assert decision.json()["fallback"] is True
+        # Bootstrap: history seeded under the home, both aliases registered, and the API decides with the champion.
+        assert sorted(p.name for p in (home / "data").glob("*.parquet")) == [
+            "labels.parquet",
+            "outcomes.parquet",
+            "transactions.parquet",
+        ]
+        mlflow_url = f"http://127.0.0.1:{private_stack['mlflow']}"
+        aliases = ModelRegistry(tracking_uri=mlflow_url, model_name="bnpl_default").aliases()
+        assert set(aliases) == {"champion", "challenger"}
+        assert sorted(aliases.values()) == _registered_versions(mlflow_url) == ["1", "2"]
+        api = f"http://127.0.0.1:{private_stack['api']}"
+        assert httpx.get(f"{api}/health/live", timeout=5).status_code == 200
+        assert httpx.get(f"{api}/docs", timeout=5).status_code == 200
+        ready = httpx.get(f"{api}/health/ready", timeout=5)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["models"] == aliases
+        decision = httpx.post(f"{api}/v1/bnpl/risk-assessment", json=example_transaction(), timeout=10)
+        assert decision.status_code == 200, decision.text
+        body = decision.json()
+        assert (body["model"], body["fallback"]) == ({"alias": "champion", "version": aliases["champion"]}, False)
+        assert 0.0 <= body["risk_score"] <= 1.0
+        # ...and its event reaches the stack's Redis through the API's shadow process.
+        assert _logged_prediction_ids(private_stack["redis"], timeout_s=30.0) == [body["request_id"]]
 
         # stack.env carries the effective URLs for every process and task.
         env = dict(
@@ -150,10 +195,13 @@ def test_up_is_healthy_and_idempotent_and_down_leaves_nothing(private_stack: dic
         assert Path(env["SHADOWGATE_HOME"]) == home.resolve()
         assert json.loads((home / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
 
-        # Idempotent: a second `up` adopts every running group instead of starting new ones.
-        second = stack.up(repo_root=REPO_ROOT, bootstrap=False)
+        # Idempotent: a second `up` adopts every running group instead of starting new ones, and its bootstrap
+        # keeps the history and the aliases (no new model version).
+        second = stack.up(repo_root=REPO_ROOT)
         assert second.pids == first.pids
         assert second.healthy
+        assert ModelRegistry(tracking_uri=mlflow_url, model_name="bnpl_default").aliases() == aliases
+        assert _registered_versions(mlflow_url) == ["1", "2"]
         assert stack.status(repo_root=REPO_ROOT).pids == first.pids
 
         # A crashed component (its whole group gone, pid file stale) is restarted alone; the others are kept.
@@ -176,8 +224,7 @@ def test_up_is_healthy_and_idempotent_and_down_leaves_nothing(private_stack: dic
         assert stack.group_members(pgid) == [], f"{name}: live processes of group {pgid} after down"
         assert _wait_until_gone(pgid) == [], f"{name}: group {pgid} still has (zombie) processes"
     for service, port in private_stack.items():
-        if service != "api" or api_built:
-            assert stack.port_is_free(port), f"{service} port {port} still taken after down"
+        assert stack.port_is_free(port), f"{service} port {port} still taken after down"
     assert not list((home / "run").glob("*.pid"))
 
     # Nothing running: down is harmless and status says so.

@@ -64,6 +64,9 @@ _AIRFLOW_HEALTH_KEYS: dict[str, str] = {
 HEALTH_TIMEOUT_S: dict[str, float] = {REDIS: 20.0, MLFLOW: 90.0, API: 90.0, **dict.fromkeys(AIRFLOW_COMPONENTS, 120.0)}
 """How long ``up`` waits for each service to become healthy before it shows the log tail and fails."""
 
+SETTLE_TIMEOUT_S = 60.0
+"""How long ``up``'s final check keeps asking a service that proved healthy moments before and misses one probe."""
+
 STOP_GRACE_S = 20.0
 """How long ``down`` waits after SIGTERM before it sends SIGKILL to what is left of a group."""
 
@@ -859,6 +862,21 @@ def status(*, repo_root: Path) -> StackStatus:
     )
 
 
+def _settled_status(repo_root: Path, *, timeout_s: float = SETTLE_TIMEOUT_S) -> StackStatus:
+    """:func:`status`, asked again until every service is healthy or ``timeout_s`` has passed.
+
+    Every service has just answered its own health check; one probe of 2 s right after can still miss on a busy
+    machine (measured: Airflow's api-server held a task-state call for 22 s while the API loaded its models, and all
+    four Airflow components read unhealthy at once), which must not fail ``up``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = status(repo_root=repo_root)
+        if state.healthy or time.monotonic() > deadline:
+            return state
+        time.sleep(1.0)
+
+
 def up(*, repo_root: Path, bootstrap: bool = True) -> StackStatus:
     """Start (or adopt) Redis, MLflow, Airflow and the API, wait until each is healthy, optionally bootstrap.
 
@@ -893,7 +911,7 @@ def up(*, repo_root: Path, bootstrap: bool = True) -> StackStatus:
         if api is not None:
             _wait_healthy(layout, api)
 
-        state = status(repo_root=repo_root)
+        state = _settled_status(repo_root)
     if not state.healthy:
         raise StackError("some services are not healthy:\n" + state.render())
     _say(f"shadowgate up: healthy in {time.monotonic() - started:.1f} s")
