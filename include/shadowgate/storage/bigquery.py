@@ -139,7 +139,12 @@ class BigQueryWarehouse:
         check_batch(table, batch)
         staging = staging_name(table, batch_id)
         target = self.client.get_table(self._ref(table), timeout=self.timeout_s)
-        staged = bigquery.Table(self._ref(staging), schema=target.schema)
+        # A load job cannot fill a JSON column from Parquet: such columns are staged as JSON text and the MERGE
+        # parses them (PARSE_JSON in merge/<table>.sql).
+        schema = [
+            bigquery.SchemaField(f.name, "STRING", mode=f.mode) if f.field_type == "JSON" else f for f in target.schema
+        ]
+        staged = bigquery.Table(self._ref(staging), schema=schema)
         staged.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
         self.client.create_table(staged, exists_ok=True, timeout=self.timeout_s)
         buffer = io.BytesIO()
