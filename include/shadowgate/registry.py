@@ -39,6 +39,8 @@ MAX_EVENT_CHARS = 90_000
 """Largest recorded move (JSON): MLflow caps a registry tag value at 100,000 characters."""
 
 _EXTRA_CHALLENGER = re.compile(r"^challenger-[a-z0-9][a-z0-9_-]{0,30}$")
+_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+"""Error codes MLflow answers for a model or alias that does not exist (anything else is a failure)."""
 
 
 def is_known_alias(alias: str) -> bool:
@@ -130,13 +132,20 @@ class ModelRegistry:
             )
 
     def version(self, alias: str) -> RegisteredVersion | None:
-        """The version behind ``alias``, or None when the alias (or the model) does not exist."""
+        """The version behind ``alias``, or None when the alias (or the model) does not exist.
+
+        Raises:
+            MlflowException: any other failure (server down, no permission): "unknown" must never read as "unset",
+                or a flaky registry would let a first deployment replace a champion.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
             mv = self._client.get_model_version_by_alias(self.model_name, alias)
-        except MlflowException:
-            return None
+        except MlflowException as error:
+            if error.error_code in _NOT_FOUND:
+                return None
+            raise
         return RegisteredVersion(
             name=mv.name,
             version=str(mv.version),
