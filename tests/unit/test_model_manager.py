@@ -235,3 +235,13 @@ def test_no_registry_and_no_cache_serves_nothing(source: DictSource, tmp_path: P
     manager = _manager(source, tmp_path)
     manager.refresh()
     assert manager.snapshot.models == {}
+
+
+def test_registry_answers_never_leave_the_cache_folder(source: DictSource, tmp_path: Path) -> None:
+    source.resolve = lambda alias: ModelRef(version="1", run_id="../../../escaped")  # type: ignore[method-assign]
+    manager = _manager(source, tmp_path / "cache")
+    manager.refresh()
+    assert manager.snapshot.versions() == {"champion": "1", "challenger": "1"}
+    assert not (tmp_path / "escaped").exists()
+    (stored,) = (tmp_path / "cache" / "bnpl_default" / "versions" / "1").iterdir()
+    assert stored.name.startswith("h-")

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -127,6 +129,13 @@ class MlflowModelSource:
             raise ModelRefusedError(RefusalReason.UNSUPPORTED, str(error)) from error
 
 
+def _path_part(name: str) -> str:
+    """``name`` as one safe path component: the registry's answers are not trusted to stay inside the cache."""
+    if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}", name):
+        return name
+    return "h-" + hashlib.sha256(name.encode()).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """One compiled model version, served under an alias."""
@@ -216,7 +225,7 @@ class ModelManager:
     # ------------------------------------------------------------------------------------------------ cache
 
     def _version_dir(self, ref: ModelRef) -> Path:
-        return self.root / "versions" / ref.version / (ref.run_id or "no-run")
+        return self.root / "versions" / _path_part(ref.version) / _path_part(ref.run_id or "no-run")
 
     def _binding(self, ref: ModelRef) -> dict[str, str]:
         return {"model": self.source.model_name, "version": ref.version, "run_id": ref.run_id}
