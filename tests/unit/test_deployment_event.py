@@ -78,3 +78,21 @@ def test_the_row_is_the_warehouse_batch() -> None:
     }
     assert json.loads(row["evidence"]) == {"run_id": "abc", "valid_metrics": {"auc": 0.86}}
     assert row["occurred_at"] == AT
+
+
+def test_bigquery_stages_the_json_evidence_as_text() -> None:
+    from google.cloud import bigquery
+
+    from shadowgate.storage.bigquery import staging_schema
+
+    target = [
+        bigquery.SchemaField("event_id", "STRING", mode="REQUIRED"),
+        bigquery.SchemaField("occurred_at", "TIMESTAMP", mode="REQUIRED"),
+        bigquery.SchemaField("evidence", "JSON", mode="NULLABLE"),
+    ]
+    staged = staging_schema(target)
+    assert [(f.name, f.field_type, f.mode) for f in staged] == [
+        ("event_id", "STRING", "REQUIRED"),
+        ("occurred_at", "TIMESTAMP", "REQUIRED"),
+        ("evidence", "STRING", "NULLABLE"),
+    ]
