@@ -9,6 +9,8 @@ only `promote_challenger` moves `@champion`.
 * **Trigger:** manual (Airflow UI → *Trigger*), optionally with `as_of` (ISO date-time, UTC). Default: the run's
   `run_after`. A drift-asset trigger arrives with `drift_check`.
 * **Idempotent:** re-running the same run (same `as_of`) returns the version registered the first time.
+* **Audited:** the move of `@challenger` is tagged on the version in MLflow and written to the warehouse's
+  `deployment_events` (actor `airflow:retrain_challenger`); a re-run stores it once.
 * **Data:** until the warehouse lands, the labelled history is the simulated Parquet under `SHADOWGATE_HOME/data`.
 """
 
@@ -36,8 +38,9 @@ from airflow.sdk import Param, dag, get_current_context, task
 def retrain_challenger() -> None:
     @task
     def train_challenger() -> dict[str, object]:
-        from shadowgate.config import MLflowSettings, PathSettings, TrainingSettings
+        from shadowgate.config import MLflowSettings, PathSettings, TrainingSettings, WarehouseSettings
         from shadowgate.pipelines.retrain import retrain_challenger as run
+        from shadowgate.storage.deployments import WarehouseDeploymentLog
 
         context = get_current_context()
         given = context["params"].get("as_of") or ""
@@ -50,6 +53,8 @@ def retrain_challenger() -> None:
             run_key=f"retrain_challenger/{as_of.astimezone(dt.UTC).isoformat()}",
             training=TrainingSettings(),
             mlflow_settings=MLflowSettings(),
+            deployments=WarehouseDeploymentLog.from_settings(WarehouseSettings(), home=PathSettings().home),
+            actor="airflow:retrain_challenger",
         )
 
     train_challenger()

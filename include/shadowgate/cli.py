@@ -1,4 +1,4 @@
-"""``shadowgate`` commands: simulate, train, bootstrap, up/down/status, bench."""
+"""``shadowgate`` commands: simulate, train, bootstrap, record-deployments, up/down/status, bench."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ from typing import Annotated, Any
 
 import typer
 
-from shadowgate.config import DriftScenario, MLflowSettings, PathSettings, SimulationSettings, TrainingSettings
+from shadowgate.config import (
+    DriftScenario,
+    MLflowSettings,
+    PathSettings,
+    SimulationSettings,
+    TrainingSettings,
+    WarehouseSettings,
+)
 
 app = typer.Typer(help="shadowgate: safe champion/challenger credit-risk serving for BNPL.", no_args_is_help=True)
 bench_app = typer.Typer(help="Micro-benchmarks that print figures.", no_args_is_help=True)
@@ -35,6 +42,39 @@ def _repo_root() -> Path:
         if (candidate / "pyproject.toml").exists() and (candidate / "dags").is_dir():
             return candidate
     raise typer.BadParameter(f"run this from the shadowgate project folder (no pyproject.toml + dags/ above {here})")
+
+
+def _operator() -> str:
+    """Who runs this command, for the audit trail: ``user@host``."""
+    import getpass
+    import socket
+
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _fail(message: str, *, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=code)
+
+
+def _deployment_log() -> Any:
+    """Where alias moves are recorded: the warehouse the settings name (SHADOWGATE_WAREHOUSE_*)."""
+    from shadowgate.storage.deployments import WarehouseDeploymentLog
+
+    return WarehouseDeploymentLog.from_settings(WarehouseSettings(), home=PathSettings().home)
+
+
+@contextlib.contextmanager
+def _registry_errors() -> Iterator[None]:
+    """A refused alias move or an unrecorded one ends the command with its message and exit 1."""
+    from shadowgate.registry import AliasMoveRefusedError, DeploymentNotRecordedError
+
+    try:
+        yield
+    except AliasMoveRefusedError as error:
+        raise _fail(f"refused: {error}") from None
+    except DeploymentNotRecordedError as error:
+        raise _fail(str(error)) from None
 
 
 @contextlib.contextmanager
@@ -92,44 +132,105 @@ def simulate(
 
 @app.command()
 def train(
-    kind: Annotated[str, typer.Option(help="scorecard, gradient-boosting or both.")] = "both",
+    kind: Annotated[str, typer.Option(help="Model family: gradient-boosting or scorecard.")] = "gradient-boosting",
     alias: Annotated[
         str | None,
         typer.Option(
-            help="Alias for the new version (default: champion for the scorecard, challenger for gradient boosting)."
+            help="Alias for the new version (default: challenger). @champion only with --force-champion: the "
+            "promotion gate moves it."
         ),
     ] = None,
+    force_champion: Annotated[
+        bool,
+        typer.Option(
+            "--force-champion",
+            help="Point @champion at the new version, bypassing the promotion gate (audited; needs --reason).",
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option(help="Why @champion is forced (at least 20 characters; recorded with the move)."),
+    ] = None,
+    actor: Annotated[str | None, typer.Option(help="Who moves the alias (recorded; default: user@host).")] = None,
     data: Annotated[Path | None, typer.Option(help="Folder with the simulated Parquet tables.")] = None,
     as_of: Annotated[
         dt.datetime | None, typer.Option(help="Train as of this instant (UTC); default: end of history.")
     ] = None,
 ) -> None:
-    """Train, log to MLflow and register model versions (aliases only, never stages)."""
-    from shadowgate.local.bootstrap import ROLE_KINDS, history_as_of
+    """Train, log to MLflow and register a model version under @challenger (or the given non-champion alias).
+
+    @champion never moves here unless forced: `--force-champion --reason "..."` (recorded in MLflow and as a
+    deployment event in the warehouse, with the actor). Without it, `--alias champion` is refused.
+    """
+    from shadowgate.local.bootstrap import history_as_of
+    from shadowgate.registry import CHALLENGER, CHAMPION
     from shadowgate.simulation import read_parquet
     from shadowgate.training.train import ModelKind, train_and_register
 
-    kinds = {"scorecard": [ModelKind.SCORECARD], "gradient-boosting": [ModelKind.GRADIENT_BOOSTING]}
-    kinds["both"] = kinds["scorecard"] + kinds["gradient-boosting"]
+    kinds = {"scorecard": ModelKind.SCORECARD, "gradient-boosting": ModelKind.GRADIENT_BOOSTING}
     if kind not in kinds:
         raise typer.BadParameter(f"kind must be one of {sorted(kinds)}")
+    if force_champion:
+        if alias not in (None, CHAMPION):
+            raise _fail(f"--force-champion moves @champion; it cannot be combined with --alias {alias}", code=2)
+        if not reason or not reason.strip():
+            raise _fail('--force-champion needs --reason "why the promotion gate is bypassed"', code=2)
+        target = CHAMPION
+    else:
+        if alias == CHAMPION:
+            raise _fail(
+                "refused: @champion is moved only by the first deployment (`shadowgate bootstrap`), the promotion "
+                'gate, or explicitly with `--force-champion --reason "..."`',
+                code=2,
+            )
+        if reason is not None:
+            raise _fail("--reason goes with --force-champion (other moves record the training's summary)", code=2)
+        target = alias or CHALLENGER
     tables = read_parquet(data or PathSettings().data_dir)
     instant = as_of.replace(tzinfo=dt.UTC) if as_of else history_as_of(SimulationSettings())
-    default_alias = {k: a for a, k in ROLE_KINDS.items()}
-    for model_kind in kinds[kind]:
+    with _registry_errors():
         result = train_and_register(
             transactions=tables["transactions"],
             outcomes=tables["outcomes"],
-            kind=model_kind,
+            kind=kinds[kind],
             as_of=instant,
-            alias=alias or default_alias[model_kind],
+            alias=target,
             training=TrainingSettings(),
             mlflow_settings=MLflowSettings(),
+            deployments=_deployment_log(),
+            actor=actor or _operator(),
+            force_reason=reason if force_champion else None,
         )
+    typer.echo(
+        f"{result.kind.value}: version {result.model_version} @{result.alias}  valid AUC {result.metrics.auc:.4f}  "
+        f"(train {result.n_train:,} / valid {result.n_valid:,} rows, run {result.run_id})"
+    )
+
+
+@app.command("record-deployments")
+def record_deployments(
+    alias: Annotated[
+        list[str] | None, typer.Option(help="Alias whose recorded move to send (repeatable; default: all fixed ones).")
+    ] = None,
+) -> None:
+    """Send the recorded move of each alias (MLflow tags) to the warehouse again; each is stored once.
+
+    Completes an alias move whose warehouse write failed (the move itself is already in effect).
+    """
+    from shadowgate.registry import ALIASES, ModelRegistry
+
+    settings = MLflowSettings()
+    registry = ModelRegistry(
+        tracking_uri=settings.tracking_uri, model_name=settings.model_name, deployments=_deployment_log()
+    )
+    with _registry_errors():
+        events = registry.resend_recorded(alias or ALIASES)
+    for event in events:
         typer.echo(
-            f"{model_kind.value}: version {result.model_version} @{result.alias}  valid AUC {result.metrics.auc:.4f}  "
-            f"(train {result.n_train:,} / valid {result.n_valid:,} rows, run {result.run_id})"
+            f"@{event.alias}: {event.from_version} -> {event.to_version} ({event.action} by {event.actor} at "
+            f"{event.occurred_at.isoformat()}, event {event.event_id})"
         )
+    typer.echo(f"{len(events)} recorded move(s) sent")
 
 
 @app.command()
@@ -138,13 +239,16 @@ def bootstrap() -> None:
     from shadowgate.local.bootstrap import bootstrap as run_bootstrap
 
     paths = PathSettings()
-    summary = run_bootstrap(
-        paths.data_dir,
-        simulation=SimulationSettings(),
-        training=TrainingSettings(),
-        mlflow_settings=MLflowSettings(),
-        progress=_progress("seeding history"),
-    )
+    with _registry_errors():
+        summary = run_bootstrap(
+            paths.data_dir,
+            simulation=SimulationSettings(),
+            training=TrainingSettings(),
+            mlflow_settings=MLflowSettings(),
+            deployments=_deployment_log(),
+            actor=f"shadowgate bootstrap ({_operator()})",
+            progress=_progress("seeding history"),
+        )
     typer.echo(f"history: {'simulated' if summary.simulated else 'already present'} in {paths.data_dir}")
     for alias, result in summary.trained.items():
         typer.echo(

@@ -132,6 +132,10 @@ class ServingSettings(BaseSettings):
     customer_salt: SecretStr | None = None
     """Secret salt of the customer-id hash in logs. Unset: a random one is made once under ``<home>/secrets``."""
 
+    model_cache_key: SecretStr | None = None
+    """HMAC key that signs the compiled models cached on disk (a changed file is refused). Unset: a random one is
+    made once under ``<home>/secrets``."""
+
     predictions_stream: str = "shadowgate:predictions"
     """Redis Stream of prediction events."""
 
@@ -322,7 +326,8 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
 def local_secret(path: Path) -> str:
     """A secret kept in a file readable by its owner only, made once (random) when the file does not exist yet.
 
-    For local defaults only (the embedded stack's admin key, the customer-id salt); production passes secrets in.
+    For local defaults only (the embedded stack's admin key, the customer-id salt, the model-cache key); production
+    passes secrets in.
     """
     import os
     import secrets

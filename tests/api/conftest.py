@@ -7,6 +7,7 @@ gradient boosting ``@challenger-b`` (so the service scores a champion and two sh
 from __future__ import annotations
 
 import datetime as dt
+import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,12 @@ from shadowgate.config import (
     RedisSettings,
     ServingSettings,
     TrainingSettings,
+    WarehouseSettings,
 )
 from shadowgate.serving.models import ModelSource
 from shadowgate.serving.runtime import Runtime, build_runtime
 from shadowgate.simulation import SimulationResult
+from shadowgate.storage.deployments import WarehouseDeploymentLog
 from shadowgate.training.train import ModelKind, train_and_register
 from tests.redis_server import RedisServer
 
@@ -46,6 +49,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory, baseline: SimulationResul
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.create_experiment(settings.training_experiment, artifact_location=str(root / "artifacts"))
     training = TrainingSettings(reference_rows=200)
+    deployments = WarehouseDeploymentLog.from_settings(
+        WarehouseSettings(duckdb_path=root / "warehouse.duckdb"), home=root
+    )
     as_of = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
     versions = {}
     for kind, alias in (
@@ -61,8 +67,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory, baseline: SimulationResul
             alias=alias,
             training=training,
             mlflow_settings=settings,
+            deployments=deployments,
+            actor="tests/api",
         )
         versions[alias] = result.model_version
+    # Runtime.start freezes the collector: garbage left now (DuckDB's, from the deployment log) would outlive the
+    # session and make DuckDB's bindings report it as leaked at exit.
+    gc.collect()
     return Registry(mlflow=settings, versions=versions)
 
 

@@ -43,3 +43,10 @@ def test_retrain_challenger_registers_and_is_idempotent(
     run = client.get_run(challenger.run_id or "")
     assert run.data.tags["shadowgate.run_key"] == f"retrain_challenger/{as_of}"
     assert run.data.params["as_of"] == as_of
+    # The move of @challenger is in the warehouse the settings name, once although the task ran twice.
+    from shadowgate.storage.duckdb import DuckDBWarehouse
+    from shadowgate.storage.warehouse import default_sql_dir
+
+    with DuckDBWarehouse(tmp_path / "home" / "warehouse" / "warehouse.duckdb", sql_dir=default_sql_dir()) as warehouse:
+        rows = warehouse.query("SELECT action, alias, to_version, actor FROM shadowgate.deployment_events").to_pylist()
+    assert rows == [{"action": "assign", "alias": CHALLENGER, "to_version": "1", "actor": "airflow:retrain_challenger"}]

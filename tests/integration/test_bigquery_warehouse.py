@@ -93,3 +93,36 @@ def test_the_uploader_end_to_end_reconciles(warehouse: BigQueryWarehouse, tmp_pa
     assert counts == {"prediction_logs": 40, "outcomes": 15, "quarantine": 1}
     assert [s.loaded for s in summary.streams] == [40, 15]
     assert warehouse.run("queries/last_load").to_pylist()[0]["last_loaded_at"] is not None
+
+
+def test_deployment_events_are_staged_as_text_and_merged_into_the_json_column(
+    warehouse: BigQueryWarehouse, emulator: BigQueryEmulator
+) -> None:
+    from shadowgate.events import DeploymentEvent, deployment_event_id
+    from shadowgate.storage.deployments import WarehouseDeploymentLog
+
+    move = {"model_name": "bnpl_default", "alias": "champion", "from_version": "1", "to_version": "2"}
+    event = DeploymentEvent(
+        event_id=deployment_event_id(**move, action="promote", occurred_at=NOW),
+        occurred_at=NOW,
+        action="promote",
+        reason="gate passed",
+        actor="airflow:promote_challenger",
+        evidence={"p_value": 0.003},
+        **move,
+    )
+    log = WarehouseDeploymentLog(
+        lambda: BigQueryWarehouse(
+            project=PROJECT, dataset=warehouse.dataset, sql_dir=default_sql_dir(), api_endpoint=emulator.endpoint
+        ),
+        timeout_s=0,
+    )
+    log.record_many([event])
+    log.record_many([event])  # the same move again: stored once
+    # The emulator reports the JSON column as STRING, so this proves the load and the MERGE (PARSE_JSON) run, not
+    # BigQuery's refusal to load Parquet into JSON, which is why staging turns JSON columns into text.
+    rows = warehouse.query(
+        f"SELECT event_id, to_version, JSON_VALUE(evidence, '$.p_value') AS p "
+        f"FROM `{PROJECT}.{warehouse.dataset}.deployment_events`"
+    ).to_pylist()
+    assert rows == [{"event_id": event.event_id, "to_version": "2", "p": "0.003"}]

@@ -14,19 +14,26 @@ Layers:
    alike. Airflow and MLflow setting names are checked against the installed Airflow and MLflow.
 4. **The Postgres init script** runs for real against a throwaway PostgreSQL cluster when the server binaries
    are installed (skipped otherwise).
+5. **MLflow authentication**: the shipped basic-auth config and the compose file's MLflow settings start a real
+   ``mlflow server --app-name basic-auth`` here; anonymous requests are refused, the API's user reads but cannot
+   move an alias.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,11 +47,14 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 SCHEMA_FILE = Path(__file__).parent / "data" / "compose_spec.json"
 INIT_SCRIPT = ROOT / "docker" / "postgres" / "init-databases.sh"
+MLFLOW_AUTH_INI = ROOT / "docker" / "mlflow" / "basic_auth.ini"
+MLFLOW_USERS_SCRIPT = ROOT / "docker" / "mlflow" / "create_users.py"
 
 EXPECTED_SERVICES = {
     "redis",
     "postgres",
     "mlflow",
+    "mlflow-init",
     "airflow-init",
     "airflow-apiserver",
     "airflow-scheduler",
@@ -52,9 +62,9 @@ EXPECTED_SERVICES = {
     "airflow-triggerer",
     "api",
 }
-ONE_SHOT = {"airflow-init"}
+ONE_SHOT = {"airflow-init", "mlflow-init"}
 AIRFLOW_SERVICES = {s for s in EXPECTED_SERVICES if s.startswith("airflow-")}
-PROJECT_IMAGE_SERVICES = AIRFLOW_SERVICES | {"mlflow", "api"}
+PROJECT_IMAGE_SERVICES = AIRFLOW_SERVICES | {"mlflow", "mlflow-init", "api"}
 # Container ports each service publishes; every other service publishes none.
 EXPECTED_PORTS = {"redis": 6379, "postgres": 5432, "mlflow": 5000, "airflow-apiserver": 8080, "api": 8000}
 AIRFLOW_COMMANDS = {
@@ -349,6 +359,9 @@ def test_required_variables_are_the_documented_secrets(raw_text: str) -> None:
         "AIRFLOW_API_SECRET_KEY",
         "AIRFLOW_ADMIN_PASSWORD",
         "SHADOWGATE_API_KEY",
+        "MLFLOW_ADMIN_PASSWORD",
+        "MLFLOW_API_PASSWORD",
+        "MLFLOW_FLASK_SECRET_KEY",
     } <= required
     undocumented_optional = {name for name in defaulted_variables(raw_text) if name not in header(raw_text)}
     assert not undocumented_optional, f"optional variables missing from the header: {undocumented_optional}"
@@ -359,7 +372,15 @@ def test_every_variable_is_either_required_or_defaulted(raw_text: str) -> None:
     assert referenced == required_variables(raw_text) | defaulted_variables(raw_text)
 
 
-SOME_SECRETS = ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_JWT_SECRET", "SHADOWGATE_API_KEY"]
+SOME_SECRETS = [
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "AIRFLOW_JWT_SECRET",
+    "SHADOWGATE_API_KEY",
+    "MLFLOW_ADMIN_PASSWORD",
+    "MLFLOW_API_PASSWORD",
+    "MLFLOW_FLASK_SECRET_KEY",
+]
 
 
 @pytest.mark.parametrize("missing", SOME_SECRETS)
@@ -606,6 +627,63 @@ def test_api_service(config: dict[str, Any]) -> None:
         assert env["SHADOWGATE_HOME"] in on_volumes, name
 
 
+def _mlflow_clients(services: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """The services that talk to MLflow (a tracking URI in their environment), with their environment."""
+    found = {}
+    for name, service in services.items():
+        env = environment(service)
+        if "SHADOWGATE_MLFLOW_TRACKING_URI" in env or "MLFLOW_TRACKING_URI" in env:
+            found[name] = env
+    return found
+
+
+def test_mlflow_requires_authentication(config: dict[str, Any]) -> None:
+    import configparser
+    import importlib.metadata
+
+    services = config["services"]
+    mlflow = services["mlflow"]
+    cmd = command(mlflow)
+    assert cmd[cmd.index("--app-name") + 1] == "basic-auth"
+    apps = {entry.name for entry in importlib.metadata.entry_points(group="mlflow.app")}
+    assert "basic-auth" in apps, "the installed mlflow has no basic-auth app"
+    assert importlib.util.find_spec("flask_wtf") is not None, "basic-auth needs Flask-WTF (mlflow[auth])"
+    assert re.search(r"^Flask-WTF==", (ROOT / "requirements.txt").read_text(), re.MULTILINE | re.IGNORECASE)
+
+    env = environment(mlflow)
+    by_target = {target: source for source, target in mounts(mlflow)}
+    ini_source = by_target[env["MLFLOW_AUTH_CONFIG_PATH"]]
+    assert (ROOT / ini_source).resolve() == MLFLOW_AUTH_INI
+    ini = configparser.ConfigParser()
+    ini.read(MLFLOW_AUTH_INI)
+    auth = ini["mlflow"]
+    assert "admin_password" not in auth, "the admin password comes from a secret, never from the file"
+    assert auth["default_permission"] in {"READ", "NO_PERMISSIONS"}
+    assert auth["authorization_function"] == "mlflow.server.auth:authenticate_request_basic_auth"
+    database = auth["database_uri"].removeprefix("sqlite:///")
+    assert any(
+        Path(database).parent == Path(target) and source in config["volumes"] for source, target in mounts(mlflow)
+    ), "the user store must live on a named volume"
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] and env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+
+    # Every MLflow client authenticates: Airflow (trains, moves aliases) as the admin, the API as its own user.
+    clients = _mlflow_clients(services)
+    assert {"api", "mlflow-init"} | (AIRFLOW_SERVICES - {"airflow-init"}) <= set(clients)
+    admin = (env["MLFLOW_AUTH_ADMIN_USERNAME"], env["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    for name, client_env in clients.items():
+        assert client_env.get("MLFLOW_TRACKING_USERNAME") and client_env.get("MLFLOW_TRACKING_PASSWORD"), name
+        if name.startswith("airflow-") or name == "mlflow-init":
+            assert (client_env["MLFLOW_TRACKING_USERNAME"], client_env["MLFLOW_TRACKING_PASSWORD"]) == admin, name
+    init, api = environment(services["mlflow-init"]), clients["api"]
+    assert api["MLFLOW_TRACKING_USERNAME"] == init["MLFLOW_API_USERNAME"] != admin[0]
+    assert api["MLFLOW_TRACKING_PASSWORD"] == init["MLFLOW_API_PASSWORD"] != admin[1]
+    assert depends_on(services["api"])["mlflow-init"] == "service_completed_successfully"
+    assert urlsplit(init["MLFLOW_TRACKING_URI"]).hostname == "mlflow"
+    script = command(services["mlflow-init"])[-1]
+    assert (ROOT / {t: s for s, t in mounts(services["mlflow-init"])}[script]).resolve() == MLFLOW_USERS_SCRIPT
+
+
 def test_named_volumes_are_declared(config: dict[str, Any]) -> None:
     declared = set(config.get("volumes") or {})
     for name, service in config["services"].items():
@@ -700,3 +778,124 @@ def test_init_script_creates_both_databases_idempotently(throwaway_postgres: dic
         assert connect(user, user, "wrong").returncode != 0
     assert connect("mlflow", "airflow", passwords["mlflow"]).returncode != 0, "mlflow reached airflow's db"
     assert connect("airflow", "mlflow", passwords["airflow"]).returncode != 0, "airflow reached mlflow's db"
+
+
+# ----------------------------------------------------------------------------------- MLflow authentication, live
+
+
+@pytest.fixture
+def auth_server(resolved: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A real ``mlflow server`` started with the compose file's MLflow command options and auth settings.
+
+    The shipped basic_auth.ini is used as is, but for its user store path (a container path) and the backend store
+    (PostgreSQL in compose: SQLite here).
+    """
+    mlflow = resolved["services"]["mlflow"]
+    env = environment(mlflow)
+    ini = tmp_path / "basic_auth.ini"
+    shipped = MLFLOW_AUTH_INI.read_text()
+    database = re.search(r"^database_uri = (.*)$", shipped, re.MULTILINE)
+    assert database is not None
+    ini.write_text(shipped.replace(database.group(1), f"sqlite:///{tmp_path / 'basic_auth.db'}"))
+    port = free_port()
+    cmd = command(mlflow)
+    app = cmd[cmd.index("--app-name") + 1]
+    server_env = {
+        **os.environ,
+        **{key: value for key, value in env.items() if key.startswith("MLFLOW_AUTH_") or "FLASK" in key},
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
+        server_env.pop(key, None)
+    args = [sys.executable, "-m", "mlflow", "server", "--app-name", app, "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    args += ["--artifacts-destination", str(tmp_path / "artifacts")]
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(args, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while _status(f"{url}/health") != 200:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not become healthy"
+            time.sleep(0.5)
+        yield {
+            "url": url,
+            "admin_user": env["MLFLOW_AUTH_ADMIN_USERNAME"],
+            "admin_password": env["MLFLOW_AUTH_ADMIN_PASSWORD"],
+        }
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        log.close()
+
+
+def _status(url: str, *, auth: tuple[str, str] | None = None, json_body: dict[str, Any] | None = None) -> int:
+    import httpx
+
+    try:
+        if json_body is None:
+            return httpx.get(url, auth=auth, timeout=10).status_code
+        return httpx.post(url, auth=auth, json=json_body, timeout=10).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_a_real_mlflow_server_with_the_compose_auth_settings_refuses_anonymous_and_read_only_writes(
+    auth_server: dict[str, str], resolved: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from shadowgate.serving.models import MlflowModelSource
+
+    url = auth_server["url"]
+    admin = (auth_server["admin_user"], auth_server["admin_password"])
+    search = f"{url}/api/2.0/mlflow/registered-models/search"
+    assert _status(f"{url}/health") == 200  # the compose healthcheck needs no credentials
+    assert _status(search) == 401
+    assert _status(search, auth=(admin[0], "wrong-password-123")) == 401
+    assert _status(search, auth=admin) == 200
+
+    # mlflow-init, with the compose file's environment (pointed at this server), twice: it is idempotent.
+    init_env = {**environment(resolved["services"]["mlflow-init"]), "MLFLOW_TRACKING_URI": url}
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, str(MLFLOW_USERS_SCRIPT)],
+            env={**os.environ, **init_env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+    api_env = environment(resolved["services"]["api"])
+    reader = (api_env["MLFLOW_TRACKING_USERNAME"], api_env["MLFLOW_TRACKING_PASSWORD"])
+
+    # The admin (Airflow) registers a version and points @champion at it.
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
+    writer = MlflowClient(tracking_uri=url, registry_uri=url)
+    writer.create_registered_model("bnpl_default")
+    run = writer.create_run(writer.create_experiment("training"))
+    source = f"{run.info.artifact_uri}/model"
+    version = writer.create_model_version("bnpl_default", source=source, run_id=run.info.run_id).version
+    writer.set_registered_model_alias("bnpl_default", "champion", version)
+
+    # The API's user follows the alias but cannot move it, nor register a version.
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", reader[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", reader[1])
+    ref = MlflowModelSource(tracking_uri=url, model_name="bnpl_default").resolve("champion")
+    assert ref is not None and ref.version == str(version)
+    api_client = MlflowClient(tracking_uri=url, registry_uri=url)
+    with pytest.raises(MlflowException, match="Permission denied"):
+        api_client.set_registered_model_alias("bnpl_default", "champion", version)
+    with pytest.raises(MlflowException, match="Permission denied"):
+        api_client.create_model_version("bnpl_default", source=source, run_id=run.info.run_id)
+    alias = {"name": "bnpl_default", "alias": "challenger", "version": str(version)}
+    assert _status(f"{url}/api/2.0/mlflow/registered-models/alias", auth=reader, json_body=alias) == 403

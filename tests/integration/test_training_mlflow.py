@@ -13,10 +13,13 @@ import pytest
 from mlflow import MlflowClient
 
 from shadowgate.config import MLflowSettings, SimulationSettings, TrainingSettings
-from shadowgate.features import FEATURE_NAMES, features_frame
+from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_frame
 from shadowgate.local.bootstrap import bootstrap, history_as_of
 from shadowgate.registry import CHALLENGER, CHAMPION, ModelRegistry
 from shadowgate.simulation import SimulationResult
+from shadowgate.storage.deployments import WarehouseDeploymentLog
+from shadowgate.storage.duckdb import DuckDBWarehouse
+from shadowgate.storage.warehouse import default_sql_dir
 from shadowgate.training.train import ModelKind, matured_labels, temporal_split, train_and_register
 from tests.conftest import SMALL
 
@@ -27,6 +30,20 @@ AS_OF = history_as_of(SimulationSettings(**SMALL))  # type: ignore[arg-type]
 def mlflow_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MLflowSettings:
     monkeypatch.chdir(tmp_path)  # a sqlite store keeps artifacts in ./mlruns: keep them in the test's folder
     return MLflowSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", training_experiment="test_training")
+
+
+@pytest.fixture
+def deployments(tmp_path: Path) -> WarehouseDeploymentLog:
+    return WarehouseDeploymentLog(lambda: DuckDBWarehouse(tmp_path / "warehouse.duckdb", sql_dir=default_sql_dir()))
+
+
+def _deployment_rows(tmp_path: Path) -> list[tuple[str, str, str | None, str | None]]:
+    with DuckDBWarehouse(tmp_path / "warehouse.duckdb", sql_dir=default_sql_dir()) as warehouse:
+        warehouse.ensure_tables()
+        table = warehouse.query(
+            "SELECT action, alias, from_version, to_version FROM shadowgate.deployment_events ORDER BY occurred_at"
+        )
+    return [tuple(row.values()) for row in table.to_pylist()]  # type: ignore[misc]
 
 
 def test_matured_labels_equal_the_truth_for_settled_purchases(baseline: SimulationResult) -> None:
@@ -52,7 +69,10 @@ def test_temporal_split_holds_out_the_latest_days(baseline: SimulationResult) ->
 
 
 def test_training_registers_loadable_models_under_both_aliases(
-    world: Callable[..., SimulationResult], mlflow_settings: MLflowSettings
+    world: Callable[..., SimulationResult],
+    mlflow_settings: MLflowSettings,
+    deployments: WarehouseDeploymentLog,
+    tmp_path: Path,
 ) -> None:
     baseline = world(transactions=150_000, customers=15_000)  # enough matured defaults to rank the two families
     results = {}
@@ -65,11 +85,14 @@ def test_training_registers_loadable_models_under_both_aliases(
             alias=alias,
             training=TrainingSettings(),
             mlflow_settings=mlflow_settings,
+            deployments=deployments,
+            actor="tests",
         )
     registry = ModelRegistry(tracking_uri=mlflow_settings.tracking_uri, model_name=mlflow_settings.model_name)
     assert registry.aliases() == {CHAMPION: "1", CHALLENGER: "2"}
     champion = registry.version(CHAMPION)
     assert champion is not None and champion.tags["alias.champion.reason"].startswith("trained by shadowgate")
+    assert _deployment_rows(tmp_path) == [("first_deployment", CHAMPION, None, "1"), ("assign", CHALLENGER, None, "2")]
 
     client = MlflowClient(tracking_uri=mlflow_settings.tracking_uri)
     for v in client.search_model_versions(f"name = '{mlflow_settings.model_name}'"):
@@ -96,13 +119,23 @@ def test_training_registers_loadable_models_under_both_aliases(
         assert {"amount", "channel", "score"} <= set(reference.columns)
         plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
         assert plots == {"plots/roc.png", "plots/calibration.png"}
+        # The feature set is recorded with every version (checked when the API loads it).
+        assert run.data.params["feature_set"] == FEATURE_SET
+        version = client.get_model_version(mlflow_settings.model_name, result.model_version)
+        assert version.tags["shadowgate.feature_set"] == FEATURE_SET
+        info = mlflow.models.get_model_info(f"models:/{mlflow_settings.model_name}/{result.model_version}")
+        assert info.metadata == {"feature_names": list(FEATURE_NAMES), "feature_set": FEATURE_SET}
+        assert info.flavors["sklearn"]["serialization_format"] == "skops"
+        assert [spec.name for spec in info.signature.inputs] == list(FEATURE_NAMES)
     # Model behaviour: the gradient-boosted challenger beats the linear champion on the same validation rows.
     assert results[CHALLENGER].n_valid == results[CHAMPION].n_valid
     assert results[CHALLENGER].metrics.auc > results[CHAMPION].metrics.auc
     assert 0.75 < results[CHAMPION].metrics.auc < 0.95
 
 
-def test_a_run_key_makes_training_idempotent(baseline: SimulationResult, mlflow_settings: MLflowSettings) -> None:
+def test_a_run_key_makes_training_idempotent(
+    baseline: SimulationResult, mlflow_settings: MLflowSettings, deployments: WarehouseDeploymentLog, tmp_path: Path
+) -> None:
     def run() -> str:
         return train_and_register(
             transactions=baseline.transactions,
@@ -112,30 +145,44 @@ def test_a_run_key_makes_training_idempotent(baseline: SimulationResult, mlflow_
             alias=CHALLENGER,
             training=TrainingSettings(),
             mlflow_settings=mlflow_settings,
+            deployments=deployments,
+            actor="airflow:retrain_challenger",
             run_key="test/2026-07-06",
         ).model_version
 
     assert run() == run() == "1"
     client = MlflowClient(tracking_uri=mlflow_settings.tracking_uri)
     assert len(client.search_model_versions(f"name = '{mlflow_settings.model_name}'")) == 1
+    assert _deployment_rows(tmp_path) == [("assign", CHALLENGER, None, "1")]  # the re-run's move stored once
 
 
 def test_bootstrap_is_idempotent(
-    world: Callable[..., SimulationResult], mlflow_settings: MLflowSettings, tmp_path: Path
+    world: Callable[..., SimulationResult],
+    mlflow_settings: MLflowSettings,
+    deployments: WarehouseDeploymentLog,
+    tmp_path: Path,
 ) -> None:
     simulation = SimulationSettings(**SMALL)  # type: ignore[arg-type]
-    first = bootstrap(
-        tmp_path / "data", simulation=simulation, training=TrainingSettings(), mlflow_settings=mlflow_settings
-    )
+    options = {
+        "simulation": simulation,
+        "training": TrainingSettings(),
+        "mlflow_settings": mlflow_settings,
+        "deployments": deployments,
+        "actor": "tests",
+    }
+    first = bootstrap(tmp_path / "data", **options)  # type: ignore[arg-type]
     assert first.simulated and set(first.trained) == {CHAMPION, CHALLENGER}
     assert first.aliases == {
         CHAMPION: first.trained[CHAMPION].model_version,
         CHALLENGER: first.trained[CHALLENGER].model_version,
     }
     stamp = (tmp_path / "data" / "transactions.parquet").stat().st_mtime_ns
-    second = bootstrap(
-        tmp_path / "data", simulation=simulation, training=TrainingSettings(), mlflow_settings=mlflow_settings
-    )
+    second = bootstrap(tmp_path / "data", **options)  # type: ignore[arg-type]
     assert not second.simulated and second.trained == {}
     assert second.aliases == first.aliases
     assert (tmp_path / "data" / "transactions.parquet").stat().st_mtime_ns == stamp
+    champion, challenger = first.aliases[CHAMPION], first.aliases[CHALLENGER]
+    assert _deployment_rows(tmp_path) == [
+        ("first_deployment", CHAMPION, None, champion),
+        ("assign", CHALLENGER, None, challenger),
+    ]

@@ -39,6 +39,21 @@ def _rows(table: str) -> list[dict[str, Any]]:
         return decode_batch("s", "prediction", [Entry("1-0", prediction_fields(1))], NOW).rows
     if table == "outcomes":
         return decode_batch("s", "outcome", [Entry("1-0", outcome_fields(1))], NOW).rows
+    if table == "deployment_events":
+        from shadowgate.events import DeploymentEvent, deployment_event_id
+
+        move = {"model_name": "bnpl_default", "alias": "champion", "from_version": "1", "to_version": "2"}
+        event_id = deployment_event_id(**move, action="promote", occurred_at=NOW)
+        event = DeploymentEvent(
+            event_id=event_id,
+            occurred_at=NOW,
+            action="promote",
+            reason="gate passed",
+            actor="airflow:promote_challenger",
+            evidence={"auc_delta": 0.012, "p_value": 0.003},
+            **move,
+        )
+        return [event.row()]
     return decode_batch("s", "outcome", [Entry("1-0", {"payload": "{}"})], NOW).quarantine
 
 
@@ -70,6 +85,16 @@ def test_every_merge_inserts_once(warehouse: DuckDBWarehouse, table: str) -> Non
     assert (first.staged, first.inserted, second.inserted) == (1, 1, 0)
     assert warehouse.count(table) == 1
     assert warehouse.drop_stale_staging() == []  # the MERGE dropped its staging table
+
+
+def test_deployment_evidence_is_stored_as_json(warehouse: DuckDBWarehouse) -> None:
+    batch = pa.Table.from_pylist(_rows("deployment_events"), schema=arrow_schema("deployment_events"))
+    warehouse.merge("deployment_events", staging=warehouse.stage("deployment_events", batch, batch_id="x"))
+    rows = warehouse.query(
+        "SELECT action, from_version, to_version, json_extract(evidence, '$.p_value')::DOUBLE AS p"
+        " FROM shadowgate.deployment_events"
+    ).to_pylist()
+    assert rows == [{"action": "promote", "from_version": "1", "to_version": "2", "p": 0.003}]
 
 
 def test_the_queries(warehouse: DuckDBWarehouse) -> None:

@@ -28,6 +28,7 @@ from shadowgate.simulation import SimulationResult
 from shadowgate.training.train import ModelKind, build_estimator
 from tests.strategies import transactions
 
+KEY = b"test-cache-key"
 PARITY = 1e-6
 N_TRAIN = 20_000
 N_EVAL = 10_000
@@ -224,12 +225,13 @@ def test_save_load_round_trip_is_bit_identical(
 ) -> None:
     compiled = request.getfixturevalue(which).compiled
     target = tmp_path / "models" / "v1"
-    save_compiled(compiled, target)
+    save_compiled(compiled, target, key=KEY)
     assert sorted(p.name for p in target.iterdir()) == ["arrays.npz", "meta.json"]
     meta = json.loads((target / "meta.json").read_text())
     assert meta["family"] == compiled.family and meta["n_features"] == 38
     assert meta["fingerprint"] == compiled.fingerprint and len(meta["fingerprint"]) == 64
-    loaded = load_compiled(target)
+    assert len(meta["hmac"]) == 64 and meta["hmac"] != meta["fingerprint"]
+    loaded = load_compiled(target, key=KEY)
     assert type(loaded) is type(compiled)
     assert loaded.fingerprint == compiled.fingerprint
     x = _with_nans(data.x_eval[:2000], seed=5, share=0.2) if which == "boosting_nan" else data.x_eval[:2000]
@@ -244,52 +246,88 @@ def test_save_replaces_an_existing_model_and_leaves_no_temporaries(
     scorecard: Fitted, boosting: Fitted, tmp_path: Path
 ) -> None:
     target = tmp_path / "v1"
-    save_compiled(scorecard.compiled, target)
-    save_compiled(boosting.compiled, target)
-    assert load_compiled(target).fingerprint == boosting.compiled.fingerprint
+    save_compiled(scorecard.compiled, target, key=KEY)
+    save_compiled(boosting.compiled, target, key=KEY)
+    assert load_compiled(target, key=KEY).fingerprint == boosting.compiled.fingerprint
     assert [p.name for p in tmp_path.iterdir()] == ["v1"]
 
 
 def test_corrupt_npz_is_refused(boosting: Fitted, tmp_path: Path) -> None:
     target = tmp_path / "v1"
-    save_compiled(boosting.compiled, target)
+    save_compiled(boosting.compiled, target, key=KEY)
     npz = target / "arrays.npz"
     raw = bytearray(npz.read_bytes())
     middle = len(raw) // 2
     raw[middle : middle + 16] = bytes(b ^ 0xFF for b in raw[middle : middle + 16])
     npz.write_bytes(bytes(raw))
     with pytest.raises(ValueError):
-        load_compiled(target)
+        load_compiled(target, key=KEY)
     npz.write_bytes(bytes(raw[: len(raw) // 3]))
     with pytest.raises(ValueError, match="unreadable"):
-        load_compiled(target)
+        load_compiled(target, key=KEY)
 
 
 def test_tampered_arrays_or_fingerprint_are_refused(boosting: Fitted, tmp_path: Path) -> None:
     target = tmp_path / "v1"
-    save_compiled(boosting.compiled, target)
+    save_compiled(boosting.compiled, target, key=KEY)
     # A well-formed npz whose leaf values changed: only the fingerprint can tell.
     with np.load(target / "arrays.npz", allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
     arrays["value"] = arrays["value"] * 1.01
     np.savez(target / "arrays.npz", **arrays)
     with pytest.raises(ValueError, match="fingerprint"):
-        load_compiled(target)
+        load_compiled(target, key=KEY)
 
-    save_compiled(boosting.compiled, target)
+    save_compiled(boosting.compiled, target, key=KEY)
     meta = json.loads((target / "meta.json").read_text())
     meta["fingerprint"] = "0" * 64
     (target / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="fingerprint"):
-        load_compiled(target)
+        load_compiled(target, key=KEY)
+
+
+def test_a_consistent_forgery_fails_the_keyed_check(boosting: Fitted, tmp_path: Path) -> None:
+    """Changed arrays with a recomputed bare fingerprint (all a bare hash asks for) are refused by the HMAC."""
+    from shadowgate.serving.scorer import _fingerprint
+
+    target = tmp_path / "v1"
+    save_compiled(boosting.compiled, target, key=KEY)
+    with np.load(target / "arrays.npz", allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    arrays["value"] = arrays["value"] * 1.01
+    np.savez(target / "arrays.npz", **arrays)
+    meta = json.loads((target / "meta.json").read_text())
+    meta["fingerprint"] = _fingerprint(meta["family"], meta["n_features"], arrays)
+    (target / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="keyed integrity check"):
+        load_compiled(target, key=KEY)
+
+
+def test_another_key_or_another_binding_is_refused(scorecard: Fitted, tmp_path: Path) -> None:
+    target = tmp_path / "v1"
+    binding = {"model": "bnpl_default", "version": "1", "run_id": "abc"}
+    save_compiled(scorecard.compiled, target, key=KEY, binding=binding)
+    assert load_compiled(target, key=KEY, binding=binding).fingerprint == scorecard.compiled.fingerprint
+    with pytest.raises(ValueError, match="keyed integrity check"):
+        load_compiled(target, key=b"another-key", binding=binding)
+    # Files signed for version 1 copied where version 2 is expected: genuine, but not what was asked for.
+    with pytest.raises(ValueError, match="expected"):
+        load_compiled(target, key=KEY, binding={**binding, "version": "2"})
+    meta = json.loads((target / "meta.json").read_text())
+    meta["binding"]["version"] = "2"  # relabelled without the key
+    (target / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="keyed integrity check"):
+        load_compiled(target, key=KEY, binding={**binding, "version": "2"})
+    with pytest.raises(ValueError, match="non-empty key"):
+        save_compiled(scorecard.compiled, tmp_path / "v2", key=b"")
 
 
 def test_missing_model_is_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        load_compiled(tmp_path / "nothing")
+        load_compiled(tmp_path / "nothing", key=KEY)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="unreadable"):
-        load_compiled(tmp_path / "empty")
+        load_compiled(tmp_path / "empty", key=KEY)
 
 
 # ------------------------------------------------------------------------------------------------ unsupported

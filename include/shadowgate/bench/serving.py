@@ -689,9 +689,10 @@ def _train_registry(base: Path, echo: Callable[[str], None]) -> str:
     """Simulate a small world and register @champion, @challenger and @challenger-b in a SQLite store under ``base``."""
     import mlflow
 
-    from shadowgate.config import MLflowSettings, TrainingSettings
+    from shadowgate.config import MLflowSettings, TrainingSettings, WarehouseSettings
     from shadowgate.local.bootstrap import history_as_of
     from shadowgate.simulation import simulate
+    from shadowgate.storage.deployments import WarehouseDeploymentLog
     from shadowgate.training.train import ModelKind, train_and_register
 
     root = base / "mlflow"
@@ -715,6 +716,10 @@ def _train_registry(base: Path, echo: Callable[[str], None]) -> str:
             alias=alias,
             training=TrainingSettings(reference_rows=200),
             mlflow_settings=settings,
+            deployments=WarehouseDeploymentLog.from_settings(
+                WarehouseSettings(duckdb_path=root / "deployments.duckdb"), home=base
+            ),
+            actor="shadowgate bench",
         )
         echo(f"  registered {kind.value} v{result.model_version} @{alias} (valid AUC {result.metrics.auc:.3f})")
     return settings.tracking_uri

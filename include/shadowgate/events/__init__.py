@@ -3,6 +3,13 @@
 Serving writes events and the pipelines read them; both depend on this package and not on each other.
 """
 
+from shadowgate.events.deployment import (
+    DEPLOYMENT_ACTIONS,
+    DEPLOYMENT_SCHEMA_VERSION,
+    DeploymentAction,
+    DeploymentEvent,
+    deployment_event_id,
+)
 from shadowgate.events.model import (
     ARRAY_FEATURES_SINCE,
     EVENT_ID_PATTERN,
@@ -32,6 +39,8 @@ from shadowgate.events.model import (
 
 __all__ = [
     "ARRAY_FEATURES_SINCE",
+    "DEPLOYMENT_ACTIONS",
+    "DEPLOYMENT_SCHEMA_VERSION",
     "EVENT_ID_PATTERN",
     "EXAMPLE_SERVED_AT",
     "OUTCOME",
@@ -41,6 +50,8 @@ __all__ = [
     "STREAM_ENCODING_VERSION",
     "ArmAssignment",
     "Decision",
+    "DeploymentAction",
+    "DeploymentEvent",
     "Event",
     "MalformedEventError",
     "MalformedReason",
@@ -49,6 +60,7 @@ __all__ = [
     "OutcomeType",
     "PredictionEvent",
     "ScoreStatus",
+    "deployment_event_id",
     "example_prediction_event",
     "from_stream_fields",
     "hash_customer_id",

@@ -1,7 +1,9 @@
 """First-run set-up of the local system: simulated history and the first champion and challenger.
 
 Both steps are idempotent: existing history is reused, and an alias that is already set is left alone, so running
-``make up`` twice changes nothing.
+``make up`` twice changes nothing. Setting ``@champion`` here is the *first deployment*, one of the three ways it may
+move (see :mod:`shadowgate.registry`); each alias set writes one deployment event, and every run re-sends the
+recorded moves of the aliases it manages (stored once), which completes a first run whose warehouse write failed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shadowgate.config import MLflowSettings, SimulationSettings, TrainingSettings
-from shadowgate.registry import CHALLENGER, CHAMPION, ModelRegistry
+from shadowgate.registry import CHALLENGER, CHAMPION, DeploymentLog, ModelRegistry
 from shadowgate.simulation import read_parquet, simulate, write_parquet
 from shadowgate.training.train import ModelKind, TrainingResult, train_and_register
 
@@ -50,8 +52,10 @@ def ensure_models(
     simulation: SimulationSettings,
     training: TrainingSettings,
     mlflow_settings: MLflowSettings,
+    deployments: DeploymentLog,
+    actor: str,
 ) -> dict[str, TrainingResult]:
-    """Train and register a model for every role whose alias is not set yet."""
+    """Train and register a model for every role whose alias is not set yet (``@champion`` first)."""
     registry = ModelRegistry(tracking_uri=mlflow_settings.tracking_uri, model_name=mlflow_settings.model_name)
     missing = [alias for alias in ROLE_KINDS if registry.version(alias) is None]
     if not missing:
@@ -66,6 +70,8 @@ def ensure_models(
             alias=alias,
             training=training,
             mlflow_settings=mlflow_settings,
+            deployments=deployments,
+            actor=actor,
         )
         for alias in missing
     }
@@ -77,10 +83,23 @@ def bootstrap(
     simulation: SimulationSettings,
     training: TrainingSettings,
     mlflow_settings: MLflowSettings,
+    deployments: DeploymentLog,
+    actor: str,
     progress: Callable[..., object] | None = None,
 ) -> BootstrapSummary:
-    """Seed history if missing, then fill missing aliases."""
+    """Seed history if missing, fill missing aliases, and make sure their moves are in the warehouse."""
     simulated = seed_history(data_dir, simulation, progress=progress)
-    trained = ensure_models(data_dir, simulation=simulation, training=training, mlflow_settings=mlflow_settings)
-    registry = ModelRegistry(tracking_uri=mlflow_settings.tracking_uri, model_name=mlflow_settings.model_name)
+    trained = ensure_models(
+        data_dir,
+        simulation=simulation,
+        training=training,
+        mlflow_settings=mlflow_settings,
+        deployments=deployments,
+        actor=actor,
+    )
+    registry = ModelRegistry(
+        tracking_uri=mlflow_settings.tracking_uri, model_name=mlflow_settings.model_name, deployments=deployments
+    )
+    # The moves made just now were sent; the older ones again (a no-op once stored).
+    registry.resend_recorded([alias for alias in ROLE_KINDS if alias not in trained])
     return BootstrapSummary(simulated=simulated, trained=trained, aliases=registry.aliases())

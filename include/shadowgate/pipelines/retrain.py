@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from shadowgate.config import MLflowSettings, TrainingSettings
-from shadowgate.registry import CHALLENGER
+from shadowgate.registry import CHALLENGER, DeploymentLog
 from shadowgate.simulation import read_parquet
 from shadowgate.training.train import ModelKind, train_and_register
 
@@ -19,10 +19,13 @@ def retrain_challenger(
     run_key: str,
     training: TrainingSettings,
     mlflow_settings: MLflowSettings,
+    deployments: DeploymentLog,
+    actor: str,
 ) -> dict[str, Any]:
     """Train a gradient-boosting challenger on purchases matured by ``as_of`` and register it as ``@challenger``.
 
     Re-running with the same ``run_key`` returns the version registered the first time (no duplicate versions).
+    The move of ``@challenger`` is recorded in ``deployments`` (a re-run sends the recorded move again: stored once).
     Until the warehouse lands (issue 4) the labelled history is read from the simulated Parquet tables.
 
     Returns:
@@ -37,6 +40,8 @@ def retrain_challenger(
         alias=CHALLENGER,
         training=training,
         mlflow_settings=mlflow_settings,
+        deployments=deployments,
+        actor=actor,
         run_key=run_key,
     )
     return {

@@ -4,30 +4,59 @@ The service holds one immutable :class:`ModelSnapshot` (alias → compiled model
 where each alias points; when an alias moves it loads the new version *beside* the old one and then swaps the snapshot
 reference in one assignment, so a request sees either the old set or the new set, never a mix, and none fails.
 
-Every compiled version is written to ``<cache_dir>/<model name>/versions/<version>/`` and the alias → version map of
-the last successful refresh to ``aliases.json``: when the registry is down at start, the service serves the
-last-known-good models from disk (no MLflow, no sklearn needed).
+Only trusted models run (:mod:`shadowgate.serving.artifacts`): a version whose artifact is not skops, names a type
+outside the reviewed list, ships code or was fitted on other features is **refused** — logged, counted by reason in
+``shadowgate_model_loads_refused_total``, never fetched again — and the alias keeps serving what it served.
+
+Every compiled version is written to ``<cache_dir>/<model name>/versions/<version>/<run id>/`` (a registry rebuilt
+from scratch reuses version numbers, not run ids), signed with an HMAC key, and the alias → (version, run) map of the
+last successful refresh to ``aliases.json``: when the registry is down at start, the service serves the last-known-good
+models from disk (no MLflow, no sklearn needed). A cached model that fails its keyed check is refused (counted as
+``cache_integrity``), moved aside, and fetched from the registry again — or, with the registry down, not served.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
+import re
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from shadowgate.serving.scorer import CompiledModel, compile_model, load_compiled, save_compiled
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from shadowgate.serving.artifacts import ModelRefusedError, RefusalReason, load_trusted_model
+from shadowgate.serving.scorer import (
+    CompiledModel,
+    UnsupportedModelError,
+    compile_model,
+    load_compiled,
+    save_compiled,
+)
 
 logger = logging.getLogger(__name__)
 
 _NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registry version as the registry reports it: the version number and the training run behind it."""
+
+    version: str
+    run_id: str
 
 
 class ModelSource(Protocol):
@@ -35,12 +64,17 @@ class ModelSource(Protocol):
 
     model_name: str
 
-    def resolve(self, alias: str) -> str | None:
+    def resolve(self, alias: str) -> ModelRef | None:
         """The version behind ``alias`` now, or None when the alias is not set. Raises when the source is down."""
         ...
 
     def fetch(self, version: str) -> CompiledModel:
-        """Load and compile one version."""
+        """Load and compile one version.
+
+        Raises:
+            ModelRefusedError: the version must not run (the reason says why); it is not fetched again.
+            Exception: anything else (the source is down): tried again at the next refresh.
+        """
         ...
 
 
@@ -61,27 +95,45 @@ class MlflowModelSource:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
-    def resolve(self, alias: str) -> str | None:
+    def resolve(self, alias: str) -> ModelRef | None:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
         if self._client is None:
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         try:
-            return str(self._client.get_model_version_by_alias(self.model_name, alias).version)
+            found = self._client.get_model_version_by_alias(self.model_name, alias)
         except MlflowException as error:
             # A missing alias / model is an answer; anything else (server down, 5xx) means the source is unusable.
             if error.error_code in _NOT_FOUND:
                 return None
             raise
+        return ModelRef(version=str(found.version), run_id=str(found.run_id or ""))
 
     def fetch(self, version: str) -> CompiledModel:
-        import mlflow
+        """Download the version's files and load them as :func:`~shadowgate.serving.artifacts.load_trusted_model`
+        allows (never through MLflow's loader: it trusts the artifact's own type list and code)."""
+        import mlflow.artifacts
 
-        mlflow.set_registry_uri(self.tracking_uri)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        model = mlflow.sklearn.load_model(f"models:/{self.model_name}/{version}")
-        return compile_model(model)
+        with tempfile.TemporaryDirectory(prefix="shadowgate-model-") as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.model_name}/{version}",
+                dst_path=tmp,
+                tracking_uri=self.tracking_uri,
+                registry_uri=self.tracking_uri,
+            )
+            model = load_trusted_model(Path(local))
+        try:
+            return compile_model(model)
+        except UnsupportedModelError as error:
+            raise ModelRefusedError(RefusalReason.UNSUPPORTED, str(error)) from error
+
+
+def _path_part(name: str) -> str:
+    """``name`` as one safe path component: the registry's answers are not trusted to stay inside the cache."""
+    if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}", name):
+        return name
+    return "h-" + hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -93,6 +145,8 @@ class ServedModel:
     scorer: CompiledModel
     loaded_from: str
     """``registry`` or ``cache`` (last-known-good on disk)."""
+    run_id: str = ""
+    """The training run behind the version."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +174,8 @@ class ManagerStats:
     last_error: str | None = None
     source_up: bool = False
     history: list[dict[str, str]] = field(default_factory=list)
+    refused: Counter[str] = field(default_factory=Counter)
+    """Models refused, by :class:`~shadowgate.serving.artifacts.RefusalReason` value (each version once)."""
 
 
 class ModelManager:
@@ -129,22 +185,35 @@ class ModelManager:
         source: the registry (or a test double).
         cache_dir: root of the last-known-good cache.
         aliases: aliases to serve (``champion`` first).
+        cache_key: secret HMAC key of the disk cache (a local secret; see ``runtime.model_cache_key``).
         poll_interval_s: seconds between registry polls in the background thread.
     """
 
     def __init__(
-        self, *, source: ModelSource, cache_dir: Path, aliases: Iterable[str], poll_interval_s: float = 10.0
+        self,
+        *,
+        source: ModelSource,
+        cache_dir: Path,
+        aliases: Iterable[str],
+        cache_key: bytes,
+        poll_interval_s: float = 10.0,
     ) -> None:
+        if not cache_key:
+            raise ValueError("the model cache needs a non-empty key")
         self.source = source
         self.aliases = tuple(dict.fromkeys(aliases))
         self.poll_interval_s = poll_interval_s
         self.root = cache_dir / source.model_name
         self.stats = ManagerStats()
+        self._key = cache_key
         # Generations start from the clock (ms), so that a later process's are larger than an earlier one's: the
         # shadow process then never waits for the models of a journal record written before a restart.
         self._snapshot = ModelSnapshot(source.model_name, {}, time.time_ns() // 1_000_000, dt.datetime.now(dt.UTC))
         self._lock = threading.Lock()  # one refresh at a time; readers never lock
-        self._saved: dict[str, str] | None = None
+        self._saved: dict[str, ModelRef] | None = None
+        # Refused versions are not fetched again: a bad artifact stays bad, and re-downloading it every poll would
+        # flood the log and the count.
+        self._refused: dict[ModelRef, ModelRefusedError] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -157,41 +226,67 @@ class ModelManager:
 
     # ------------------------------------------------------------------------------------------------ cache
 
-    def _version_dir(self, version: str) -> Path:
-        return self.root / "versions" / version
+    def _version_dir(self, ref: ModelRef) -> Path:
+        return self.root / "versions" / _path_part(ref.version) / _path_part(ref.run_id or "no-run")
 
-    def _cached(self, version: str) -> CompiledModel | None:
-        path = self._version_dir(version)
+    def _binding(self, ref: ModelRef) -> dict[str, str]:
+        return {"model": self.source.model_name, "version": ref.version, "run_id": ref.run_id}
+
+    def _cached(self, ref: ModelRef) -> CompiledModel | None:
+        path = self._version_dir(ref)
         if not path.exists():
             return None
         try:
-            return load_compiled(path)
+            return load_compiled(path, key=self._key, binding=self._binding(ref))
         except (OSError, ValueError) as error:
-            logger.warning("cached model version %s unusable (%s); it will be fetched again", version, error)
+            self._refuse(None, ref, ModelRefusedError(RefusalReason.CACHE_INTEGRITY, f"{path}: {error}"))
+            # Aside, not deleted (it may be evidence), and out of the way of the next fetch and of the next start.
+            aside = path.with_name(f"{path.name}.refused")
+            shutil.rmtree(aside, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                path.rename(aside)
             return None
 
-    def _store(self, version: str, scorer: CompiledModel) -> None:
-        path = self._version_dir(version)
+    def _store(self, ref: ModelRef, scorer: CompiledModel) -> None:
+        path = self._version_dir(ref)
         if path.exists():
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_compiled(scorer, path)
+            save_compiled(scorer, path, key=self._key, binding=self._binding(ref))
         except Exception:  # a full disk must not stop serving; only the fallback for a later outage is lost
-            logger.exception("could not cache model version %s in %s", version, path)
+            logger.exception("could not cache model version %s in %s", ref.version, path)
 
-    def _write_aliases(self, versions: Mapping[str, str]) -> None:
+    def _write_aliases(self, refs: Mapping[str, ModelRef]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / "aliases.json.tmp"
-        tmp.write_text(json.dumps({"aliases": dict(versions), "saved_at": dt.datetime.now(dt.UTC).isoformat()}))
+        aliases = {alias: {"version": r.version, "run_id": r.run_id} for alias, r in refs.items()}
+        tmp.write_text(json.dumps({"aliases": aliases, "saved_at": dt.datetime.now(dt.UTC).isoformat()}))
         os.replace(tmp, self.root / "aliases.json")
 
-    def _read_aliases(self) -> dict[str, str]:
+    def _read_aliases(self) -> dict[str, ModelRef]:
         try:
             data = json.loads((self.root / "aliases.json").read_text())
-            return {str(k): str(v) for k, v in data["aliases"].items()}
-        except (OSError, ValueError, KeyError, AttributeError):
+            return {
+                str(alias): ModelRef(version=str(ref["version"]), run_id=str(ref["run_id"]))
+                for alias, ref in data["aliases"].items()
+            }
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
             return {}
+
+    def _refuse(self, alias: str | None, ref: ModelRef, refusal: ModelRefusedError) -> None:
+        self.stats.refused[refusal.reason.value] += 1
+        served = self._snapshot.get(alias) if alias is not None else None
+        keeping = f"; @{alias} keeps version {served.version}" if served is not None else ""
+        logger.error(
+            "REFUSED model %s version %s (run %s)%s: %s%s",
+            self.source.model_name,
+            ref.version,
+            ref.run_id or "?",
+            f" for @{alias}" if alias else "",
+            refusal,
+            keeping,
+        )
 
     # ------------------------------------------------------------------------------------------------ loading
 
@@ -228,45 +323,63 @@ class ModelManager:
             current = self._snapshot.models
             models: dict[str, ServedModel] = {}
             errors = []
-            for alias, version in resolved.items():
-                if version is None:
+            for alias, ref in resolved.items():
+                if ref is None:
                     continue
-                if alias in current and current[alias].version == version:
-                    models[alias] = current[alias]
+                served = current.get(alias)
+                if served is not None and (served.version, served.run_id) == (ref.version, ref.run_id):
+                    models[alias] = served
                     continue
-                scorer = self._cached(version)
+                refused = self._refused.get(ref)
+                if refused is not None:
+                    errors.append(f"{alias}=v{ref.version}: refused: {refused}")
+                    if served is not None:
+                        models[alias] = served
+                    continue
+                scorer = self._cached(ref)
                 origin = "cache"
                 if scorer is None:
                     try:
-                        scorer = self.source.fetch(version)
-                    except Exception as error:  # a broken version must not take the service down
-                        errors.append(f"{alias}=v{version}: {type(error).__name__}: {error}")
-                        if alias in current:
-                            models[alias] = current[alias]
+                        scorer = self.source.fetch(ref.version)
+                    except ModelRefusedError as refusal:
+                        self._refused[ref] = refusal
+                        self._refuse(alias, ref, refusal)
+                        errors.append(f"{alias}=v{ref.version}: refused: {refusal}")
+                        if served is not None:
+                            models[alias] = served
                         continue
-                    self._store(version, scorer)
+                    except Exception as error:  # a broken version must not take the service down
+                        errors.append(f"{alias}=v{ref.version}: {type(error).__name__}: {error}")
+                        if served is not None:
+                            models[alias] = served
+                        continue
+                    self._store(ref, scorer)
                     origin = "registry"
-                models[alias] = ServedModel(alias=alias, version=version, scorer=scorer, loaded_from=origin)
+                models[alias] = ServedModel(
+                    alias=alias, version=ref.version, scorer=scorer, loaded_from=origin, run_id=ref.run_id
+                )
             self.stats.last_refresh_ok = not errors
             self.stats.last_error = "; ".join(errors)[:500] if errors else None
             if errors:
                 self.stats.refresh_failures += 1
                 logger.warning("could not load: %s", self.stats.last_error)
             changed = self._swap(models)
-            versions = {a: m.version for a, m in models.items()}
-            if not errors and versions != self._saved:  # the file changes only when an alias moves
-                self._write_aliases(versions)
-                self._saved = versions
+            refs = {a: ModelRef(m.version, m.run_id) for a, m in models.items()}
+            if not errors and refs != self._saved:  # the file changes only when an alias moves
+                self._write_aliases(refs)
+                self._saved = refs
             return changed
 
     def _load_from_cache(self) -> bool:
         models = {}
-        for alias, version in self._read_aliases().items():
+        for alias, ref in self._read_aliases().items():
             if alias not in self.aliases:
                 continue
-            scorer = self._cached(version)
+            scorer = self._cached(ref)
             if scorer is not None:
-                models[alias] = ServedModel(alias=alias, version=version, scorer=scorer, loaded_from="cache")
+                models[alias] = ServedModel(
+                    alias=alias, version=ref.version, scorer=scorer, loaded_from="cache", run_id=ref.run_id
+                )
         if models:
             logger.warning(
                 "serving last-known-good models from %s: %s", self.root, {a: m.version for a, m in models.items()}
@@ -303,3 +416,22 @@ class ModelManager:
                 return True
             time.sleep(0.05)
         return False
+
+
+class ModelManagerCollector(Collector):
+    """The model manager's refusals on ``/metrics``: ``shadowgate_model_loads_refused_total{reason=…}``, every
+    reason shown (zeros too, so an alert can be written before the first refusal)."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self._manager = manager
+
+    def collect(self) -> Iterator[Any]:
+        refused = CounterMetricFamily(
+            "shadowgate_model_loads_refused",
+            "Model versions (or cached compiled models) refused instead of served, by reason.",
+            labels=["reason"],
+        )
+        counts = self._manager.stats.refused
+        for reason in RefusalReason:
+            refused.add_metric([reason.value], float(counts.get(reason.value, 0)))
+        yield refused

@@ -25,7 +25,7 @@ from shadowgate.config import (
 from shadowgate.registry import CHAMPION
 from shadowgate.serving.experiment_store import ExperimentBookCollector, ExperimentStore, LiveExperiments, redis_client
 from shadowgate.serving.journal import FsyncPolicy
-from shadowgate.serving.models import MlflowModelSource, ModelManager, ModelSource
+from shadowgate.serving.models import MlflowModelSource, ModelManager, ModelManagerCollector, ModelSource
 from shadowgate.serving.policies import DecisionPolicy, load_policy
 from shadowgate.serving.service import DecisionService
 from shadowgate.serving.sidecar import Sidecar, SidecarCollector, SidecarConfig, exposition
@@ -38,6 +38,13 @@ def customer_salt(serving: ServingSettings, home: Path) -> str:
     if serving.customer_salt is not None:
         return serving.customer_salt.get_secret_value()
     return local_secret(home / "secrets" / "customer_salt")
+
+
+def model_cache_key(serving: ServingSettings, home: Path) -> bytes:
+    """The HMAC key of the compiled-model cache: from settings, else made once and kept under ``<home>/secrets``."""
+    if serving.model_cache_key is not None:
+        return serving.model_cache_key.get_secret_value().encode()
+    return local_secret(home / "secrets" / "model_cache_key").encode()
 
 
 @dataclass
@@ -103,6 +110,7 @@ def build_runtime(
         source=source or MlflowModelSource(tracking_uri=mlflow.tracking_uri, model_name=mlflow.model_name),
         cache_dir=state / "model_cache",
         aliases=(CHAMPION, *serving.challenger_aliases),
+        cache_key=model_cache_key(serving, home),
         poll_interval_s=serving.model_poll_interval_s,
     )
     live_experiments = LiveExperiments(
@@ -135,6 +143,7 @@ def build_runtime(
     registry = CollectorRegistry(auto_describe=True)
     registry.register(SidecarCollector(shadow, lambda: models.stats.swaps))
     registry.register(ExperimentBookCollector(live_experiments))
+    registry.register(ModelManagerCollector(models))
     service = DecisionService(
         models=models,
         experiments=lambda: live_experiments.book,

@@ -11,13 +11,16 @@ arrays; the compiled objects evaluate them with plain Python (logistic, one row)
   ``x <= threshold``.
 
 :func:`save_compiled` / :func:`load_compiled` keep a compiled model as ``arrays.npz`` + ``meta.json`` (no pickle
-anywhere), with a SHA-256 fingerprint that is checked on load so a corrupt cache is refused, not served.
+anywhere). The meta file holds a SHA-256 fingerprint of the arrays (corruption) and an HMAC-SHA256, keyed with a local
+secret, over the fingerprint and what the files claim to be (``binding``: model, version, run): whoever can write the
+cache folder but not read the key cannot make a changed or swapped model pass, as they could with a bare hash.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import math
 import operator
@@ -35,8 +38,11 @@ import numpy as np
 
 LOGISTIC = "logistic"
 TREE_ENSEMBLE = "tree_ensemble"
-FORMAT_VERSION = 1
-"""Version of the on-disk layout; bump it when the arrays or their meaning change."""
+FORMAT_VERSION = 2
+"""Version of the on-disk layout; bump it when the arrays or their meaning change.
+
+1. arrays + a bare SHA-256 fingerprint.
+2. + the binding (what the files are) and an HMAC-SHA256 over the metadata."""
 
 _ARRAYS_FILE = "arrays.npz"
 _META_FILE = "meta.json"
@@ -530,8 +536,19 @@ def _compile_hgb(model: Any) -> TreeEnsembleScorer:
 # ------------------------------------------------------------------------------------------------ storage
 
 
-def save_compiled(model: CompiledModel, directory: Path) -> None:
-    """Write a compiled model to ``directory`` (``arrays.npz`` + ``meta.json``), atomically.
+def _mac(meta: Mapping[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 of the metadata (every field but the MAC itself), canonical JSON."""
+    if not key:
+        raise ValueError("the compiled-model cache needs a non-empty key")
+    signed = {k: v for k, v in meta.items() if k != "hmac"}
+    message = json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def save_compiled(
+    model: CompiledModel, directory: Path, *, key: bytes, binding: Mapping[str, str] | None = None
+) -> None:
+    """Write a compiled model to ``directory`` (``arrays.npz`` + ``meta.json``), atomically, signed with ``key``.
 
     The files are written to a temporary sibling directory, flushed, and renamed into place, so a reader sees either
     no model or a complete one. An existing directory is replaced (moved aside, then removed).
@@ -539,17 +556,21 @@ def save_compiled(model: CompiledModel, directory: Path) -> None:
     Args:
         model: a compiled model.
         directory: the target directory (its parent is created if needed).
+        key: the secret HMAC key (:func:`load_compiled` needs the same).
+        binding: what these files are (e.g. model name, version, run id); signed, and checked by the reader.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     arrays = model.arrays()
-    meta = {
+    meta: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "family": model.family,
         "n_features": model.n_features,
         "fingerprint": _fingerprint(model.family, model.n_features, arrays),
         "arrays": sorted(arrays),
+        "binding": dict(binding or {}),
     }
+    meta["hmac"] = _mac(meta, key)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
         with open(tmp / _ARRAYS_FILE, "wb") as fh:
@@ -585,15 +606,18 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def load_compiled(directory: Path) -> CompiledModel:
-    """Read a model written by :func:`save_compiled` and verify its fingerprint.
+def load_compiled(directory: Path, *, key: bytes, binding: Mapping[str, str] | None = None) -> CompiledModel:
+    """Read a model written by :func:`save_compiled` and verify its fingerprint, its HMAC and its binding.
 
     Args:
         directory: the directory given to :func:`save_compiled`.
+        key: the key it was signed with.
+        binding: what the files must be (as given to :func:`save_compiled`).
 
     Raises:
         FileNotFoundError: ``directory`` does not exist (nothing cached).
-        ValueError: the files are missing, unreadable, inconsistent or do not match the recorded fingerprint.
+        ValueError: the files are missing, unreadable or inconsistent, do not match the recorded fingerprint, fail
+            the keyed check (tampered, or signed with another key), or are bound to another model.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -612,6 +636,11 @@ def load_compiled(directory: Path) -> CompiledModel:
     actual = _fingerprint(family, n_features, arrays)
     if actual != recorded:
         raise ValueError(f"compiled model at {directory} fails its fingerprint check (corrupt or tampered)")
+    mac = meta.get("hmac")
+    if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(meta, key)):
+        raise ValueError(f"compiled model at {directory} fails its keyed integrity check (tampered, or another key)")
+    if meta.get("binding") != dict(binding or {}):
+        raise ValueError(f"compiled model at {directory} is {meta.get('binding')}, expected {dict(binding or {})}")
     try:
         if family == LOGISTIC:
             model: CompiledModel = LogisticScorer.from_arrays(arrays)

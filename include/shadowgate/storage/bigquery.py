@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,17 @@ def _param(name: str, value: Any) -> Any:
         kind = "INT64" if value and isinstance(value[0], int) else "STRING"
         return bigquery.ArrayQueryParameter(name, kind, list(value))
     return bigquery.ScalarQueryParameter(name, "STRING", value)
+
+
+def staging_schema(fields: Sequence[Any]) -> list[Any]:
+    """The schema of a staging table for a target with ``fields``: the same, but JSON columns as STRING.
+
+    A load job cannot fill a JSON column from Parquet; such columns are staged as JSON text and the MERGE parses them
+    (``PARSE_JSON`` in ``merge/<table>.sql``).
+    """
+    from google.cloud import bigquery
+
+    return [bigquery.SchemaField(f.name, "STRING", mode=f.mode) if f.field_type == "JSON" else f for f in fields]
 
 
 class BigQueryWarehouse:
@@ -139,7 +150,7 @@ class BigQueryWarehouse:
         check_batch(table, batch)
         staging = staging_name(table, batch_id)
         target = self.client.get_table(self._ref(table), timeout=self.timeout_s)
-        staged = bigquery.Table(self._ref(staging), schema=target.schema)
+        staged = bigquery.Table(self._ref(staging), schema=staging_schema(target.schema))
         staged.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
         self.client.create_table(staged, exists_ok=True, timeout=self.timeout_s)
         buffer = io.BytesIO()

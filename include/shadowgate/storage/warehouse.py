@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 PREDICTION_LOGS = "prediction_logs"
 OUTCOMES = "outcomes"
 QUARANTINE = "quarantine"
+DEPLOYMENT_EVENTS = "deployment_events"
 TABLES = (
     PREDICTION_LOGS,
     OUTCOMES,
@@ -38,12 +39,17 @@ TABLES = (
     "labeled_predictions",
     "model_metrics",
     "drift_reports",
-    "deployment_events",
+    DEPLOYMENT_EVENTS,
     "experiments",
 )
 """Every table, in creation order (DDL file ``ddl/<table>.sql``)."""
 
-MERGE_KEYS = {PREDICTION_LOGS: "prediction_id", OUTCOMES: "outcome_id", QUARANTINE: "quarantine_id"}
+MERGE_KEYS = {
+    PREDICTION_LOGS: "prediction_id",
+    OUTCOMES: "outcome_id",
+    QUARANTINE: "quarantine_id",
+    DEPLOYMENT_EVENTS: "event_id",
+}
 """Tables loaded by stage + MERGE, and the key each is merged on (``merge/<table>.sql``)."""
 
 _EXPLICIT = ("transaction_id", "customer_id", "merchant_id", "event_timestamp")
@@ -165,6 +171,22 @@ def arrow_schema(table: str) -> pa.Schema:
                 pa.field("reason", pa.string(), nullable=False),
                 pa.field("raw", pa.string(), nullable=False),
                 pa.field("quarantined_at", TIMESTAMP, nullable=False),
+            ]
+        )
+    if table == DEPLOYMENT_EVENTS:
+        # evidence is JSON text here: Parquet has no JSON type (the MERGE parses it into the JSON column).
+        return pa.schema(
+            [
+                pa.field("event_id", pa.string(), nullable=False),
+                pa.field("occurred_at", TIMESTAMP, nullable=False),
+                pa.field("action", pa.string(), nullable=False),
+                pa.field("model_name", pa.string(), nullable=False),
+                pa.field("alias", pa.string(), nullable=False),
+                pa.field("from_version", pa.string()),
+                pa.field("to_version", pa.string()),
+                pa.field("reason", pa.string(), nullable=False),
+                pa.field("actor", pa.string(), nullable=False),
+                pa.field("evidence", pa.string()),
             ]
         )
     raise KeyError(f"no batch schema for table {table!r} (loaded tables: {', '.join(MERGE_KEYS)})")

@@ -21,14 +21,13 @@ import pandas as pd
 from shadowgate.config import MLflowSettings, TrainingSettings
 from shadowgate.contract import field_names
 from shadowgate.evaluation.metrics import BinaryMetrics, binary_metrics
-from shadowgate.features import FEATURE_NAMES, features_frame
-from shadowgate.registry import ModelRegistry
-
-SKOPS_TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
-"""Types outside skops' default safe set that our models are allowed to contain (checked before logging)."""
-
+from shadowgate.events.deployment import DeploymentAction
+from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_frame
+from shadowgate.registry import CHAMPION, AliasMoveRefusedError, DeploymentLog, ModelRegistry
+from shadowgate.serving.artifacts import artifact_metadata, checked_skops_types
 
 RUN_KEY_TAG = "shadowgate.run_key"
+FEATURE_SET_TAG = "shadowgate.feature_set"
 
 
 class ModelKind(StrEnum):
@@ -158,6 +157,30 @@ def _plots(y: np.ndarray, scores: np.ndarray, title: str) -> dict[str, Any]:
     return {"plots/roc.png": roc, "plots/calibration.png": calibration}
 
 
+def alias_action(registry: ModelRegistry, alias: str, *, force_reason: str | None, actor: str) -> DeploymentAction:
+    """How a training may move ``alias``, or refused before anything is trained.
+
+    A non-champion alias is assigned. ``@champion`` is the first deployment while it is not set, a forced move with
+    ``force_reason``, and refused otherwise (the promotion gate moves it).
+
+    Raises:
+        AliasMoveRefusedError: the move is not allowed (a champion move without force, a force reason that is too short,
+            ``force_reason`` for another alias).
+    """
+    if alias != CHAMPION:
+        if force_reason is not None:
+            raise AliasMoveRefusedError(f"a forced move is for @champion only, not @{alias}")
+        action: DeploymentAction = "assign"
+    elif force_reason is not None:
+        action = "force_champion"
+    else:
+        action = "first_deployment"
+    current = registry.version(alias)
+    reason = force_reason if force_reason is not None else "trained by shadowgate"
+    registry.check_move(alias, action=action, reason=reason, actor=actor, current=current.version if current else None)
+    return action
+
+
 def train_and_register(
     *,
     transactions: pd.DataFrame,
@@ -167,9 +190,17 @@ def train_and_register(
     alias: str | None,
     training: TrainingSettings,
     mlflow_settings: MLflowSettings,
+    deployments: DeploymentLog | None = None,
+    actor: str = "shadowgate",
+    force_reason: str | None = None,
     run_key: str | None = None,
 ) -> TrainingResult:
-    """Train one model on matured purchases, log it to MLflow, register a version and optionally set an alias.
+    """Train one model on matured purchases, log it to MLflow, register a version and optionally move an alias.
+
+    A non-champion alias (``@challenger``, ``@challenger-<suffix>``) is simply assigned. ``@champion`` is set only
+    as the first deployment (while unset) or with ``force_reason`` (an operator bypassing the promotion gate);
+    otherwise the call is refused before training. Every alias move is recorded (MLflow tags and a deployment event
+    in ``deployments``: see :meth:`~shadowgate.registry.ModelRegistry.move_alias`).
 
     With a ``run_key`` the call is idempotent: when a run with that key already registered a version, that version is
     returned (and the alias re-pointed) instead of training again, so retried or re-run DAG tasks never duplicate.
@@ -182,20 +213,40 @@ def train_and_register(
         alias: alias to point at the new version (None registers without an alias).
         training: split, maturity and reference-sample settings.
         mlflow_settings: tracking URI, experiment and registered model name.
+        deployments: where alias moves are recorded (required with an alias).
+        actor: who trains (recorded with the alias move).
+        force_reason: why ``@champion`` is forced (only with ``alias="champion"``).
         run_key: deterministic identity of this training (e.g. DAG id + as-of instant).
+
+    Raises:
+        AliasMoveRefusedError: the alias move is not allowed (nothing was trained).
+        DeploymentNotRecordedError: the alias moved but its deployment event did not reach the warehouse.
     """
     import matplotlib.pyplot as plt
     import mlflow
     import sklearn
     from mlflow.models import infer_signature
 
-    registry = ModelRegistry(tracking_uri=mlflow_settings.tracking_uri, model_name=mlflow_settings.model_name)
+    registry = ModelRegistry(
+        tracking_uri=mlflow_settings.tracking_uri, model_name=mlflow_settings.model_name, deployments=deployments
+    )
+    action: DeploymentAction | None = None
+    if alias is not None:
+        if deployments is None:
+            raise ValueError("moving an alias needs a deployment log (deployments=...)")
+        action = alias_action(registry, alias, force_reason=force_reason, actor=actor)
     if run_key is not None:
         existing = _find_keyed(run_key, registry=registry, mlflow_settings=mlflow_settings, kind=kind)
         if existing is not None:
-            current = registry.version(alias) if alias is not None else None
-            if alias is not None and (current is None or current.version != existing.model_version):
-                registry.assign(alias, existing.model_version, reason=f"re-run of {run_key}")
+            if alias is not None and action is not None:
+                registry.move_alias(
+                    alias,
+                    existing.model_version,
+                    reason=force_reason or f"re-run of {run_key}",
+                    actor=actor,
+                    action=action,
+                    evidence=_evidence(existing, kind=kind, run_key=run_key),
+                )
             return TrainingResult(**{**existing.__dict__, "alias": alias})
     labels = matured_labels(transactions, outcomes, as_of=as_of, maturity_days=training.maturity_days)
     data = transactions.merge(labels[["transaction_id", "is_default"]], on="transaction_id", validate="one_to_one")
@@ -228,6 +279,7 @@ def train_and_register(
                 "n_train": len(split.train),
                 "n_valid": len(split.valid),
                 "n_features": len(FEATURE_NAMES),
+                "feature_set": FEATURE_SET,
                 "data_fingerprint": _fingerprint(data[["transaction_id", "is_default"]]),
                 "seed": training.seed,
                 **{f"est_{k}": v for k, v in model.get_params().items() if isinstance(v, int | float | str | bool)},
@@ -250,7 +302,7 @@ def train_and_register(
             model,
             name="model",
             serialization_format="skops",
-            skops_trusted_types=_checked_trusted_types(model),
+            skops_trusted_types=checked_skops_types(model),
             signature=infer_signature(example, model.predict_proba(example)),
             input_example=example,
             pyfunc_predict_fn="predict_proba",
@@ -260,12 +312,14 @@ def train_and_register(
                 f"numpy=={np.__version__}",
                 f"pandas=={pd.__version__}",
             ],
-            metadata={"feature_names": list(FEATURE_NAMES)},
+            metadata=artifact_metadata(),
         )
         version = str(info.registered_model_version)
-    if alias is not None:
-        registry.assign(alias, version, reason=f"trained by shadowgate ({kind.value}), valid AUC {metrics.auc:.4f}")
-    return TrainingResult(
+    # On the version too, so the registry shows (and a reviewer can query) which features each version reads.
+    mlflow.MlflowClient(
+        tracking_uri=mlflow_settings.tracking_uri, registry_uri=mlflow_settings.tracking_uri
+    ).set_model_version_tag(mlflow_settings.model_name, version, FEATURE_SET_TAG, FEATURE_SET)
+    result = TrainingResult(
         kind=kind,
         alias=alias,
         run_id=run.info.run_id,
@@ -274,17 +328,30 @@ def train_and_register(
         n_train=len(split.train),
         n_valid=len(split.valid),
     )
+    if alias is not None and action is not None:
+        registry.move_alias(
+            alias,
+            version,
+            reason=force_reason or f"trained by shadowgate ({kind.value}), valid AUC {metrics.auc:.4f}",
+            actor=actor,
+            action=action,
+            evidence=_evidence(result, kind=kind, run_key=run_key),
+        )
+    return result
 
 
-def _checked_trusted_types(model: Any) -> list[str]:
-    """The skops types to trust for this model; refuses a model holding any type we have not reviewed."""
-    import skops.io
-
-    untrusted = set(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
-    unexpected = untrusted - set(SKOPS_TRUSTED_TYPES)
-    if unexpected:
-        raise TypeError(f"model contains types not reviewed for safe loading: {sorted(unexpected)}")
-    return sorted(untrusted)
+def _evidence(result: TrainingResult, *, kind: ModelKind, run_key: str | None) -> dict[str, Any]:
+    """What a training's alias move rests on: the run, the data and the validation metrics."""
+    return {
+        "source": "training",
+        "kind": kind.value,
+        "run_id": result.run_id,
+        "run_key": run_key,
+        "feature_set": FEATURE_SET,
+        "n_train": result.n_train,
+        "n_valid": result.n_valid,
+        "valid_metrics": result.metrics.as_dict(),
+    }
 
 
 def _log_reference(train_rows: pd.DataFrame, model: Any, features: pd.DataFrame, training: TrainingSettings) -> None:

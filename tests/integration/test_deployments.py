@@ -1,0 +1,308 @@
+"""Only a gate moves the champion, and every alias move is recorded: real MLflow store (SQLite), real DuckDB.
+
+The command-line tests run the real `shadowgate bootstrap` / `train` / `record-deployments` on one bootstrapped
+store (module fixture: two trainings); each compares the state before and after its own command, so their order does
+not matter. The registry tests use versions without artifacts (the registry's rules need none).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from shadowgate.cli import app
+from shadowgate.config import WarehouseSettings
+from shadowgate.events import DeploymentEvent
+from shadowgate.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    AliasMoveRefusedError,
+    DeploymentNotRecordedError,
+    ModelRegistry,
+)
+from shadowgate.simulation import SimulationResult, write_parquet
+from shadowgate.storage.deployments import WarehouseDeploymentLog
+from shadowgate.storage.duckdb import DuckDBWarehouse
+from shadowgate.storage.warehouse import default_sql_dir
+from tests.conftest import SMALL
+
+MODEL = "bnpl_default"
+REASON = "INC-4711: champion v1 mis-scores new merchants; forced until the gate runs"
+
+
+def _rows(duckdb_path: Path) -> list[dict[str, Any]]:
+    with DuckDBWarehouse(duckdb_path, sql_dir=default_sql_dir()) as warehouse:
+        warehouse.ensure_tables()
+        rows = warehouse.query(
+            "SELECT event_id, action, alias, from_version, to_version, reason, actor, "
+            "CAST(evidence AS VARCHAR) AS evidence FROM shadowgate.deployment_events ORDER BY occurred_at"
+        ).to_pylist()
+    return [{**row, "evidence": None if row["evidence"] is None else json.loads(row["evidence"])} for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------- the command line
+
+
+@dataclass(frozen=True)
+class Stack:
+    tracking_uri: str
+    duckdb_path: Path
+    data_dir: Path
+    bootstrap_output: str
+
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(tracking_uri=self.tracking_uri, model_name=MODEL)
+
+    def versions(self) -> int:
+        return len(MlflowClient(tracking_uri=self.tracking_uri).search_model_versions(f"name = '{MODEL}'"))
+
+
+def _invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, baseline: SimulationResult) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("deployments")
+    write_parquet(baseline, root / "home" / "data")
+    with pytest.MonkeyPatch.context() as env:
+        env.chdir(root)  # a sqlite store keeps artifacts in ./mlruns
+        env.setenv("SHADOWGATE_HOME", str(root / "home"))
+        env.setenv("SHADOWGATE_MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        env.setenv("SHADOWGATE_TRAIN_REFERENCE_ROWS", "200")
+        for key, value in SMALL.items():
+            env.setenv(f"SHADOWGATE_SIM_{key.upper()}", str(value))
+        result = _invoke("bootstrap")
+        assert result.exit_code == 0, result.output
+        yield Stack(
+            tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+            duckdb_path=WarehouseSettings().resolved_duckdb_path(root / "home"),
+            data_dir=root / "home" / "data",
+            bootstrap_output=result.output,
+        )
+
+
+def test_bootstrap_is_the_first_deployment_with_one_row_per_alias(stack: Stack) -> None:
+    assert "history: already present" in stack.bootstrap_output
+    registry = stack.registry()
+    champion, challenger = registry.version(CHAMPION), registry.version(CHALLENGER)
+    assert champion is not None and challenger is not None
+    rows = [r for r in _rows(stack.duckdb_path) if r["actor"].startswith("shadowgate bootstrap")]
+    assert [(r["action"], r["alias"], r["from_version"], r["to_version"]) for r in rows] == [
+        ("first_deployment", CHAMPION, None, "1"),
+        ("assign", CHALLENGER, None, "2"),
+    ]
+    assert champion.tags["alias.champion.action"] == "first_deployment"
+    assert champion.tags["alias.champion.from_version"] == ""
+    assert champion.tags["alias.champion.actor"].startswith("shadowgate bootstrap (")
+    assert DeploymentEvent.model_validate_json(champion.tags["alias.champion.event"]).event_id == rows[0]["event_id"]
+    before = _rows(stack.duckdb_path)
+    again = _invoke("bootstrap")  # aliases set: nothing trained; the recorded moves are re-sent and stored once
+    assert again.exit_code == 0, again.output
+    assert _rows(stack.duckdb_path) == before
+
+
+def test_train_moves_the_challenger_and_never_the_champion(stack: Stack) -> None:
+    registry = stack.registry()
+    champion = registry.version(CHAMPION)
+    old_challenger = registry.version(CHALLENGER)
+    before = _rows(stack.duckdb_path)
+    result = _invoke("train", "--data", str(stack.data_dir), "--actor", "alice@laptop")
+    assert result.exit_code == 0, result.output
+    new_challenger = registry.version(CHALLENGER)
+    assert new_challenger is not None and old_challenger is not None and champion is not None
+    assert int(new_challenger.version) == stack.versions()  # the version just registered
+    assert f"@{CHALLENGER}" in result.output and f"version {new_challenger.version}" in result.output
+    run_id = new_challenger.run_id
+    assert registry.version(CHAMPION) == champion  # same version, same tags: untouched
+    added = _rows(stack.duckdb_path)[len(before) :]
+    assert [(r["action"], r["alias"], r["from_version"], r["to_version"], r["actor"]) for r in added] == [
+        ("assign", CHALLENGER, old_challenger.version, new_challenger.version, "alice@laptop")
+    ]
+    evidence = added[0]["evidence"]
+    assert (evidence["source"], evidence["kind"], evidence["run_id"]) == ("training", "hist_gradient_boosting", run_id)
+    assert 0.5 < evidence["valid_metrics"]["auc"] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--alias", "champion"], "@champion is moved only by the first deployment"),
+        (["--force-champion"], "--force-champion needs --reason"),
+        (["--force-champion", "--reason", "   "], "--force-champion needs --reason"),
+        (["--reason", REASON], "--reason goes with --force-champion"),
+        (["--force-champion", "--alias", "challenger", "--reason", REASON], "cannot be combined with --alias"),
+    ],
+)
+def test_champion_moves_without_an_explicit_reasoned_force_are_refused_before_training(
+    stack: Stack, args: list[str], message: str
+) -> None:
+    registry = stack.registry()
+    aliases, versions, rows = registry.aliases(), stack.versions(), len(_rows(stack.duckdb_path))
+    result = _invoke("train", "--data", str(stack.data_dir), *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert (registry.aliases(), stack.versions(), len(_rows(stack.duckdb_path))) == (aliases, versions, rows)
+
+
+def test_a_too_short_force_reason_is_refused_before_training(stack: Stack) -> None:
+    registry = stack.registry()
+    aliases, versions = registry.aliases(), stack.versions()
+    result = _invoke("train", "--data", str(stack.data_dir), "--kind", "scorecard", "--force-champion", "--reason", "x")
+    assert result.exit_code == 1, result.output
+    assert "at least 20 characters" in result.output
+    assert (registry.aliases(), stack.versions()) == (aliases, versions)
+
+
+def test_a_forced_champion_moves_with_its_reason_and_writes_exactly_one_row(stack: Stack) -> None:
+    registry = stack.registry()
+    old = registry.version(CHAMPION)
+    assert old is not None
+    before = _rows(stack.duckdb_path)
+    result = _invoke(
+        "train", "--data", str(stack.data_dir), "--kind", "scorecard", "--force-champion", "--reason", REASON,
+        "--actor", "bob@ops",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    champion = registry.version(CHAMPION)
+    assert champion is not None and int(champion.version) == stack.versions()
+    added = _rows(stack.duckdb_path)[len(before) :]
+    assert [(r["action"], r["alias"], r["from_version"], r["to_version"], r["reason"], r["actor"]) for r in added] == [
+        ("force_champion", CHAMPION, old.version, champion.version, REASON, "bob@ops")
+    ]
+    tags = champion.tags
+    assert (tags["alias.champion.reason"], tags["alias.champion.actor"]) == (REASON, "bob@ops")
+    assert (tags["alias.champion.from_version"], tags["alias.champion.action"]) == (old.version, "force_champion")
+    assert dt.datetime.fromisoformat(tags["alias.champion.at"]).tzinfo is not None
+    model_tag = MlflowClient(tracking_uri=stack.tracking_uri).get_registered_model(MODEL).tags["deployment.champion"]
+    assert added[0]["event_id"] in model_tag
+
+    # The same move again, however it is re-sent, is stored once.
+    for _ in range(2):
+        resent = _invoke("record-deployments", "--alias", "champion")
+        assert resent.exit_code == 0, resent.output
+        assert added[0]["event_id"] in resent.output and "1 recorded move(s) sent" in resent.output
+    with_log = ModelRegistry(
+        tracking_uri=stack.tracking_uri,
+        model_name=MODEL,
+        deployments=WarehouseDeploymentLog(lambda: DuckDBWarehouse(stack.duckdb_path, sql_dir=default_sql_dir())),
+    )
+    same = with_log.move_alias(CHAMPION, champion.version, reason=REASON, actor="bob@ops", action="force_champion")
+    assert same is not None and same.event_id == added[0]["event_id"]
+    assert _rows(stack.duckdb_path)[len(before) :] == added
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+
+
+class BrokenLog:
+    """A warehouse that is down."""
+
+    def record(self, event: DeploymentEvent) -> None:
+        raise ConnectionError("warehouse unreachable")
+
+
+@dataclass(frozen=True)
+class Store:
+    """A registered model of its own with versions 1-4 (no artifacts: alias rules need none) and a DuckDB file."""
+
+    uri: str
+    model_name: str
+    duckdb_path: Path
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"  # one store: creating one takes seconds
+
+
+@pytest.fixture
+def store(tracking_uri: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    name = f"model_{request.node.name.removeprefix('test_')[:40]}"
+    client.create_registered_model(name)
+    source = tmp_path / "artifact"
+    source.mkdir()
+    for _ in range(4):
+        client.create_model_version(name, source=str(source))
+    return Store(uri=tracking_uri, model_name=name, duckdb_path=tmp_path / "warehouse.duckdb")
+
+
+def _registry(store: Store, log: Any = None) -> ModelRegistry:
+    deployments = log or WarehouseDeploymentLog(lambda: DuckDBWarehouse(store.duckdb_path, sql_dir=default_sql_dir()))
+    return ModelRegistry(tracking_uri=store.uri, model_name=store.model_name, deployments=deployments)
+
+
+def test_the_champion_rules(store: Store) -> None:
+    registry = _registry(store)
+    with pytest.raises(AliasMoveRefusedError, match="not moved by training"):
+        registry.move_alias(CHAMPION, "1", reason="trained", actor="t", action="assign")
+    registry.move_alias(CHAMPION, "1", reason="first model", actor="bootstrap", action="first_deployment")
+    with pytest.raises(AliasMoveRefusedError, match="already set"):
+        registry.move_alias(CHAMPION, "2", reason="first model", actor="bootstrap", action="first_deployment")
+    with pytest.raises(AliasMoveRefusedError, match="at least 20 characters"):
+        registry.move_alias(CHAMPION, "2", reason="because", actor="ops", action="force_champion")
+    with pytest.raises(AliasMoveRefusedError, match="needs an actor"):
+        registry.move_alias(CHAMPION, "2", reason=REASON, actor=" ", action="force_champion")
+    with pytest.raises(AliasMoveRefusedError, match="moves @champion only"):
+        registry.move_alias(CHALLENGER, "2", reason=REASON, actor="ops", action="force_champion")
+    with pytest.raises(AliasMoveRefusedError, match="needs the gate's evidence"):
+        registry.promote_champion("2", reason="gate passed", actor="gate", evidence={})
+    assert registry.aliases() == {CHAMPION: "1"}
+    assert len(_rows(store.duckdb_path)) == 1
+    with pytest.raises(ValueError, match="without a deployment log"):
+        ModelRegistry(tracking_uri=store.uri, model_name=store.model_name).move_alias(
+            CHALLENGER, "2", reason="r", actor="a", action="assign"
+        )
+
+
+def test_the_gate_moves_champion_and_previous_with_one_row_each(store: Store) -> None:
+    registry = _registry(store)
+    registry.move_alias(CHAMPION, "1", reason="first model", actor="bootstrap", action="first_deployment")
+    evidence = {"delong_p": 0.004, "auc_delta": 0.011}
+    events = registry.promote_champion("3", reason="challenger wins on 41,000 matured", actor="gate", evidence=evidence)
+    assert [(e.alias, e.from_version, e.to_version, e.action) for e in events] == [
+        (PREVIOUS, None, "1", "promote"),
+        (CHAMPION, "1", "3", "promote"),
+    ]
+    assert registry.aliases() == {CHAMPION: "3", PREVIOUS: "1"}
+    rows = _rows(store.duckdb_path)
+    assert [(r["alias"], r["to_version"]) for r in rows] == [(CHAMPION, "1"), (PREVIOUS, "1"), (CHAMPION, "3")]
+    assert rows[-1]["evidence"] == evidence and rows[-1]["reason"] == "challenger wins on 41,000 matured"
+
+
+def test_a_failed_warehouse_write_after_the_move_is_raised_recorded_and_completed_later(
+    store: Store,
+) -> None:
+    broken = _registry(store, BrokenLog())
+    with pytest.raises(DeploymentNotRecordedError, match=r"moved to version 2 .*warehouse unreachable") as failure:
+        broken.move_alias(CHALLENGER, "2", reason="trained", actor="airflow:retrain_challenger", action="assign")
+    # The move happened and is recorded in MLflow, exactly as the event that failed to reach the warehouse.
+    assert broken.aliases() == {CHALLENGER: "2"}
+    assert broken.recorded_move(CHALLENGER) == failure.value.event
+    assert _rows(store.duckdb_path) == []
+
+    healthy = _registry(store)
+    assert healthy.resend_recorded() == [failure.value.event]
+    assert healthy.resend_recorded() == [failure.value.event]
+    rows = _rows(store.duckdb_path)
+    expected = [(failure.value.event.event_id, CHALLENGER, "2")]
+    assert [(r["event_id"], r["alias"], r["to_version"]) for r in rows] == expected
+
+
+def test_moving_back_and_forth_is_one_row_per_move(store: Store) -> None:
+    registry = _registry(store)
+    for version in ("1", "2", "1", "2"):
+        registry.move_alias(CHALLENGER, version, reason=f"to {version}", actor="t", action="assign")
+    rows = _rows(store.duckdb_path)
+    assert [(r["from_version"], r["to_version"]) for r in rows] == [(None, "1"), ("1", "2"), ("2", "1"), ("1", "2")]
+    assert len({r["event_id"] for r in rows}) == 4
