@@ -64,7 +64,7 @@ AIRFLOW_COMMANDS = {
     "airflow-triggerer": ["airflow", "triggerer"],
 }
 EXECUTION_API_URL = "http://airflow-apiserver:8080/execution/"
-SECRET_KEY_PATTERN = re.compile(r"(PASSWORD|SECRET|FERNET_KEY|API_KEY|REDISCLI_AUTH)")
+SECRET_KEY_PATTERN = re.compile(r"(PASSWORD|SECRET|FERNET_KEY|API_KEY|INGEST_KEY|REDISCLI_AUTH)")
 REQUIRED_REFERENCE = re.compile(r"\$\{[A-Z][A-Z0-9_]*:\?[^}]*\}")
 URL_CREDENTIALS = re.compile(r"[A-Za-z][A-Za-z0-9+._-]*://[^:/@]*:(?P<password>.*)@[^@]*$")
 
@@ -349,6 +349,7 @@ def test_required_variables_are_the_documented_secrets(raw_text: str) -> None:
         "AIRFLOW_API_SECRET_KEY",
         "AIRFLOW_ADMIN_PASSWORD",
         "SHADOWGATE_API_KEY",
+        "SHADOWGATE_API_INGEST_KEY",
     } <= required
     undocumented_optional = {name for name in defaulted_variables(raw_text) if name not in header(raw_text)}
     assert not undocumented_optional, f"optional variables missing from the header: {undocumented_optional}"
@@ -359,7 +360,13 @@ def test_every_variable_is_either_required_or_defaulted(raw_text: str) -> None:
     assert referenced == required_variables(raw_text) | defaulted_variables(raw_text)
 
 
-SOME_SECRETS = ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_JWT_SECRET", "SHADOWGATE_API_KEY"]
+SOME_SECRETS = [
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "AIRFLOW_JWT_SECRET",
+    "SHADOWGATE_API_KEY",
+    "SHADOWGATE_API_INGEST_KEY",
+]
 
 
 @pytest.mark.parametrize("missing", SOME_SECRETS)
