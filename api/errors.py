@@ -43,6 +43,8 @@ def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[st
     for code in codes:
         model, description = _ERRORS[code]
         out[code] = {"model": model, "description": descriptions.get(f"e{code}", description)}
+        if code == status.HTTP_401_UNAUTHORIZED:
+            out[code]["headers"] = {"WWW-Authenticate": {"description": "`ApiKey`", "schema": {"type": "string"}}}
     return out
 
 
