@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the runtime built in the lifespan, and the admin API key check."""
+"""FastAPI dependencies: the runtime built in the lifespan, and the two API key scopes (admin, ingest)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,25 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
+from pydantic import SecretStr
 
 from shadowgate.config import ApiSettings
 from shadowgate.serving.runtime import Runtime
 
 API_KEY_HEADER = "X-API-Key"
-_api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="Admin API key (SHADOWGATE_API_KEY).")
+INGEST_KEY_HEADER = "X-Ingest-Key"
+_admin_key = APIKeyHeader(
+    name=API_KEY_HEADER,
+    scheme_name="AdminKey",
+    auto_error=False,
+    description="Admin key (`SHADOWGATE_API_KEY`): experiment changes and model reloads. Not accepted for outcomes.",
+)
+_ingest_key = APIKeyHeader(
+    name=INGEST_KEY_HEADER,
+    scheme_name="IngestKey",
+    auto_error=False,
+    description="Ingest key (`SHADOWGATE_API_INGEST_KEY`): reporting outcomes. Not accepted on admin endpoints.",
+)
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -26,20 +39,29 @@ def get_api_settings(request: Request) -> ApiSettings:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ApiSettingsDep = Annotated[ApiSettings, Depends(get_api_settings)]
 
 
-def require_admin(
-    settings: Annotated[ApiSettings, Depends(get_api_settings)],
-    key: Annotated[str | None, Security(_api_key)],
-) -> None:
-    """401 unless the request carries the configured API key (and always 401 when none is configured)."""
-    expected = settings.key.get_secret_value() if settings.key is not None else None
-    if not expected or key is None or not secrets.compare_digest(key.encode(), expected.encode()):
+def _require(expected: SecretStr | None, given: str | None, header: str) -> None:
+    """401 unless ``given`` is the configured key (and always 401 when none is configured)."""
+    secret = expected.get_secret_value() if expected is not None else None
+    if not secret or given is None or not secrets.compare_digest(given.encode(), secret.encode()):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
-            detail=f"a valid {API_KEY_HEADER} header is required",
+            detail=f"a valid {header} header is required",
             headers={"WWW-Authenticate": "ApiKey"},
         )
 
 
+def require_admin(settings: ApiSettingsDep, key: Annotated[str | None, Security(_admin_key)]) -> None:
+    """401 unless the request carries the admin key in ``X-API-Key``."""
+    _require(settings.key, key, API_KEY_HEADER)
+
+
+def require_ingest(settings: ApiSettingsDep, key: Annotated[str | None, Security(_ingest_key)]) -> None:
+    """401 unless the request carries the ingest key in ``X-Ingest-Key``."""
+    _require(settings.ingest_key, key, INGEST_KEY_HEADER)
+
+
 AdminDep = Depends(require_admin)
+IngestDep = Depends(require_ingest)

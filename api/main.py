@@ -12,8 +12,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.routing import Route
 
+from api.docs import mount_docs
 from api.errors import journal_full, validation_error
 from api.routes import admin, decisions, ops, outcomes
 from shadowgate.config import ApiSettings
@@ -21,6 +23,41 @@ from shadowgate.serving.journal import JournalFullError
 from shadowgate.serving.runtime import Runtime, build_runtime
 
 logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Credit-risk decisions for Buy-Now-Pay-Later purchases, made safely: the **champion** model decides, every
+**challenger** scores the same request in shadow, every decision is logged, and the outcomes reported later
+(repayments, late instalments, defaults) become the labels all models are compared on.
+
+**Keys.** Two scopes, each its own header and secret; neither key is accepted in the other's place.
+
+| scope | header | setting | endpoints |
+|---|---|---|---|
+| admin | `X-API-Key` | `SHADOWGATE_API_KEY` | `/v1/admin/*`: experiment changes, model reloads |
+| ingest | `X-Ingest-Key` | `SHADOWGATE_API_INGEST_KEY` | `POST /v1/outcomes` |
+
+Decisions, health, metrics and read-only views need no key (put the service behind your gateway). A scope whose key
+is not configured answers 401 to everyone.
+
+**Errors.** Invalid input is a 422 listing every failing field (`loc`, `type`, `msg`); that includes a body that is
+not JSON or not UTF-8. Every other error is `{"detail": "<sentence>"}`. No input a client can send yields a 5xx.
+Numbers are JSON numbers (`true`, `false` and numeric strings are refused); timestamps are RFC 3339 with a time zone.
+
+**Outcomes exactly once.** An outcome's id is derived from what it is (or from your `Idempotency-Key`), so a
+retried outcome is recorded once: see `POST /v1/outcomes`.
+"""
+
+TAGS = [
+    {"name": "decisions", "description": "Approve, deny or refer a purchase; one at a time or in batches."},
+    {"name": "outcomes", "description": "Repayments, late instalments and defaults: the labels (ingest key)."},
+    {"name": "experiments", "description": "Shadow and canary experiments: read openly, changed with the admin key."},
+    {"name": "operations", "description": "Health, readiness, Prometheus metrics, served models, shadow comparison."},
+]
+
+
+def _operation_id(route: APIRoute) -> str:
+    # The endpoint's function name: stable, readable ids for generated clients and for the document's links.
+    return route.name
 
 
 def create_app(
@@ -44,12 +81,19 @@ def create_app(
         title="shadowgate decision API",
         version="1",
         summary="BNPL risk decisions from the champion, challengers scored in shadow, every decision logged.",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        generate_unique_id_function=_operation_id,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(JournalFullError, journal_full)
     for module in (decisions, outcomes, ops, admin):
         app.include_router(module.router)
+    mount_docs(app)
     # The decision route is also mounted as a plain Starlette route, matched first: the endpoint only takes the
     # Request, so FastAPI's per-request dependency solving buys nothing there. The FastAPI declaration stays for the
     # OpenAPI schema and /docs; validation errors still go through FastAPI's 422 handler.

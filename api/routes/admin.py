@@ -8,11 +8,25 @@ from fastapi import APIRouter, HTTPException, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminDep, RuntimeDep
+from api.errors import JsonBodyRoute, error_responses
 from api.schemas import ExperimentShare, ExperimentTransition
 from shadowgate.serving.experiment_store import ExperimentBookConflictError, ExperimentStoreUnavailableError
 from shadowgate.serving.experiments import ExperimentNotFoundError, IllegalTransitionError
 
-router = APIRouter(tags=["experiments"])
+router = APIRouter(tags=["experiments"], route_class=JsonBodyRoute)
+
+_CHANGE_ERRORS = error_responses(
+    status.HTTP_401_UNAUTHORIZED,
+    status.HTTP_404_NOT_FOUND,
+    status.HTTP_409_CONFLICT,
+    status.HTTP_422_UNPROCESSABLE_CONTENT,
+    status.HTTP_503_SERVICE_UNAVAILABLE,
+    e401="No valid admin key in `X-API-Key` (always, when the service has none configured).",
+    e404="No experiment with this id.",
+    e409="Not allowed from the experiment's current status (e.g. draft → completed), or not for its mode; or the "
+    "change kept losing races to other replicas' changes.",
+    e503="The shared experiment book (Redis) is unreachable; nothing was changed.",
+)
 
 
 def _experiments(runtime: Any) -> dict[str, Any]:
@@ -25,16 +39,30 @@ def _experiments(runtime: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/experiments")
+def _link(operation: str, description: str) -> dict[str, Any]:
+    return {
+        "operationId": operation,
+        "parameters": {"experiment_id": "$response.body#/experiments/0/id"},
+        "description": description,
+    }
+
+
+@router.get(
+    "/v1/experiments",
+    responses={
+        200: {
+            "description": "The experiment book.",
+            "links": {
+                "TransitionExperiment": _link("transition_experiment", "Move a listed experiment (admin key)."),
+                "SetExperimentShare": _link("set_experiment_share", "Change a listed canary's share (admin key)."),
+            },
+        }
+    },
+)
 async def list_experiments(runtime: RuntimeDep) -> dict[str, Any]:
     """Every experiment with its status, mode, share and version; the book version this replica serves and how it
     follows the shared book in Redis (``store``)."""
     return _experiments(runtime)
-
-
-_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "The shared experiment book (Redis) is unreachable."}
-}
 
 
 async def _change(runtime: Any, action: Any) -> dict[str, Any]:
@@ -52,14 +80,14 @@ async def _change(runtime: Any, action: Any) -> dict[str, Any]:
     return {"experiment": changed.model_dump(mode="json"), **_experiments(runtime)}
 
 
-@router.post("/v1/admin/experiments/{experiment_id}/transition", dependencies=[AdminDep], responses=_UNAVAILABLE)
+@router.post("/v1/admin/experiments/{experiment_id}/transition", dependencies=[AdminDep], responses=_CHANGE_ERRORS)
 async def transition_experiment(experiment_id: str, body: ExperimentTransition, runtime: RuntimeDep) -> dict[str, Any]:
     """Move an experiment through draft → active → completed | stopped (audited, in the book every replica follows)."""
     live = runtime.experiments
     return await _change(runtime, lambda: live.transition(experiment_id, body.to, actor=body.actor, reason=body.reason))
 
 
-@router.post("/v1/admin/experiments/{experiment_id}/share", dependencies=[AdminDep], responses=_UNAVAILABLE)
+@router.post("/v1/admin/experiments/{experiment_id}/share", dependencies=[AdminDep], responses=_CHANGE_ERRORS)
 async def set_experiment_share(experiment_id: str, body: ExperimentShare, runtime: RuntimeDep) -> dict[str, Any]:
     """Change a canary's treatment share (raising it only moves units from control to treatment)."""
     live = runtime.experiments
@@ -68,7 +96,14 @@ async def set_experiment_share(experiment_id: str, body: ExperimentShare, runtim
     )
 
 
-@router.post("/v1/admin/models/reload", dependencies=[AdminDep])
+@router.post(
+    "/v1/admin/models/reload",
+    dependencies=[AdminDep],
+    responses=error_responses(
+        status.HTTP_401_UNAUTHORIZED,
+        e401="No valid admin key in `X-API-Key` (always, when the service has none configured).",
+    ),
+)
 async def reload_models(runtime: RuntimeDep) -> dict[str, Any]:
     """Ask the registry now instead of waiting for the next poll."""
     changed = runtime.models.refresh()

@@ -19,7 +19,16 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/health/ready", responses={503: {"description": "No champion model loaded."}})
+_READY = {"application/json": {"schema": {"type": "object", "additionalProperties": True}}}
+
+
+@router.get(
+    "/health/ready",
+    responses={
+        200: {"description": "Ready: the champion is loaded.", "content": _READY},
+        503: {"description": "Not ready: no champion model loaded yet (same body).", "content": _READY},
+    },
+)
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     """Ready when the champion is loaded. Redis and the decision journal are reported: while Redis is down decisions
     go on and wait in the journal; only a journal over its limit makes decisions answer 503."""
@@ -42,9 +51,19 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse(body, status_code=status.HTTP_200_OK if runtime.ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics(runtime: RuntimeDep) -> Response:
-    """Prometheus exposition of every serving metric."""
+    """Prometheus exposition of every serving metric: decisions, request and per-model latency, shadow agreement
+    and skips, model failures, and the event log (written, spilled, replayed, dropped, Redis up)."""
     return Response(runtime.metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -1,28 +1,75 @@
-"""``POST /v1/outcomes``: repayments, missed instalments and defaults into the outcomes stream."""
+"""``POST /v1/outcomes``: repayments, missed instalments and defaults into the outcomes stream, each exactly once."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import cast
+from typing import Annotated, cast
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Header, status
 
-from api.deps import RuntimeDep
-from api.schemas import OutcomeAccepted, OutcomeRequest
+from api.deps import IngestDep, RuntimeDep
+from api.errors import JsonBodyRoute, error_responses
+from api.schemas import IDEMPOTENCY_KEY_PATTERN, OutcomeAccepted, OutcomeRequest
 from shadowgate.events import OUTCOME_TYPE_ALIASES, OutcomeEvent, OutcomeType, outcome_event_id, to_stream_fields
 
-router = APIRouter(prefix="/v1", tags=["outcomes"])
+router = APIRouter(prefix="/v1", tags=["outcomes"], route_class=JsonBodyRoute)
+
+_DESCRIPTION = """\
+Report one outcome of a purchase: an instalment paid (`instalment_paid`, alias `repayment`), an instalment late
+(`instalment_late`, alias `missed_instalment`) or a `default`. Outcomes are the labels every model is judged on,
+so only holders of the **ingest key** (`X-Ingest-Key`) may post them; the admin key is not accepted here.
+
+**Exactly once.** The outcome's id is derived, not drawn: from (transaction_id, event_type, instalment_number), an
+alias counting as the type it stands for. Sending the same outcome again (a retry after a timeout, a replayed
+batch) answers 202 with the same `event_id` and records nothing new: the event log skips an id it has already
+written, and the warehouse MERGEs on it.
+
+**Idempotency-Key.** A producer that can report two outcomes with the same triple (say, two partial payments of one
+instalment) sends a key of its own per outcome: the id then derives from the key together with the triple, so two
+producers' keys never collide and a retry with the same key is again a no-op. A retry must send the same key.
+
+202 means accepted and queued for the outcomes stream (while Redis is down, the event waits in the service's spill
+file and is written when Redis returns).
+"""
 
 
-@router.post("/outcomes", response_model=OutcomeAccepted, status_code=status.HTTP_202_ACCEPTED)
-async def record_outcome(body: OutcomeRequest, runtime: RuntimeDep) -> OutcomeAccepted:
-    """Accept one outcome event; it is queued for the outcomes stream (202: logged asynchronously, never lost)."""
+@router.post(
+    "/outcomes",
+    response_model=OutcomeAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Report a repayment, missed instalment or default",
+    description=_DESCRIPTION,
+    responses=error_responses(
+        status.HTTP_401_UNAUTHORIZED,
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        e401="No valid ingest key in `X-Ingest-Key` (always, when the service has none configured).",
+        e503="The outcome log cannot take it (the journal is over its limit, or the disk refused the write): nothing "
+        "was recorded; retry after `Retry-After`.",
+    ),
+    dependencies=[IngestDep],
+)
+async def record_outcome(
+    body: OutcomeRequest,
+    runtime: RuntimeDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Optional: your own id for this outcome (1–128 letters, digits, `_ . : -`; a UUID fits). "
+            "Send it again, unchanged, on every retry of the same outcome.",
+        ),
+    ] = None,
+) -> OutcomeAccepted:
     received_at = dt.datetime.now(dt.UTC)
+    event_type = OUTCOME_TYPE_ALIASES.get(body.event_type, cast(OutcomeType, body.event_type))
     event = OutcomeEvent(
-        # Derived, not drawn: a client's retry of the same outcome keeps its id, so it is one label downstream.
-        event_id=outcome_event_id(body.transaction_id, body.event_type, body.instalment_number),
+        event_id=outcome_event_id(
+            body.transaction_id, event_type, body.instalment_number, idempotency_key=idempotency_key
+        ),
         transaction_id=body.transaction_id,
-        event_type=OUTCOME_TYPE_ALIASES.get(body.event_type, cast(OutcomeType, body.event_type)),
+        event_type=event_type,
         event_timestamp=body.event_timestamp,
         instalment_number=body.instalment_number,
         amount=body.amount,

@@ -106,7 +106,18 @@ class ApiSettings(BaseSettings):
     """Port of the decision API started by ``make up`` (bound to 127.0.0.1)."""
 
     key: SecretStr | None = None
-    """API key for admin endpoints. Unset: admin endpoints answer 401."""
+    """API key for admin endpoints (``X-API-Key`` header). Unset: admin endpoints answer 401."""
+
+    ingest_key: SecretStr | None = None
+    """API key of outcome producers (``X-Ingest-Key`` header on ``POST /v1/outcomes``): a scope of its own, the admin
+    key is not accepted there nor this one on admin endpoints. Unset: outcomes answer 401."""
+
+    @model_validator(mode="after")
+    def _scopes_stay_separate(self) -> ApiSettings:
+        # One secret in both scopes would let every outcome producer administer the service.
+        if self.key is not None and self.ingest_key is not None and self.key == self.ingest_key:
+            raise ValueError("ingest_key must differ from key (the admin key)")
+        return self
 
 
 class ServingSettings(BaseSettings):

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pydantic
+from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
     import pandera.pandas as pa
@@ -150,11 +152,29 @@ def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in TRANSACTION_FIELDS)
 
 
+# The offset is optional here so that a local time gets pydantic's own "timezone_aware" error, naming the problem.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
+
+
+def _rfc3339_text(value: Any) -> Any:
+    # pydantic reads numbers and numeric strings ("0", 1.5) as Unix times; on the wire a timestamp is RFC 3339 text,
+    # as the schema says (format date-time), so anything else is refused rather than guessed at.
+    if isinstance(value, dt.datetime) or (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        return value
+    raise PydanticCustomError(
+        "datetime_type", "Input should be an RFC 3339 date-time with a time zone, e.g. 2026-03-02T14:05:00Z"
+    )
+
+
+Timestamp = Annotated[pydantic.AwareDatetime, pydantic.BeforeValidator(_rfc3339_text)]
+"""An instant with a time zone: RFC 3339 text on the wire (``datetime`` objects from Python callers)."""
+
+
 def _annotation(field: ContractField) -> Any:
     if field.choices is not None:
         return Literal[field.choices]
     if field.kind is Kind.TIMESTAMP:
-        return pydantic.AwareDatetime
+        return Timestamp
     return _PY_TYPES[field.kind]
 
 
@@ -184,6 +204,9 @@ def request_model() -> type[pydantic.BaseModel]:
             le=f.le,
             pattern=f.pattern,
             allow_inf_nan=False if f.kind is Kind.FLOAT else None,
+            # Numbers are JSON numbers: no true/false (pydantic reads them as 1/0) and no numeric strings. A JSON
+            # integer is still a valid float.
+            strict=True if f.kind in (Kind.INTEGER, Kind.FLOAT) and f.choices is None else None,
         )
         definitions[f.name] = (_annotation(f), info)
     return pydantic.create_model(

@@ -114,12 +114,20 @@ def runtime_factory(
     return make
 
 
-def make_client(factory: Callable[[], Runtime], *, key: str | None = "test-key") -> TestClient:
+ADMIN_KEY = "test-key"
+INGEST_KEY = "test-ingest-key"
+ADMIN = {"X-API-Key": ADMIN_KEY}
+INGEST = {"X-Ingest-Key": INGEST_KEY}
+
+
+def make_client(
+    factory: Callable[[], Runtime], *, key: str | None = ADMIN_KEY, ingest_key: str | None = INGEST_KEY
+) -> TestClient:
     """A TestClient over a fresh app (use it as a context manager: the lifespan runs inside)."""
     from api.main import create_app
 
-    app = create_app(runtime_factory=factory, api_settings=ApiSettings(key=key))  # type: ignore[arg-type]
-    return TestClient(app, raise_server_exceptions=False)
+    settings = ApiSettings(key=key, ingest_key=ingest_key)  # type: ignore[arg-type]
+    return TestClient(create_app(runtime_factory=factory, api_settings=settings), raise_server_exceptions=False)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from shadowgate.contract import TRANSACTION_FIELDS, example_transaction
 from shadowgate.events import from_stream_fields
 from shadowgate.features import FEATURE_NAMES, features_one
-from tests.api.conftest import CHALLENGER_B, Registry
+from tests.api.conftest import CHALLENGER_B, INGEST, Registry
 from tests.redis_server import RedisServer
 
 URL = "/v1/bnpl/risk-assessment"
@@ -88,7 +88,16 @@ def test_every_request_is_logged_once_with_every_models_score(
     ("change", "field", "error_type"),
     [
         ({"amount": -5}, "amount", "greater_than_equal"),
-        ({"amount": "lots"}, "amount", "float_parsing"),
+        ({"amount": "lots"}, "amount", "float_type"),
+        # Numbers are JSON numbers: no booleans (pydantic would read them as 1 / 0), no numeric strings.
+        ({"amount_last_7d": False}, "amount_last_7d", "float_type"),
+        ({"amount": "129.99"}, "amount", "float_type"),
+        ({"prior_defaults": True}, "prior_defaults", "int_type"),
+        ({"customer_age": 34.5}, "customer_age", "int_type"),
+        ({"is_vip": "yes"}, "is_vip", "bool_type"),
+        # Timestamps are RFC 3339 text: no Unix times, as numbers or as strings.
+        ({"event_timestamp": 1772460300}, "event_timestamp", "datetime_type"),
+        ({"event_timestamp": "1772460300"}, "event_timestamp", "datetime_type"),
         ({"installments": 5}, "installments", "literal_error"),
         ({"channel": "fax"}, "channel", "literal_error"),
         ({"event_timestamp": "2026-03-02T14:05:00"}, "event_timestamp", "timezone_aware"),
@@ -149,12 +158,14 @@ def test_outcomes_are_validated_and_streamed(client: TestClient, redis_server: R
         "/v1/outcomes",
         json={"transaction_id": "tx_0000001", "event_type": "missed_instalment", "instalment_number": 2,
               "event_timestamp": "2026-04-01T10:00:00Z"},
+        headers=INGEST,
     )  # fmt: skip
     assert ok.status_code == 202, ok.text
     assert ok.json()["event_type"] == "instalment_late"
     default = client.post(
         "/v1/outcomes",
         json={"transaction_id": "tx_0000001", "event_type": "default", "event_timestamp": "2026-05-01T10:00:00Z"},
+        headers=INGEST,
     )
     assert default.status_code == 202
     for bad in (
@@ -167,7 +178,7 @@ def test_outcomes_are_validated_and_streamed(client: TestClient, redis_server: R
         },
         {"transaction_id": "tx_1", "event_type": "default", "event_timestamp": "2026-04-01T10:00:00"},
     ):
-        assert client.post("/v1/outcomes", json=bad).status_code == 422
+        assert client.post("/v1/outcomes", json=bad, headers=INGEST).status_code == 422
     _settle(client)
     events = _stream(redis_server, "shadowgate:outcomes")
     assert [e["event_type"] for e in events] == ["instalment_late", "default"]
@@ -187,7 +198,7 @@ def test_nothing_a_client_sends_is_a_5xx(client: TestClient, changes: dict[str, 
     assert answer.status_code in {200, 422}, answer.text
     batch = client.post(f"{URL}:batch", json={"transactions": [_tx(6, **changes)], **changes})
     assert batch.status_code in {200, 422}, batch.text
-    outcome = client.post("/v1/outcomes", json=changes)
+    outcome = client.post("/v1/outcomes", json=changes, headers=INGEST)
     assert outcome.status_code == 422
 
 
@@ -208,6 +219,7 @@ def test_validator_errors_name_the_field_and_keep_their_message(client: TestClie
     outcome = client.post(
         "/v1/outcomes",
         json={"transaction_id": "tx_1", "event_type": "repayment", "event_timestamp": "2026-04-01T10:00:00Z"},
+        headers=INGEST,
     )
     assert outcome.status_code == 422
     [error] = outcome.json()["detail"]

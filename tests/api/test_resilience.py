@@ -18,7 +18,7 @@ from shadowgate.config import MLflowSettings
 from shadowgate.serving.models import MlflowModelSource
 from shadowgate.serving.runtime import Runtime
 from shadowgate.serving.scorer import CompiledModel
-from tests.api.conftest import CHALLENGER_B, Registry, make_client
+from tests.api.conftest import CHALLENGER_B, INGEST, Registry, make_client
 from tests.api.faulty_models import Broken, Hanging, Slow
 from tests.api.test_decisions import URL, _settle, _stream, _tx
 from tests.redis_server import RedisServer
@@ -317,7 +317,7 @@ def test_a_full_journal_answers_503_with_retry_after_and_health_still_answers(
         assert all(a.headers["retry-after"] == "5" for a in refused)
         assert "nothing was recorded" in refused[0].json()["detail"]
         outcome = {"transaction_id": "tx_0000001", "event_type": "default", "event_timestamp": "2026-03-02T14:05:00Z"}
-        assert client.post("/v1/outcomes", json=outcome).status_code == 503
+        assert client.post("/v1/outcomes", json=outcome, headers=INGEST).status_code == 503
         assert client.get("/health/live").status_code == 200
         ready = client.get("/health/ready").json()
         assert ready["journal"]["refused"] == len(refused) + 1 and ready["redis"]["up"] is False

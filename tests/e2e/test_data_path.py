@@ -25,7 +25,7 @@ from shadowgate.pipelines.upload import GROUP
 from shadowgate.serving.runtime import Runtime
 from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.warehouse import default_sql_dir
-from tests.api.conftest import CHALLENGER_B, Registry, make_client
+from tests.api.conftest import CHALLENGER_B, INGEST, Registry, make_client
 from tests.redis_server import RedisServer
 
 URL = "/v1/bnpl/risk-assessment"
@@ -34,9 +34,8 @@ PREDICTIONS, OUTCOMES = "e2e:predictions", "e2e:outcomes"
 SALT = "test-salt"  # runtime_factory's customer salt
 TABLES = ("prediction_logs", "outcomes", "quarantine")
 
-OUTCOME_HEADERS: dict[str, str] = {}
-"""Headers of every outcome POST. The outcome route is about to require an ingest key (issue 9, item 5): it goes here,
-and only here."""
+OUTCOME_HEADERS: dict[str, str] = INGEST
+"""Headers of every outcome POST: the ingest key the outcome route requires (issue 9, item 5)."""
 
 
 def post_outcome(client: TestClient, body: dict[str, Any]) -> httpx.Response:

@@ -74,7 +74,7 @@ AIRFLOW_COMMANDS = {
     "airflow-triggerer": ["airflow", "triggerer"],
 }
 EXECUTION_API_URL = "http://airflow-apiserver:8080/execution/"
-SECRET_KEY_PATTERN = re.compile(r"(PASSWORD|SECRET|FERNET_KEY|API_KEY|REDISCLI_AUTH)")
+SECRET_KEY_PATTERN = re.compile(r"(PASSWORD|SECRET|FERNET_KEY|API_KEY|INGEST_KEY|REDISCLI_AUTH)")
 REQUIRED_REFERENCE = re.compile(r"\$\{[A-Z][A-Z0-9_]*:\?[^}]*\}")
 URL_CREDENTIALS = re.compile(r"[A-Za-z][A-Za-z0-9+._-]*://[^:/@]*:(?P<password>.*)@[^@]*$")
 
@@ -362,6 +362,7 @@ def test_required_variables_are_the_documented_secrets(raw_text: str) -> None:
         "MLFLOW_ADMIN_PASSWORD",
         "MLFLOW_API_PASSWORD",
         "MLFLOW_FLASK_SECRET_KEY",
+        "SHADOWGATE_API_INGEST_KEY",
     } <= required
     undocumented_optional = {name for name in defaulted_variables(raw_text) if name not in header(raw_text)}
     assert not undocumented_optional, f"optional variables missing from the header: {undocumented_optional}"
@@ -380,6 +381,7 @@ SOME_SECRETS = [
     "MLFLOW_ADMIN_PASSWORD",
     "MLFLOW_API_PASSWORD",
     "MLFLOW_FLASK_SECRET_KEY",
+    "SHADOWGATE_API_INGEST_KEY",
 ]
 
 

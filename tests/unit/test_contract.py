@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pandas as pd
@@ -87,6 +88,38 @@ def test_each_constraint_is_enforced_by_both_views(name: str, value: Any) -> Non
     cases = schema_info.value.failure_cases
     column_checks = cases[~cases["check"].isin([r.message for r in contract.CROSS_FIELD_RULES])]
     assert set(column_checks["column"].dropna()) == {name}
+
+
+def _wrong_json_types() -> list[tuple[str, Any, str]]:
+    """For every number and timestamp the contract declares, JSON values of another type that pydantic would coerce."""
+    out: list[tuple[str, Any, str]] = []
+    for f in TRANSACTION_FIELDS:
+        if f.choices is not None:
+            continue
+        if f.kind is Kind.FLOAT:
+            out += [(f.name, False, "float_type"), (f.name, True, "float_type"), (f.name, str(f.example), "float_type")]
+        elif f.kind is Kind.INTEGER:
+            out += [(f.name, True, "int_type"), (f.name, str(f.example), "int_type"), (f.name, 20.5, "int_type")]
+        elif f.kind is Kind.TIMESTAMP:
+            out += [(f.name, 1772460300, "datetime_type"), (f.name, "1772460300", "datetime_type")]
+            out += [(f.name, "2026-03-02T14:05Z", "datetime_type")]  # no seconds: not RFC 3339
+    return out
+
+
+@pytest.mark.parametrize(("name", "value", "error_type"), _wrong_json_types(), ids=lambda v: str(v))
+def test_numbers_and_timestamps_are_their_json_type_only(name: str, value: Any, error_type: str) -> None:
+    raw = json.dumps({**contract.example_transaction(), name: value})
+    with pytest.raises(pydantic.ValidationError) as info:
+        contract.request_model().model_validate_json(raw)
+    assert [(e["loc"], e["type"]) for e in info.value.errors()] == [((name,), error_type)]
+
+
+def test_json_integers_are_valid_floats_and_python_datetimes_valid_timestamps() -> None:
+    floats = {f.name: int(f.example) for f in TRANSACTION_FIELDS if f.kind is Kind.FLOAT}
+    model = contract.request_model().model_validate_json(json.dumps({**contract.example_transaction(), **floats}))
+    assert all(isinstance(getattr(model, name), float) for name in floats)
+    when = dt.datetime(2026, 3, 2, 14, 5, tzinfo=dt.UTC)
+    assert contract.request_model().model_validate({**contract.example_transaction(), "event_timestamp": when})
 
 
 def test_cross_field_rule_is_enforced_by_both_views() -> None:

@@ -173,6 +173,20 @@ def test_outcome_event_id_is_deterministic_and_alias_blind() -> None:
     assert _outcome(event_id=a).event_id == a
 
 
+def test_an_idempotency_key_is_hashed_with_the_outcome_it_reports() -> None:
+    keyed = outcome_event_id("tx_1", "repayment", 2, idempotency_key="k-1")
+    assert keyed == outcome_event_id("tx_1", "instalment_paid", 2, idempotency_key="k-1")
+    assert len(keyed) == 32 and int(keyed, 16) >= 0
+    others = {
+        outcome_event_id("tx_1", "instalment_paid", 2),  # no key
+        outcome_event_id("tx_1", "instalment_paid", 2, idempotency_key="k-2"),
+        outcome_event_id("tx_2", "instalment_paid", 2, idempotency_key="k-1"),  # another transaction, same key
+        outcome_event_id("tx_1", "instalment_late", 2, idempotency_key="k-1"),
+        outcome_event_id("tx_1", "instalment_paid", 3, idempotency_key="k-1"),
+    }
+    assert keyed not in others and len(others) == 5
+
+
 # ----------------------------------------------------------------------------------------------- malformed
 
 

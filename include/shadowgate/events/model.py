@@ -281,14 +281,22 @@ class OutcomeEvent(_Frozen):
 Event = PredictionEvent | OutcomeEvent
 
 
-def outcome_event_id(transaction_id: str, event_type: str, instalment_number: int | None) -> str:
+def outcome_event_id(
+    transaction_id: str, event_type: str, instalment_number: int | None, *, idempotency_key: str | None = None
+) -> str:
     """A deterministic id for an outcome signal, so a re-delivered signal is deduplicated downstream.
 
     (transaction, type, instalment) is unique in the simulator's event log: an instalment is late at most once and
-    paid at most once, and a purchase defaults at most once.
+    paid at most once, and a purchase defaults at most once. A producer that can report two signals with the same
+    triple (two partial payments of one instalment) sends an ``idempotency_key`` per signal; it is hashed together
+    with the triple, so one producer's key cannot swallow another transaction's (or another type's) signal.
+    Aliases (``repayment`` / ``instalment_paid``) give the same id.
     """
     normalised = OUTCOME_TYPE_ALIASES.get(event_type, event_type)
     key = f"{transaction_id}\x1f{normalised}\x1f{instalment_number if instalment_number is not None else ''}"
+    if idempotency_key is not None:
+        # The prefix keeps "no key" and every key apart even for a key that is the empty string.
+        key += f"\x1fkey:{idempotency_key}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 

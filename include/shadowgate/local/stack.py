@@ -769,7 +769,11 @@ def _start_api(layout: Layout) -> _Launch | None:
         "--workers", "1",  # one process writes the decision journal
         "--no-access-log",  # per-request figures are in /metrics; an access line costs more than a decision
     ]  # fmt: skip
-    env = {**layout.base_env(), "SHADOWGATE_API_KEY": api_key(layout)}
+    env = {
+        **layout.base_env(),
+        "SHADOWGATE_API_KEY": api_key(layout),
+        "SHADOWGATE_API_INGEST_KEY": ingest_key(layout),
+    }
     return _spawn(layout, API, argv, env=env, cwd=layout.repo_root)
 
 
@@ -779,6 +783,15 @@ def api_key(layout: Layout) -> str:
     if configured is not None:
         return configured.get_secret_value()
     return local_secret(layout.home / "secrets" / "api_key")
+
+
+def ingest_key(layout: Layout) -> str:
+    """The outcome producers' key of the local API: ``SHADOWGATE_API_INGEST_KEY`` when set, else one made once under
+    ``<home>/secrets`` (never the admin key: a separate scope)."""
+    configured = ApiSettings().ingest_key
+    if configured is not None:
+        return configured.get_secret_value()
+    return local_secret(layout.home / "secrets" / "ingest_key")
 
 
 def _run_bootstrap(layout: Layout) -> None:
@@ -820,10 +833,14 @@ def _access_summary(layout: Layout, state: StackStatus) -> str:
         f"  Redis       {layout.redis_url}" + ("  (external)" if layout.redis_external_url else ""),
         f"  MLflow UI   {layout.mlflow_url}",
         f"  Airflow UI  {layout.airflow_url}   user {AIRFLOW_USER}  password {password}",
-        (
-            f"  API         {layout.api_url}   docs {layout.api_url}/docs   admin X-API-Key {api_key(layout)}"
+        *(
+            (
+                f"  API         {layout.api_url}   docs {layout.api_url}/docs",
+                f"              admin  X-API-Key {api_key(layout)}",
+                f"              ingest X-Ingest-Key {ingest_key(layout)}   (POST /v1/outcomes)",
+            )
             if api.state != "not built yet"
-            else "  API         not built yet (api/main.py with create_app)"
+            else ("  API         not built yet (api/main.py with create_app)",)
         ),
         f"  env         set -a; source {layout.env_file}; set +a   (Airflow CLI: {layout.run_dir / 'airflow.env'})",
         f"  logs        {layout.log_dir}",
