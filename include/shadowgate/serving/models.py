@@ -113,8 +113,13 @@ class MlflowModelSource:
     def fetch(self, version: str) -> CompiledModel:
         """Download the version's files and load them as :func:`~shadowgate.serving.artifacts.load_trusted_model`
         allows (never through MLflow's loader: it trusts the artifact's own type list and code)."""
+        import mlflow
         import mlflow.artifacts
 
+        # A models:/ download resolves the version's run through the *global* tracking URI whatever is passed here;
+        # left unset, MLflow 3 would create (and migrate) ./mlflow.db, racing with any other process doing the same.
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
         with tempfile.TemporaryDirectory(prefix="shadowgate-model-") as tmp:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{self.model_name}/{version}",
