@@ -4,14 +4,16 @@
 Trains a **histogram-gradient-boosting challenger** on every purchase whose outcome has matured by the run's
 `as_of` instant, logs it to MLflow (metrics, ROC and calibration plots, a frozen reference sample for drift checks)
 and points the registry alias **`@challenger`** at the new version of `bnpl_default`. The champion is never touched:
-only `promote_challenger` moves `@champion`.
+only the first deployment, the promotion gate (a later issue; no DAG for it exists yet) or an audited
+`shadowgate train --force-champion --reason …` moves `@champion`.
 
 * **Trigger:** manual (Airflow UI → *Trigger*), optionally with `as_of` (ISO date-time, UTC). Default: the run's
-  `run_after`. A drift-asset trigger arrives with `drift_check`.
+  `run_after`. (A trigger by a drift asset will come with the drift check, a later issue.)
 * **Idempotent:** re-running the same run (same `as_of`) returns the version registered the first time.
 * **Audited:** the move of `@challenger` is tagged on the version in MLflow and written to the warehouse's
   `deployment_events` (actor `airflow:retrain_challenger`); a re-run stores it once.
-* **Data:** until the warehouse lands, the labelled history is the simulated Parquet under `SHADOWGATE_HOME/data`.
+* **Data:** the labelled history is the simulated Parquet under `SHADOWGATE_HOME/data` until the ground-truth join
+  (a later issue) fills `labeled_predictions` in the warehouse.
 """
 
 from __future__ import annotations
