@@ -322,10 +322,11 @@ def _value_ok(values: Any, spec: FieldSpec) -> Any:
 def _inputs_ok(inputs: Any, marker: ContractInputs) -> Any:
     # Values are the contract's to check (pandera, next); here only that every one is there and timestamps have an
     # offset.
+    inputs = _combined(inputs)
     ok = _struct_children_valid(inputs)
     for f in contract_inputs(marker):
         if f.kind is Kind.TIMESTAMP:
-            ok = pc.and_(ok, _ts_ok(pc.struct_field(_combined(inputs), f.name)))
+            ok = pc.and_(ok, _ts_ok(pc.struct_field(inputs, f.name)))
     return ok
 
 
@@ -347,7 +348,7 @@ def _vouched(t: pa.Table, table: EventTable, ids: pa.Array, *, array: bool) -> A
     """Rows whose every field the fast path can vouch for (the others take the strict path)."""
     ok = pc.equal(t.column(table.key_field), ids)
     for spec in fields(table.model):
-        column = t.column(spec.name)
+        column = _combined(t.column(spec.name))  # once: every check below reads whole arrays
         if isinstance(spec.marker, ContractInputs):
             ok = pc.and_(ok, _inputs_ok(column, spec.marker))
         elif isinstance(spec.marker, FeatureVector):
