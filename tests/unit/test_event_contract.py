@@ -318,3 +318,31 @@ def test_serving_and_pipelines_depend_on_events_not_on_each_other() -> None:
     assert _loaded("shadowgate.events, shadowgate.events.schemas", domain) == []
     assert _loaded("shadowgate.pipelines.upload, shadowgate.storage.duckdb", ("shadowgate.serving",)) == []
     assert _loaded("shadowgate.serving.shadow, shadowgate.serving.sidecar", ("shadowgate.pipelines",)) == []
+
+
+def test_a_constraint_the_fast_decoder_cannot_check_is_refused() -> None:
+    class Strict(OutcomeEvent):
+        note: str = pydantic.Field(default="", max_length=10)
+
+    with pytest.raises(TypeError, match=r"Strict\.note: .*max_length"):
+        fields(Strict)
+
+
+def test_every_validator_of_an_event_has_its_fast_path_counterpart() -> None:
+    # The fast decoder mirrors field constraints by itself, not validators. Each one here is accounted for: a new
+    # one must be too (mirrored in stream_decode, or its fields listed in NULL_NEEDS_VALIDATOR), then added here.
+    mirrored = {
+        # before-validators only accept more (aliases, array features): what the fast path refuses goes strict.
+        (PredictionEvent, "_named_features"): "features: array/named forms checked by _features_ok",
+        (PredictionEvent, "_json_typed_inputs"): "inputs parsed as the contract's struct, timestamps as text",
+        (PredictionEvent, "_no_raw_customer_id"): "an unexpected key in inputs fails the Arrow parse",
+        (OutcomeEvent, "_normalise_type"): "an alias is not one of the Literal's values: strict path",
+        (OutcomeEvent, "_instalment_events_name_their_instalment"): "NULL_NEEDS_VALIDATOR",
+    }
+    found = set()
+    for table in EVENT_TABLES.values():
+        for model in (table.model, *(f.nested for f in fields(table.model) if f.nested is not None)):
+            decorators = model.__pydantic_decorators__
+            for name in (*decorators.field_validators, *decorators.model_validators):
+                found.add((model, name))
+    assert found == set(mirrored)

@@ -109,13 +109,25 @@ def _unwrap(annotation: Any) -> tuple[Any, bool, list[Any]]:
             return annotation, nullable, metadata
 
 
+def _checked(item: Any, where: str) -> dict[str, Any]:
+    """The constraint ``item`` puts on a field, as :class:`FieldSpec` holds it. One the fast decoder cannot check
+    vectorised is refused here, so that it cannot load what pydantic would quarantine."""
+    if isinstance(item, ContractInputs | FeatureVector):
+        return {}
+    values = {k: getattr(item, k) for k in (*_BOUNDS, "pattern") if getattr(item, k, None) is not None}
+    others = {k: v for k, v in getattr(item, "__dict__", {}).items() if v is not None and k not in values}
+    if not values or others:
+        raise TypeError(f"{where}: {item!r} has no vectorised check (shadowgate.pipelines.stream_decode); add one")
+    return values
+
+
 def _spec(name: str, annotation: Any, info: FieldInfo | None, owner: type[pydantic.BaseModel]) -> FieldSpec:
     base, nullable, metadata = _unwrap(annotation)
     if info is not None:
         metadata = [*info.metadata, *metadata]
     constraints: dict[str, Any] = {}
     for item in metadata:
-        constraints.update({k: getattr(item, k) for k in (*_BOUNDS, "pattern") if getattr(item, k, None) is not None})
+        constraints.update(_checked(item, f"{owner.__name__}.{name}"))
     marker = next((m for m in metadata if isinstance(m, ContractInputs | FeatureVector)), None)
     null_ok = (
         nullable
