@@ -346,3 +346,10 @@ def test_every_validator_of_an_event_has_its_fast_path_counterpart() -> None:
             for name in (*decorators.field_validators, *decorators.model_validators):
                 found.add((model, name))
     assert found == set(mirrored)
+
+
+@pytest.mark.parametrize("table", sorted(EVENT_TABLES))
+def test_the_merge_joins_on_the_declared_key_and_bounds_the_declared_time_column(table: str) -> None:
+    spec = EVENT_TABLES[table]
+    merge = SqlLibrary(default_sql_dir(), dataset="d", dialect="bigquery").source(f"merge/{table}")
+    assert f"ON t.{spec.key} = s.{spec.key} AND t.{spec.time_column} BETWEEN @min_ts AND @max_ts" in merge

@@ -117,7 +117,7 @@ def _checked(item: Any, where: str) -> dict[str, Any]:
     values = {k: getattr(item, k) for k in (*_BOUNDS, "pattern") if getattr(item, k, None) is not None}
     others = {k: v for k, v in getattr(item, "__dict__", {}).items() if v is not None and k not in values}
     if not values or others:
-        raise TypeError(f"{where}: {item!r} has no vectorised check (shadowgate.pipelines.stream_decode); add one")
+        raise TypeError(f"{where}: {item!r} has no check in the fast decoder (stream_decode._value_ok): add one")
     return values
 
 
