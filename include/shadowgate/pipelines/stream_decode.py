@@ -9,6 +9,10 @@
   cannot vouch for (a null where a field is required, a version from the future, a naive timestamp, …), and those
   rows — and any payload the reader rejects, isolated by bisection — go through :func:`decode_strict`. A property
   test holds the two paths to the same split and the same rows.
+
+Nothing here knows an event's fields: the parse schemas, the checks (allowed values, bounds, patterns, which nulls
+are fine) and the table rows are read from the event models (:mod:`shadowgate.events.schemas`). Fields marked as
+contract inputs are checked against the contract with pandera, and features against the known feature sets.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ import pyarrow.json as pj
 from shadowgate.contract import Kind, pandera_schema
 from shadowgate.events import (
     ARRAY_FEATURES_SINCE,
-    PREDICTION,
     STREAM_ENCODING_VERSION,
     MalformedEventError,
     from_stream_fields,
@@ -235,8 +238,6 @@ rows go the strict way)."""
 ARRAY_FORM = "/array"
 """Suffix of the payload form whose features are an array of a feature set (what the service writes); without it,
 a kind's payload form has them as a named object (as version 1 wrote them)."""
-
-PREDICTION_ARRAY = PREDICTION + ARRAY_FORM
 
 
 def _parse(payloads: list[bytes], form: str) -> pa.Table:
