@@ -126,3 +126,25 @@ def test_deployment_events_are_staged_as_text_and_merged_into_the_json_column(
         f"FROM `{PROJECT}.{warehouse.dataset}.deployment_events`"
     ).to_pylist()
     assert rows == [{"event_id": event.event_id, "to_version": "2", "p": "0.003"}]
+
+
+def test_a_table_of_an_older_version_is_brought_up_to_date(
+    warehouse: BigQueryWarehouse, caplog: pytest.LogCaptureFixture
+) -> None:
+    from google.cloud import bigquery
+
+    from tests.integration.stream_events import OLDER_ONLY, older_set_known
+
+    # The table as the previous version created it (no feature_set), made through the API so that the emulator's
+    # metadata and storage agree. Its own schema changes do not: an ALTER TABLE reaches its DuckDB storage and not
+    # the metadata, a schema update the reverse. So what is checked here is the plan, read from the client's real
+    # SchemaFields, and that both changes are accepted; that they take effect is for real BigQuery.
+    ref = f"{PROJECT}.{warehouse.dataset}.prediction_logs"
+    schema = [f for f in warehouse.client.get_table(ref).schema if f.name != "feature_set"]
+    warehouse.client.delete_table(ref)
+    warehouse.client.create_table(bigquery.Table(ref, schema=schema))
+    with older_set_known(), caplog.at_level("WARNING", logger="shadowgate.storage.bigquery"):
+        warehouse.ensure_tables()
+    added = [r.getMessage().split(" added column ")[1].split(" (")[0] for r in caplog.records]
+    features = [f"features.{name.replace('=', '__')} FLOAT64" for name in OLDER_ONLY]
+    assert added == [*features, "feature_set STRING"]

@@ -118,3 +118,77 @@ def test_bigquery_sql_is_rendered_unchanged_but_for_the_placeholders() -> None:
     assert "@min_ts" in merge and "USING `proj.ds._staging_x` AS s" in merge
     duck = SqlLibrary(default_sql_dir(), dataset="ds", dialect="duckdb").render("ddl/prediction_logs")
     assert "PARTITION" not in duck and "STRUCT(" in duck
+
+
+# ------------------------------------------------------------------------------------------------ feature sets
+
+
+def _features(warehouse: DuckDBWarehouse) -> dict[str, dict[str, Any]]:
+    rows = warehouse.query("SELECT stream_entry_id, feature_set, features FROM shadowgate.prediction_logs")
+    return {r["stream_entry_id"]: {"feature_set": r["feature_set"], **r["features"]} for r in rows.to_pylist()}
+
+
+def _load(warehouse: DuckDBWarehouse, entries: list[Any]) -> None:
+    from shadowgate.pipelines.stream_decode import decode
+
+    decoded = decode("s", "prediction", entries, NOW)
+    assert decoded.quarantine == []
+    batch = unique_on_key("prediction_logs", decoded.table("prediction_logs"))
+    warehouse.merge("prediction_logs", staging=warehouse.stage("prediction_logs", batch, batch_id="x"))
+
+
+def test_an_event_of_another_known_feature_set_loads_into_its_own_struct_fields(tmp_path: Any) -> None:
+    from shadowgate.features import FEATURE_SET
+    from shadowgate.storage.redis_streams import Entry
+    from tests.integration.stream_events import OLDER_SET, older_features, older_prediction_fields, older_set_known
+
+    with older_set_known():
+        # Registering a set is all it takes: the layout is keyed by the known sets (no cache to clear).
+        assert "legacy_flag" in arrow_schema("prediction_logs").field("features").type.names
+        with DuckDBWarehouse(tmp_path / "w.duckdb", sql_dir=default_sql_dir()) as warehouse:
+            warehouse.ensure_tables()
+            _load(warehouse, [Entry("1-0", older_prediction_fields(1)), Entry("2-0", prediction_fields(2))])
+            stored = _features(warehouse)
+    assert "legacy_flag" not in arrow_schema("prediction_logs").field("features").type.names
+    older, current = stored["1-0"], stored["2-0"]
+    assert (older["feature_set"], current["feature_set"]) == (OLDER_SET, FEATURE_SET)
+    for name, value in older_features(1).items():
+        assert older[name.replace("=", "__")] == value, name
+    assert older["hour_sin"] is None and older["hour_cos"] is None
+    assert current["legacy_bureau_score"] is None and current["channel__fax"] is None
+    assert current["hour_cos"] is not None
+
+
+def test_a_warehouse_file_of_an_older_version_gains_the_new_columns(tmp_path: Any) -> None:
+    from shadowgate.features import FEATURE_SET
+    from shadowgate.storage.redis_streams import Entry
+    from tests.integration.stream_events import OLDER_SET, older_prediction_fields, older_set_known
+
+    path = tmp_path / "w.duckdb"
+    with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
+        warehouse.ensure_tables()
+        _load(warehouse, [Entry("1-0", prediction_fields(1))])
+        # What the previous version created: no feature_set column, and a row loaded before the change.
+        warehouse.query("ALTER TABLE shadowgate.prediction_logs DROP COLUMN feature_set")
+    with older_set_known(), DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
+        warehouse.ensure_tables()  # adds feature_set, and the older set's names to the features struct
+        warehouse.ensure_tables()  # nothing left to add
+        _load(warehouse, [Entry("2-0", prediction_fields(2)), Entry("3-0", older_prediction_fields(3))])
+        stored = _features(warehouse)
+        described = [r["column_name"] for r in warehouse.query("DESCRIBE shadowgate.prediction_logs").to_pylist()]
+    assert described[-1] == "feature_set" and sorted(described) == sorted(arrow_schema("prediction_logs").names)
+    assert [stored[k]["feature_set"] for k in ("1-0", "2-0", "3-0")] == [None, FEATURE_SET, OLDER_SET]
+    assert stored["1-0"]["legacy_flag"] is None and stored["3-0"]["legacy_flag"] == 3.75
+    assert stored["1-0"]["amount_log"] == pytest.approx(4.8751209844)  # the old row keeps its values
+
+
+def test_a_missing_required_column_is_a_clear_error(tmp_path: Any) -> None:
+    from shadowgate.storage.warehouse import WarehouseError
+
+    path = tmp_path / "w.duckdb"
+    with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
+        warehouse.ensure_tables()
+        warehouse.query("ALTER TABLE shadowgate.outcomes DROP COLUMN received_at")
+    reopened = DuckDBWarehouse(path, sql_dir=default_sql_dir())
+    with reopened, pytest.raises(WarehouseError, match="received_at is required"):
+        reopened.ensure_tables()

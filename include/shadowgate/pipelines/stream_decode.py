@@ -9,6 +9,10 @@
   cannot vouch for (a null where a field is required, a version from the future, a naive timestamp, …), and those
   rows — and any payload the reader rejects, isolated by bisection — go through :func:`decode_strict`. A property
   test holds the two paths to the same split and the same rows.
+
+Nothing here knows an event's fields: the parse schemas, the checks (allowed values, bounds, patterns, which nulls
+are fine) and the table rows are read from the event models (:mod:`shadowgate.events.schemas`). Fields marked as
+contract inputs are checked against the contract with pandera, and features against the known feature sets.
 """
 
 from __future__ import annotations
@@ -21,35 +25,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from shadowgate.contract import TRANSACTION_FIELDS, Kind, pandera_schema
+from shadowgate.contract import Kind, pandera_schema
 from shadowgate.events import (
     ARRAY_FEATURES_SINCE,
-    EVENT_ID_PATTERN,
-    OUTCOME,
-    PREDICTION,
-    SCHEMA_VERSION,
     STREAM_ENCODING_VERSION,
     MalformedEventError,
-    OutcomeEvent,
-    PredictionEvent,
     from_stream_fields,
 )
-from shadowgate.features import FEATURE_NAMES, FEATURE_SET
-from shadowgate.storage.redis_streams import Entry
-from shadowgate.storage.warehouse import (
-    OUTCOMES,
-    PREDICTION_LOGS,
-    arrow_schema,
+from shadowgate.events.base import ContractInputs, FeatureVector
+from shadowgate.events.schemas import (
+    TIMESTAMP,
+    EventTable,
+    FieldSpec,
     column_name,
-    input_fields,
+    columns,
+    contract_inputs,
+    fields,
+    marked,
+    payload_schema,
+    table_of_kind,
+    table_row,
 )
-
-_FEATURE_COLUMNS = tuple((name, column_name(name)) for name in FEATURE_NAMES)
+from shadowgate.storage.redis_streams import Entry
+from shadowgate.storage.warehouse import arrow_schema
 
 
 @dataclass
@@ -108,12 +112,10 @@ _KIND_CHECK: dict[Kind, Callable[[Any], bool]] = {
 }
 
 
-def _input_problems(inputs: dict[str, Any]) -> list[str]:
+def _input_problems(inputs: dict[str, Any], marker: ContractInputs) -> list[str]:
     """Type problems of the logged transaction inputs (values are checked by pandera afterwards)."""
     problems = []
-    for f in TRANSACTION_FIELDS:
-        if f.name == "customer_id":
-            continue
+    for f in contract_inputs(marker):
         if f.name not in inputs:
             problems.append(f"inputs.{f.name}: missing")
         elif not _KIND_CHECK[f.kind](inputs[f.name]):
@@ -121,53 +123,29 @@ def _input_problems(inputs: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _prediction_row(event: PredictionEvent, entry_id: str, now: dt.datetime) -> dict[str, Any]:
-    inputs = event.inputs
-    return {
-        "prediction_id": event.event_id,
-        "schema_version": event.schema_version,
-        "transaction_id": event.transaction_id,
-        "customer_id_hash": event.customer_id_hash,
-        "merchant_id": event.merchant_id,
-        # In UTC: pyarrow keeps the wall time of an aware datetime with another offset (found by the agreement test).
-        "event_timestamp": event.event_timestamp.astimezone(dt.UTC),
-        "served_at": event.served_at.astimezone(dt.UTC),
-        **{f.name: inputs[f.name] for f in input_fields()},
-        "features": {column: event.features[name] for name, column in _FEATURE_COLUMNS},
-        "scores": [s.model_dump() for s in event.scores],
-        "served_by": event.served_by,
-        "score": event.score,
-        "decision": event.decision,
-        "risk_level": event.risk_level,
-        "reason_codes": event.reason_codes,
-        "experiment_id": event.experiment_id,
-        "arm": event.arm,
-        "propensity": event.propensity,
-        "assignments": [a.model_dump() for a in event.assignments],
-        "policy_name": event.policy_name,
-        "policy_version": event.policy_version,
-        "stream_entry_id": entry_id,
-        "loaded_at": now,
-    }
+def _event_problems(event: Any) -> list[str]:
+    """What keeps a valid event out of its table: logged inputs of the wrong type, features that are not exactly
+    the names of their (known) feature set."""
+    from shadowgate.features import FEATURE_SETS
 
-
-def _outcome_row(event: OutcomeEvent, entry_id: str, now: dt.datetime) -> dict[str, Any]:
-    return {
-        "outcome_id": event.event_id,
-        "schema_version": event.schema_version,
-        "transaction_id": event.transaction_id,
-        "event_type": event.event_type,
-        "event_timestamp": event.event_timestamp.astimezone(dt.UTC),
-        "instalment_number": event.instalment_number,
-        "amount": event.amount,
-        "received_at": event.received_at.astimezone(dt.UTC),
-        "stream_entry_id": entry_id,
-        "loaded_at": now,
-    }
+    model = type(event)
+    problems = []
+    inputs = marked(model, ContractInputs)
+    if inputs is not None and isinstance(inputs.marker, ContractInputs):
+        problems.extend(_input_problems(getattr(event, inputs.name), inputs.marker))
+    features = marked(model, FeatureVector)
+    if features is not None and isinstance(features.marker, FeatureVector):
+        set_id = getattr(event, features.marker.set_field)
+        names = FEATURE_SETS.get(set_id) if set_id is not None else None
+        if names is None or set(getattr(event, features.name)) != set(names):
+            problems.append(f"features: not the names of a known feature set (feature_set {set_id!r})")
+    return problems
 
 
 def decode_strict(stream: str, kind: str, entries: Sequence[Entry], now: dt.datetime) -> Decoded:
     """The reference path: each entry through its pydantic event schema, then the contract (pandera, lazy)."""
+    table = table_of_kind(kind)
+    inputs = _inputs_marker(table)
     out = Decoded()
     candidates: list[tuple[Entry, dict[str, Any], dict[str, Any]]] = []
     for entry in entries:
@@ -176,62 +154,64 @@ def decode_strict(stream: str, kind: str, entries: Sequence[Entry], now: dt.date
         except MalformedEventError as error:
             out.quarantine.append(_quarantine_row(stream, entry, str(error), now))
             continue
-        if kind == PREDICTION and isinstance(event, PredictionEvent):
-            problems = _input_problems(event.inputs)
-            if set(event.features) != set(FEATURE_NAMES):
-                problems.append("features: not the contract's feature set")
-            if problems:
-                out.quarantine.append(_quarantine_row(stream, entry, "invalid_inputs: " + "; ".join(problems), now))
-                continue
-            candidates.append((entry, _prediction_row(event, entry.entry_id, now), event.inputs))
-        elif kind == OUTCOME and isinstance(event, OutcomeEvent):
-            out.rows.append(_outcome_row(event, entry.entry_id, now))
-            out.entry_ids.append(entry.entry_id)
-        else:
+        if not isinstance(event, table.model):
             reason = f"wrong_kind: a {type(event).__name__} in the {kind} stream"
             out.quarantine.append(_quarantine_row(stream, entry, reason, now))
-    if candidates:
-        failures = _contract_failures([inputs for _, _, inputs in candidates])
-        for i, (entry, row, _) in enumerate(candidates):
-            if i in failures:
-                reason = "contract: " + "; ".join(failures[i])
-                out.quarantine.append(_quarantine_row(stream, entry, reason, now))
-            else:
-                out.rows.append(row)
-                out.entry_ids.append(entry.entry_id)
+            continue
+        problems = _event_problems(event)
+        if problems:
+            out.quarantine.append(_quarantine_row(stream, entry, "invalid_inputs: " + "; ".join(problems), now))
+            continue
+        row = table_row(table.name, event, {"stream_entry_id": entry.entry_id, "loaded_at": now})
+        candidates.append((entry, row, getattr(event, inputs[0]) if inputs else {}))
+    failures = _contract_failures([logged for _, _, logged in candidates], inputs[1]) if inputs and candidates else {}
+    for i, (entry, row, _) in enumerate(candidates):
+        if i in failures:
+            out.quarantine.append(_quarantine_row(stream, entry, "contract: " + "; ".join(failures[i]), now))
+        else:
+            out.rows.append(row)
+            out.entry_ids.append(entry.entry_id)
     return out
 
 
-def _contract_failures(inputs: Sequence[dict[str, Any]]) -> dict[int, list[str]]:
+def _inputs_marker(table: EventTable) -> tuple[str, ContractInputs] | None:
+    """The field of the table's event holding contract inputs (checked against the contract), and its marker."""
+    spec = marked(table.model, ContractInputs)
+    if spec is None or not isinstance(spec.marker, ContractInputs):
+        return None
+    return spec.name, spec.marker
+
+
+def _contract_failures(inputs: Sequence[dict[str, Any]], marker: ContractInputs) -> dict[int, list[str]]:
     """Row position → every contract check it fails (pandera, lazy), for the logged inputs of a batch."""
     import pandas as pd
 
-    frame = pd.DataFrame.from_records(inputs, columns=[f.name for f in TRANSACTION_FIELDS if f.name != "customer_id"])
-    return _contract_check(frame)
+    frame = pd.DataFrame.from_records(inputs, columns=[f.name for f in contract_inputs(marker)])
+    return _contract_check(frame, marker)
 
 
 @functools.cache
-def _logged_inputs_schema() -> Any:
-    """The contract's pandera schema without ``customer_id`` (never logged); built once (it deep-copies)."""
-    return pandera_schema(arrow_strings=True).remove_columns(["customer_id"])
+def _logged_inputs_schema(marker: ContractInputs) -> Any:
+    """The contract's pandera schema without the fields the event does not log; built once (it deep-copies)."""
+    return pandera_schema(arrow_strings=True).remove_columns(list(marker.excluded))
 
 
-def _contract_check(frame: Any) -> dict[int, list[str]]:
+def _contract_check(frame: Any, marker: ContractInputs) -> dict[int, list[str]]:
     import pandas as pd
     import pandera.errors
 
-    schema = _logged_inputs_schema()
-    for f in TRANSACTION_FIELDS:
+    schema = _logged_inputs_schema(marker)
+    for f in contract_inputs(marker):
         # The strict path's frames hold Python strings (their types were checked row by row before): same dtype.
-        is_text = f.kind is Kind.STRING and f.name in frame and frame[f.name].dtype == object
+        is_text = f.kind is Kind.STRING and frame[f.name].dtype == object
         if is_text and all(isinstance(v, str) for v in frame[f.name]):
             frame[f.name] = frame[f.name].astype(pd.StringDtype("pyarrow"))
-        elif f.kind is Kind.FLOAT and f.name in frame and frame[f.name].dtype.kind in "iu":
+        elif f.kind is Kind.FLOAT and frame[f.name].dtype.kind in "iu":
             # JSON 100 is a valid amount: a column of whole numbers is still a float column (as Arrow reads it).
             frame[f.name] = frame[f.name].astype("float64")
-    if not isinstance(frame["event_timestamp"].dtype, pd.DatetimeTZDtype):
-        # The fast path hands over UTC timestamps already; parsing them again walked every value in Python.
-        frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True, format="ISO8601", errors="coerce")
+        elif f.kind is Kind.TIMESTAMP and not isinstance(frame[f.name].dtype, pd.DatetimeTZDtype):
+            # The fast path hands over UTC timestamps already; parsing them again walked every value in Python.
+            frame[f.name] = pd.to_datetime(frame[f.name], utc=True, format="ISO8601", errors="coerce")
     try:
         schema.validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as errors:
@@ -255,77 +235,15 @@ _TS_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{
 """Timestamps the fast path takes: ISO 8601 with an explicit offset (pydantic's AwareDatetime takes more forms; those
 rows go the strict way)."""
 
-_ARROW_INPUT = {
-    Kind.STRING: pa.string(),
-    Kind.INTEGER: pa.int64(),
-    Kind.FLOAT: pa.float64(),
-    Kind.TIMESTAMP: pa.string(),
-}
-_STATUSES = ["ok", "error", "timeout", "skipped"]
-_DECISIONS = ["approve", "deny", "manual_review"]
-_OUTCOME_TYPES = ["instalment_paid", "instalment_late", "default"]
-
-
-PREDICTION_ARRAY = "prediction/array"
-"""The payload form of prediction events whose features are an array of a feature set (what the service writes)."""
-
-
-def _payload_schema(kind: str) -> pa.Schema:
-    """The event payload as Arrow types (timestamps as strings: checked for an offset, then cast), for ``kind``
-    or the :data:`PREDICTION_ARRAY` form."""
-    if kind == OUTCOME:
-        return pa.schema(
-            [
-                ("schema_version", pa.int64()),
-                ("event_id", pa.string()),
-                ("transaction_id", pa.string()),
-                ("event_type", pa.string()),
-                ("event_timestamp", pa.string()),
-                ("instalment_number", pa.int64()),
-                ("amount", pa.float64()),
-                ("received_at", pa.string()),
-            ]
-        )
-    schema = arrow_schema(PREDICTION_LOGS)
-    inputs = [(f.name, _ARROW_INPUT[f.kind]) for f in TRANSACTION_FIELDS if f.name != "customer_id"]
-    return pa.schema(
-        [
-            ("schema_version", pa.int64()),
-            ("event_id", pa.string()),
-            ("transaction_id", pa.string()),
-            ("customer_id_hash", pa.string()),
-            ("merchant_id", pa.string()),
-            ("event_timestamp", pa.string()),
-            ("served_at", pa.string()),
-            (
-                "features",
-                pa.list_(pa.float64())
-                if kind == PREDICTION_ARRAY
-                else pa.struct([(name, pa.float64()) for name in FEATURE_NAMES]),
-            ),
-            ("feature_set", pa.string()),
-            ("inputs", pa.struct(inputs)),
-            ("scores", schema.field("scores").type),
-            ("served_by", pa.string()),
-            ("score", pa.float64()),
-            ("decision", pa.string()),
-            ("risk_level", pa.string()),
-            ("reason_codes", pa.list_(pa.string())),
-            ("experiment_id", pa.string()),
-            ("arm", pa.string()),
-            ("propensity", pa.float64()),
-            ("assignments", schema.field("assignments").type),
-            ("policy_name", pa.string()),
-            ("policy_version", pa.string()),
-        ]
-    )
-
-
-_SCHEMAS = {form: _payload_schema(form) for form in (PREDICTION, PREDICTION_ARRAY, OUTCOME)}
+ARRAY_FORM = "/array"
+"""Suffix of the payload form whose features are an array of a feature set (what the service writes); without it,
+a kind's payload form has them as a named object (as version 1 wrote them)."""
 
 
 def _parse(payloads: list[bytes], form: str) -> pa.Table:
-    options = pj.ParseOptions(explicit_schema=_SCHEMAS[form], unexpected_field_behavior="error")
+    kind, array = form.removesuffix(ARRAY_FORM), form.endswith(ARRAY_FORM)
+    schema = payload_schema(table_of_kind(kind).model, features_as_array=array)
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
     return pj.read_json(io.BytesIO(b"\n".join(payloads)), parse_options=options)
 
 
@@ -345,15 +263,12 @@ def _parse_bisect(
     return left + right, bad_left + bad_right
 
 
-def _all_valid(t: pa.Table, names: Sequence[str]) -> Any:
-    mask = pc.is_valid(t.column(names[0]))
-    for name in names[1:]:
-        mask = pc.and_(mask, pc.is_valid(t.column(name)))
-    return mask
+def _combined(column: Any) -> Any:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def _struct_children_valid(column: Any) -> Any:
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    column = _combined(column)
     mask = pc.is_valid(column)
     for i in range(column.type.num_fields):
         mask = pc.and_(mask, pc.is_valid(pc.struct_field(column, [i])))
@@ -362,7 +277,7 @@ def _struct_children_valid(column: Any) -> Any:
 
 def _list_all(column: Any, check: Callable[[Any], Any]) -> Any:
     """Per row: ``check`` holds for every element of the list (True for an empty list; null lists stay null)."""
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    column = _combined(column)
     flat = pc.list_flatten(column)
     if len(flat) == 0:
         return pc.is_valid(column)
@@ -377,108 +292,146 @@ def _ts_ok(column: Any) -> Any:
     return pc.fill_null(pc.match_substring_regex(column, _TS_PATTERN), False)
 
 
-def _vouched(t: pa.Table, form: str, ids: pa.Array) -> Any:
+_BOUND_CHECKS = (("ge", pc.greater_equal), ("gt", pc.greater), ("le", pc.less_equal), ("lt", pc.less))
+
+
+def _field_ok(column: Any, spec: FieldSpec) -> Any:
+    """Per row: the field passes what its model checks — a null only where the model takes one alike whether the
+    key is missing or null, a value of the allowed values and in the bounds, nested fields alike."""
+    column = _combined(column)
+    good = _list_all(column, lambda items: _value_ok(items, spec)) if spec.repeated else _value_ok(column, spec)
+    return pc.if_else(pc.is_valid(column), pc.fill_null(good, False), spec.null_ok)
+
+
+def _value_ok(values: Any, spec: FieldSpec) -> Any:
+    ok = pc.is_valid(values)
+    for child in spec.children:
+        ok = pc.and_(ok, _field_ok(pc.struct_field(values, child.name), child))
+    if spec.choices is not None:
+        ok = pc.and_(ok, pc.is_in(values, value_set=pa.array(spec.choices)))
+    for bound, compare in _BOUND_CHECKS:
+        limit = getattr(spec, bound)
+        if limit is not None:
+            ok = pc.and_(ok, compare(values, limit))
+    if spec.pattern is not None:
+        ok = pc.and_(ok, pc.match_substring_regex(values, spec.pattern))
+    if spec.timestamp:
+        ok = pc.and_(ok, _ts_ok(values))
+    return ok
+
+
+def _inputs_ok(inputs: Any, marker: ContractInputs) -> Any:
+    # Values are the contract's to check (pandera, next); here only that every one is there and timestamps have an
+    # offset.
+    inputs = _combined(inputs)
+    ok = _struct_children_valid(inputs)
+    for f in contract_inputs(marker):
+        if f.kind is Kind.TIMESTAMP:
+            ok = pc.and_(ok, _ts_ok(pc.struct_field(inputs, f.name)))
+    return ok
+
+
+def _features_ok(features: Any, set_ids: Any, *, array: bool) -> Any:
+    from shadowgate.features import FEATURE_SET, FEATURE_SETS
+
+    if array:
+        # Every known set maps onto the table's struct; an unknown one goes the strict way (which refuses it).
+        widths = pa.array([len(names) for names in FEATURE_SETS.values()], pa.int32())
+        expected = pc.take(widths, pc.index_in(set_ids, value_set=pa.array(list(FEATURE_SETS), pa.string())))
+        ok = pc.fill_null(pc.equal(pc.list_value_length(_combined(features)), expected), False)
+        return pc.and_(ok, _list_all(features, pc.is_valid))
+    # The named form is parsed against the current set's names: its set must be unnamed (the model names it) or that.
+    ok = pc.fill_null(pc.equal(set_ids, FEATURE_SET), True)
+    return pc.and_(ok, _struct_children_valid(features))
+
+
+def _vouched(t: pa.Table, table: EventTable, ids: pa.Array, *, array: bool) -> Any:
     """Rows whose every field the fast path can vouch for (the others take the strict path)."""
-    version = t.column("schema_version")
-    lowest = ARRAY_FEATURES_SINCE if form == PREDICTION_ARRAY else 1
-    ok = pc.and_(
-        pc.and_(pc.greater_equal(version, lowest), pc.less_equal(version, SCHEMA_VERSION)),
-        pc.and_(pc.equal(t.column("event_id"), ids), pc.match_substring_regex(t.column("event_id"), EVENT_ID_PATTERN)),
-    )
-    if form == OUTCOME:
-        ok = pc.and_(ok, _all_valid(t, ["transaction_id", "event_type", "event_timestamp", "received_at"]))
-        ok = pc.and_(ok, pc.is_in(t.column("event_type"), value_set=pa.array(_OUTCOME_TYPES)))
-        ok = pc.and_(ok, pc.and_(_ts_ok(t.column("event_timestamp")), _ts_ok(t.column("received_at"))))
-        ok = pc.and_(ok, pc.fill_null(pc.greater_equal(t.column("instalment_number"), 1), True))
-        ok = pc.and_(ok, pc.fill_null(pc.greater_equal(t.column("amount"), 0.0), True))
-        # JSON has no way to tell a missing optional key from a null one, and pydantic treats both alike here.
-        return pc.fill_null(ok, False)
-    required = ["transaction_id", "customer_id_hash", "merchant_id", "event_timestamp", "served_at", "scores",
-                "served_by", "decision", "risk_level", "policy_name", "policy_version",
-                "score"]  # fmt: skip
-    # score may be null but must be present: a null here goes the strict way, which can tell (rare: fallback).
-    ok = pc.and_(ok, _all_valid(t, required))
-    if form == PREDICTION_ARRAY:
-        # Only the current set maps onto the table's feature columns; another (known or not) goes the strict way.
-        features = t.column("features")
-        ok = pc.and_(ok, pc.fill_null(pc.equal(t.column("feature_set"), FEATURE_SET), False))
-        ok = pc.and_(ok, pc.fill_null(pc.equal(pc.list_value_length(features), len(FEATURE_NAMES)), False))
-        ok = pc.and_(ok, _list_all(features, pc.is_valid))
-    else:
-        ok = pc.and_(ok, _struct_children_valid(t.column("features")))
-    ok = pc.and_(ok, _struct_children_valid(t.column("inputs")))
-    ok = pc.and_(ok, pc.is_in(t.column("decision"), value_set=pa.array(_DECISIONS)))
-    ok = pc.and_(ok, pc.and_(_ts_ok(t.column("event_timestamp")), _ts_ok(t.column("served_at"))))
-    ok = pc.and_(ok, _ts_ok(pc.struct_field(t.column("inputs"), "event_timestamp")))
-    propensity = t.column("propensity")
-    ok = pc.and_(ok, pc.fill_null(pc.and_(pc.greater_equal(propensity, 0.0), pc.less_equal(propensity, 1.0)), True))
-
-    def score_ok(s: Any) -> Any:
-        return pc.and_(
-            pc.and_(pc.is_valid(pc.struct_field(s, "alias")), pc.is_valid(pc.struct_field(s, "model_version"))),
-            pc.and_(
-                pc.greater_equal(pc.struct_field(s, "latency_us"), 0.0),
-                pc.is_in(pc.struct_field(s, "status"), value_set=pa.array(_STATUSES)),
-            ),
-        )
-
-    def assignment_ok(a: Any) -> Any:
-        p = pc.struct_field(a, "propensity")
-        children = pc.is_valid(a)
-        for i in range(a.type.num_fields):
-            children = pc.and_(children, pc.is_valid(pc.struct_field(a, [i])))
-        return pc.and_(children, pc.and_(pc.greater_equal(p, 0.0), pc.less_equal(p, 1.0)))
-
-    ok = pc.and_(ok, _list_all(t.column("scores"), score_ok))
-    assignments = t.column("assignments")
-    ok = pc.and_(ok, pc.or_(pc.is_null(assignments), _list_all(assignments, assignment_ok)))
-    reasons = t.column("reason_codes")
-    ok = pc.and_(ok, pc.or_(pc.is_null(reasons), _list_all(reasons, pc.is_valid)))
+    ok = pc.equal(t.column(table.key_field), ids)
+    for spec in fields(table.model):
+        column = _combined(t.column(spec.name))  # once: every check below reads whole arrays
+        if isinstance(spec.marker, ContractInputs):
+            ok = pc.and_(ok, _inputs_ok(column, spec.marker))
+        elif isinstance(spec.marker, FeatureVector):
+            ok = pc.and_(ok, _features_ok(column, t.column(spec.marker.set_field), array=array))
+        else:
+            ok = pc.and_(ok, _field_ok(column, spec))
+    if array:
+        ok = pc.and_(ok, pc.greater_equal(t.column("schema_version"), ARRAY_FEATURES_SINCE))
     return pc.fill_null(ok, False)
 
 
 def _ts(column: Any) -> Any:
-    return pc.cast(column, pa.timestamp("us", tz="UTC"))
+    return pc.cast(column, TIMESTAMP)
 
 
-def _empty_if_null(column: Any) -> Any:
-    return pc.if_else(pc.is_null(column), pa.scalar([], type=column.type), column)
+def _feature_struct(features: Any, set_ids: Any, names: tuple[str, ...]) -> pa.StructArray:
+    """A vouched features column (named structs of the current set, or full arrays of known sets) as the table's
+    struct: a field per name of every known set, the names of another set than a row's null."""
+    from shadowgate.features import FEATURE_SETS
 
-
-def _named_features(features: Any) -> pa.StructArray:
-    """An array-of-features column (vouched: every row a full, null-free array) as the table's struct column."""
-    features = features.combine_chunks() if isinstance(features, pa.ChunkedArray) else features
+    features = _combined(features)
+    n = len(features)
     if isinstance(features, pa.StructArray):
-        children = [features.field(i) for i in range(features.type.num_fields)]
+        given = {features.type.field(i).name: features.field(i) for i in range(features.type.num_fields)}
+        children = [given[name] if name in given else pa.nulls(n, pa.float64()) for name in names]
     else:
-        width = len(FEATURE_NAMES)
-        values = pc.list_flatten(features).to_numpy(zero_copy_only=False).reshape(len(features), width)
-        children = [pa.array(values[:, i]) for i in range(width)]
-    return pa.StructArray.from_arrays(children, names=[c for _, c in _FEATURE_COLUMNS])
+        flat = pc.list_flatten(features).to_numpy(zero_copy_only=False)
+        sets = pc.unique(_combined(set_ids)).to_pylist()
+        if len(sets) == 1:  # the usual batch: one set, a matrix
+            order = {name: i for i, name in enumerate(FEATURE_SETS[sets[0]])}
+            matrix = flat.reshape(n, len(order))
+            children = [
+                pa.array(matrix[:, order[name]]) if name in order else pa.nulls(n, pa.float64()) for name in names
+            ]
+        else:
+            children = _mixed_feature_sets(features, set_ids, flat, names)
+    return pa.StructArray.from_arrays(children, names=[column_name(name) for name in names])
 
 
-def _build(t: pa.Table, kind: str, entry_ids: pa.Array, now: dt.datetime) -> pa.Table:
-    """Vouched payload rows → rows of the target table."""
-    n = len(t)
-    loaded = pa.array([now] * n, type=pa.timestamp("us", tz="UTC")) if n else pa.array([], pa.timestamp("us", "UTC"))
-    if kind == OUTCOME:
-        columns = [t.column("event_id"), t.column("schema_version"), t.column("transaction_id"), t.column("event_type"),
-                   _ts(t.column("event_timestamp")), t.column("instalment_number"), t.column("amount"),
-                   _ts(t.column("received_at")), entry_ids, loaded]  # fmt: skip
-        return pa.Table.from_arrays(columns, schema=arrow_schema(OUTCOMES))
-    schema = arrow_schema(PREDICTION_LOGS)
-    inputs = t.column("inputs").combine_chunks()
-    renamed = _named_features(t.column("features"))
-    columns = [
-        t.column("event_id"), t.column("schema_version"), t.column("transaction_id"), t.column("customer_id_hash"),
-        t.column("merchant_id"), _ts(t.column("event_timestamp")), _ts(t.column("served_at")),
-        *(inputs.field(f.name) for f in input_fields()),
-        renamed, t.column("scores"), t.column("served_by"), t.column("score"), t.column("decision"),
-        t.column("risk_level"), _empty_if_null(t.column("reason_codes")), t.column("experiment_id"), t.column("arm"),
-        t.column("propensity"), _empty_if_null(t.column("assignments")), t.column("policy_name"),
-        t.column("policy_version"), entry_ids, loaded,
-    ]  # fmt: skip
-    return pa.Table.from_arrays(columns, schema=schema)
+def _mixed_feature_sets(features: Any, set_ids: Any, flat: Any, names: tuple[str, ...]) -> list[pa.Array]:
+    from shadowgate.features import FEATURE_SETS
+
+    n = len(features)
+    starts = np.concatenate(([0], np.cumsum(pc.list_value_length(features).to_numpy())[:-1]))
+    row_sets = _combined(set_ids).to_numpy(zero_copy_only=False)
+    position = {name: j for j, name in enumerate(names)}
+    values = np.zeros((len(names), n))
+    given = np.zeros((len(names), n), dtype=bool)
+    for set_id in set(row_sets):
+        rows = np.flatnonzero(row_sets == set_id)
+        for i, name in enumerate(FEATURE_SETS[set_id]):
+            values[position[name], rows] = flat[starts[rows] + i]
+            given[position[name], rows] = True
+    return [pa.array(values[j], mask=~given[j]) for j in range(len(names))]
+
+
+def _as(column: Any, arrow_type: pa.DataType) -> Any:
+    return column if column.type.equals(arrow_type) else pc.cast(column, arrow_type)
+
+
+def _build(t: pa.Table, table: EventTable, entry_ids: pa.Array, now: dt.datetime, *, array: bool) -> pa.Table:
+    """Vouched payload rows → rows of the target table, column by column as :func:`columns` lays them out."""
+    from shadowgate.features import FEATURE_SET
+
+    load = {"stream_entry_id": entry_ids, "loaded_at": pa.array([now] * len(t), TIMESTAMP)}
+    features = marked(table.model, FeatureVector)
+    set_field = features.marker.set_field if features and isinstance(features.marker, FeatureVector) else None
+    out = []
+    structs: dict[str, pa.StructArray] = {}
+    for c in columns(table.name):
+        if c.field is None:
+            out.append(load[c.name])
+        elif c.item is not None:
+            struct = structs.setdefault(c.field, _combined(t.column(c.field)))
+            out.append(_as(struct.field(c.item), c.type))
+        elif c.features is not None and set_field is not None:
+            out.append(_feature_struct(t.column(c.field), t.column(set_field), c.features))
+        elif c.field == set_field and not array:
+            out.append(pc.fill_null(t.column(c.field), FEATURE_SET))  # as the model names a named current set
+        else:
+            out.append(_as(t.column(c.field), c.type))
+    return pa.Table.from_arrays(out, schema=arrow_schema(table.name))
 
 
 _LAYOUT = (b"v", b"id", b"kind", b"payload")
@@ -512,6 +465,7 @@ def decode(stream: str, kind: str, entries: Sequence[Entry], now: dt.datetime) -
     groups: dict[str, _Group] = defaultdict(_Group)
     slow: list[Entry] = []
     version, wanted = STREAM_ENCODING_VERSION.encode(), kind.encode()
+    has_features = marked(table_of_kind(kind).model, FeatureVector) is not None
     for entry in entries:
         v, event_id, entry_kind, payload = _envelope(entry)
         if (
@@ -521,7 +475,7 @@ def decode(stream: str, kind: str, entries: Sequence[Entry], now: dt.datetime) -
             and entry_kind == wanted
             and b"\n" not in payload
         ):
-            form = PREDICTION_ARRAY if kind == PREDICTION and _ARRAY_FEATURES in payload else kind
+            form = kind + ARRAY_FORM if has_features and _ARRAY_FEATURES in payload else kind
             group = groups[form]
             group.entries.append(entry)
             group.payloads.append(payload)
@@ -529,7 +483,7 @@ def decode(stream: str, kind: str, entries: Sequence[Entry], now: dt.datetime) -
         else:
             slow.append(entry)
     for form, group in groups.items():
-        slow.extend(_decode_group(stream, kind, form, group, now, out))
+        slow.extend(_decode_group(stream, form, group, now, out))
     if slow:
         strict = decode_strict(stream, kind, slow, now)
         out.rows.extend(strict.rows)
@@ -538,15 +492,18 @@ def decode(stream: str, kind: str, entries: Sequence[Entry], now: dt.datetime) -
     return out
 
 
-def _decode_group(stream: str, kind: str, form: str, group: _Group, now: dt.datetime, out: Decoded) -> list[Entry]:
+def _decode_group(stream: str, form: str, group: _Group, now: dt.datetime, out: Decoded) -> list[Entry]:
     """Parse, check and build one form's entries into ``out``; returns the entries left for the strict path."""
+    table, array = table_of_kind(form.removesuffix(ARRAY_FORM)), form.endswith(ARRAY_FORM)
+    inputs = _inputs_marker(table)
     slow: list[Entry] = []
     blocks, rejected = _parse_bisect(group.payloads, 0, len(group.payloads), form)
     slow.extend(group.entries[i] for i in rejected)
     for start, parsed in blocks:
         block_entries = group.entries[start : start + len(parsed)]
         ids = pa.array([e.entry_id for e in block_entries], pa.string())
-        vouched = _vouched(parsed, form, pa.array(group.envelope_ids[start : start + len(parsed)], pa.string()))
+        envelope_ids = pa.array(group.envelope_ids[start : start + len(parsed)], pa.string())
+        vouched = _vouched(parsed, table, envelope_ids, array=array)
         if not pc.all(vouched).as_py():
             flags = vouched.to_pylist()
             slow.extend(e for e, v in zip(block_entries, flags, strict=True) if not v)
@@ -554,8 +511,8 @@ def _decode_group(stream: str, kind: str, form: str, group: _Group, now: dt.date
             block_entries = [e for e, v in zip(block_entries, flags, strict=True) if v]
         if len(parsed) == 0:
             continue
-        if kind == PREDICTION:
-            failures = _contract_failures_table(parsed.column("inputs").combine_chunks())
+        if inputs is not None:
+            failures = _contract_failures_table(parsed.column(inputs[0]).combine_chunks(), inputs[1])
             if failures:
                 keep = pa.array([i not in failures for i in range(len(parsed))])
                 for i, reasons in sorted(failures.items()):
@@ -563,23 +520,21 @@ def _decode_group(stream: str, kind: str, form: str, group: _Group, now: dt.date
                     out.quarantine.append(_quarantine_row(stream, block_entries[i], reason, now))
                 parsed, ids = parsed.filter(keep), ids.filter(keep)
                 block_entries = [e for i, e in enumerate(block_entries) if i not in failures]
-        out.tables.append(_build(parsed, kind, ids, now))
+        out.tables.append(_build(parsed, table, ids, now, array=array))
         out.entry_ids.extend(e.entry_id for e in block_entries)
     return slow
 
 
-def _contract_failures_table(inputs: pa.StructArray) -> dict[int, list[str]]:
+def _contract_failures_table(inputs: pa.StructArray, marker: ContractInputs) -> dict[int, list[str]]:
     import pandas as pd
 
-    columns = {}
-    for f in TRANSACTION_FIELDS:
-        if f.name == "customer_id":
-            continue
+    frame = {}
+    for f in contract_inputs(marker):
         values = inputs.field(f.name)
         if f.kind is Kind.STRING:
-            columns[f.name] = pd.Series(pd.arrays.ArrowStringArray(values))
+            frame[f.name] = pd.Series(pd.arrays.ArrowStringArray(values))
         elif f.kind is Kind.TIMESTAMP:
-            columns[f.name] = pd.Series(_ts(values).to_pandas()).astype("datetime64[ns, UTC]")
+            frame[f.name] = pd.Series(_ts(values).to_pandas()).astype("datetime64[ns, UTC]")
         else:
-            columns[f.name] = pd.Series(values.to_numpy(zero_copy_only=False))
-    return _contract_check(pd.DataFrame(columns))
+            frame[f.name] = pd.Series(values.to_numpy(zero_copy_only=False))
+    return _contract_check(pd.DataFrame(frame), marker)

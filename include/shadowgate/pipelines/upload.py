@@ -34,11 +34,10 @@ from shadowgate.events import (
     OUTCOME,
     PREDICTION,
 )
+from shadowgate.events.schemas import table_of_kind
 from shadowgate.pipelines.stream_decode import Decoded, decode
 from shadowgate.storage.redis_streams import Entry, StreamReader
 from shadowgate.storage.warehouse import (
-    OUTCOMES,
-    PREDICTION_LOGS,
     QUARANTINE,
     Warehouse,
     arrow_schema,
@@ -92,9 +91,6 @@ def _commit(warehouse: Warehouse, table: str, batch: pa.Table, ts_column: str | 
         bounds = pc.min_max(batch.column(ts_column))
         low, high = bounds["min"].as_py(), bounds["max"].as_py()
     return warehouse.merge(table, staging=staging, min_ts=low, max_ts=high).inserted
-
-
-_TABLES = {PREDICTION: (PREDICTION_LOGS, "served_at"), OUTCOME: (OUTCOMES, "event_timestamp")}
 
 
 def _chunks(reader: StreamReader, read_size: int) -> Iterator[list[Entry]]:
@@ -212,7 +208,7 @@ def upload_stream(
     """
     if batch_size < 1 or read_size < 1:
         raise ValueError(f"batch_size and read_size must be at least 1 (got {batch_size}, {read_size})")
-    table, ts_column = _TABLES[kind]
+    table, ts_column = table_of_kind(kind).name, table_of_kind(kind).time_column
     reader.ensure_group()
     reclaimed = len(reader.claim_stale(min_idle_ms=min_idle_ms))
     if reclaimed:

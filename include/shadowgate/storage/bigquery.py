@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shadowgate.events.schemas import TIMESTAMP, bigquery_type
 from shadowgate.storage.warehouse import (
+    MERGE_KEYS,
     STAGING_PREFIX,
     TABLES,
     MergeResult,
@@ -29,10 +32,36 @@ from shadowgate.storage.warehouse import (
     arrow_schema,
     check_batch,
     merge_bounds,
+    missing_columns,
     staging_name,
 )
 
+logger = logging.getLogger(__name__)
+
 STAGING_TTL = dt.timedelta(days=1)
+
+_ARROW_OF = {
+    "STRING": pa.string(),
+    "INTEGER": pa.int64(),
+    "INT64": pa.int64(),
+    "FLOAT": pa.float64(),
+    "FLOAT64": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "BOOL": pa.bool_(),
+    "TIMESTAMP": TIMESTAMP,
+}
+
+
+def _arrow_field(field: Any) -> pa.Field:
+    """A BigQuery ``SchemaField`` as Arrow (types outside the event tables' vocabulary as null: only names and
+    structs matter to :func:`missing_columns`)."""
+    if field.field_type in ("RECORD", "STRUCT"):
+        kind = pa.struct([_arrow_field(f) for f in field.fields])
+    else:
+        kind = _ARROW_OF.get(field.field_type, pa.null())
+    if field.mode == "REPEATED":
+        kind = pa.list_(kind)
+    return pa.field(field.name, kind, nullable=field.mode != "REQUIRED")
 
 
 def _param(name: str, value: Any) -> Any:
@@ -133,6 +162,40 @@ class BigQueryWarehouse:
         self.client.create_dataset(dataset, exists_ok=True, timeout=self.timeout_s)
         for table in TABLES:
             self._run(self.sql.render(f"ddl/{table}"))
+        for table in MERGE_KEYS:
+            self._add_missing_columns(table)
+
+    def _add_missing_columns(self, table: str) -> None:
+        """Bring a table an older version created up to its columns now (see the DuckDB adapter): new columns by
+        ``ALTER TABLE``, new fields of a struct column by a schema update (BigQuery's DDL cannot add those)."""
+        from google.cloud import bigquery
+
+        target = self.client.get_table(self._ref(table), timeout=self.timeout_s)
+        missing = missing_columns(arrow_schema(table), pa.schema([_arrow_field(f) for f in target.schema]))
+        columns = [(path, kind) for path, kind in missing if "." not in path]
+        if columns:
+            adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {path} {bigquery_type(kind)}" for path, kind in columns)
+            self._run(f"ALTER TABLE `{self._ref(table)}` {adds}")
+            target = self.client.get_table(self._ref(table), timeout=self.timeout_s)
+        nested: dict[str, list[Any]] = {}
+        for path, kind in missing:
+            if "." in path:
+                parent, name = path.split(".", 1)
+                if pa.types.is_nested(kind):
+                    raise WarehouseError(f"{table}: cannot add the nested field {path} {kind} by a schema update")
+                nested.setdefault(parent, []).append(bigquery.SchemaField(name, bigquery_type(kind), mode="NULLABLE"))
+        if nested:
+            target.schema = [
+                bigquery.SchemaField(
+                    f.name, f.field_type, mode=f.mode, description=f.description, fields=(*f.fields, *nested[f.name])
+                )
+                if f.name in nested
+                else f
+                for f in target.schema
+            ]
+            self.client.update_table(target, ["schema"], timeout=self.timeout_s)
+        for path, kind in missing:
+            logger.warning("%s: added column %s %s (NULL in the rows loaded before)", table, path, bigquery_type(kind))
 
     def count(self, table: str) -> int:
         rows = self.query(f"SELECT COUNT(*) AS n FROM `{self._ref(table)}`")

@@ -5,13 +5,16 @@ DuckDB takes one writing process at a time: each pipeline task opens the file, w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from shadowgate.events.schemas import bigquery_type
 from shadowgate.storage.warehouse import (
+    MERGE_KEYS,
     STAGING_PREFIX,
     TABLES,
     MergeResult,
@@ -20,8 +23,11 @@ from shadowgate.storage.warehouse import (
     arrow_schema,
     check_batch,
     merge_bounds,
+    missing_columns,
     staging_name,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class DuckDBWarehouse:
@@ -71,6 +77,21 @@ class DuckDBWarehouse:
     def ensure_tables(self) -> None:
         for table in TABLES:
             self._execute(self.sql.render(f"ddl/{table}"))
+        for table in MERGE_KEYS:
+            self._add_missing_columns(table)
+
+    def _add_missing_columns(self, table: str) -> None:
+        """Bring a table an older version created up to its columns now (CREATE TABLE IF NOT EXISTS left it as it
+        was): a new nullable column, or a new field of a struct (a feature of a newly known set), is added; the rows
+        already there hold NULL in it."""
+        import sqlglot
+
+        ref = f'{self.qualified}."{table}"'
+        existing = self._con.sql(f"SELECT * FROM {ref} LIMIT 0").to_arrow_table().schema
+        for path, arrow_type in missing_columns(arrow_schema(table), existing):
+            kind = sqlglot.exp.DataType.build(bigquery_type(arrow_type), dialect="bigquery").sql(dialect="duckdb")
+            self._execute(f"ALTER TABLE {ref} ADD COLUMN IF NOT EXISTS {path} {kind}")
+            logger.warning("%s: added column %s %s (NULL in the rows loaded before)", table, path, kind)
 
     def count(self, table: str) -> int:
         return self._scalar(f'SELECT COUNT(*) FROM {self.qualified}."{table}"')

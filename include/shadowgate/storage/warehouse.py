@@ -1,9 +1,10 @@
 """The warehouse interface, its SQL (written once, in BigQuery dialect) and the tables' Arrow schemas.
 
 Every statement lives under ``include/sql/`` as BigQuery SQL with ``${name}`` placeholders: ``${dataset}`` (the
-dataset, or DuckDB schema), ``${source}`` (the staged batch a MERGE reads), and the column lists derived from the
-contract (``${input_columns}``, ``${feature_fields}``) or from the batch (``${columns}``, ``${source_columns}``).
-:class:`SqlLibrary` renders a statement and, for DuckDB, transpiles it with sqlglot.
+dataset, or DuckDB schema), ``${source}`` (the staged batch a MERGE reads), the column lists of the event tables
+derived from the event models (``${prediction_logs_columns}``, … :func:`shadowgate.events.schemas.ddl_placeholders`)
+and those of the batch (``${columns}``, ``${source_columns}``). :class:`SqlLibrary` renders a statement and, for
+DuckDB, transpiles it with sqlglot.
 
 Loads are two steps — :meth:`Warehouse.stage` a batch into a staging table, then :meth:`Warehouse.merge` it into
 the target on its key — so that a retry of either step, or of both, leaves each row in the table once.
@@ -23,13 +24,17 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shadowgate.contract import TRANSACTION_FIELDS, Kind
-from shadowgate.features import FEATURE_NAMES
+from shadowgate.events.schemas import (
+    EVENT_TABLES,
+    OUTCOMES,
+    PREDICTION_LOGS,
+    TIMESTAMP,
+    ddl_placeholders,
+    table_schema,
+)
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_LOGS = "prediction_logs"
-OUTCOMES = "outcomes"
 QUARANTINE = "quarantine"
 DEPLOYMENT_EVENTS = "deployment_events"
 TABLES = (
@@ -45,24 +50,11 @@ TABLES = (
 """Every table, in creation order (DDL file ``ddl/<table>.sql``)."""
 
 MERGE_KEYS = {
-    PREDICTION_LOGS: "prediction_id",
-    OUTCOMES: "outcome_id",
+    **{name: table.key for name, table in EVENT_TABLES.items()},
     QUARANTINE: "quarantine_id",
     DEPLOYMENT_EVENTS: "event_id",
 }
 """Tables loaded by stage + MERGE, and the key each is merged on (``merge/<table>.sql``)."""
-
-_EXPLICIT = ("transaction_id", "customer_id", "merchant_id", "event_timestamp")
-"""Contract fields with a column of their own in prediction_logs (customer_id as its hash); the rest are inputs."""
-
-_BQ_TYPE = {Kind.STRING: "STRING", Kind.INTEGER: "INT64", Kind.FLOAT: "FLOAT64", Kind.TIMESTAMP: "TIMESTAMP"}
-_ARROW_TYPE = {
-    Kind.STRING: pa.string(),
-    Kind.INTEGER: pa.int64(),
-    Kind.FLOAT: pa.float64(),
-    Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
-}
-TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
 class WarehouseError(RuntimeError):
@@ -71,108 +63,27 @@ class WarehouseError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------------ schemas
 
-
-def column_name(feature: str) -> str:
-    """The warehouse name of a feature: one-hot names (``channel=web``) become ``channel__web``."""
-    name = feature.replace("=", "__")
-    if not all(c.isalnum() or c == "_" for c in name):
-        raise ValueError(f"feature {feature!r} has no valid column name")
-    return name
-
-
-def feature_columns() -> tuple[str, ...]:
-    """Warehouse names of :data:`~shadowgate.features.FEATURE_NAMES`, in order (fields of ``features``)."""
-    names = tuple(column_name(f) for f in FEATURE_NAMES)
-    if len(set(names)) != len(names):
-        raise ValueError("two features map to the same column name")
-    return names
-
-
-def input_fields() -> tuple[Any, ...]:
-    """Contract fields logged as plain input columns of prediction_logs."""
-    return tuple(f for f in TRANSACTION_FIELDS if f.name not in _EXPLICIT)
-
-
-_SCORE = pa.struct(
+_QUARANTINE_SCHEMA = pa.schema(
     [
-        ("alias", pa.string()),
-        ("model_version", pa.string()),
-        ("score", pa.float64()),
-        ("latency_us", pa.float64()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-    ]
-)
-_ASSIGNMENT = pa.struct(
-    [
-        ("experiment_id", pa.string()),
-        ("experiment_version", pa.string()),
-        ("arm", pa.string()),
-        ("propensity", pa.float64()),
-        ("mode", pa.string()),
+        pa.field("quarantine_id", pa.string(), nullable=False),
+        pa.field("stream", pa.string(), nullable=False),
+        pa.field("stream_entry_id", pa.string(), nullable=False),
+        pa.field("event_id", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("raw", pa.string(), nullable=False),
+        pa.field("quarantined_at", TIMESTAMP, nullable=False),
     ]
 )
 
 
-@functools.cache
 def arrow_schema(table: str) -> pa.Schema:
-    """The Arrow schema of a batch for ``table`` (the same columns, in the same order, as its DDL)."""
-    if table == PREDICTION_LOGS:
-        return pa.schema(
-            [
-                pa.field("prediction_id", pa.string(), nullable=False),
-                pa.field("schema_version", pa.int64(), nullable=False),
-                pa.field("transaction_id", pa.string(), nullable=False),
-                pa.field("customer_id_hash", pa.string(), nullable=False),
-                pa.field("merchant_id", pa.string(), nullable=False),
-                pa.field("event_timestamp", TIMESTAMP, nullable=False),
-                pa.field("served_at", TIMESTAMP, nullable=False),
-                *(pa.field(f.name, _ARROW_TYPE[f.kind], nullable=False) for f in input_fields()),
-                pa.field("features", pa.struct([(name, pa.float64()) for name in feature_columns()])),
-                pa.field("scores", pa.list_(_SCORE)),
-                pa.field("served_by", pa.string(), nullable=False),
-                pa.field("score", pa.float64()),
-                pa.field("decision", pa.string(), nullable=False),
-                pa.field("risk_level", pa.string(), nullable=False),
-                pa.field("reason_codes", pa.list_(pa.string())),
-                pa.field("experiment_id", pa.string()),
-                pa.field("arm", pa.string()),
-                pa.field("propensity", pa.float64()),
-                pa.field("assignments", pa.list_(_ASSIGNMENT)),
-                pa.field("policy_name", pa.string(), nullable=False),
-                pa.field("policy_version", pa.string(), nullable=False),
-                pa.field("stream_entry_id", pa.string(), nullable=False),
-                pa.field("loaded_at", TIMESTAMP, nullable=False),
-            ]
-        )
-    if table == OUTCOMES:
-        return pa.schema(
-            [
-                pa.field("outcome_id", pa.string(), nullable=False),
-                pa.field("schema_version", pa.int64(), nullable=False),
-                pa.field("transaction_id", pa.string(), nullable=False),
-                pa.field("event_type", pa.string(), nullable=False),
-                pa.field("event_timestamp", TIMESTAMP, nullable=False),
-                pa.field("instalment_number", pa.int64()),
-                pa.field("amount", pa.float64()),
-                pa.field("received_at", TIMESTAMP, nullable=False),
-                pa.field("stream_entry_id", pa.string(), nullable=False),
-                pa.field("loaded_at", TIMESTAMP, nullable=False),
-            ]
-        )
+    """The Arrow schema of a batch for ``table`` (the same columns, in the same order, as its DDL). An event table's
+    comes from its event model (:mod:`shadowgate.events.schemas`)."""
+    if table in EVENT_TABLES:
+        return table_schema(table)
     if table == QUARANTINE:
-        return pa.schema(
-            [
-                pa.field("quarantine_id", pa.string(), nullable=False),
-                pa.field("stream", pa.string(), nullable=False),
-                pa.field("stream_entry_id", pa.string(), nullable=False),
-                pa.field("event_id", pa.string()),
-                pa.field("kind", pa.string()),
-                pa.field("reason", pa.string(), nullable=False),
-                pa.field("raw", pa.string(), nullable=False),
-                pa.field("quarantined_at", TIMESTAMP, nullable=False),
-            ]
-        )
+        return _QUARANTINE_SCHEMA
     if table == DEPLOYMENT_EVENTS:
         # evidence is JSON text here: Parquet has no JSON type (the MERGE parses it into the JSON column).
         return pa.schema(
@@ -190,6 +101,30 @@ def arrow_schema(table: str) -> pa.Schema:
             ]
         )
     raise KeyError(f"no batch schema for table {table!r} (loaded tables: {', '.join(MERGE_KEYS)})")
+
+
+def missing_columns(expected: pa.Schema, existing: pa.Schema) -> list[tuple[str, pa.DataType]]:
+    """What a table created by an older version lacks: ``(path, type)`` of each column, and each field of a struct
+    column, that ``expected`` has and ``existing`` does not (``feature_set``, ``features.new_feature``), in order.
+
+    Raises:
+        WarehouseError: a missing column is required (the rows already there have no value for it).
+    """
+    out: list[tuple[str, pa.DataType]] = []
+    for column in expected:
+        if column.name not in existing.names:
+            if not column.nullable:
+                raise WarehouseError(
+                    f"column {column.name} is required and missing from the existing table: migrate it by hand "
+                    "(add it with a value for the existing rows) or load into a new dataset"
+                )
+            out.append((column.name, column.type))
+            continue
+        have = existing.field(column.name).type
+        if pa.types.is_struct(column.type) and pa.types.is_struct(have):
+            have_names = {f.name for f in have}
+            out.extend((f"{column.name}.{f.name}", f.type) for f in column.type if f.name not in have_names)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ SQL
@@ -222,8 +157,11 @@ class SqlLibrary:
 
     def render(self, name: str, **values: str) -> str:
         """The statement ``name`` with its placeholders filled, in this library's dialect."""
-        defaults = {"dataset": self.dataset, "input_columns": _input_columns_ddl(), "feature_fields": _feature_ddl()}
-        sql = string.Template(self.source(name)).substitute({**defaults, **values})
+        template = string.Template(self.source(name))
+        derived = ddl_placeholders()
+        # Only what the statement uses is derived: a MERGE is rendered for every batch.
+        defaults = {k: derived[k]() for k in template.get_identifiers() if k in derived and k not in values}
+        sql = template.substitute({"dataset": self.dataset, **defaults, **values})
         if self.dialect == "bigquery":
             return sql
         return transpile(sql)
@@ -236,14 +174,6 @@ class SqlLibrary:
             columns=", ".join(columns),
             source_columns=", ".join(f"s.{c}" for c in columns),
         )
-
-
-def _input_columns_ddl() -> str:
-    return ",\n  ".join(f"{f.name} {_BQ_TYPE[f.kind]} NOT NULL" for f in input_fields())
-
-
-def _feature_ddl() -> str:
-    return ", ".join(f"{name} FLOAT64" for name in feature_columns())
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,4 +1,5 @@
--- Predictions whose payment cycle has run, joined with their outcome (filled by join_ground_truth).
+-- Predictions whose payment cycle has run, joined with their outcome (filled by join_ground_truth). The scores
+-- are prediction_logs' (the ModelScore struct, derived from the event model).
 CREATE TABLE IF NOT EXISTS `${dataset}.labeled_predictions` (
   prediction_id STRING NOT NULL,
   transaction_id STRING NOT NULL,
@@ -9,7 +10,7 @@ CREATE TABLE IF NOT EXISTS `${dataset}.labeled_predictions` (
   experiment_id STRING,
   arm STRING,
   propensity FLOAT64,
-  scores ARRAY<STRUCT<alias STRING, model_version STRING, score FLOAT64, latency_us FLOAT64, status STRING, error STRING>>,
+  scores ARRAY<${model_score_struct}>,
   defaulted BOOL NOT NULL,
   outcome_observed_at TIMESTAMP,
   maturity_days INT64 NOT NULL,
