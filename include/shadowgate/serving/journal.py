@@ -417,7 +417,7 @@ class JournalReader:
         size = limit * 2048
         f.seek(offset)
         data = f.read(size)
-        while len(data) == size and b"\n" not in data:  # one record longer than the guess
+        while b"\n" not in data:  # one record longer than the guess: read on until it ends (or the file does)
             more = f.read(size)
             if not more:
                 break
