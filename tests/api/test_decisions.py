@@ -37,8 +37,7 @@ def _stream(server: RedisServer, name: str) -> list[dict[str, Any]]:
 
 def _settle(client: TestClient) -> None:
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    assert runtime.shadow.drain(10.0)
-    runtime.shadow.flush(10.0)
+    assert runtime.shadow.flush(10.0)
 
 
 def test_single_assessment_is_the_champions_score_and_policy(client: TestClient, registry: Registry) -> None:

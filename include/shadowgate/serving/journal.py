@@ -230,10 +230,6 @@ class JournalWriter:
         """Estimated bytes not yet committed to Redis (exact after each :meth:`set_committed`)."""
         return self._pending
 
-    @property
-    def full(self) -> bool:
-        return self._pending >= self.max_pending_bytes
-
     def append(self, record: bytes) -> Position:
         """Write one record (no newline in it) and return the position after it.
 

@@ -286,8 +286,6 @@ class Sidecar:
         with self._reports:
             return self._reports.wait_for(lambda: self._acked >= seq, timeout_s)
 
-    drain = flush
-
     # ------------------------------------------------------------------------------------------------ reading
 
     @property
