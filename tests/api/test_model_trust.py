@@ -163,7 +163,7 @@ def test_an_untrusted_version_is_refused_and_the_old_champion_keeps_deciding(
         generation = runtime.models.snapshot.generation
 
         bad = _bad_version(case, trust, features, marker)
-        mlflow_client = MlflowClient(tracking_uri=trust.settings.tracking_uri)
+        mlflow_client = MlflowClient(tracking_uri=trust.settings.tracking_uri, registry_uri=trust.settings.tracking_uri)
         mlflow_client.set_registered_model_alias(trust.name, "champion", bad)
         _refused(runtime, 1)
         time.sleep(1.0)  # several more polls (every 0.2 s): the refused version is not fetched or counted again

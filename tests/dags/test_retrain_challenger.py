@@ -38,7 +38,7 @@ def test_retrain_challenger_registers_and_is_idempotent(
     registry = ModelRegistry(tracking_uri=tracking_uri, model_name="bnpl_default")
     challenger = registry.version(CHALLENGER)
     assert challenger is not None and challenger.version == "1"
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     assert len(client.search_model_versions("name = 'bnpl_default'")) == 1  # the re-run reused the first version
     run = client.get_run(challenger.run_id or "")
     assert run.data.tags["shadowgate.run_key"] == f"retrain_challenger/{as_of}"

@@ -98,8 +98,10 @@ def _logged_prediction_ids(redis_port: int, *, timeout_s: float) -> list[str]:
 def _registered_versions(tracking_uri: str) -> list[str]:
     from mlflow import MlflowClient
 
-    found = MlflowClient(tracking_uri=tracking_uri).search_model_versions("name = 'bnpl_default'")
-    return sorted(v.version for v in found)
+    found = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).search_model_versions(
+        "name = 'bnpl_default'"
+    )
+    return sorted(str(v.version) for v in found)
 
 
 def test_up_bootstraps_serves_model_decisions_is_idempotent_and_down_leaves_nothing(

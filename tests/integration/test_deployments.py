@@ -63,7 +63,11 @@ class Stack:
         return ModelRegistry(tracking_uri=self.tracking_uri, model_name=MODEL)
 
     def versions(self) -> int:
-        return len(MlflowClient(tracking_uri=self.tracking_uri).search_model_versions(f"name = '{MODEL}'"))
+        return len(
+            MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri).search_model_versions(
+                f"name = '{MODEL}'"
+            )
+        )
 
 
 def _invoke(*args: str) -> Any:
@@ -183,7 +187,11 @@ def test_a_forced_champion_moves_with_its_reason_and_writes_exactly_one_row(stac
     assert (tags["alias.champion.reason"], tags["alias.champion.actor"]) == (REASON, "bob@ops")
     assert (tags["alias.champion.from_version"], tags["alias.champion.action"]) == (old.version, "force_champion")
     assert dt.datetime.fromisoformat(tags["alias.champion.at"]).tzinfo is not None
-    model_tag = MlflowClient(tracking_uri=stack.tracking_uri).get_registered_model(MODEL).tags["deployment.champion"]
+    model_tag = (
+        MlflowClient(tracking_uri=stack.tracking_uri, registry_uri=stack.tracking_uri)
+        .get_registered_model(MODEL)
+        .tags["deployment.champion"]
+    )
     assert added[0]["event_id"] in model_tag
 
     # The same move again, however it is re-sent, is stored once.

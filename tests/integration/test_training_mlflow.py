@@ -94,7 +94,7 @@ def test_training_registers_loadable_models_under_both_aliases(
     assert champion is not None and champion.tags["alias.champion.reason"].startswith("trained by shadowgate")
     assert _deployment_rows(tmp_path) == [("first_deployment", CHAMPION, None, "1"), ("assign", CHALLENGER, None, "2")]
 
-    client = MlflowClient(tracking_uri=mlflow_settings.tracking_uri)
+    client = MlflowClient(tracking_uri=mlflow_settings.tracking_uri, registry_uri=mlflow_settings.tracking_uri)
     for v in client.search_model_versions(f"name = '{mlflow_settings.model_name}'"):
         assert v.current_stage == "None"  # aliases only, never stages
 
@@ -151,7 +151,7 @@ def test_a_run_key_makes_training_idempotent(
         ).model_version
 
     assert run() == run() == "1"
-    client = MlflowClient(tracking_uri=mlflow_settings.tracking_uri)
+    client = MlflowClient(tracking_uri=mlflow_settings.tracking_uri, registry_uri=mlflow_settings.tracking_uri)
     assert len(client.search_model_versions(f"name = '{mlflow_settings.model_name}'")) == 1
     assert _deployment_rows(tmp_path) == [("assign", CHALLENGER, None, "1")]  # the re-run's move stored once
 
