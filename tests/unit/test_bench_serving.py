@@ -11,6 +11,7 @@ import pytest
 from shadowgate.bench.serving import (
     CHAMPION_ONLY,
     FULL,
+    FULL_FSYNC_ALWAYS,
     HELLO_WORLD,
     MLFLOW_SERVE,
     Measurement,
@@ -25,6 +26,7 @@ from shadowgate.bench.serving import (
     parse_wrk,
     write_json,
 )
+from shadowgate.bench.serving import _repo_root as bench_repo_root
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:41234/v1/bnpl/risk-assessment
@@ -69,6 +71,7 @@ def _wrk(rps: float, p50: float, p99: float, requests: int = 1000, sent: int | N
 def _result() -> ServingBenchResult:
     runs = (
         Measurement(FULL, 8, _wrk(1000.0, 8.0, 20.0), rounds_rps=(950.0, 1000.0)),
+        Measurement(FULL_FSYNC_ALWAYS, 8, _wrk(800.0, 9.5, 26.0)),
         Measurement(CHAMPION_ONLY, 8, _wrk(1100.0, 7.5, 18.0)),
         Measurement(MLFLOW_SERVE, 8, _wrk(50.0, 160.0, 400.0)),
         Measurement(HELLO_WORLD, 8, _wrk(4000.0, 2.0, 5.0)),
@@ -197,6 +200,7 @@ def test_render_shows_every_server_ratio_and_verdict() -> None:
     assert "shadowgate:predictions holds 9,010 entries" in text and "OK" in text
     assert "950 / 1,000" in text  # every round's req/s, the best one reported
     assert "WARNING" not in text
+    assert "journal fsync always vs interval (default): throughput -20.0%, p50 +1.50 ms, p99 +6.00 ms" in text
 
 
 def test_render_warns_when_shadow_work_was_skipped() -> None:
@@ -224,7 +228,10 @@ def test_json_has_the_ratios_and_raw_figures(tmp_path: Path) -> None:
         "p99_ms_at_half_load": True,
         "shadow_p50_overhead": True,
     }
-    assert set(data["servers"]) == {FULL, CHAMPION_ONLY, MLFLOW_SERVE, HELLO_WORLD}
+    assert set(data["servers"]) == {FULL, FULL_FSYNC_ALWAYS, CHAMPION_ONLY, MLFLOW_SERVE, HELLO_WORLD}
+    assert data["fsync_always_cost"] == pytest.approx(
+        {"throughput_loss": 0.2, "p50_added_ms": 1.5, "p99_added_ms": 6.0}
+    )
     assert data["servers"][MLFLOW_SERVE]["rps"] == pytest.approx(50.0)
     assert data["servers"][FULL]["p50_ms"] == pytest.approx(8.0)
     assert data["half_load"]["target_rps"] == pytest.approx(500.0)
@@ -241,3 +248,10 @@ def test_json_writes_an_infinite_ratio_as_null(tmp_path: Path) -> None:
         ServingBenchResult(duration_s=10.0, concurrency=8, runs=runs, half_load=result.half_load, streams={}), path
     )
     assert json.loads(path.read_text())["vs_mlflow_serve"] is None
+
+
+def test_the_bench_finds_the_checkout_it_serves_from() -> None:
+    # It starts uvicorn on api.main from the project folder; a wrong parent level (as after a package move) would
+    # stop the bench before it measured anything.
+    root = bench_repo_root()
+    assert (root / "api" / "main.py").is_file() and (root / "include" / "shadowgate").is_dir()

@@ -39,11 +39,18 @@ from shadowgate.config import SimulationSettings
 from shadowgate.local.redis import free_port, redis_argv, wait_until_answering
 
 FULL = "shadowgate full"
+FULL_FSYNC_ALWAYS = "shadowgate full, fsync always"
 CHAMPION_ONLY = "shadowgate champion-only"
 MLFLOW_SERVE = "mlflow models serve"
 HELLO_WORLD = "hello world"
-SERVERS: tuple[str, ...] = (FULL, CHAMPION_ONLY, MLFLOW_SERVE, HELLO_WORLD)
+SERVERS: tuple[str, ...] = (FULL, FULL_FSYNC_ALWAYS, CHAMPION_ONLY, MLFLOW_SERVE, HELLO_WORLD)
 """Every server, in the order they are measured."""
+SHADOWGATE_SERVERS: tuple[str, ...] = (FULL, FULL_FSYNC_ALWAYS, CHAMPION_ONLY)
+"""The servers that run shadowgate (their prediction streams are checked)."""
+JOURNAL_FSYNC: dict[str, str] = {FULL: "interval", FULL_FSYNC_ALWAYS: "always", CHAMPION_ONLY: "interval"}
+"""The journal's fsync policy per shadowgate server: the default (``interval``: survives the death of any process,
+loses at most the last interval on a machine crash) and ``always`` (an fsync before every answer: survives a machine
+crash too), so that one run prices the stronger guarantee."""
 
 DECISION_PATH = "/v1/bnpl/risk-assessment"
 HELLO_PATH = "/hello"
@@ -425,6 +432,19 @@ class ServingBenchResult:
         )
 
     @property
+    def fsync_always_cost(self) -> dict[str, float] | None:
+        """What an fsync before every answer costs against the default policy, closed loop, same run: the
+        throughput lost (fraction) and the p50/p99 added (ms). None when the run had no fsync-always server."""
+        if not any(m.server == FULL_FSYNC_ALWAYS for m in self.runs):
+            return None
+        default, always = self.run(FULL).wrk, self.run(FULL_FSYNC_ALWAYS).wrk
+        return {
+            "throughput_loss": 1.0 - always.rps / default.rps if default.rps > 0 else math.nan,
+            "p50_added_ms": always.p50_ms - default.p50_ms,
+            "p99_added_ms": always.p99_ms - default.p99_ms,
+        }
+
+    @property
     def streams_ok(self) -> bool:
         return all(check.ok for check in self.streams.values())
 
@@ -469,6 +489,12 @@ class ServingBenchResult:
             )
         else:
             lines.append("  sustained with every shadow score computed: not reached at the rates tried")
+        cost = self.fsync_always_cost
+        if cost is not None:
+            lines.append(
+                f"  journal fsync always vs interval (default): throughput {-cost['throughput_loss']:+.1%}, "
+                f"p50 {cost['p50_added_ms']:+.2f} ms, p99 {cost['p99_added_ms']:+.2f} ms"
+            )
         lines.append("ratios")
         units = {"vs_mlflow_serve": "×", "vs_hello_world": "×", "p99_ms_at_half_load": " ms", "shadow_p50_overhead": ""}
         for name, value in self.ratios.as_dict().items():
@@ -502,6 +528,8 @@ class ServingBenchResult:
             "sustained_rps": self.sustained.wrk.rps if self.sustained is not None else None,
             "vs_hello_world_sustained": self.vs_hello_world_sustained,
             "vs_hello_world_closed_loop": self.run(FULL).wrk.rps / self.run(HELLO_WORLD).wrk.rps,
+            "journal_fsync": {server: JOURNAL_FSYNC[server] for server in SHADOWGATE_SERVERS},
+            "fsync_always_cost": self.fsync_always_cost,
             "streams": {server: check.as_dict() for server, check in self.streams.items()},
             "settings": {
                 "duration_s": self.duration_s,
@@ -650,7 +678,7 @@ def ensure_wrk(echo: Callable[[str], None] = print) -> str:
 
 def _repo_root() -> Path:
     """The project folder (``api/`` is imported from there by uvicorn; it is not an installed package)."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     if not (root / "api" / "main.py").is_file():
         raise BenchError(f"api/main.py not found under {root}: run from a source checkout (pip install -e .)")
     return root
@@ -919,7 +947,7 @@ def _measure_all(
             _wait_ready(group, ready_url, method=ready_method, body=ready_body)
             one = _Started(group, f"http://127.0.0.1:{port}", target, script, redis_url)
             one.outputs.append(runner.run(group, target, script, duration_s=WARMUP_S))
-            if server in (FULL, CHAMPION_ONLY):
+            if server in SHADOWGATE_SERVERS:
                 # A challenger benched during the warm-up (its first, cold calls) would sit out the measured runs.
                 _wait_unbenched(one.url, echo)
                 one.counters_before = _shadow_counters(one.url)
@@ -952,7 +980,7 @@ def _measure_all(
         sustained, tried = _sustained(runner, full, transaction_body, runs[0].wrk.rps, concurrency, echo)
         full.outputs.extend(tried)
         streams: dict[str, StreamCheck] = {}
-        for server in (FULL, CHAMPION_ONLY):
+        for server in SHADOWGATE_SERVERS:
             one = started[server]
             sent = [o.sent for o in one.outputs]
             streams[server] = check = _stream_check(
@@ -1009,8 +1037,8 @@ def _spec(server: str, *, port: int, base: Path, env: Mapping[str, str], redis_u
     transaction_body, mlflow_body = _bodies()
     url = f"http://127.0.0.1:{port}"
     server_env = dict(env)
-    if server in (FULL, CHAMPION_ONLY):
-        challengers = list(CHALLENGER_ALIASES) if server == FULL else []
+    if server in SHADOWGATE_SERVERS:
+        challengers = [] if server == CHAMPION_ONLY else list(CHALLENGER_ALIASES)
         server_env.update(
             {
                 "SHADOWGATE_HOME": str(base / "home" / server.replace(" ", "-")),
@@ -1018,6 +1046,7 @@ def _spec(server: str, *, port: int, base: Path, env: Mapping[str, str], redis_u
                 "SHADOWGATE_MLFLOW_TRACKING_URI": tracking_uri,
                 "SHADOWGATE_SERVING_CHALLENGER_ALIASES": json.dumps(challengers),
                 "SHADOWGATE_SERVING_CUSTOMER_SALT": "bench-salt",
+                "SHADOWGATE_SERVING_JOURNAL_FSYNC": JOURNAL_FSYNC[server],
             }
         )
         script = lua_script(path=DECISION_PATH, body=transaction_body, vary_ids=True)
