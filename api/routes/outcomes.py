@@ -28,8 +28,12 @@ written, and the warehouse MERGEs on it.
 instalment) sends a key of its own per outcome: the id then derives from the key together with the triple, so two
 producers' keys never collide and a retry with the same key is again a no-op. A retry must send the same key.
 
-202 means accepted and queued for the outcomes stream (while Redis is down, the event waits in the service's spill
-file and is written when Redis returns).
+The first version of an outcome wins: a re-send with the same id but another amount or timestamp is dropped as a
+duplicate, not answered 409 (the service keeps ids, not bodies). Correct an outcome by sending a new one with its
+own `Idempotency-Key`.
+
+202 means journaled on the service's disk before the answer; its shadow process commits it to the outcomes stream
+(while Redis is down, it waits in the journal and is committed, once, when Redis returns).
 """
 
 
