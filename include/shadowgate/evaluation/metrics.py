@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
+
+from shadowgate.evaluation.performance import model_performance
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,8 @@ class BinaryMetrics:
     auc: float
     gini: float
     ks: float
-    """Kolmogorov-Smirnov statistic: the largest gap between the score distributions of defaulters and payers."""
+    """Kolmogorov-Smirnov statistic: the largest gap between the score distributions of defaulters and payers
+    (two-sided; see :mod:`shadowgate.evaluation.performance` for every definition)."""
     average_precision: float
     brier: float
     log_loss: float
@@ -42,20 +44,18 @@ def binary_metrics(y_true: np.ndarray, scores: np.ndarray) -> BinaryMetrics:
         ValueError: when only one class is present (AUC is undefined).
     """
     y = np.asarray(y_true, dtype=np.int64)
-    p = np.asarray(scores, dtype=np.float64)
-    if y.min() == y.max():
+    if len(y) == 0 or y.min() == y.max():
         raise ValueError("both outcomes (default and repaid) are needed to evaluate a model")
-    auc = float(roc_auc_score(y, p))
-    fpr, tpr, _ = roc_curve(y, p)
+    m = model_performance(y, scores)
     return BinaryMetrics(
-        auc=auc,
-        gini=2.0 * auc - 1.0,
-        ks=float(np.max(tpr - fpr)),
-        average_precision=float(average_precision_score(y, p)),
-        brier=float(brier_score_loss(y, p)),
-        log_loss=float(log_loss(y, np.clip(p, 1e-12, 1 - 1e-12))),
-        default_rate=float(y.mean()),
-        mean_score=float(p.mean()),
-        n=len(y),
-        n_defaults=int(y.sum()),
+        auc=m.auc,
+        gini=2.0 * m.auc - 1.0,
+        ks=m.ks,
+        average_precision=m.pr_auc,
+        brier=m.brier,
+        log_loss=m.log_loss,
+        default_rate=m.observed_rate,
+        mean_score=m.mean_score,
+        n=m.n,
+        n_defaults=m.n_positive,
     )

@@ -1,0 +1,127 @@
+"""The weekly report files: valid PNGs, an offline HTML page with every model and every value escaped."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shadowgate.evaluation.performance import model_performance, policy_outcomes, segment_table
+from shadowgate.evaluation.report import (
+    CALIBRATION_PNG,
+    REPORT_HTML,
+    ROC_PNG,
+    SCORES_PNG,
+    render_week_report,
+    roc_curves_png,
+)
+from shadowgate.serving.policies import Thresholds
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+HOSTILE = '<script>alert("x")</script> & co'
+
+
+@pytest.fixture(scope="module")
+def week() -> dict[str, object]:
+    import pandas as pd
+
+    rng = np.random.default_rng(8)
+    n = 3_000
+    pd_true = rng.beta(1.0, 12.0, n)
+    y = (rng.random(n) < pd_true).astype(int)
+    frame = pd.DataFrame(
+        {
+            "defaulted": y,
+            "champion": pd_true,
+            "challenger": np.clip(pd_true + rng.normal(0, 0.03, n), 0, 1),
+            "hostile": rng.random(n) * 0.2,
+            "channel": rng.choice(["web", "app", "<b>pos</b>"], n),
+        }
+    )
+    models = {"champion": "champion", "challenger-v2": "challenger", HOSTILE: "hostile"}
+    amounts = rng.uniform(20, 800, n)
+    thresholds = Thresholds(high=0.5, medium=0.25)
+    return {
+        "metrics": {m: model_performance(y, frame[c]) for m, c in models.items()},
+        "policy": {m: policy_outcomes(frame[c], y, thresholds=thresholds, amounts=amounts) for m, c in models.items()},
+        "segments": segment_table(frame, label_col="defaulted", score_cols=models, segment_cols=["channel"]),
+        "comparisons": [
+            {"challenger": "challenger-v2", "test": "DeLong", "delta_auc": -0.0123, "p_value": "<0.001"},
+            {"challenger": HOSTILE, "test": "DeLong", "delta_auc": float("nan"), "holm_reject": False, "note": None},
+        ],
+    }
+
+
+def _render(tmp_path: Path, week: dict[str, object]) -> tuple[list[Path], str]:
+    paths = render_week_report(
+        tmp_path / "report",
+        week="2026-W47",
+        label="final",
+        population="approved and matured decisions",
+        metrics=week["metrics"],  # type: ignore[arg-type]
+        comparisons=week["comparisons"],  # type: ignore[arg-type]
+        segments=week["segments"],  # type: ignore[arg-type]
+        policy=week["policy"],  # type: ignore[arg-type]
+    )
+    return paths, (tmp_path / "report" / REPORT_HTML).read_text(encoding="utf-8")
+
+
+def test_writes_three_valid_pngs_and_the_html(tmp_path: Path, week: dict[str, object]) -> None:
+    paths, _ = _render(tmp_path, week)
+    assert [p.name for p in paths] == [ROC_PNG, CALIBRATION_PNG, SCORES_PNG, REPORT_HTML]
+    for png in paths[:3]:
+        data = png.read_bytes()
+        assert data.startswith(PNG_MAGIC)
+        assert len(data) > 10_000, f"{png.name} is suspiciously small ({len(data)} bytes)"
+        assert b"IEND" in data[-12:]
+
+
+def test_html_is_self_contained(tmp_path: Path, week: dict[str, object]) -> None:
+    paths, page = _render(tmp_path, week)
+    assert not re.search(r"https?://", page, flags=re.IGNORECASE)
+    assert "<link" not in page and "@import" not in page and "url(" not in page
+    assert "<script" not in page  # the hostile model name is escaped, and the page has no script of its own
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert [base64.b64decode(e) for e in embedded] == [p.read_bytes() for p in paths[:3]]
+    assert len(re.findall(r"<img ", page)) == 3
+
+
+def test_html_names_the_cohort_every_model_and_escapes_every_value(tmp_path: Path, week: dict[str, object]) -> None:
+    _, page = _render(tmp_path, week)
+    assert "cohort week 2026-W47" in page
+    assert "Population: approved and matured decisions, N = 3,000. Label: final." in page
+    for model in ("champion", "challenger-v2"):
+        assert f'<td class="text">{model}</td>' in page
+    assert html.escape(HOSTILE) in page and HOSTILE not in page
+    assert "&lt;b&gt;pos&lt;/b&gt;" in page and "<b>pos</b>" not in page  # a segment value
+    assert "&lt;0.001" in page  # a comparison value
+    assert "<th>holm_reject</th>" in page and "<td>False</td>" in page  # columns are the union of the rows' keys
+    assert "-0.0123" in page
+    m = week["metrics"]["champion"]  # type: ignore[index]
+    assert f"<td>{m.auc:.4g}</td>" in page
+    assert "<td>3,000</td>" in page  # counts stay integers
+    assert "rows this model approves" in page  # each policy figure names its population
+
+
+def test_models_on_different_populations_are_refused(tmp_path: Path) -> None:
+    small = model_performance(np.array([0, 1]), np.array([0.1, 0.9]))
+    large = model_performance(np.array([0, 1, 1]), np.array([0.1, 0.9, 0.8]))
+    with pytest.raises(ValueError, match="different populations"):
+        render_week_report(tmp_path, week="w", label="early", population="p", metrics={"a": small, "b": large})
+    with pytest.raises(ValueError, match="no models"):
+        render_week_report(tmp_path, week="w", label="early", population="p", metrics={})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_class_week_and_mathtext_names_still_render(tmp_path: Path) -> None:
+    repaid = model_performance(np.zeros(50, dtype=int), np.linspace(0.0, 0.3, 50))
+    paths = render_week_report(
+        tmp_path, week="w", label="early", population="p", metrics={"a $\\bad$ name": repaid, "$x^$": repaid}
+    )
+    page = paths[-1].read_text(encoding="utf-8")
+    assert "a $\\bad$ name" in page and "n/a" in page  # names are text, never matplotlib mathtext
+    assert roc_curves_png({"$x^$": repaid}).startswith(PNG_MAGIC)
