@@ -25,8 +25,7 @@ from shadowgate.events.deployment import DeploymentAction
 from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_frame
 from shadowgate.registry import CHAMPION, AliasMoveRefusedError, DeploymentLog, ModelRegistry
 from shadowgate.serving.artifacts import artifact_metadata, checked_skops_types
-
-RUN_KEY_TAG = "shadowgate.run_key"
+from shadowgate.storage.results import RUN_KEY_TAG
 FEATURE_SET_TAG = "shadowgate.feature_set"
 
 

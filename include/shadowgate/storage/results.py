@@ -1,0 +1,151 @@
+"""Evaluation results in MLflow: one experiment per A/B experiment, runs found or created by a deterministic key.
+
+MLflow is the results face of the weekly evaluation: a person opens the experiment of an A/B test and finds one run
+per model and one comparison run for each cohort week. A re-run (a backfill, a retry) must update those runs, never
+add a second one, so every run carries its key in the tag :data:`RUN_KEY_TAG` and is looked up by it first.
+
+Metrics are logged with a timestamp and step the caller derives from the data (the cohort week), not from the wall
+clock: MLflow stores a metric value once per (key, timestamp, step, value), so re-logging the same figures is a no-op
+and a re-run that computed the same numbers leaves the run's history as it was. Individual predictions are never
+runs. This module talks to MLflow through an explicit client (never MLflow's process-wide tracking URI).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+RUN_KEY_TAG = "shadowgate.run_key"
+"""Tag holding a run's deterministic key (shared with training runs)."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What to record in one run. ``params`` are identity (set at creation, never changed: MLflow refuses a changed
+    param); everything that a re-run may recompute goes in ``metrics`` or ``tags``."""
+
+    key: str
+    name: str
+    params: Mapping[str, str]
+    tags: Mapping[str, str]
+    metrics: Mapping[str, float]
+    step: int
+    timestamp_ms: int
+    artifacts_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """Where a record went."""
+
+    experiment_id: str
+    run_id: str
+    created: bool
+    """False when an existing run with the same key was updated."""
+
+
+class ResultsStore(Protocol):
+    """Where evaluation results go (MLflow in the product; anything with these two calls in unit tests)."""
+
+    def ensure_experiment(self, name: str, *, tags: Mapping[str, str]) -> str:
+        """The id of experiment ``name``, created when missing; ``tags`` set (updated) either way."""
+        ...
+
+    def record(self, experiment_id: str, record: RunRecord) -> RecordedRun:
+        """Find the run keyed ``record.key`` in the experiment, or create it; log the record into it."""
+        ...
+
+
+class MlflowResultsStore:
+    """:class:`ResultsStore` on an MLflow tracking server (or a ``sqlite:///`` store)."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def ensure_experiment(self, name: str, *, tags: Mapping[str, str]) -> str:
+        from mlflow.exceptions import MlflowException
+
+        found = self._client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                experiment_id = self._client.create_experiment(name, tags=dict(tags))
+            except MlflowException:
+                # Created by a concurrent run between our lookup and the create: use theirs.
+                again = self._client.get_experiment_by_name(name)
+                if again is None:
+                    raise
+                experiment_id = again.experiment_id
+            else:
+                return str(experiment_id)
+        else:
+            experiment_id = found.experiment_id
+            if found.lifecycle_stage == "deleted":
+                self._client.restore_experiment(experiment_id)
+        for key, value in tags.items():
+            self._client.set_experiment_tag(experiment_id, key, value)
+        return str(experiment_id)
+
+    def find(self, experiment_id: str, key: str) -> str | None:
+        """The id of the run keyed ``key`` in the experiment (the oldest one, should two exist), else None."""
+        runs = self._client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{RUN_KEY_TAG}` = '{_checked_key(key)}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=2,
+        )
+        if len(runs) > 1:
+            logger.warning("two MLflow runs carry the key %s; updating the oldest (%s)", key, runs[0].info.run_id)
+        return runs[0].info.run_id if runs else None
+
+    def record(self, experiment_id: str, record: RunRecord) -> RecordedRun:
+        from mlflow.entities import Metric, Param, RunTag
+
+        run_id = self.find(experiment_id, _checked_key(record.key))
+        created = run_id is None
+        if run_id is None:
+            run = self._client.create_run(
+                experiment_id,
+                start_time=record.timestamp_ms,
+                tags={RUN_KEY_TAG: record.key, "mlflow.runName": record.name},
+                run_name=record.name,
+            )
+            run_id = run.info.run_id
+            self._client.log_batch(run_id, params=[Param(k, str(v)) for k, v in record.params.items()])
+        else:
+            self._client.update_run(run_id, status="RUNNING")
+        metrics = [
+            Metric(key, float(value), record.timestamp_ms, record.step)
+            for key, value in record.metrics.items()
+            if value is not None and not (isinstance(value, float) and math.isinf(value))
+        ]
+        tags = [RunTag(k, str(v)) for k, v in record.tags.items()]
+        # log_batch takes at most 1000 metrics and 100 tags a call.
+        for start in range(0, max(len(metrics), 1), 1000):
+            self._client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        for start in range(0, len(tags), 100):
+            self._client.log_batch(run_id, tags=tags[start : start + 100])
+        if record.artifacts_dir is not None:
+            self._client.log_artifacts(run_id, str(record.artifacts_dir))
+        self._client.set_terminated(run_id, status="FINISHED", end_time=record.timestamp_ms)
+        return RecordedRun(experiment_id=experiment_id, run_id=run_id, created=created)
+
+
+_KEY = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,250}")
+
+
+def _checked_key(key: str) -> str:
+    """``key`` if it can stand in an MLflow filter literal as it is (keys are built by code, never typed by people:
+    MLflow's filter syntax has no reliable escape for a quote)."""
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"run key {key!r}: use 1-250 letters, digits and _ . : @ / + = -")
+    return key
