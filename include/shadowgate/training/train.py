@@ -26,6 +26,7 @@ from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_frame
 from shadowgate.registry import CHAMPION, AliasMoveRefusedError, DeploymentLog, ModelRegistry
 from shadowgate.serving.artifacts import artifact_metadata, checked_skops_types
 from shadowgate.storage.results import RUN_KEY_TAG
+
 FEATURE_SET_TAG = "shadowgate.feature_set"
 
 
