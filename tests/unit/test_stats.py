@@ -370,8 +370,9 @@ def test_holm_input_checks() -> None:
     ("fractions", "alpha", "spending", "rpact"),
     [
         # rpact 3.3.4: getDesignGroupSequential(kMax=, alpha=, sided=1, typeOfDesign="asOF"/"asP",
-        # informationRates=)$criticalValues. The first two rows are the textbook 5-look designs (gsDesign's
-        # sfLDOF/sfLDPocock give the same: 4.877 3.357 2.680 2.290 2.031 and 2.438 2.427 2.410 2.397 2.386).
+        # informationRates=)$criticalValues. The first two rows are the textbook designs with five equally spaced
+        # looks at one-sided 2.5 %: Lan-DeMets O'Brien-Fleming 4.877 3.357 2.680 2.290 2.031, Pocock type
+        # 2.438 2.427 2.410 2.397 2.386.
         (
             [0.2, 0.4, 0.6, 0.8, 1.0],
             0.025,
@@ -417,11 +418,19 @@ def _look_correlation(t: list[float]) -> np.ndarray:
     return np.sqrt(np.minimum(ti, tj) / np.maximum(ti, tj))
 
 
-@pytest.mark.parametrize("spending", ["obrien_fleming", "pocock"])
-def test_sequential_bounds_spend_alpha_by_genz_integration(spending: str) -> None:
+@pytest.mark.parametrize(
+    ("t", "spending"),
+    [
+        ([0.2, 0.35, 0.6, 1.0], "obrien_fleming"),
+        ([0.2, 0.35, 0.6, 1.0], "pocock"),
+        # Two looks 1 % of the information apart: rpact 3.3.4 gives 2.052167 for the last boundary, which spends
+        # 0.0250052 by this integration; ours (2.052566) spends 0.0250000.
+        ([0.5, 0.99, 1.0], "obrien_fleming"),
+    ],
+)
+def test_sequential_bounds_spend_alpha_by_genz_integration(t: list[float], spending: str) -> None:
     # An independent integrator: scipy's multivariate normal CDF (Genz's quasi-Monte Carlo), seeded, 1e-7 error
     # target. P(some Z_j ≥ b_j, j ≤ k) = 1 - P(Z_1 < b_1, …, Z_k < b_k) must equal the spent alpha at every look.
-    t = [0.2, 0.35, 0.6, 1.0]
     bounds = group_sequential_bounds(t, alpha=0.025, spending=spending)  # type: ignore[arg-type]
     corr = _look_correlation(t)
     for k in range(1, len(t) + 1):
@@ -459,6 +468,7 @@ def test_sequential_bounds_with_a_negligible_first_look() -> None:
         ([0.5, 1.2], "pocock", "increase strictly"),
         ([], "pocock", "non-empty"),
         ([0.5, 1.0], "haybittle", "unknown spending"),
+        ([0.5, 0.50001, 1.0], "pocock", "too close"),
     ],
 )
 def test_sequential_bounds_reject_bad_input(fractions: list[float], spending: str, message: str) -> None:

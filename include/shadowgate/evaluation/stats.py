@@ -466,11 +466,22 @@ def _simpson_grid(upper: float, kernel_sd: float) -> tuple[np.ndarray, np.ndarra
     intervals = max(2, math.ceil((upper - _Z_FLOOR) / spacing))
     intervals += intervals % 2
     if intervals + 1 > _MAX_GRID:
-        raise ValueError("two looks are too close together (information increment below ~1e-4 of the total)")
+        raise ValueError("two looks are too close together (an information increment below ~1e-4 of the total)")
     z = np.linspace(_Z_FLOOR, upper, intervals + 1)
     w = np.ones(intervals + 1)
     w[1:-1:2], w[2:-1:2] = 4.0, 2.0
     return z, w * (z[1] - z[0]) / 3.0
+
+
+def _propagate(z: np.ndarray, mass: np.ndarray, z_next: np.ndarray, r: float, s: float) -> np.ndarray:
+    """Sub-density of ``r·Z + s·ε`` at ``z_next``, given Simpson weight × sub-density ``mass`` of Z at ``z``."""
+    density = np.empty(len(z_next))
+    # In blocks of rows: two close looks need fine grids, and their full kernel matrix could reach gigabytes.
+    block = 256
+    for start in range(0, len(z_next), block):
+        rows = z_next[start : start + block]
+        density[start : start + block] = (sps.norm.pdf((rows[:, None] - r * z[None, :]) / s) / s) @ mass
+    return density
 
 
 def _next_boundary(z: np.ndarray, mass: np.ndarray, r: float, s: float, increment: float) -> float:
@@ -505,7 +516,8 @@ def group_sequential_bounds(
     α(t_k) - α(t_{k-1})`` under the null, where the look statistics follow Brownian motion (corr(Z_i, Z_j) =
     √(t_i/t_j)). The crossing probabilities are computed by recursive numerical integration of the sub-density of
     the statistic over the continuation region (Armitage, McPherson & Rowe 1969; Jennison & Turnbull 2000, ch. 19)
-    with Simpson's rule, the boundary by Brent's method; boundaries agree with rpact/gsDesign to ~1e-6.
+    with Simpson's rule, the boundary by Brent's method. The boundaries agree with rpact's to 1e-6 or better, and
+    where looks are close together they spend α more exactly than rpact's (checked by Genz integration in the tests).
 
     Args:
         information_fractions: increasing, in (0, 1]; the final analysis is at 1.
@@ -534,8 +546,7 @@ def group_sequential_bounds(
         if k + 1 < len(t):
             next_sd = math.sqrt((t[k + 1] - t[k]) / t[k])
             z_next, w_next = _simpson_grid(min(boundaries[k], _Z_CEILING), next_sd)
-            kernel = sps.norm.pdf((z_next[:, None] - r * z[None, :]) / s) / s
-            density = kernel @ (w * density)
+            density = _propagate(z, w * density, z_next, r, s)
             z, w = z_next, w_next
     return SequentialBounds(
         information_fractions=tuple(float(x) for x in t),
