@@ -5,9 +5,10 @@ AUCs, the paired bootstrap any metric, McNemar's test the accept/decline decisio
 of the canary split, the two-proportion test of default rates, Holm's correction across challengers, the Lan-DeMets
 boundaries of a plan with weekly looks, and the number of defaults needed before an AUC comparison is worth making.
 
-Only what no well-kept library provides is written here (DeLong's covariance, the group-sequential boundaries, the
-fast weighted bootstrap); the rest delegates to scipy and statsmodels. statsmodels is imported inside the functions
-that use it: it pulls in pandas and patsy, a second of import time nothing else here needs.
+Only what no well-kept library provides is written here: DeLong's covariance, the group-sequential boundaries, the
+bootstrap on row counts, and Holm's few lines (statsmodels' version runs the garbage collector on every call). The
+rest delegates to scipy and statsmodels; statsmodels is imported inside the functions that use it, since it pulls in
+pandas and patsy, a second of import time nothing else here needs.
 """
 
 from __future__ import annotations
