@@ -63,7 +63,8 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
 )
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus exposition of every serving metric: decisions, request and per-model latency, shadow agreement
-    and skips, model failures, and the event log (written, duplicates skipped, dead-lettered, journal bytes pending, Redis up)."""
+    and skips, model failures, and the event log (written, duplicates skipped, dead-lettered, journal bytes pending,
+    Redis up)."""
     return Response(runtime.metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -37,12 +37,14 @@ logger = logging.getLogger(__name__)
 
 QUARANTINE = "quarantine"
 DEPLOYMENT_EVENTS = "deployment_events"
+LABELED_PREDICTIONS = "labeled_predictions"
+MODEL_METRICS = "model_metrics"
 TABLES = (
     PREDICTION_LOGS,
     OUTCOMES,
     QUARANTINE,
-    "labeled_predictions",
-    "model_metrics",
+    LABELED_PREDICTIONS,
+    MODEL_METRICS,
     "drift_reports",
     DEPLOYMENT_EVENTS,
     "experiments",
@@ -53,6 +55,7 @@ MERGE_KEYS = {
     **{name: table.key for name, table in EVENT_TABLES.items()},
     QUARANTINE: "quarantine_id",
     DEPLOYMENT_EVENTS: "event_id",
+    MODEL_METRICS: "metric_id",
 }
 """Tables loaded by stage + MERGE, and the key each is merged on (``merge/<table>.sql``)."""
 
@@ -77,6 +80,29 @@ _QUARANTINE_SCHEMA = pa.schema(
 )
 
 
+_MODEL_METRICS_SCHEMA = pa.schema(
+    [
+        pa.field("metric_id", pa.string(), nullable=False),
+        pa.field("experiment_id", pa.string(), nullable=False),
+        pa.field("cohort_start", pa.date32(), nullable=False),
+        pa.field("cohort_end", pa.date32(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("population", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("alias", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("segment", pa.string(), nullable=False),
+        pa.field("segment_value", pa.string(), nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("n", pa.int64(), nullable=False),
+        pa.field("n_positive", pa.int64()),
+        pa.field("as_of", TIMESTAMP, nullable=False),
+        pa.field("mlflow_run_id", pa.string()),
+    ]
+)
+
+
 def arrow_schema(table: str) -> pa.Schema:
     """The Arrow schema of a batch for ``table`` (the same columns, in the same order, as its DDL). An event table's
     comes from its event model (:mod:`shadowgate.events.schemas`)."""
@@ -84,6 +110,8 @@ def arrow_schema(table: str) -> pa.Schema:
         return table_schema(table)
     if table == QUARANTINE:
         return _QUARANTINE_SCHEMA
+    if table == MODEL_METRICS:
+        return _MODEL_METRICS_SCHEMA
     if table == DEPLOYMENT_EVENTS:
         # evidence is JSON text here: Parquet has no JSON type (the MERGE parses it into the JSON column).
         return pa.schema(

@@ -1,0 +1,953 @@
+"""Weekly performance: every model on the identical matured requests of a cohort week, with paired statistics.
+
+Shadow mode pays off here. Every challenger scored the very requests the champion decided, so once a cohort week's
+labels have matured (``join_ground_truth``) the models are compared pair by pair on the same rows:
+
+* **which week, which label** (:func:`cohort_weeks`): a run as of instant *T* evaluates, for each label, the last
+  Monday-to-Monday week of purchases whose label had matured for every purchase by *T* — the week ending on or before
+  *T* − 17 days for the early label, *T* − 90 days for the final one. Each (week, label) is thus evaluated by exactly
+  one weekly run, at its maturity, and a backfill of that run gives the same figures (labels are point in time);
+* **the population**: decisions the champion approved whose label has matured — the only ones with an outcome.
+  Denied applicants never got the credit. Every figure names it (``approved_matured``), and the policy figures name the
+  sub-population they count (e.g. the rows a model would approve again);
+* **per model**: AUC, PR-AUC, KS, Brier, log loss, calibration (ECE, reliability curve), mean score and default rate;
+  at each decision policy's thresholds the approval rate, default rate among approved and expected/realised loss; the
+  same by segment (new/returning customer, merchant category, amount band, channel), with Simpson's reversals flagged;
+* **per comparison** (champion vs each challenger: an A/B experiment of the book, or one made up for a challenger no
+  experiment names): DeLong's paired AUC test, McNemar on the approve/decline decisions at the policy threshold, a
+  paired bootstrap CI of the Brier difference, Holm across the week's comparisons, the sample-ratio check of a
+  canary's arms, and the group-sequential boundary at this look (Lan–DeMets O'Brien–Fleming over weekly looks, the
+  information fraction = defaults seen so far / defaults required by
+  :func:`~shadowgate.evaluation.stats.auc_sample_size`);
+* **outputs**: ``model_metrics`` rows (MERGEd on a deterministic id: a re-run replaces, never duplicates), one MLflow
+  experiment per A/B experiment with one run per model and one comparison run per (week, label) holding the HTML
+  report and the charts, and alerts (a model's AUC more than 5 % below its validation AUC; a comparison crossing its
+  sequential boundary).
+
+Joins and aggregations run in the warehouse (``queries/weekly_cohort.sql`` …); Python pulls one row per matured
+decision with its scores, which is what the paired statistics need.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shadowgate.evaluation.performance import (
+    ModelPerformance,
+    PolicyOutcome,
+    model_performance,
+    policy_outcomes,
+    segment_table,
+    simpsons_reversals,
+)
+from shadowgate.evaluation.stats import (
+    auc_sample_size,
+    delong_test,
+    group_sequential_bounds,
+    holm,
+    mcnemar_test,
+    paired_bootstrap_ci,
+    srm_test,
+)
+from shadowgate.pipelines.alerts import Alert
+from shadowgate.storage.results import ResultsStore, RunRecord
+from shadowgate.storage.warehouse import MODEL_METRICS, Warehouse, arrow_schema
+
+if TYPE_CHECKING:
+    from shadowgate.serving.policies import Thresholds
+
+logger = logging.getLogger(__name__)
+
+Label = Literal["early", "final"]
+LABELS: tuple[Label, ...] = ("early", "final")
+POPULATION = "approved_matured"
+"""Rows every per-model figure covers: decisions the serving policy approved whose label has matured."""
+SEGMENT_COLUMNS = ("customer_type", "merchant_category", "amount_band", "channel")
+CHAMPION = "champion"
+
+
+# ------------------------------------------------------------------------------------------------ plan and weeks
+
+
+@dataclass(frozen=True)
+class ComparisonPlan:
+    """One A/B experiment as the evaluation needs it: which two aliases, how the traffic was split, since when."""
+
+    experiment_id: str
+    treatment_alias: str
+    control_alias: str = CHAMPION
+    mode: str = "shadow"
+    """``shadow`` (control serves everyone, treatment scores in the background) or ``canary`` (split traffic)."""
+    treatment_share: float = 0.0
+    started_at: dt.datetime | None = None
+    """First purchase instant the comparison's sequential plan counts from (None: the first cohort evaluated)."""
+    success_metric: str = "auc"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """Settings of the weekly evaluation (see :class:`shadowgate.config.EvaluationSettings`)."""
+
+    early_maturity_days: int = 17
+    maturity_days: int = 90
+    minimum_detectable_auc_difference: float = 0.02
+    """The AUC improvement each comparison is powered to detect (the required sample size is tagged on the
+    experiment and is the denominator of the information fraction)."""
+    alpha: float = 0.025
+    """One-sided level of the sequential comparison (treatment better than control)."""
+    power: float = 0.8
+    auc_drop_alert: float = 0.05
+    """Alert when a model's AUC is more than this fraction below its validation AUC."""
+    bootstrap_resamples: int = 200
+    bootstrap_max_rows: int = 500_000
+    """Rows the paired bootstrap resamples at most (a seeded stratified subsample above: its CI is then that of the
+    subsample, a little wider — the cost of a resample grows with the rows)."""
+    sequential_lookback_weeks: int = 52
+    """How far back a comparison no experiment names looks for the start of its sequential plan."""
+    min_model_coverage: float = 0.5
+    """A model is evaluated when it scored at least this share of the cohort's rows (a version serving part of the
+    week, e.g. one promoted mid-week, is reported as skipped, not compared on another population)."""
+    seed: int = 20260105
+
+
+@dataclass(frozen=True)
+class CohortWeek:
+    """The purchases of [start, end) by ``event_timestamp``, for one label, as known at ``as_of``."""
+
+    start: dt.date
+    end: dt.date
+    label: Label
+    as_of: dt.datetime
+
+    @property
+    def name(self) -> str:
+        iso = self.start.isocalendar()
+        return f"{iso.year}-W{iso.week:02d}"
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "cohort_start": _midnight(self.start),
+            "cohort_end": _midnight(self.end),
+            "label": self.label,
+            "as_of": self.as_of,
+        }
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def _utc(instant: dt.datetime) -> dt.datetime:
+    if instant.tzinfo is None:
+        raise ValueError(f"as_of must be timezone-aware, got {instant!r}")
+    # A plain datetime (Airflow passes pendulum's subclass), in UTC.
+    i = instant.astimezone(dt.UTC)
+    return dt.datetime(i.year, i.month, i.day, i.hour, i.minute, i.second, i.microsecond, tzinfo=dt.UTC)
+
+
+def cohort_weeks(as_of: dt.datetime, *, plan: EvaluationPlan, labels: Iterable[Label] = LABELS) -> list[CohortWeek]:
+    """The (week, label) pairs a run as of ``as_of`` evaluates: per label, the last Monday-to-Monday week every
+    purchase of which had its label matured by ``as_of``."""
+    as_of = _utc(as_of)
+    out = []
+    for label in labels:
+        days = plan.early_maturity_days if label == "early" else plan.maturity_days
+        latest = (as_of - dt.timedelta(days=days)).date()
+        end = latest - dt.timedelta(days=latest.weekday())
+        out.append(CohortWeek(start=end - dt.timedelta(days=7), end=end, label=label, as_of=as_of))
+    return out
+
+
+def cohort_week(start: dt.date, label: Label, *, as_of: dt.datetime) -> CohortWeek:
+    """An explicit week (a Monday) for one label, as known at ``as_of`` (an operator's re-evaluation)."""
+    if start.weekday() != 0:
+        raise ValueError(f"a cohort week starts on a Monday, {start} is a {start:%A}")
+    return CohortWeek(start=start, end=start + dt.timedelta(days=7), label=label, as_of=_utc(as_of))
+
+
+# ------------------------------------------------------------------------------------------------ the cohort
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    alias: str
+    version: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.alias}@{self.version}"
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """The matured rows of one cohort week: labels, each evaluated model's scores (every model scored every row)."""
+
+    week: CohortWeek
+    y: np.ndarray
+    scores: dict[ModelKey, np.ndarray]
+    frame: pd.DataFrame
+    """Per row: policy_name, experiment_id, arm, amount and the segment columns."""
+    rows_total: int
+    """Matured rows before keeping those every evaluated model scored."""
+    skipped_models: dict[str, float] = field(default_factory=dict)
+    """Model → share of the rows it scored, for models below the coverage bar."""
+
+    @property
+    def n(self) -> int:
+        return int(self.y.size)
+
+    def model(self, alias: str) -> ModelKey | None:
+        found = [k for k in self.scores if k.alias == alias]
+        return found[0] if found else None
+
+
+def pivot_scores(scores: pa.ChunkedArray | pa.Array, rows: int) -> dict[ModelKey, np.ndarray]:
+    """The nested ``scores`` column as one float array per (alias, version): NaN where a model gave no usable score."""
+    array = scores.combine_chunks() if isinstance(scores, pa.ChunkedArray) else scores
+    parents = pc.list_parent_indices(array).to_numpy()
+    flat = pc.list_flatten(array)
+    alias = flat.field("alias").to_numpy(zero_copy_only=False)
+    version = pc.fill_null(flat.field("model_version"), "").to_numpy(zero_copy_only=False)
+    value = pc.fill_null(flat.field("score"), math.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+    ok = pc.fill_null(pc.equal(flat.field("status"), "ok"), False).to_numpy(zero_copy_only=False)
+    usable = ok & ~np.isnan(value) & (version != "")
+    out: dict[ModelKey, np.ndarray] = {}
+    keys = pd.MultiIndex.from_arrays([alias[usable], version[usable]]).unique()
+    for a, v in keys:
+        mask = usable & (alias == a) & (version == v)
+        column = np.full(rows, math.nan)
+        column[parents[mask]] = value[mask]
+        out[ModelKey(str(a), str(v))] = column
+    return out
+
+
+def load_cohort(warehouse: Warehouse, week: CohortWeek, *, plan: EvaluationPlan) -> Cohort:
+    """The week's matured rows from the warehouse, pivoted to one score column per model, on the rows every model
+    with enough coverage scored (identical requests)."""
+    table = warehouse.run("queries/weekly_cohort", week.params())
+    rows = table.num_rows
+    y = pc.fill_null(table.column("defaulted"), False).to_numpy(zero_copy_only=False).astype(np.int8)
+    scores = pivot_scores(table.column("scores"), rows) if rows else {}
+    coverage = {k: float(np.mean(~np.isnan(v))) for k, v in scores.items()}
+    kept = {k: v for k, v in scores.items() if coverage[k] >= plan.min_model_coverage}
+    skipped = {k.name: round(coverage[k], 4) for k in scores if k not in kept}
+    common = np.ones(rows, dtype=bool)
+    for column in kept.values():
+        common &= ~np.isnan(column)
+    frame = table.select(
+        ["prediction_id", "policy_name", "experiment_id", "arm", "amount", *SEGMENT_COLUMNS]
+    ).to_pandas()
+    order = sorted(kept, key=lambda k: (k.alias != CHAMPION, k.alias, k.version))
+    return Cohort(
+        week=week,
+        y=y[common],
+        scores={k: kept[k][common] for k in order},
+        frame=frame.loc[common].reset_index(drop=True),
+        rows_total=rows,
+        skipped_models=skipped,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Control vs treatment on one cohort week and label."""
+
+    experiment_id: str
+    control: str
+    treatment: str
+    n: int
+    n_positive: int
+    auc_control: float
+    auc_treatment: float
+    auc_difference: float
+    """treatment − control."""
+    delong_z: float
+    delong_p_value: float
+    auc_difference_ci: tuple[float, float]
+    brier_difference: float
+    """treatment − control (negative: treatment better calibrated/sharper)."""
+    brier_difference_ci: tuple[float, float]
+    mcnemar_statistic: float
+    mcnemar_p_value: float
+    decisions_disagree: int
+    """Rows where one model would approve and the other not, at the policy's approval threshold."""
+    holm_p_value: float = math.nan
+    srm_p_value: float | None = None
+    srm_flagged: bool | None = None
+    look: int = 1
+    information_fraction: float = math.nan
+    required_defaults: int = 0
+    cumulative_defaults: int = 0
+    cumulative_z: float = math.nan
+    boundary_z: float = math.nan
+    crossed: bool = False
+
+    def row(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in ("auc_difference_ci", "brier_difference_ci"):
+            low, high = out.pop(name)
+            out[f"{name}_low"], out[f"{name}_high"] = low, high
+        return out
+
+
+@dataclass(frozen=True)
+class WeekEvaluation:
+    """Everything computed for one (week, label)."""
+
+    week: CohortWeek
+    n: int
+    n_positive: int
+    rows_total: int
+    models: dict[str, ModelPerformance]
+    policy: dict[str, dict[str, PolicyOutcome]]
+    """Policy name → model → outcome at that policy's thresholds."""
+    segments: pd.DataFrame | None
+    reversals: list[dict[str, Any]]
+    comparisons: list[Comparison]
+    skipped_models: dict[str, float]
+
+
+def _policy_thresholds(cohort: Cohort, policies: Mapping[str, Thresholds]) -> dict[str, Thresholds]:
+    """The policies to re-decide with: those that served the cohort (that are known), else every one given."""
+    served = set(cohort.frame["policy_name"].dropna().unique()) if cohort.n else set()
+    chosen = {name: t for name, t in policies.items() if name in served}
+    return chosen or dict(policies)
+
+
+def _approves(scores: np.ndarray, thresholds: Thresholds) -> np.ndarray:
+    return scores < thresholds.medium
+
+
+def _subsample(y: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    """Row positions: all, or a seeded stratified sample of ``max_rows`` keeping the default rate."""
+    if y.size <= max_rows:
+        return np.arange(y.size)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    k_pos = max(1, round(max_rows * pos.size / y.size))
+    picked = np.concatenate([rng.choice(pos, k_pos, replace=False), rng.choice(neg, max_rows - k_pos, replace=False)])
+    return np.sort(picked)
+
+
+def compare(
+    cohort: Cohort,
+    control: ModelKey,
+    treatment: ModelKey,
+    *,
+    experiment_id: str,
+    thresholds: Thresholds,
+    plan: EvaluationPlan,
+) -> Comparison:
+    """The paired tests of one comparison on the cohort's identical rows."""
+    y, a, b = cohort.y, cohort.scores[treatment], cohort.scores[control]
+    delong = delong_test(y, a, b)
+    rows = _subsample(y, plan.bootstrap_max_rows, plan.seed)
+    boot = paired_bootstrap_ci(
+        y[rows], a[rows], b[rows], metric="brier", n_resamples=plan.bootstrap_resamples, seed=plan.seed
+    )
+    # McNemar on correctness of the approve/decline call at the policy's approval threshold: a model is right on a
+    # row when it approves a repaid purchase or declines a default.
+    good = y == 0
+    right_t = _approves(a, thresholds) == good
+    right_c = _approves(b, thresholds) == good
+    table = [
+        [int(np.sum(right_c & right_t)), int(np.sum(right_c & ~right_t))],
+        [int(np.sum(~right_c & right_t)), int(np.sum(~right_c & ~right_t))],
+    ]
+    mcnemar = mcnemar_test(table)
+    return Comparison(
+        experiment_id=experiment_id,
+        control=control.name,
+        treatment=treatment.name,
+        n=cohort.n,
+        n_positive=int(y.sum()),
+        auc_control=delong.auc_b,
+        auc_treatment=delong.auc_a,
+        auc_difference=delong.difference,
+        delong_z=delong.z,
+        delong_p_value=delong.p_value,
+        auc_difference_ci=delong.ci,
+        brier_difference=boot.estimate,
+        brier_difference_ci=boot.ci,
+        mcnemar_statistic=mcnemar.statistic,
+        mcnemar_p_value=mcnemar.p_value,
+        decisions_disagree=int(np.sum(_approves(a, thresholds) != _approves(b, thresholds))),
+    )
+
+
+def evaluate_week(
+    cohort: Cohort,
+    *,
+    plans: Sequence[ComparisonPlan],
+    policies: Mapping[str, Thresholds],
+    plan: EvaluationPlan,
+) -> WeekEvaluation:
+    """Per-model figures, policy outcomes, segments and the paired comparisons of one cohort (no I/O)."""
+    week = cohort.week
+    models = {k.name: model_performance(cohort.y, s) for k, s in cohort.scores.items()}
+    chosen = _policy_thresholds(cohort, policies)
+    amounts = cohort.frame["amount"].to_numpy(dtype=np.float64)
+    policy = {
+        name: {k.name: policy_outcomes(s, cohort.y, thresholds=t, amounts=amounts) for k, s in cohort.scores.items()}
+        for name, t in chosen.items()
+    }
+    segments = None
+    reversals: list[dict[str, Any]] = []
+    if cohort.n and cohort.scores:
+        frame = cohort.frame[list(SEGMENT_COLUMNS)].copy()
+        frame["defaulted"] = cohort.y
+        score_cols = {}
+        for i, (k, s) in enumerate(cohort.scores.items()):
+            frame[f"score_{i}"] = s
+            score_cols[k.name] = f"score_{i}"
+        segments = segment_table(frame, label_col="defaulted", score_cols=score_cols, segment_cols=SEGMENT_COLUMNS)
+    comparisons = []
+    thresholds = next(iter(chosen.values())) if chosen else None
+    for p in plans:
+        control, treatment = cohort.model(p.control_alias), cohort.model(p.treatment_alias)
+        if control is None or treatment is None or thresholds is None or cohort.n == 0:
+            continue
+        if 0 < cohort.y.sum() < cohort.n:
+            comparisons.append(
+                compare(cohort, control, treatment, experiment_id=p.experiment_id, thresholds=thresholds, plan=plan)
+            )
+        if segments is not None:
+            for r in simpsons_reversals(segments, treatment.name, control.name):
+                reversals.append({"experiment_id": p.experiment_id, **asdict(r)})
+    if comparisons:
+        adjusted = holm([c.delong_p_value for c in comparisons])
+        comparisons = [_replace(c, holm_p_value=float(p)) for c, p in zip(comparisons, adjusted, strict=True)]
+    return WeekEvaluation(
+        week=week,
+        n=cohort.n,
+        n_positive=int(cohort.y.sum()),
+        rows_total=cohort.rows_total,
+        models=models,
+        policy=policy,
+        segments=segments,
+        reversals=reversals,
+        comparisons=comparisons,
+        skipped_models=cohort.skipped_models,
+    )
+
+
+def _replace(c: Comparison, **changes: Any) -> Comparison:
+    from dataclasses import replace
+
+    return replace(c, **changes)
+
+
+# ------------------------------------------------------------------------------------------------ sequential look
+
+
+def sequential_look(
+    warehouse: Warehouse,
+    comparison: Comparison,
+    experiment: ComparisonPlan,
+    week: CohortWeek,
+    *,
+    plan: EvaluationPlan,
+    validation_auc: float | None,
+) -> Comparison:
+    """This week's look of the comparison's group-sequential plan: information so far and the efficacy boundary.
+
+    The plan needs ``auc_sample_size(control AUC + MDE, control AUC)`` defaults (control AUC: the validation AUC, else
+    this week's). It starts at the experiment's ``started_at`` — for a comparison no experiment names, at the first
+    cohort week with matured rows within :attr:`EvaluationPlan.sequential_lookback_weeks`. Look k sits at the
+    information fraction of the defaults matured from the start through this week (one look per cohort week with
+    defaults; capped at 1, where the plan ends); the statistic is DeLong's z of treatment − control on all those rows,
+    one-sided (treatment better).
+    """
+    base = validation_auc if validation_auc is not None and 0.5 < validation_auc < 1 else comparison.auc_control
+    target = min(base + plan.minimum_detectable_auc_difference, 0.995)
+    required = auc_sample_size(target, auc_null=base, alpha=plan.alpha, power=plan.power, one_sided=True)
+    if experiment.started_at is not None:
+        started = _utc(experiment.started_at).date()
+        since = min(started - dt.timedelta(days=started.weekday()), week.start)
+    else:
+        since = week.start - dt.timedelta(weeks=plan.sequential_lookback_weeks)
+    params = {k: v for k, v in week.params().items() if k != "cohort_start"}
+    counts = warehouse.run("queries/weekly_positives", {**params, "since": _midnight(since)}).to_pylist()
+    if counts:
+        first = min(r["cohort_start"] for r in counts)
+        since = first.date() if isinstance(first, dt.datetime) else first
+    cumulative = np.cumsum([int(r["n_positive"]) for r in counts]) if counts else np.array([comparison.n_positive])
+    # Looks need increasing information: a week without defaults adds no look; past the plan's end (1) none either.
+    fractions = sorted({min(float(c) / required, 1.0) for c in cumulative if c > 0})
+    fractions = fractions or [min(comparison.n_positive / required, 1.0)]
+    bounds = group_sequential_bounds(fractions, alpha=plan.alpha, spending="obrien_fleming")
+    z = _cumulative_z(warehouse, week, since, experiment) if since < week.start else comparison.delong_z
+    boundary = bounds.boundaries[-1]
+    return _replace(
+        comparison,
+        look=len(fractions),
+        information_fraction=fractions[-1],
+        required_defaults=required,
+        cumulative_defaults=int(cumulative[-1]) if cumulative.size else 0,
+        cumulative_z=z,
+        boundary_z=boundary,
+        crossed=bool(z >= boundary),
+    )
+
+
+def _cumulative_z(warehouse: Warehouse, week: CohortWeek, since: dt.date, experiment: ComparisonPlan) -> float:
+    """DeLong's z (treatment − control) on every matured row from ``since`` through the week, by alias: a version
+    change of either model during the plan does not break the series (the plan compares the aliases)."""
+    wide = CohortWeek(start=since, end=week.end, label=week.label, as_of=week.as_of)
+    table = warehouse.run("queries/weekly_cohort", wide.params())
+    if table.num_rows == 0:
+        return math.nan
+    y = pc.fill_null(table.column("defaulted"), False).to_numpy(zero_copy_only=False).astype(np.int8)
+    by_alias: dict[str, np.ndarray] = {}
+    for key, column in pivot_scores(table.column("scores"), table.num_rows).items():
+        merged = by_alias.setdefault(key.alias, np.full(table.num_rows, math.nan))
+        np.copyto(merged, column, where=~np.isnan(column))
+    control, treatment = by_alias.get(experiment.control_alias), by_alias.get(experiment.treatment_alias)
+    if control is None or treatment is None:
+        return math.nan
+    both = ~np.isnan(control) & ~np.isnan(treatment)
+    y = y[both]
+    if not 0 < y.sum() < y.size:
+        return math.nan
+    return delong_test(y, treatment[both], control[both]).z
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def metric_id(*parts: str) -> str:
+    """The deterministic key of one ``model_metrics`` row."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def metric_rows(evaluation: WeekEvaluation, *, experiment_id: str, run_ids: Mapping[str, str]) -> list[dict[str, Any]]:
+    """``model_metrics`` rows of one experiment's models and comparisons for one (week, label)."""
+    week = evaluation.week
+    rows: list[dict[str, Any]] = []
+
+    def add(
+        model: str,
+        metric: str,
+        value: float | None,
+        n: int,
+        n_positive: int | None,
+        *,
+        population: str = POPULATION,
+        segment: str = "all",
+        segment_value: str = "all",
+    ) -> None:
+        alias, _, version = model.partition("@") if " vs " not in model else ("", "", "")
+        v = None if value is None or (isinstance(value, float) and not math.isfinite(value)) else float(value)
+        rows.append(
+            {
+                "metric_id": metric_id(
+                    experiment_id, week.start.isoformat(), week.label, model, segment, segment_value, metric
+                ),
+                "experiment_id": experiment_id,
+                "cohort_start": week.start,
+                "cohort_end": week.end,
+                "label": week.label,
+                "population": population,
+                "model": model,
+                "alias": alias or None,
+                "model_version": version or None,
+                "segment": segment,
+                "segment_value": segment_value,
+                "metric": metric,
+                "value": v,
+                "n": n,
+                "n_positive": n_positive,
+                "as_of": week.as_of,
+                "mlflow_run_id": run_ids.get(model),
+            }
+        )
+
+    involved = _experiment_models(evaluation, experiment_id)
+    for model in involved:
+        perf = evaluation.models[model]
+        for name, value in perf.scalars().items():
+            if name not in ("n", "n_positive"):
+                add(model, name, value, perf.n, perf.n_positive)
+        for policy_name, outcomes in evaluation.policy.items():
+            outcome = outcomes[model]
+            for figure, value, population in outcome.figures():
+                population_name = f"{POPULATION}:{population}"
+                add(model, f"{policy_name}.{figure}", value, outcome.n, outcome.n_defaults, population=population_name)
+        if evaluation.segments is not None:
+            seg = evaluation.segments[evaluation.segments["model"] == model]
+            for r in seg.itertuples(index=False):
+                if r.segment == "all":
+                    continue
+                missing = r.value is None or (isinstance(r.value, float) and math.isnan(r.value))
+                segment_value = "null" if missing else str(r.value)
+                for metric in ("auc", "default_rate", "mean_score"):
+                    figure = getattr(r, metric)
+                    add(
+                        model,
+                        metric,
+                        figure,
+                        int(r.n),
+                        int(r.n_positive),
+                        segment=str(r.segment),
+                        segment_value=segment_value,
+                    )
+    for c in evaluation.comparisons:
+        if c.experiment_id != experiment_id:
+            continue
+        name = f"{c.treatment} vs {c.control}"
+        for metric, value in c.row().items():
+            if isinstance(value, bool):
+                value = float(value)
+            if isinstance(value, (int, float)) and metric not in ("n", "n_positive"):
+                add(name, metric, float(value), c.n, c.n_positive)
+    return rows
+
+
+def _experiment_models(evaluation: WeekEvaluation, experiment_id: str) -> list[str]:
+    names: list[str] = []
+    for c in evaluation.comparisons:
+        if c.experiment_id == experiment_id:
+            names += [m for m in (c.control, c.treatment) if m not in names]
+    return names
+
+
+def write_metrics(warehouse: Warehouse, rows: Sequence[Mapping[str, Any]], *, batch_id: str) -> int:
+    """MERGE rows into ``model_metrics`` on their deterministic id; returns the rows staged."""
+    if not rows:
+        return 0
+    batch = pa.Table.from_pylist(list(rows), schema=arrow_schema(MODEL_METRICS))
+    staging = warehouse.stage(MODEL_METRICS, batch, batch_id=batch_id)
+    return warehouse.merge(MODEL_METRICS, staging=staging).staged
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+@dataclass(frozen=True)
+class WeeklyPerformanceSummary:
+    """What one run did, per (week, label)."""
+
+    as_of: str
+    weeks: list[dict[str, Any]]
+    metric_rows: int
+    alerts: list[str]
+    mlflow_runs: dict[str, str]
+    """Run key → run id."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plans_for(cohort: Cohort, experiments: Sequence[ComparisonPlan]) -> list[ComparisonPlan]:
+    """The book's experiments whose two aliases scored the cohort, plus one shadow comparison with the champion for
+    every challenger no experiment names (``champion-vs-<alias>``)."""
+    aliases = {k.alias for k in cohort.scores}
+    chosen = [p for p in experiments if p.control_alias in aliases and p.treatment_alias in aliases]
+    named = {p.treatment_alias for p in chosen} | {p.control_alias for p in chosen}
+    for alias in sorted(aliases - named - {CHAMPION}):
+        if CHAMPION in aliases:
+            chosen.append(ComparisonPlan(experiment_id=f"champion-vs-{alias}", treatment_alias=alias))
+    return chosen
+
+
+def weekly_performance(
+    warehouse: Warehouse,
+    results: ResultsStore | None,
+    *,
+    as_of: dt.datetime,
+    plan: EvaluationPlan,
+    policies: Mapping[str, Thresholds],
+    experiments: Sequence[ComparisonPlan] = (),
+    weeks: Sequence[CohortWeek] | None = None,
+    validation_auc: Callable[[str, str], float | None] = lambda alias, version: None,
+    alert: Callable[[Alert], object] | None = None,
+    report_root: Path | None = None,
+) -> WeeklyPerformanceSummary:
+    """Evaluate the cohort weeks due at ``as_of`` (or ``weeks``): figures into ``model_metrics``, runs into MLflow,
+    alerts through ``alert``.
+
+    Args:
+        warehouse: where labeled_predictions is read and model_metrics written.
+        results: the MLflow results store (None: no MLflow logging, e.g. in a dry run).
+        as_of: the run's instant (its data interval end): only labels matured by then are used.
+        plan: evaluation settings.
+        policies: decision policy name → its thresholds (the policies' base cut-offs).
+        experiments: the A/B experiments of the book (challengers no experiment names get a made-up one).
+        weeks: explicit (week, label) pairs instead of :func:`cohort_weeks` of ``as_of``.
+        validation_auc: (alias, version) → the version's validation AUC from training, for the AUC-drop alert and
+            the power analysis.
+        alert: where alerts go (:func:`~shadowgate.pipelines.alerts.send_alert` bound to the webhook in the DAG).
+        report_root: where reports are rendered before upload (a temp folder by default).
+    """
+    as_of = _utc(as_of)
+    todo = list(weeks) if weeks is not None else cohort_weeks(as_of, plan=plan)
+    alerts: list[str] = []
+    mlflow_runs: dict[str, str] = {}
+    done: list[dict[str, Any]] = []
+    total_rows = 0
+    for week in todo:
+        cohort = load_cohort(warehouse, week, plan=plan)
+        week_plans = plans_for(cohort, experiments)
+        evaluation = evaluate_week(cohort, plans=week_plans, policies=policies, plan=plan)
+        looked = []
+        for c in evaluation.comparisons:
+            experiment = next(p for p in week_plans if p.experiment_id == c.experiment_id)
+            treatment = cohort.model(experiment.treatment_alias)
+            control = cohort.model(experiment.control_alias)
+            assert treatment is not None and control is not None
+            reference = validation_auc(control.alias, control.version)
+            c = sequential_look(warehouse, c, experiment, week, plan=plan, validation_auc=reference)
+            if experiment.mode == "canary":
+                c = _with_srm(warehouse, c, experiment, week)
+            looked.append(c)
+        evaluation = _replace_comparisons(evaluation, looked)
+        week_alerts = _alerts(evaluation, validation_auc=validation_auc, plan=plan)
+        for a in week_alerts:
+            alerts.append(f"{a.title}: {a.text}")
+            if alert is not None:
+                alert(a)
+        for experiment in week_plans:
+            run_ids: dict[str, str] = {}
+            if results is not None and any(c.experiment_id == experiment.experiment_id for c in evaluation.comparisons):
+                run_ids = _log_to_mlflow(results, evaluation, experiment, plan=plan, report_root=report_root)
+                base = f"{experiment.experiment_id}/{week.start}/{week.label}"
+                mlflow_runs.update({f"{base}/{m}": r for m, r in run_ids.items()})
+            rows = metric_rows(evaluation, experiment_id=experiment.experiment_id, run_ids=run_ids)
+            total_rows += write_metrics(
+                warehouse, rows, batch_id=f"{experiment.experiment_id}_{week.start:%Y%m%d}_{week.label}"
+            )
+        done.append(
+            {
+                "cohort": week.name,
+                "cohort_start": week.start.isoformat(),
+                "label": week.label,
+                "population": POPULATION,
+                "rows_matured": evaluation.rows_total,
+                "rows_compared": evaluation.n,
+                "defaults": evaluation.n_positive,
+                "models": {m: round(p.auc, 4) if math.isfinite(p.auc) else None for m, p in evaluation.models.items()},
+                "skipped_models": evaluation.skipped_models,
+                "comparisons": [
+                    {
+                        "experiment_id": c.experiment_id,
+                        "auc_difference": round(c.auc_difference, 4),
+                        "delong_p_value": c.delong_p_value,
+                        "holm_p_value": c.holm_p_value,
+                        "look": c.look,
+                        "information_fraction": round(c.information_fraction, 4),
+                        "crossed": c.crossed,
+                    }
+                    for c in evaluation.comparisons
+                ],
+                "simpsons_reversals": len(evaluation.reversals),
+            }
+        )
+        logger.info("weekly_performance %s %s: %s", week.name, week.label, done[-1])
+    return WeeklyPerformanceSummary(
+        as_of=as_of.isoformat(), weeks=done, metric_rows=total_rows, alerts=alerts, mlflow_runs=mlflow_runs
+    )
+
+
+def _replace_comparisons(evaluation: WeekEvaluation, comparisons: list[Comparison]) -> WeekEvaluation:
+    from dataclasses import replace
+
+    return replace(evaluation, comparisons=comparisons)
+
+
+def _with_srm(warehouse: Warehouse, c: Comparison, experiment: ComparisonPlan, week: CohortWeek) -> Comparison:
+    """The sample-ratio check of a canary's arms over every decision of the week (not only the matured)."""
+    counts = {
+        r["arm"]: int(r["decisions"])
+        for r in warehouse.run(
+            "queries/arm_counts", {k: v for k, v in week.params().items() if k in ("cohort_start", "cohort_end")}
+        ).to_pylist()
+        if r["experiment_id"] == experiment.experiment_id
+    }
+    observed = [counts.get("control", 0), counts.get("treatment", 0)]
+    if sum(observed) == 0 or not 0 < experiment.treatment_share < 1:
+        return c
+    srm = srm_test(observed, [1 - experiment.treatment_share, experiment.treatment_share])
+    return _replace(c, srm_p_value=srm.p_value, srm_flagged=srm.flagged)
+
+
+def _alerts(
+    evaluation: WeekEvaluation, *, validation_auc: Callable[[str, str], float | None], plan: EvaluationPlan
+) -> list[Alert]:
+    week = evaluation.week
+    out = []
+    for model, perf in evaluation.models.items():
+        alias, _, version = model.partition("@")
+        reference = validation_auc(alias, version)
+        if reference is None or not math.isfinite(perf.auc):
+            continue
+        if perf.auc < (1 - plan.auc_drop_alert) * reference:
+            out.append(
+                Alert(
+                    title=f"{model}: AUC {perf.auc:.4f} is {1 - perf.auc / reference:.1%} below its validation AUC",
+                    text=(
+                        f"cohort {week.name} ({week.label} label, {POPULATION}, n={perf.n}, "
+                        f"defaults={perf.n_positive}): AUC {perf.auc:.4f} vs validation {reference:.4f} (alert below "
+                        f"{(1 - plan.auc_drop_alert) * reference:.4f})"
+                    ),
+                    severity="error",
+                    source="weekly_performance",
+                    details={"model": model, "auc": perf.auc, "validation_auc": reference, "cohort": week.name},
+                )
+            )
+    for c in evaluation.comparisons:
+        if c.crossed:
+            out.append(
+                Alert(
+                    title=f"{c.experiment_id}: {c.treatment} crossed its sequential boundary",
+                    text=(
+                        f"look {c.look} (information {c.information_fraction:.0%}, {week.label} label): z = "
+                        f"{c.cumulative_z:.2f} >= boundary {c.boundary_z:.2f}; AUC {c.auc_treatment:.4f} vs "
+                        f"{c.auc_control:.4f} this week — the comparison may stop for efficacy"
+                    ),
+                    severity="info",
+                    source="weekly_performance",
+                    details={"experiment_id": c.experiment_id, "look": c.look, "z": c.cumulative_z},
+                )
+            )
+        if c.srm_flagged:
+            out.append(
+                Alert(
+                    title=f"{c.experiment_id}: sample ratio mismatch",
+                    text=f"arms' counts depart from the configured split (p = {c.srm_p_value:.2e}): check assignment",
+                    severity="error",
+                    source="weekly_performance",
+                    details={"experiment_id": c.experiment_id, "p_value": c.srm_p_value},
+                )
+            )
+    return out
+
+
+def _log_to_mlflow(
+    results: ResultsStore,
+    evaluation: WeekEvaluation,
+    experiment: ComparisonPlan,
+    *,
+    plan: EvaluationPlan,
+    report_root: Path | None,
+) -> dict[str, str]:
+    """One run per model and one comparison run (report + charts) in the experiment's MLflow experiment."""
+    from shadowgate.evaluation.report import render_week_report
+
+    week = evaluation.week
+    comparisons = [c for c in evaluation.comparisons if c.experiment_id == experiment.experiment_id]
+    models = _experiment_models(evaluation, experiment.experiment_id)
+    required = comparisons[0].required_defaults if comparisons else 0
+    experiment_id = results.ensure_experiment(
+        f"shadowgate/{experiment.experiment_id}",
+        tags={
+            "shadowgate.experiment_id": experiment.experiment_id,
+            "shadowgate.models": f"{experiment.control_alias} (control), {experiment.treatment_alias} (treatment)",
+            "shadowgate.allocation": (
+                f"{experiment.mode}: treatment share {experiment.treatment_share:g}"
+                if experiment.mode == "canary"
+                else "shadow: the control decides every request, the treatment scores all of them"
+            ),
+            "shadowgate.success_metric": (
+                f"{experiment.success_metric} on {POPULATION} (DeLong, one-sided, alpha {plan.alpha:g}, "
+                f"MDE {plan.minimum_detectable_auc_difference:g})"
+            ),
+            "shadowgate.required_defaults": str(required),
+            "mlflow.note.content": experiment.description
+            or f"Weekly comparison of {experiment.treatment_alias} with {experiment.control_alias} on the identical "
+            "matured requests (one run per model and one comparison run per cohort week and label).",
+        },
+    )
+    step = int(week.start.strftime("%G%V"))
+    stamp = int(_midnight(week.end).timestamp() * 1000)
+    base = f"{experiment.experiment_id}/{week.start.isoformat()}/{week.label}"
+    common_tags = {
+        "shadowgate.cohort_week": week.name,
+        "shadowgate.cohort_start": week.start.isoformat(),
+        "shadowgate.label": week.label,
+        "shadowgate.population": POPULATION,
+        "shadowgate.as_of": week.as_of.isoformat(),
+    }
+    run_ids: dict[str, str] = {}
+    for model in models:
+        perf = evaluation.models[model]
+        metrics: dict[str, float] = dict(perf.scalars())
+        for policy_name, outcomes in evaluation.policy.items():
+            for figure, value, _ in outcomes[model].figures():
+                metrics[f"{policy_name}.{figure}"] = value
+        recorded = results.record(
+            experiment_id,
+            RunRecord(
+                key=f"{base}/{model}",
+                name=f"{week.name} {week.label} {model}",
+                params={"cohort_week": week.name, "label": week.label, "model": model},
+                tags={**common_tags, "shadowgate.role": "model", "shadowgate.model": model},
+                metrics=metrics,
+                step=step,
+                timestamp_ms=stamp,
+            ),
+        )
+        run_ids[model] = recorded.run_id
+    with tempfile.TemporaryDirectory(prefix="shadowgate-week-", dir=report_root) as tmp:
+        out = Path(tmp)
+        segments = evaluation.segments
+        if segments is not None:
+            segments = segments[segments["model"].isin(models)]
+            segments.to_csv(out / "segments.csv", index=False)
+        served_policy = next(iter(evaluation.policy), None)
+        render_week_report(
+            out,
+            week=f"{week.name} ({week.start:%Y-%m-%d} to {week.end - dt.timedelta(days=1):%Y-%m-%d})",
+            label=f"{week.label} ({'instalment 2 late or a default by day 17' if week.label == 'early' else 'default by day 90'})",  # noqa: E501
+            population=f"decisions approved by the serving policy whose {week.label} label matured by "
+            f"{week.as_of:%Y-%m-%d %H:%M} UTC",
+            metrics={m: evaluation.models[m] for m in models},
+            comparisons=[c.row() for c in comparisons],
+            segments=segments,
+            policy={m: evaluation.policy[served_policy][m] for m in models} if served_policy else None,
+        )
+        c = comparisons[0] if comparisons else None
+        metrics = {}
+        if c is not None:
+            metrics = {
+                k: float(v) for k, v in c.row().items() if isinstance(v, (int, float)) and not isinstance(v, str)
+            }
+        name = f"{c.treatment} vs {c.control}" if c else "comparison"
+        recorded = results.record(
+            experiment_id,
+            RunRecord(
+                key=f"{base}/comparison",
+                name=f"{week.name} {week.label} {name}",
+                params={"cohort_week": week.name, "label": week.label, "comparison": name},
+                tags={
+                    **common_tags,
+                    "shadowgate.role": "comparison",
+                    "shadowgate.crossed_boundary": str(bool(c and c.crossed)).lower(),
+                    "shadowgate.simpsons_reversals": str(
+                        sum(1 for r in evaluation.reversals if r["experiment_id"] == experiment.experiment_id)
+                    ),
+                },
+                metrics=metrics,
+                step=step,
+                timestamp_ms=stamp,
+                artifacts_dir=out,
+            ),
+        )
+        run_ids[name] = recorded.run_id
+    return run_ids

@@ -1,0 +1,218 @@
+"""weekly_performance on a real DuckDB warehouse and a real MLflow store (SQLite), on synthetic matured weeks whose
+properties are known: the challenger is better than the champion by construction, challenger-b is not."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from mlflow import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from shadowgate.evaluation.stats import delong_test, holm
+from shadowgate.pipelines.alerts import Alert
+from shadowgate.pipelines.performance import (
+    ComparisonPlan,
+    EvaluationPlan,
+    cohort_week,
+    cohort_weeks,
+    pivot_scores,
+    weekly_performance,
+)
+from shadowgate.serving.policies import Thresholds
+from shadowgate.storage.duckdb import DuckDBWarehouse
+from shadowgate.storage.results import MlflowResultsStore
+from shadowgate.storage.warehouse import default_sql_dir
+from tests.labeled_rows import insert_labeled, labeled_rows
+
+W1, W2 = dt.date(2026, 1, 5), dt.date(2026, 1, 12)
+N = 3000
+AS_OF = dt.datetime(2026, 4, 20, 6, 0, tzinfo=dt.UTC)  # W2's final labels matured on 2026-04-19
+POLICIES = {"conservative": Thresholds(high=0.5, medium=0.25)}
+SHADOW = ComparisonPlan(
+    experiment_id="shadow-challenger",
+    treatment_alias="challenger",
+    started_at=dt.datetime(2026, 1, 5, tzinfo=dt.UTC),
+)
+MODELS = ("champion", "challenger", "challenger-b")
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> DuckDBWarehouse:
+    w = DuckDBWarehouse(tmp_path / "warehouse.duckdb", sql_dir=default_sql_dir())
+    w.ensure_tables()
+    for seed, week in ((1, W1), (2, W2)):
+        insert_labeled(w, labeled_rows(week, N, seed=seed, models=MODELS, experiment_id=None))
+    return w
+
+
+@pytest.fixture
+def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowResultsStore:
+    monkeypatch.chdir(tmp_path)  # a sqlite store keeps artifacts in ./mlruns
+    return MlflowResultsStore(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def _metrics(warehouse: DuckDBWarehouse) -> list[tuple[object, ...]]:
+    return [
+        tuple(r.values())
+        for r in warehouse.query(f'SELECT * FROM {warehouse.qualified}."model_metrics" ORDER BY metric_id').to_pylist()
+    ]
+
+
+def test_the_weeks_a_run_evaluates_are_those_whose_labels_just_matured() -> None:
+    weeks = cohort_weeks(dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC), plan=EvaluationPlan())
+    # early: 2026-03-02 − 17 d = 2026-02-13 (a Friday) → the week of 2026-02-02 is the last one fully matured.
+    # final: 2026-03-02 − 90 d = 2025-12-02 (a Tuesday) → the week of 2025-11-24.
+    assert [(w.label, w.start, w.end) for w in weeks] == [
+        ("early", dt.date(2026, 2, 2), dt.date(2026, 2, 9)),
+        ("final", dt.date(2025, 11, 24), dt.date(2025, 12, 1)),
+    ]
+    # A run exactly at a week's maturity instant evaluates it; a second earlier it evaluates the week before.
+    exact = dt.datetime(2026, 1, 19, tzinfo=dt.UTC) + dt.timedelta(days=90)
+    assert cohort_weeks(exact, plan=EvaluationPlan(), labels=["final"])[0].start == W2
+    before = exact - dt.timedelta(seconds=1)
+    assert cohort_weeks(before, plan=EvaluationPlan(), labels=["final"])[0].start == W1
+    with pytest.raises(ValueError, match="Monday"):
+        cohort_week(dt.date(2026, 1, 6), "final", as_of=AS_OF)
+
+
+def test_scores_are_pivoted_per_model_version_with_unusable_scores_left_out() -> None:
+    def s(alias: str, version: str | None, score: float | None, status: str = "ok") -> dict[str, object]:
+        return {"alias": alias, "model_version": version, "score": score, "latency_us": 1.0, "status": status}
+
+    scores = pa.array(
+        [
+            [s("champion", "1", 0.1), s("challenger", "2", 0.2)],
+            [s("champion", "1", 0.3), s("challenger", "2", None, "timeout")],
+            [],
+            [s("champion", "4", 0.5), s("challenger", None, None, "not_loaded")],
+        ]
+    )
+    pivoted = {k.name: v.tolist() for k, v in pivot_scores(scores, 4).items()}
+    assert set(pivoted) == {"champion@1", "challenger@2", "champion@4"}
+    np.testing.assert_array_equal(pivoted["champion@1"], [0.1, 0.3, np.nan, np.nan])
+    np.testing.assert_array_equal(pivoted["challenger@2"], [0.2, np.nan, np.nan, np.nan])
+    np.testing.assert_array_equal(pivoted["champion@4"], [np.nan, np.nan, np.nan, 0.5])
+
+
+def test_a_week_is_evaluated_pairwise_logged_once_and_a_rerun_changes_nothing(
+    warehouse: DuckDBWarehouse, results: MlflowResultsStore
+) -> None:
+    week = cohort_week(W2, "final", as_of=AS_OF)
+    summary = weekly_performance(
+        warehouse, results, as_of=AS_OF, plan=EvaluationPlan(), policies=POLICIES, experiments=[SHADOW], weeks=[week]
+    )
+    table = labeled_rows(W2, N, seed=2, models=MODELS).to_pydict()
+    y = np.array(table["final_defaulted"], dtype=int)
+    score = {m: np.array([next(x["score"] for x in row if x["alias"] == m) for row in table["scores"]]) for m in MODELS}
+
+    (done,) = summary.weeks
+    assert (done["cohort"], done["label"], done["rows_matured"], done["rows_compared"]) == ("2026-W03", "final", N, N)
+    assert done["defaults"] == int(y.sum())
+    assert done["models"]["challenger@2"] == round(roc_auc_score(y, score["challenger"]), 4)
+    assert done["models"]["champion@1"] == round(roc_auc_score(y, score["champion"]), 4)
+
+    # The book's experiment and a made-up one for the challenger no experiment names, each with DeLong and Holm.
+    shadow, other = done["comparisons"]
+    assert (shadow["experiment_id"], other["experiment_id"]) == ("shadow-challenger", "champion-vs-challenger-b")
+    ref = delong_test(y, score["challenger"], score["champion"])
+    ref_b = delong_test(y, score["challenger-b"], score["champion"])
+    assert shadow["auc_difference"] == round(ref.difference, 4)
+    assert shadow["delong_p_value"] == pytest.approx(ref.p_value, rel=1e-9)
+    assert [shadow["holm_p_value"], other["holm_p_value"]] == pytest.approx(list(holm([ref.p_value, ref_b.p_value])))
+    # The shadow experiment started on W1: this is its second look, on both weeks' defaults.
+    w1 = labeled_rows(W1, N, seed=1, models=MODELS).to_pydict()
+    assert shadow["look"] == 2
+    assert other["look"] == 2  # a made-up comparison starts at the first week with matured rows
+
+    # model_metrics: one row per figure, the AUC the one computed here, per segment too.
+    auc = warehouse.query(
+        f"""SELECT value, n, n_positive FROM {warehouse.qualified}."model_metrics"
+            WHERE experiment_id = 'shadow-challenger' AND model = 'challenger@2' AND metric = 'auc'
+              AND segment = 'customer_type' AND segment_value = 'new' AND label = 'final'"""
+    ).to_pylist()
+    new = np.array(table["customer_type"]) == "new"
+    assert auc == [
+        {
+            "value": pytest.approx(roc_auc_score(y[new], score["challenger"][new])),
+            "n": int(new.sum()),
+            "n_positive": int(y[new].sum()),
+        }
+    ]
+    cumulative = warehouse.query(
+        f"""SELECT value FROM {warehouse.qualified}."model_metrics" WHERE experiment_id = 'shadow-challenger'
+            AND model = 'challenger@2 vs champion@1' AND metric = 'cumulative_defaults'"""
+    ).to_pylist()
+    assert cumulative == [{"value": float(y.sum() + np.sum(w1["final_defaulted"]))}]
+    rows = _metrics(warehouse)
+    assert summary.metric_rows == len(rows) > 100
+    assert len({r[0] for r in rows}) == len(rows)
+
+    client = MlflowClient(tracking_uri=results.tracking_uri, registry_uri=results.tracking_uri)
+    experiment = client.get_experiment_by_name("shadowgate/shadow-challenger")
+    assert experiment is not None
+    assert experiment.tags["shadowgate.required_defaults"].isdigit()
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["shadowgate.role"] for r in runs) == ["comparison", "model", "model"]
+    comparison = next(r for r in runs if r.data.tags["shadowgate.role"] == "comparison")
+    assert comparison.data.metrics["delong_p_value"] == pytest.approx(ref.p_value, rel=1e-9)
+    assert sorted(a.path for a in client.list_artifacts(comparison.info.run_id)) == [
+        "calibration_curves.png",
+        "performance_report.html",
+        "roc_curves.png",
+        "score_distributions.png",
+        "segments.csv",
+    ]
+
+    # A re-run (a backfill of the same week): identical rows, the same runs, no new ones.
+    again = weekly_performance(
+        warehouse, results, as_of=AS_OF, plan=EvaluationPlan(), policies=POLICIES, experiments=[SHADOW], weeks=[week]
+    )
+    assert _metrics(warehouse) == rows
+    assert again.mlflow_runs == summary.mlflow_runs
+    assert len(client.search_runs([experiment.experiment_id])) == 3
+
+
+def test_a_backfill_before_the_labels_matured_sees_nothing_of_them(
+    warehouse: DuckDBWarehouse, results: MlflowResultsStore
+) -> None:
+    early_as_of = dt.datetime(2026, 4, 10, tzinfo=dt.UTC)  # W2's final labels mature 2026-04-12 … 2026-04-19
+    week = cohort_week(W2, "final", as_of=early_as_of)
+    summary = weekly_performance(
+        warehouse, results, as_of=early_as_of, plan=EvaluationPlan(), policies=POLICIES, weeks=[week]
+    )
+    (done,) = summary.weeks
+    assert (done["rows_matured"], done["comparisons"], summary.metric_rows) == (0, [], 0)
+    # Half-way through the maturity of the week, only the purchases whose 90 days have run are used.
+    mid = dt.datetime(2026, 4, 16, tzinfo=dt.UTC)
+    weeks = [cohort_week(W2, "final", as_of=mid)]
+    half = weekly_performance(warehouse, None, as_of=mid, plan=EvaluationPlan(), policies=POLICIES, weeks=weeks)
+    stamps = labeled_rows(W2, N, seed=2).column("event_timestamp").to_pylist()
+    assert half.weeks[0]["rows_matured"] == sum(s + dt.timedelta(days=90) <= mid for s in stamps)
+
+
+def test_alerts_a_model_below_its_validation_auc_and_a_boundary_crossing(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    sent: list[Alert] = []
+    summary = weekly_performance(
+        warehouse,
+        None,
+        as_of=AS_OF,
+        plan=EvaluationPlan(),
+        policies=POLICIES,
+        experiments=[SHADOW],
+        weeks=[cohort_week(W2, "final", as_of=AS_OF)],
+        validation_auc=lambda alias, version: 0.99 if alias == "champion" else None,
+        alert=sent.append,
+    )
+    titles = [a.title for a in sent]
+    assert sum("below its validation AUC" in t for t in titles) == 1 and titles[0].startswith("champion@1: AUC")
+    # The challenger is far better by construction: it crosses; challenger-b (champion's noise) does not.
+    crossed = [a.details["experiment_id"] for a in sent if "sequential boundary" in a.title]
+    assert crossed == ["shadow-challenger"]
+    assert all(a.severity == "info" for a in sent if "sequential boundary" in a.title)
+    assert len(summary.alerts) == len(sent) == 2
