@@ -319,6 +319,43 @@ class TrainingSettings(BaseSettings):
     """Seed for model fitting and sampling."""
 
 
+class EvaluationSettings(BaseSettings):
+    """The weekly evaluation (``weekly_performance``): what a comparison is powered for, its sequential plan, the
+    alerts and the cost bounds. When labels mature is ``GroundTruthSettings``'."""
+
+    model_config = _config("SHADOWGATE_EVALUATION_")
+
+    minimum_detectable_auc_difference: float = Field(default=0.02, gt=0.0, lt=0.5)
+    """The AUC improvement of a challenger over the champion each comparison is powered to detect: the defaults it
+    needs (Obuchowski's formula, tagged on the MLflow experiment) are the denominator of the information fraction."""
+
+    alpha: float = Field(default=0.025, gt=0.0, lt=0.5)
+    """One-sided level of the sequential comparison (challenger better than champion)."""
+
+    power: float = Field(default=0.8, gt=0.0, lt=1.0)
+    """Power of the comparison at the minimum detectable difference."""
+
+    auc_drop_alert: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """Alert when a model's weekly AUC is more than this fraction below its validation AUC from training."""
+
+    bootstrap_resamples: int = Field(default=200, ge=2)
+    """Resamples of the paired bootstrap CI of the Brier difference."""
+
+    bootstrap_max_rows: int = Field(default=500_000, ge=1_000)
+    """Rows the bootstrap resamples at most: above, a seeded stratified subsample of this size (its CI is that of the
+    subsample, a little wider); the cost of a resample grows with the rows."""
+
+    sequential_lookback_weeks: int = Field(default=52, ge=1)
+    """How far back a comparison no experiment of the book names looks for the start of its sequential plan."""
+
+    min_model_coverage: float = Field(default=0.5, ge=0.0, le=1.0)
+    """A model version is evaluated on a cohort week when it scored at least this share of its rows (a version
+    serving part of a week, e.g. one promoted mid-week, is reported as skipped, never compared on other rows)."""
+
+    seed: int = 20260105
+    """Seed of the bootstrap and of its subsample."""
+
+
 SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     PathSettings,
     RedisSettings,
@@ -331,6 +368,7 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     AlertSettings,
     SimulationSettings,
     TrainingSettings,
+    EvaluationSettings,
 )
 
 

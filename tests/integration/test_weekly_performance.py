@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
+from shadowgate.config import EvaluationSettings
 from shadowgate.evaluation.stats import delong_test, holm
 from shadowgate.pipelines.alerts import Alert
 from shadowgate.pipelines.performance import (
@@ -38,6 +39,7 @@ SHADOW = ComparisonPlan(
     started_at=dt.datetime(2026, 1, 5, tzinfo=dt.UTC),
 )
 MODELS = ("champion", "challenger", "challenger-b")
+PLAN = EvaluationPlan(settings=EvaluationSettings(), early_maturity_days=17, maturity_days=90)
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def _metrics(warehouse: DuckDBWarehouse) -> list[tuple[object, ...]]:
 
 
 def test_the_weeks_a_run_evaluates_are_those_whose_labels_just_matured() -> None:
-    weeks = cohort_weeks(dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC), plan=EvaluationPlan())
+    weeks = cohort_weeks(dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC), plan=PLAN)
     # early: 2026-03-02 − 17 d = 2026-02-13 (a Friday) → the week of 2026-02-02 is the last one fully matured.
     # final: 2026-03-02 − 90 d = 2025-12-02 (a Tuesday) → the week of 2025-11-24.
     assert [(w.label, w.start, w.end) for w in weeks] == [
@@ -72,9 +74,9 @@ def test_the_weeks_a_run_evaluates_are_those_whose_labels_just_matured() -> None
     ]
     # A run exactly at a week's maturity instant evaluates it; a second earlier it evaluates the week before.
     exact = dt.datetime(2026, 1, 19, tzinfo=dt.UTC) + dt.timedelta(days=90)
-    assert cohort_weeks(exact, plan=EvaluationPlan(), labels=["final"])[0].start == W2
+    assert cohort_weeks(exact, plan=PLAN, labels=["final"])[0].start == W2
     before = exact - dt.timedelta(seconds=1)
-    assert cohort_weeks(before, plan=EvaluationPlan(), labels=["final"])[0].start == W1
+    assert cohort_weeks(before, plan=PLAN, labels=["final"])[0].start == W1
     with pytest.raises(ValueError, match="Monday"):
         cohort_week(dt.date(2026, 1, 6), "final", as_of=AS_OF)
 
@@ -103,7 +105,7 @@ def test_a_week_is_evaluated_pairwise_logged_once_and_a_rerun_changes_nothing(
 ) -> None:
     week = cohort_week(W2, "final", as_of=AS_OF)
     summary = weekly_performance(
-        warehouse, results, as_of=AS_OF, plan=EvaluationPlan(), policies=POLICIES, experiments=[SHADOW], weeks=[week]
+        warehouse, results, as_of=AS_OF, plan=PLAN, policies=POLICIES, experiments=[SHADOW], weeks=[week]
     )
     table = labeled_rows(W2, N, seed=2, models=MODELS).to_pydict()
     y = np.array(table["final_defaulted"], dtype=int)
@@ -169,7 +171,7 @@ def test_a_week_is_evaluated_pairwise_logged_once_and_a_rerun_changes_nothing(
 
     # A re-run (a backfill of the same week): identical rows, the same runs, no new ones.
     again = weekly_performance(
-        warehouse, results, as_of=AS_OF, plan=EvaluationPlan(), policies=POLICIES, experiments=[SHADOW], weeks=[week]
+        warehouse, results, as_of=AS_OF, plan=PLAN, policies=POLICIES, experiments=[SHADOW], weeks=[week]
     )
     assert _metrics(warehouse) == rows
     assert again.mlflow_runs == summary.mlflow_runs
@@ -181,15 +183,13 @@ def test_a_backfill_before_the_labels_matured_sees_nothing_of_them(
 ) -> None:
     early_as_of = dt.datetime(2026, 4, 10, tzinfo=dt.UTC)  # W2's final labels mature 2026-04-12 … 2026-04-19
     week = cohort_week(W2, "final", as_of=early_as_of)
-    summary = weekly_performance(
-        warehouse, results, as_of=early_as_of, plan=EvaluationPlan(), policies=POLICIES, weeks=[week]
-    )
+    summary = weekly_performance(warehouse, results, as_of=early_as_of, plan=PLAN, policies=POLICIES, weeks=[week])
     (done,) = summary.weeks
     assert (done["rows_matured"], done["comparisons"], summary.metric_rows) == (0, [], 0)
     # Half-way through the maturity of the week, only the purchases whose 90 days have run are used.
     mid = dt.datetime(2026, 4, 16, tzinfo=dt.UTC)
     weeks = [cohort_week(W2, "final", as_of=mid)]
-    half = weekly_performance(warehouse, None, as_of=mid, plan=EvaluationPlan(), policies=POLICIES, weeks=weeks)
+    half = weekly_performance(warehouse, None, as_of=mid, plan=PLAN, policies=POLICIES, weeks=weeks)
     stamps = labeled_rows(W2, N, seed=2).column("event_timestamp").to_pylist()
     assert half.weeks[0]["rows_matured"] == sum(s + dt.timedelta(days=90) <= mid for s in stamps)
 
@@ -202,7 +202,7 @@ def test_alerts_a_model_below_its_validation_auc_and_a_boundary_crossing(
         warehouse,
         None,
         as_of=AS_OF,
-        plan=EvaluationPlan(),
+        plan=PLAN,
         policies=POLICIES,
         experiments=[SHADOW],
         weeks=[cohort_week(W2, "final", as_of=AS_OF)],

@@ -45,6 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shadowgate.config import EvaluationSettings
 from shadowgate.evaluation.performance import (
     ModelPerformance,
     PolicyOutcome,
@@ -100,28 +101,11 @@ class ComparisonPlan:
 
 @dataclass(frozen=True)
 class EvaluationPlan:
-    """Settings of the weekly evaluation (see :class:`shadowgate.config.EvaluationSettings`)."""
+    """What a weekly run needs to know: when labels mature and the evaluation settings."""
 
-    early_maturity_days: int = 17
-    maturity_days: int = 90
-    minimum_detectable_auc_difference: float = 0.02
-    """The AUC improvement each comparison is powered to detect (the required sample size is tagged on the
-    experiment and is the denominator of the information fraction)."""
-    alpha: float = 0.025
-    """One-sided level of the sequential comparison (treatment better than control)."""
-    power: float = 0.8
-    auc_drop_alert: float = 0.05
-    """Alert when a model's AUC is more than this fraction below its validation AUC."""
-    bootstrap_resamples: int = 200
-    bootstrap_max_rows: int = 500_000
-    """Rows the paired bootstrap resamples at most (a seeded stratified subsample above: its CI is then that of the
-    subsample, a little wider — the cost of a resample grows with the rows)."""
-    sequential_lookback_weeks: int = 52
-    """How far back a comparison no experiment names looks for the start of its sequential plan."""
-    min_model_coverage: float = 0.5
-    """A model is evaluated when it scored at least this share of the cohort's rows (a version serving part of the
-    week, e.g. one promoted mid-week, is reported as skipped, not compared on another population)."""
-    seed: int = 20260105
+    settings: EvaluationSettings
+    early_maturity_days: int
+    maturity_days: int
 
 
 @dataclass(frozen=True)
@@ -243,7 +227,7 @@ def load_cohort(warehouse: Warehouse, week: CohortWeek, *, plan: EvaluationPlan)
     y = pc.fill_null(table.column("defaulted"), False).to_numpy(zero_copy_only=False).astype(np.int8)
     scores = pivot_scores(table.column("scores"), rows) if rows else {}
     coverage = {k: float(np.mean(~np.isnan(v))) for k, v in scores.items()}
-    kept = {k: v for k, v in scores.items() if coverage[k] >= plan.min_model_coverage}
+    kept = {k: v for k, v in scores.items() if coverage[k] >= plan.settings.min_model_coverage}
     skipped = {k.name: round(coverage[k], 4) for k in scores if k not in kept}
     common = np.ones(rows, dtype=bool)
     for column in kept.values():
@@ -358,9 +342,14 @@ def compare(
     """The paired tests of one comparison on the cohort's identical rows."""
     y, a, b = cohort.y, cohort.scores[treatment], cohort.scores[control]
     delong = delong_test(y, a, b)
-    rows = _subsample(y, plan.bootstrap_max_rows, plan.seed)
+    rows = _subsample(y, plan.settings.bootstrap_max_rows, plan.settings.seed)
     boot = paired_bootstrap_ci(
-        y[rows], a[rows], b[rows], metric="brier", n_resamples=plan.bootstrap_resamples, seed=plan.seed
+        y[rows],
+        a[rows],
+        b[rows],
+        metric="brier",
+        n_resamples=plan.settings.bootstrap_resamples,
+        seed=plan.settings.seed,
     )
     # McNemar on correctness of the approve/decline call at the policy's approval threshold: a model is right on a
     # row when it approves a repaid purchase or declines a default.
@@ -476,13 +465,15 @@ def sequential_look(
     one-sided (treatment better).
     """
     base = validation_auc if validation_auc is not None and 0.5 < validation_auc < 1 else comparison.auc_control
-    target = min(base + plan.minimum_detectable_auc_difference, 0.995)
-    required = auc_sample_size(target, auc_null=base, alpha=plan.alpha, power=plan.power, one_sided=True)
+    target = min(base + plan.settings.minimum_detectable_auc_difference, 0.995)
+    required = auc_sample_size(
+        target, auc_null=base, alpha=plan.settings.alpha, power=plan.settings.power, one_sided=True
+    )
     if experiment.started_at is not None:
         started = _utc(experiment.started_at).date()
         since = min(started - dt.timedelta(days=started.weekday()), week.start)
     else:
-        since = week.start - dt.timedelta(weeks=plan.sequential_lookback_weeks)
+        since = week.start - dt.timedelta(weeks=plan.settings.sequential_lookback_weeks)
     params = {k: v for k, v in week.params().items() if k != "cohort_start"}
     counts = warehouse.run("queries/weekly_positives", {**params, "since": _midnight(since)}).to_pylist()
     if counts:
@@ -492,7 +483,7 @@ def sequential_look(
     # Looks need increasing information: a week without defaults adds no look; past the plan's end (1) none either.
     fractions = sorted({min(float(c) / required, 1.0) for c in cumulative if c > 0})
     fractions = fractions or [min(comparison.n_positive / required, 1.0)]
-    bounds = group_sequential_bounds(fractions, alpha=plan.alpha, spending="obrien_fleming")
+    bounds = group_sequential_bounds(fractions, alpha=plan.settings.alpha, spending="obrien_fleming")
     z = _cumulative_z(warehouse, week, since, experiment) if since < week.start else comparison.delong_z
     boundary = bounds.boundaries[-1]
     return _replace(
@@ -797,14 +788,14 @@ def _alerts(
         reference = validation_auc(alias, version)
         if reference is None or not math.isfinite(perf.auc):
             continue
-        if perf.auc < (1 - plan.auc_drop_alert) * reference:
+        if perf.auc < (1 - plan.settings.auc_drop_alert) * reference:
             out.append(
                 Alert(
                     title=f"{model}: AUC {perf.auc:.4f} is {1 - perf.auc / reference:.1%} below its validation AUC",
                     text=(
                         f"cohort {week.name} ({week.label} label, {POPULATION}, n={perf.n}, "
                         f"defaults={perf.n_positive}): AUC {perf.auc:.4f} vs validation {reference:.4f} (alert below "
-                        f"{(1 - plan.auc_drop_alert) * reference:.4f})"
+                        f"{(1 - plan.settings.auc_drop_alert) * reference:.4f})"
                     ),
                     severity="error",
                     source="weekly_performance",
@@ -865,8 +856,8 @@ def _log_to_mlflow(
                 else "shadow: the control decides every request, the treatment scores all of them"
             ),
             "shadowgate.success_metric": (
-                f"{experiment.success_metric} on {POPULATION} (DeLong, one-sided, alpha {plan.alpha:g}, "
-                f"MDE {plan.minimum_detectable_auc_difference:g})"
+                f"{experiment.success_metric} on {POPULATION} (DeLong, one-sided, alpha {plan.settings.alpha:g}, "
+                f"MDE {plan.settings.minimum_detectable_auc_difference:g})"
             ),
             "shadowgate.required_defaults": str(required),
             "mlflow.note.content": experiment.description
