@@ -154,6 +154,22 @@ class ModelRegistry:
             tags=dict(mv.tags),
         )
 
+    def training_metric(self, version: str, name: str = "valid_auc") -> float | None:
+        """A metric of the training run behind ``version`` (its validation AUC by default), or None when the version,
+        its run or the metric does not exist (a model registered by hand)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self._client.get_model_version(self.model_name, version)
+            if not mv.run_id:
+                return None
+            value = self._client.get_run(mv.run_id).data.metrics.get(name)
+        except MlflowException as error:
+            if error.error_code in _NOT_FOUND:
+                return None
+            raise
+        return None if value is None else float(value)
+
     def aliases(self) -> dict[str, str]:
         """alias → version for every alias that is set."""
         found = {alias: self.version(alias) for alias in ALIASES}

@@ -92,6 +92,10 @@ def test_training_registers_loadable_models_under_both_aliases(
     assert registry.aliases() == {CHAMPION: "1", CHALLENGER: "2"}
     champion = registry.version(CHAMPION)
     assert champion is not None and champion.tags["alias.champion.reason"].startswith("trained by shadowgate")
+    # The weekly evaluation compares each version with its own validation AUC.
+    assert registry.training_metric("1") == pytest.approx(results[CHAMPION].metrics.auc)
+    assert registry.training_metric("2", "valid_brier") == pytest.approx(results[CHALLENGER].metrics.brier)
+    assert registry.training_metric("99") is None and registry.training_metric("1", "no_such_metric") is None
     assert _deployment_rows(tmp_path) == [("first_deployment", CHAMPION, None, "1"), ("assign", CHALLENGER, None, "2")]
 
     client = MlflowClient(tracking_uri=mlflow_settings.tracking_uri, registry_uri=mlflow_settings.tracking_uri)
