@@ -99,7 +99,9 @@ def test_html_names_the_cohort_every_model_and_escapes_every_value(tmp_path: Pat
     assert html.escape(HOSTILE) in page and HOSTILE not in page
     assert "&lt;b&gt;pos&lt;/b&gt;" in page and "<b>pos</b>" not in page  # a segment value
     assert "&lt;0.001" in page  # a comparison value
-    assert "<th>holm_reject</th>" in page and "<td>False</td>" in page  # columns are the union of the rows' keys
+    # One column per comparison, one row per figure: the figures are the union of the rows' keys, a figure a
+    # comparison lacks shows n/a.
+    assert '<tr><td class="text">holm_reject</td><td>n/a</td><td>False</td></tr>' in page
     assert "-0.0123" in page
     m = week["metrics"]["champion"]  # type: ignore[index]
     assert f"<td>{m.auc:.4g}</td>" in page

@@ -159,10 +159,12 @@ def _table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, text_column
 
 
 def _comparison_table(comparisons: Sequence[Mapping[str, Any]]) -> str:
-    columns: list[str] = []
+    """One column per comparison, one row per figure (a comparison has ~30 figures: as columns they overflow)."""
+    figures: list[str] = []
     for row in comparisons:
-        columns.extend(k for k in row if k not in columns)
-    return _table(columns, ([row.get(c) for c in columns] for row in comparisons))
+        figures.extend(k for k in row if k not in figures)
+    header = ["figure", *(f"comparison {i}" for i in range(1, len(comparisons) + 1))]
+    return _table(header, ([f, *(row.get(f) for row in comparisons)] for f in figures))
 
 
 def _image(png: bytes, alt: str) -> str:
