@@ -1,4 +1,4 @@
-"""``shadowgate`` commands: simulate, train, bootstrap, record-deployments, up/down/status, bench."""
+"""``shadowgate`` commands: simulate, replay, train, bootstrap, record-deployments, up/down/status, bench."""
 
 from __future__ import annotations
 
@@ -128,6 +128,168 @@ def simulate(
     )
     for table, path in written.items():
         typer.echo(f"  {table:<13} {path}")
+
+
+class _RichProgress:
+    """A replay's passes as rich progress bars (on stderr: the summary goes to stdout)."""
+
+    def __init__(self, progress: Any) -> None:
+        self._progress = progress
+        self._tasks: dict[str, Any] = {}
+
+    def start(self, phase: str, total: int) -> None:
+        self._tasks[phase] = self._progress.add_task(phase, total=total)
+
+    def advance(self, phase: str, count: int = 1) -> None:
+        self._progress.advance(self._tasks[phase], count)
+
+
+def _replay_source(data: Path | None, **world: Any) -> dict[str, Any]:
+    """The tables a replay sends: simulated now when a simulation option is given, else read from ``data``."""
+    from shadowgate.simulation import read_parquet
+    from shadowgate.simulation import simulate as run_simulation
+
+    if all(v is None for v in world.values()):
+        folder = data or PathSettings().data_dir
+        if not (folder / "transactions.parquet").is_file():
+            raise _fail(
+                f"no simulated history in {folder}: run `shadowgate simulate` (or `make up`), pass --data, or "
+                "simulate on the fly with --transactions/--days/--seed"
+            )
+        return read_parquet(folder)
+    if data is not None:
+        raise _fail("either --data or the simulation options (--transactions, --days, ...), not both", code=2)
+    if world["days"] is not None and world["drift_start_day"] is None and world["scenario"] is None:
+        # No scenario: the drift day does nothing, so a short window need not name one inside it.
+        world["drift_start_day"] = min(SimulationSettings().drift_start_day, world["days"])
+    try:
+        settings = _simulation_settings(**world)
+    except ValueError as error:
+        raise _fail(f"invalid simulation options: {error}", code=2) from None
+    began = time.perf_counter()
+    result = run_simulation(settings)
+    typer.echo(f"simulated {len(result.transactions):,} purchases in {time.perf_counter() - began:.1f} s")
+    return {"transactions": result.transactions, "outcomes": result.outcomes}
+
+
+_INSTANT_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S"]
+
+
+@app.command()
+def replay(
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Folder with simulated Parquet tables (default: <SHADOWGATE_HOME>/data, seeded by make up)."),
+    ] = None,
+    transactions: Annotated[
+        int | None, typer.Option(help="Simulate on the fly instead of reading --data: purchase attempts.")
+    ] = None,
+    customers: Annotated[int | None, typer.Option(help="Simulate on the fly: customer base.")] = None,
+    days: Annotated[int | None, typer.Option(help="Simulate on the fly: window length in days.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Simulate on the fly: seed.")] = None,
+    start: Annotated[
+        dt.datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], metavar="DATE", help="Simulate on the fly: first day of the window."),
+    ] = None,
+    scenario: Annotated[DriftScenario | None, typer.Option(help="Simulate on the fly: drift scenario.")] = None,
+    drift_start_day: Annotated[int | None, typer.Option(help="Simulate on the fly: day the scenario starts.")] = None,
+    from_: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            "--from",
+            formats=_INSTANT_FORMATS,
+            metavar="INSTANT",
+            help="Replay purchases from this instant (UTC unless an offset is given; a date is its midnight). "
+            "Default: the first purchase.",
+        ),
+    ] = None,
+    to: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            formats=_INSTANT_FORMATS,
+            metavar="INSTANT",
+            help="...up to this instant, not included (YYYY-MM-DD[THH:MM:SS[+HH:MM]]). Default: past the last one.",
+        ),
+    ] = None,
+    api_url: Annotated[
+        str | None, typer.Option(help="The decision API (default: the local stack's, http://127.0.0.1:<API port>).")
+    ] = None,
+    ingest_key: Annotated[
+        str | None,
+        typer.Option(
+            help="X-Ingest-Key for outcomes (default: SHADOWGATE_API_INGEST_KEY, else the key `make up` made under "
+            "<SHADOWGATE_HOME>/secrets). Prefer the variable: a command line is visible to other users."
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight (one connection each).")] = 8,
+    rate: Annotated[
+        float | None, typer.Option(min=0.1, help="At most this many requests per second (default: no limit).")
+    ] = None,
+    outcomes: Annotated[
+        bool, typer.Option("--outcomes/--no-outcomes", help="Send the outcomes of approved purchases after.")
+    ] = True,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds one attempt may take.")] = 10.0,
+    max_attempts: Annotated[
+        int, typer.Option(min=1, help="Attempts per request after a 503 or a connection error.")
+    ] = 8,
+) -> None:
+    """Send a simulated period through the running API: every purchase as a decision at its simulated time, then
+    the outcomes of the purchases the API approved (denied and manual-review ones were never funded).
+
+    Exit 1 when the API cannot be used (not answering, not ready, ingest key refused: nothing is sent) or when a
+    request failed; the summary lists errors by status with the first answer.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from shadowgate.simulation.replay import Replayer, ReplayError, RetryPolicy
+    from shadowgate.simulation.replay import replay as run_replay
+
+    tables = _replay_source(
+        data,
+        transactions=transactions,
+        customers=customers,
+        days=days,
+        seed=seed,
+        start=start.date() if start else None,
+        scenario=scenario,
+        drift_start_day=drift_start_day,
+    )
+    if api_url is None or (outcomes and ingest_key is None):
+        from shadowgate.local.stack import local_api
+
+        local = local_api(repo_root=_repo_root())
+        api_url = api_url or local.url
+        ingest_key = ingest_key or local.ingest_key
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console) as bars:
+            summary = run_replay(
+                transactions=tables["transactions"],
+                outcomes=tables["outcomes"],
+                replayer=Replayer(
+                    api_url=api_url,
+                    ingest_key=ingest_key if outcomes else None,
+                    concurrency=concurrency,
+                    rate=rate,
+                    timeout_s=timeout,
+                    retry=RetryPolicy(max_attempts=max_attempts),
+                    progress=_RichProgress(bars),
+                ),
+                start=from_,  # naive instants are UTC
+                end=to,
+                send_outcomes=outcomes,
+            )
+    except ReplayError as error:
+        raise _fail(str(error)) from None
+    typer.echo(summary.render())
+    if summary.stopped and summary.stopped.endswith("interrupted"):
+        raise typer.Exit(code=130)
+    if not summary.ok:
+        problems = [f"{summary.error_count:,} request(s) failed"] if summary.errors else []
+        problems += [f"stopped early ({summary.stopped})"] if summary.stopped else []
+        raise _fail("; ".join(problems))
 
 
 @app.command()

@@ -183,6 +183,28 @@ def test_outcomes_are_validated_and_streamed(client: TestClient, redis_server: R
     assert [e["event_type"] for e in events] == ["instalment_late", "default"]
 
 
+def test_event_timestamps_are_the_events_own_time_whatever_the_clock_says(
+    client: TestClient, redis_server: RedisServer
+) -> None:
+    """A product decision (issue 10, replay): ``event_timestamp`` is when the purchase or the outcome happened, not
+    when the request arrives, and is not checked against the clock, so that history can be sent through the API
+    (`shadowgate replay`). The service's own clock is recorded beside it (``served_at`` / ``received_at``)."""
+    instants = ["2019-06-03T08:15:00Z", "2026-01-05T23:59:59+01:00", "2031-12-31T12:00:00Z"]
+    for i, instant in enumerate(instants):
+        assert client.post(URL, json=_tx(300 + i, event_timestamp=instant)).status_code == 200
+        outcome = {"transaction_id": f"tx_{300 + i:07d}", "event_type": "default", "event_timestamp": instant}
+        assert client.post("/v1/outcomes", json=outcome, headers=INGEST).status_code == 202
+    _settle(client)
+    now = dt.datetime.now(dt.UTC)
+    sent = [dt.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in instants]
+    predictions = _stream(redis_server, "shadowgate:predictions")
+    outcomes = _stream(redis_server, "shadowgate:outcomes")
+    assert [dt.datetime.fromisoformat(e["event_timestamp"]) for e in predictions] == sent
+    assert [dt.datetime.fromisoformat(e["event_timestamp"]) for e in outcomes] == sent
+    for stamp in [e["served_at"] for e in predictions] + [e["received_at"] for e in outcomes]:
+        assert abs((dt.datetime.fromisoformat(stamp) - now).total_seconds()) < 60
+
+
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),

@@ -791,7 +791,31 @@ def ingest_key(layout: Layout) -> str:
     configured = ApiSettings().ingest_key
     if configured is not None:
         return configured.get_secret_value()
-    return local_secret(layout.home / "secrets" / "ingest_key")
+    return local_secret(_ingest_key_file(layout))
+
+
+def _ingest_key_file(layout: Layout) -> Path:
+    return layout.home / "secrets" / "ingest_key"
+
+
+@dataclass(frozen=True)
+class LocalApi:
+    """How a client reaches the local stack's API, as ``up`` configures it."""
+
+    url: str
+    ingest_key: str | None
+    """``SHADOWGATE_API_INGEST_KEY`` when set, else the key ``up`` made under ``<home>/secrets``; None if neither."""
+
+
+def local_api(*, repo_root: Path) -> LocalApi:
+    """The local API's URL and ingest key, found as ``up`` sets them (``SHADOWGATE_API_PORT``, ``SHADOWGATE_HOME``,
+    ``SHADOWGATE_API_INGEST_KEY``). Unlike :func:`ingest_key`, never makes a key: a new one would not be the API's."""
+    layout = Layout.resolve(repo_root)
+    configured = ApiSettings().ingest_key
+    if configured is not None:
+        return LocalApi(url=layout.api_url, ingest_key=configured.get_secret_value())
+    path = _ingest_key_file(layout)
+    return LocalApi(url=layout.api_url, ingest_key=path.read_text().strip() if path.is_file() else None)
 
 
 def _run_bootstrap(layout: Layout) -> None:
