@@ -216,3 +216,15 @@ def test_alerts_a_model_below_its_validation_auc_and_a_boundary_crossing(
     assert crossed == ["shadow-challenger"]
     assert all(a.severity == "info" for a in sent if "sequential boundary" in a.title)
     assert len(summary.alerts) == len(sent) == 2
+
+
+def test_a_purchase_decided_twice_counts_once(warehouse: DuckDBWarehouse) -> None:
+    # A client that lost an answer and retried leaves two decisions of one purchase: the first one is evaluated.
+    again = labeled_rows(W2, 5, seed=2, models=MODELS)
+    retried = again.set_column(0, "prediction_id", pa.array([f"retry{i}" for i in range(5)])).set_column(
+        4, "served_at", pa.array([t + dt.timedelta(seconds=2) for t in again.column("served_at").to_pylist()])
+    )
+    insert_labeled(warehouse, retried)
+    weeks = [cohort_week(W2, "final", as_of=AS_OF)]
+    summary = weekly_performance(warehouse, None, as_of=AS_OF, plan=PLAN, policies=POLICIES, weeks=weeks)
+    assert summary.weeks[0]["rows_matured"] == N

@@ -4,6 +4,7 @@
 -- @cohort_start / @cohort_end are constants, so BigQuery reads only that week's partitions.
 SELECT
   prediction_id,
+  transaction_id,
   event_timestamp,
   experiment_id,
   arm,
@@ -22,4 +23,6 @@ WHERE event_timestamp >= @cohort_start
     (@label = 'early' AND early_matured_at <= @as_of)
     OR (@label = 'final' AND final_defaulted IS NOT NULL AND final_matured_at <= @as_of)
   )
+-- A purchase decided twice (a client retried a request whose answer it lost) counts once: its first decision.
+QUALIFY ROW_NUMBER() OVER (PARTITION BY transaction_id ORDER BY served_at, prediction_id) = 1
 ORDER BY prediction_id
