@@ -74,7 +74,7 @@ bench-simulate: $(STAMP) ## Simulator: 1.3M purchase attempts (≈ 1M purchases)
 bench-scorer: $(STAMP) ## Compiled scorers vs sklearn predict_proba: µs per row, one row and batched
 	OMP_NUM_THREADS=1 $(BIN)/shadowgate bench scorer
 
-bench-serving: $(STAMP) ## HTTP, one server at a time (wrk): shadowgate full / champion-only vs mlflow serve vs hello world
+bench-serving: $(STAMP) ## HTTP, one server at a time (wrk): shadowgate full (fsync interval / always) / champion-only vs mlflow serve vs hello world
 	$(BIN)/shadowgate bench serving
 
 bench-upload: $(STAMP) ## Uploader: 1,000,000 stream events into DuckDB (events/s, peak RSS; BENCH_JSON=<file>)
