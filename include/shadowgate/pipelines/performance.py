@@ -30,12 +30,13 @@ decision with its scores, which is what the paired statistics need.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -942,3 +943,97 @@ def _log_to_mlflow(
         )
         run_ids[name] = recorded.run_id
     return run_ids
+
+
+# ------------------------------------------------------------------------------------------------ wiring
+
+
+def plans_from_book(experiments: Iterable[Any]) -> list[ComparisonPlan]:
+    """:class:`ComparisonPlan` of every experiment of the book that ever ran (active, completed or stopped)."""
+    out = []
+    for e in experiments:
+        if str(e.status) == "draft":
+            continue
+        out.append(
+            ComparisonPlan(
+                experiment_id=e.id,
+                control_alias=e.control_alias,
+                treatment_alias=e.treatment_alias,
+                mode=str(e.mode),
+                treatment_share=float(e.treatment_share),
+                started_at=e.started_at,
+                description=e.description,
+            )
+        )
+    return out
+
+
+@contextlib.contextmanager
+def evaluation_inputs(
+    *, as_of: dt.datetime, cohort_week: dt.date | None = None, labels: Sequence[str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The arguments of :func:`weekly_performance` resolved from the environment's settings, for the DAG: the
+    warehouse, the MLflow results store, the decision policies' thresholds and the experiment book (serving's
+    configuration: read here, never its request path), each version's validation AUC, and the shared alert path.
+
+    The book is read from Redis (``SHADOWGATE_REDIS_URL``); when Redis cannot be reached, the shipped
+    ``experiments.yaml`` stands in (logged): the comparisons are the same, only a changed start date or share differs.
+    """
+    from shadowgate.config import (
+        AlertSettings,
+        ExperimentSettings,
+        GroundTruthSettings,
+        MLflowSettings,
+        PathSettings,
+        RedisSettings,
+        WarehouseSettings,
+    )
+    from shadowgate.pipelines.alerts import send_alert
+    from shadowgate.registry import ModelRegistry
+    from shadowgate.serving.experiment_store import ExperimentStore, ExperimentStoreUnavailableError, redis_client
+    from shadowgate.serving.experiments import load_book
+    from shadowgate.serving.policies import load_policy, shipped_policy_names
+    from shadowgate.storage import open_warehouse
+    from shadowgate.storage.results import MlflowResultsStore
+
+    ground_truth = GroundTruthSettings()
+    plan = EvaluationPlan(
+        settings=EvaluationSettings(),
+        early_maturity_days=ground_truth.early_maturity_days,
+        maturity_days=ground_truth.maturity_days,
+    )
+    chosen: list[Label] = [label for label in LABELS if labels is None or label in labels]
+    weeks = [_cohort_week(cohort_week, label, as_of=as_of) for label in chosen] if cohort_week else None
+    if weeks is None:
+        weeks = cohort_weeks(as_of, plan=plan, labels=chosen)
+    client = redis_client(RedisSettings().resolved_url, timeout_s=5.0)
+    try:
+        stored = ExperimentStore(client, key_prefix=ExperimentSettings().key_prefix).load()
+        book = stored.book if stored is not None else load_book()
+    except ExperimentStoreUnavailableError as error:
+        logger.warning("experiment book: Redis unreachable (%s); using the shipped experiments.yaml", error)
+        book = load_book()
+    finally:
+        client.close()
+    mlflow_settings = MLflowSettings()
+    registry = ModelRegistry(tracking_uri=mlflow_settings.tracking_uri, model_name=mlflow_settings.model_name)
+    url = AlertSettings().webhook_url
+    webhook = url.get_secret_value() if url else None
+    warehouse = open_warehouse(WarehouseSettings(), home=PathSettings().home)
+    try:
+        yield {
+            "warehouse": warehouse,
+            "results": MlflowResultsStore(mlflow_settings.tracking_uri),
+            "as_of": as_of,
+            "plan": plan,
+            "policies": {name: load_policy(name).thresholds for name in shipped_policy_names()},
+            "experiments": plans_from_book(book.experiments),
+            "weeks": weeks,
+            "validation_auc": lambda alias, version: registry.training_metric(version),
+            "alert": lambda a: send_alert(a, webhook_url=webhook),
+        }
+    finally:
+        warehouse.close()
+
+
+_cohort_week = cohort_week
