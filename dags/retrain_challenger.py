@@ -22,6 +22,7 @@ import datetime as dt
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
+from common.defaults import DEFAULT_ARGS
 
 
 @dag(
@@ -35,7 +36,7 @@ from airflow.sdk import Param, dag, get_current_context, task
     params={
         "as_of": Param("", type="string", description="Train as of this UTC instant (ISO 8601); empty: run_after.")
     },
-    default_args={"owner": "shadowgate", "retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    default_args=DEFAULT_ARGS,
 )
 def retrain_challenger() -> None:
     @task
