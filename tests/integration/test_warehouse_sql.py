@@ -110,7 +110,7 @@ def test_the_queries(warehouse: DuckDBWarehouse) -> None:
 def test_bigquery_sql_is_rendered_unchanged_but_for_the_placeholders() -> None:
     library = SqlLibrary(default_sql_dir(), dataset="proj.ds", dialect="bigquery")
     ddl = library.render("ddl/prediction_logs")
-    assert "`proj.ds.prediction_logs`" in ddl and "PARTITION BY DATE(served_at)" in ddl
+    assert "`proj.ds.prediction_logs`" in ddl and "PARTITION BY DATE(event_timestamp)" in ddl
     assert "CLUSTER BY customer_id_hash, served_by" in ddl
     assert "channel__web FLOAT64" in ddl and "amount FLOAT64 NOT NULL" in ddl and "${" not in ddl
     merge = library.merge("outcomes", source="`proj.ds._staging_x`", columns=["outcome_id", "amount"])
