@@ -12,8 +12,8 @@ only the first deployment, the promotion gate (a later issue; no DAG for it exis
 * **Idempotent:** re-running the same run (same `as_of`) returns the version registered the first time.
 * **Audited:** the move of `@challenger` is tagged on the version in MLflow and written to the warehouse's
   `deployment_events` (actor `airflow:retrain_challenger`); a re-run stores it once.
-* **Data:** the labelled history is the simulated Parquet under `SHADOWGATE_HOME/data` until the ground-truth join
-  (a later issue) fills `labeled_predictions` in the warehouse.
+* **Data:** the labelled history is the simulated Parquet under `SHADOWGATE_HOME/data`; training on the warehouse's
+  `labeled_predictions` (filled by `join_ground_truth`) is a later issue.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import datetime as dt
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
+from common.defaults import DEFAULT_ARGS
 
 
 @dag(
@@ -35,7 +36,7 @@ from airflow.sdk import Param, dag, get_current_context, task
     params={
         "as_of": Param("", type="string", description="Train as of this UTC instant (ISO 8601); empty: run_after.")
     },
-    default_args={"owner": "shadowgate", "retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    default_args=DEFAULT_ARGS,
 )
 def retrain_challenger() -> None:
     @task

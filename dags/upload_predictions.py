@@ -9,8 +9,8 @@ and trimmed from the stream. Entries a dead uploader left pending are claimed (X
 
 * **Schedule:** hourly, and manual (*Trigger*). Each run drains what is in the streams, whatever its data interval:
   a **backfill** is harmless (it finds nothing new, or loads what is there once).
-* **Retries:** 3, with exponential backoff (30 s → 10 min). When the last try fails, an **alert** is logged and,
-  with `SHADOWGATE_ALERT_WEBHOOK_URL` set, posted there.
+* **Retries:** 3, with exponential backoff (30 s → 10 min; shared by every DAG, `dags/common/defaults.py`). When
+  the last try fails, an **alert** is logged and, with `SHADOWGATE_ALERT_WEBHOOK_URL` set, posted there.
 * **Staleness:** `check_freshness` alerts when no upload has succeeded for `SHADOWGATE_ALERT_UPLOAD_STALE_AFTER_H`
   (6) hours.
 * **Reconciliation:** entries produced = rows in the table + rows in `quarantine` (see the task's return value).
@@ -21,26 +21,10 @@ and trimmed from the stream. Entries a dead uploader left pending are claimed (X
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import pendulum
 from airflow.sdk import dag, task
-
-
-def _alert_on_failure(context: Any) -> None:
-    from shadowgate.config import AlertSettings
-    from shadowgate.pipelines.alerts import send_alert, task_failure_alert
-
-    ti = context.get("ti") or context.get("task_instance")
-    alert = task_failure_alert(
-        dag_id=getattr(ti, "dag_id", "upload_predictions"),
-        task_id=getattr(ti, "task_id", "?"),
-        run_id=getattr(ti, "run_id", "?"),
-        try_number=getattr(ti, "try_number", None),
-        error=context.get("exception"),
-    )
-    url = AlertSettings().webhook_url
-    send_alert(alert, webhook_url=url.get_secret_value() if url else None)
+from common.defaults import DEFAULT_ARGS
 
 
 @dag(
@@ -51,14 +35,7 @@ def _alert_on_failure(context: Any) -> None:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["shadowgate", "warehouse"],
-    default_args={
-        "owner": "shadowgate",
-        "retries": 3,
-        "retry_delay": dt.timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": dt.timedelta(minutes=10),
-        "on_failure_callback": _alert_on_failure,
-    },
+    default_args=DEFAULT_ARGS,
 )
 def upload_predictions() -> None:
     @task

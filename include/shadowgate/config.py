@@ -264,6 +264,36 @@ class AlertSettings(BaseSettings):
     """Alert when no upload has succeeded for this many hours."""
 
 
+class GroundTruthSettings(BaseSettings):
+    """When a served decision's labels mature (``join_ground_truth``), and when the outcome feed counts as broken.
+
+    Time is the purchase's ``event_timestamp``, never the wall clock: a label matures at ``event_timestamp`` plus its
+    delay and uses only the outcomes known by then."""
+
+    model_config = _config("SHADOWGATE_GROUND_TRUTH_")
+
+    early_maturity_days: int = Field(default=17, ge=1, le=366)
+    """Delay of the **early** label: instalment 2 (the first after checkout, due 14 days later) late or missed, or a
+    default, known by ``event_timestamp`` + this (17 = 14 + the 3-day grace after which a late instalment is known)."""
+
+    maturity_days: int = Field(default=90, ge=1, le=366)
+    """Delay of the **final** label: a ``default`` known by ``event_timestamp`` + this. 90 covers the slowest
+    purchase (pay-in-6 defaulting on its last instalment is known after 87 days)."""
+
+    no_outcome_alert_share: float = Field(default=0.02, ge=0.0, le=1.0)
+    """Alert (and hold the run's labels back) when more than this share of the approved decisions a run labels has
+    no outcome at all known by its as-of instant: every approved pay-in-N purchase has instalment 2 paid or late by
+    day 17, so a higher share means a broken outcome feed, not a good book."""
+
+    @model_validator(mode="after")
+    def _early_before_final(self) -> GroundTruthSettings:
+        if self.early_maturity_days > self.maturity_days:
+            raise ValueError(
+                f"early_maturity_days ({self.early_maturity_days}) must not exceed maturity_days ({self.maturity_days})"
+            )
+        return self
+
+
 class SimulationSettings(BaseSettings):
     """The BNPL world simulator."""
 
@@ -366,6 +396,7 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     ExperimentSettings,
     WarehouseSettings,
     AlertSettings,
+    GroundTruthSettings,
     SimulationSettings,
     TrainingSettings,
     EvaluationSettings,

@@ -17,17 +17,16 @@ from tests.conftest import SMALL
 def test_retrain_challenger_registers_and_is_idempotent(
     airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.state import DagRunState
 
-    from tests.dags.conftest import DAGS_FOLDER
+    from tests.dags.conftest import load_dag
 
     write_parquet(simulate(SimulationSettings(**{**SMALL, "transactions": 60_000})), tmp_path / "home" / "data")  # type: ignore[arg-type]
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)  # a sqlite store keeps artifacts in ./mlruns
     monkeypatch.setenv("SHADOWGATE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SHADOWGATE_MLFLOW_TRACKING_URI", tracking_uri)
-    dag = DagBag(dag_folder=str(DAGS_FOLDER)).get_dag("retrain_challenger")
+    dag = load_dag("retrain_challenger")
     as_of = "2026-07-06T00:00:00+00:00"
 
     first = dag.test(run_conf={"as_of": as_of})

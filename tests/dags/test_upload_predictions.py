@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.server
-import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -17,6 +14,7 @@ from shadowgate.pipelines.alerts import Alert, send_alert
 from shadowgate.pipelines.upload import LAST_SUCCESS_KEY, record_success, upload_freshness
 from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.warehouse import default_sql_dir
+from tests.dags.conftest import load_dag
 from tests.integration.stream_events import outcome_fields, prediction_fields
 from tests.redis_server import RedisServer
 
@@ -27,40 +25,6 @@ PREDICTIONS, OUTCOMES = "shadowgate:predictions", "shadowgate:outcomes"
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     with RedisServer(tmp_path / "redis") as server:
         yield server
-
-
-class _Hook(http.server.BaseHTTPRequestHandler):
-    received: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Hook.received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    _Hook.received = []
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hook", _Hook.received
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _dag(name: str) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    from tests.dags.conftest import DAGS_FOLDER
-
-    return DagBag(dag_folder=str(DAGS_FOLDER)).get_dag(name)
 
 
 def test_upload_predictions_loads_once_and_a_backfill_changes_nothing(
@@ -76,7 +40,7 @@ def test_upload_predictions_loads_once_and_a_backfill_changes_nothing(
         client.xadd(OUTCOMES, outcome_fields(i))
     monkeypatch.setenv("SHADOWGATE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SHADOWGATE_REDIS_URL", redis_server.url)
-    dag = _dag("upload_predictions")
+    dag = load_dag("upload_predictions")
 
     first = dag.test(logical_date=dt.datetime(2026, 11, 23, 10, tzinfo=dt.UTC))
     assert first.state == DagRunState.SUCCESS
@@ -94,7 +58,7 @@ def test_upload_predictions_loads_once_and_a_backfill_changes_nothing(
 
 
 def test_tasks_retry_with_backoff_and_alert_on_failure(airflow_db: Path) -> None:
-    dag = _dag("upload_predictions")
+    dag = load_dag("upload_predictions")
     for task in dag.tasks:
         assert task.retries == 3 and task.retry_exponential_backoff
         assert task.on_failure_callback, task.task_id
@@ -105,7 +69,7 @@ def test_the_failure_callback_logs_and_posts(
 ) -> None:
     url, received = webhook
     monkeypatch.setenv("SHADOWGATE_ALERT_WEBHOOK_URL", url)
-    dag = _dag("upload_predictions")
+    dag = load_dag("upload_predictions")
     [callback] = dag.get_task("upload_streams").on_failure_callback
     ti = SimpleNamespace(dag_id="upload_predictions", task_id="upload_streams", run_id="r1", try_number=4)
     callback({"ti": ti, "exception": ConnectionError("redis down")})

@@ -113,11 +113,9 @@ def _malformed(predictions: dict[str, str], outcome: dict[str, str]) -> tuple[li
 
 
 def _upload_dag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.dags.conftest import load_dag
 
-    from tests.dags.conftest import DAGS_FOLDER
-
-    return DagBag(dag_folder=str(DAGS_FOLDER)).get_dag("upload_predictions")
+    return load_dag("upload_predictions")
 
 
 def _run_upload(dag: Any, logical_date: dt.datetime) -> dict[str, Any]:

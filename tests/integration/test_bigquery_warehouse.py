@@ -148,3 +148,55 @@ def test_a_table_of_an_older_version_is_brought_up_to_date(
     added = [r.getMessage().split(" added column ")[1].split(" (")[0] for r in caplog.records]
     features = [f"features.{name.replace('=', '__')} FLOAT64" for name in OLDER_ONLY]
     assert added == [*features, "feature_set STRING"]
+
+
+def test_join_ground_truth_runs_its_shipped_sql_through_the_client(warehouse: BigQueryWarehouse) -> None:
+    """The labels MERGE and the report as BigQuery SQL (parameters, TIMESTAMP_ADD, LOGICAL_OR, the included query)
+    through the real client: one early default, one paid, one denied decision."""
+    from shadowgate.config import GroundTruthSettings
+    from shadowgate.pipelines.ground_truth import join_ground_truth
+    from tests.warehouse_rows import load, outcome_row, prediction_row
+
+    bought = dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC)
+    day = dt.timedelta(days=1)
+    load(
+        warehouse,
+        "prediction_logs",
+        [prediction_row(1, at=bought), prediction_row(2, at=bought), prediction_row(3, at=bought, decision="deny")],
+    )
+    load(
+        warehouse,
+        "outcomes",
+        [
+            outcome_row("tx_0000001", "instalment_late", bought + 17 * day, 2),
+            outcome_row("tx_0000002", "instalment_paid", bought + 14 * day, 2),
+        ],
+    )
+    start = dt.datetime(2026, 3, 19, tzinfo=dt.UTC)
+    summary = join_ground_truth(
+        warehouse, interval_start=start, interval_end=start + day, settings=GroundTruthSettings()
+    )
+    assert (summary.approved, summary.denied_no_outcome_expected, summary.early_defaults) == (2, 1, 1)
+    assert (summary.outcomes_in_window, summary.approved_without_outcome, summary.held_back) == (1, 0, False)
+    rows = warehouse.query(
+        f"SELECT transaction_id, early_defaulted, final_defaulted, outcome_events, amount_band, customer_type"
+        f" FROM `{PROJECT}.{warehouse.dataset}.labeled_predictions` ORDER BY transaction_id"
+    ).to_pylist()
+    assert rows == [
+        {"transaction_id": f"tx_000000{i}", "early_defaulted": bad, "final_defaulted": None, "outcome_events": 1,
+         "amount_band": "100-500", "customer_type": "returning"}
+        for i, bad in ((1, True), (2, False))
+    ]  # fmt: skip
+    again = join_ground_truth(warehouse, interval_start=start, interval_end=start + day, settings=GroundTruthSettings())
+    assert again.labeled == 2 and warehouse.count("labeled_predictions") == 2
+
+
+def test_an_empty_labeled_predictions_of_the_earlier_layout_is_recreated(warehouse: BigQueryWarehouse) -> None:
+    from google.cloud import bigquery
+
+    ref = f"{PROJECT}.{warehouse.dataset}.labeled_predictions"
+    warehouse.client.delete_table(ref)
+    old = [bigquery.SchemaField(n, t, mode="REQUIRED") for n, t in (("prediction_id", "STRING"), ("defaulted", "BOOL"))]
+    warehouse.client.create_table(bigquery.Table(ref, schema=old))
+    warehouse.ensure_tables()
+    assert [f.name for f in warehouse.client.get_table(ref).schema] == arrow_schema("labeled_predictions").names

@@ -11,6 +11,7 @@ import pytest
 
 from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.warehouse import (
+    DERIVED_TABLES,
     MERGE_KEYS,
     TABLES,
     SqlLibrary,
@@ -62,14 +63,15 @@ def test_the_library_lists_every_shipped_statement() -> None:
     assert names == sorted(
         [f"ddl/{t}" for t in TABLES]
         + [f"merge/{t}" for t in MERGE_KEYS]
-        + ["queries/last_load", "queries/table_counts"]
+        + ["merge/labeled_predictions"]
+        + ["queries/ground_truth_labels", "queries/ground_truth_report", "queries/last_load", "queries/table_counts"]
     )
 
 
 def test_every_ddl_creates_its_table_with_the_batch_columns(warehouse: DuckDBWarehouse) -> None:
     assert warehouse.tables() == sorted(TABLES)
     warehouse.ensure_tables()  # idempotent
-    for table in MERGE_KEYS:
+    for table in (*MERGE_KEYS, *DERIVED_TABLES):
         described = warehouse.query(f"DESCRIBE shadowgate.{table}").column("column_name").to_pylist()
         assert described == arrow_schema(table).names
 
@@ -110,7 +112,7 @@ def test_the_queries(warehouse: DuckDBWarehouse) -> None:
 def test_bigquery_sql_is_rendered_unchanged_but_for_the_placeholders() -> None:
     library = SqlLibrary(default_sql_dir(), dataset="proj.ds", dialect="bigquery")
     ddl = library.render("ddl/prediction_logs")
-    assert "`proj.ds.prediction_logs`" in ddl and "PARTITION BY DATE(served_at)" in ddl
+    assert "`proj.ds.prediction_logs`" in ddl and "PARTITION BY DATE(event_timestamp)" in ddl
     assert "CLUSTER BY customer_id_hash, served_by" in ddl
     assert "channel__web FLOAT64" in ddl and "amount FLOAT64 NOT NULL" in ddl and "${" not in ddl
     merge = library.merge("outcomes", source="`proj.ds._staging_x`", columns=["outcome_id", "amount"])
@@ -118,6 +120,84 @@ def test_bigquery_sql_is_rendered_unchanged_but_for_the_placeholders() -> None:
     assert "@min_ts" in merge and "USING `proj.ds._staging_x` AS s" in merge
     duck = SqlLibrary(default_sql_dir(), dataset="ds", dialect="duckdb").render("ddl/prediction_logs")
     assert "PARTITION" not in duck and "STRUCT(" in duck
+    labeled = library.render("ddl/labeled_predictions")
+    assert "PARTITION BY DATE(event_timestamp)" in labeled and "scores ARRAY<STRUCT<alias STRING" in labeled
+
+
+# ------------------------------------------------------------------------------------------------ ground truth
+
+
+def test_a_statement_includes_a_shipped_query_rendered_for_the_same_dataset() -> None:
+    library = SqlLibrary(default_sql_dir(), dataset="proj.ds", dialect="bigquery")
+    labels = library.template("queries/ground_truth_labels")
+    merge = library.render("merge/labeled_predictions")
+    report = library.render("queries/ground_truth_report")
+    assert labels.strip() in merge and labels.strip() in report
+    assert "${" not in merge and "`proj.ds.outcomes`" in merge and "`proj.ds.labeled_predictions`" in merge
+
+
+def test_only_the_parameters_a_statement_uses_are_passed() -> None:
+    from shadowgate.storage.warehouse import used_params
+
+    sql = "SELECT 1 FROM t WHERE a > $as_of AND b <= $as_of_end"
+    assert used_params(sql, {"as_of": 1, "as_of_end": 2, "as": 3, "unused": 4}, marker="$") == {
+        "as_of": 1,
+        "as_of_end": 2,
+    }
+    assert used_params("SELECT @a", {"a": 1, "b": 2}, marker="@") == {"a": 1}
+
+
+def test_the_ground_truth_statements_run(warehouse: DuckDBWarehouse) -> None:
+    """The labels query, its MERGE and the report on one approved purchase with a late instalment 2, one denied."""
+    from shadowgate.config import GroundTruthSettings
+    from shadowgate.pipelines.ground_truth import label_window
+    from tests.warehouse_rows import load, outcome_row, prediction_row
+
+    bought = dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC)
+    load(warehouse, "prediction_logs", [prediction_row(1, at=bought), prediction_row(2, at=bought, decision="deny")])
+    load(warehouse, "outcomes", [outcome_row("tx_0000001", "instalment_late", bought + dt.timedelta(days=17), 2)])
+    window = label_window(
+        interval_start=dt.datetime(2026, 3, 19, tzinfo=dt.UTC),
+        interval_end=dt.datetime(2026, 3, 20, tzinfo=dt.UTC),
+        settings=GroundTruthSettings(),
+    )
+    params = window.params()
+    labels = warehouse.run("queries/ground_truth_labels", params).to_pylist()
+    assert {r["decision"]: (r["early_defaulted"], r["outcome_events"]) for r in labels} == {
+        "approve": (True, 1),
+        "deny": (None, 0),
+    }
+    assert warehouse.execute("merge/labeled_predictions", params) == 1
+    assert warehouse.execute("merge/labeled_predictions", params) == 1  # the same row, updated to the same values
+    stored = warehouse.query("SELECT * FROM shadowgate.labeled_predictions").to_pylist()
+    assert [(r["transaction_id"], r["early_defaulted"], r["final_defaulted"]) for r in stored] == [
+        ("tx_0000001", True, None)
+    ]
+    described = warehouse.query("DESCRIBE shadowgate.labeled_predictions").column("column_name").to_pylist()
+    assert described[-1] == "labeled_as_of" and set(described) <= set(labels[0])
+    [report] = warehouse.run("queries/ground_truth_report", params).to_pylist()
+    assert report == {
+        "approved": 1,
+        "denied_no_outcome_expected": 1,
+        "denied_with_outcome": 0,
+        "manual_review_unlabeled": 0,
+        "manual_review_with_outcome": 0,
+        "early_matured": 1,
+        "early_defaults": 1,
+        "final_matured": 0,
+        "final_defaults": 0,
+        "approved_without_outcome": 0,
+        "outcomes_in_window": 1,
+        "pending_final": 1,
+    }
+
+
+def test_a_failed_statement_is_rolled_back_and_the_connection_stays_usable(warehouse: DuckDBWarehouse) -> None:
+    from shadowgate.storage.warehouse import WarehouseError
+
+    with pytest.raises(WarehouseError, match="merge/labeled_predictions failed"):
+        warehouse.execute("merge/labeled_predictions", {"as_of": NOW})  # the other parameters are missing
+    assert warehouse.count("labeled_predictions") == 0
 
 
 # ------------------------------------------------------------------------------------------------ feature sets
@@ -192,3 +272,30 @@ def test_a_missing_required_column_is_a_clear_error(tmp_path: Any) -> None:
     reopened = DuckDBWarehouse(path, sql_dir=default_sql_dir())
     with reopened, pytest.raises(WarehouseError, match="received_at is required"):
         reopened.ensure_tables()
+
+
+OLD_LABELED_PREDICTIONS = """CREATE TABLE shadowgate.labeled_predictions (prediction_id VARCHAR NOT NULL,
+  transaction_id VARCHAR NOT NULL, served_at TIMESTAMPTZ NOT NULL, defaulted BOOLEAN NOT NULL,
+  maturity_days BIGINT NOT NULL, labeled_at TIMESTAMPTZ NOT NULL)"""
+"""The layout of labeled_predictions the previous version created (empty: nothing wrote it)."""
+
+
+def test_a_derived_table_of_an_earlier_layout_is_recreated_while_empty_and_refused_once_written(
+    tmp_path: Any,
+) -> None:
+    from shadowgate.storage.warehouse import WarehouseError
+
+    path = tmp_path / "w.duckdb"
+    with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
+        warehouse.query(OLD_LABELED_PREDICTIONS)
+        warehouse.ensure_tables()
+        described = warehouse.query("DESCRIBE shadowgate.labeled_predictions").column("column_name").to_pylist()
+        assert described == arrow_schema("labeled_predictions").names
+        warehouse.query("DROP TABLE shadowgate.labeled_predictions")
+        warehouse.query(OLD_LABELED_PREDICTIONS)
+        warehouse.query(
+            "INSERT INTO shadowgate.labeled_predictions VALUES ('p', 't', $at, false, 90, $at)", {"at": NOW}
+        )
+        with pytest.raises(WarehouseError, match="holds 1 rows: migrate it by hand"):
+            warehouse.ensure_tables()
+        assert warehouse.count("labeled_predictions") == 1  # left as it was

@@ -291,7 +291,9 @@ OUTCOMES = "outcomes"
 EVENT_TABLES: dict[str, EventTable] = {
     t.name: t
     for t in (
-        EventTable(PREDICTION_LOGS, PredictionEvent, key="prediction_id", time_column="served_at", kind=PREDICTION),
+        EventTable(
+            PREDICTION_LOGS, PredictionEvent, key="prediction_id", time_column="event_timestamp", kind=PREDICTION
+        ),
         EventTable(OUTCOMES, OutcomeEvent, key="outcome_id", time_column="event_timestamp", kind=OUTCOME),
     )
 }

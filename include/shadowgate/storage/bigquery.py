@@ -12,6 +12,7 @@ identity). With ``api_endpoint`` (a local emulator in tests) anonymous credentia
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import logging
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 
 from shadowgate.events.schemas import TIMESTAMP, bigquery_type
 from shadowgate.storage.warehouse import (
+    RELAID_WHEN_EMPTY,
     MERGE_KEYS,
     STAGING_PREFIX,
     TABLES,
@@ -33,7 +35,9 @@ from shadowgate.storage.warehouse import (
     check_batch,
     merge_bounds,
     missing_columns,
+    outdated_layout,
     staging_name,
+    used_params,
 )
 
 logger = logging.getLogger(__name__)
@@ -162,6 +166,13 @@ class BigQueryWarehouse:
         self.client.create_dataset(dataset, exists_ok=True, timeout=self.timeout_s)
         for table in TABLES:
             self._run(self.sql.render(f"ddl/{table}"))
+        for table in RELAID_WHEN_EMPTY:
+            target = self.client.get_table(self._ref(table), timeout=self.timeout_s)
+            existing = pa.schema([_arrow_field(f) for f in target.schema])
+            if outdated_layout(table, existing, functools.partial(self.count, table)):
+                self.client.delete_table(self._ref(table), timeout=self.timeout_s)
+                self._run(self.sql.render(f"ddl/{table}"))
+                logger.warning("%s: re-created with its current columns (the empty table had others)", table)
         for table in MERGE_KEYS:
             self._add_missing_columns(table)
 
@@ -271,4 +282,11 @@ class BigQueryWarehouse:
             raise WarehouseError(f"reading the result failed: {error}\n{sql}") from error
 
     def run(self, name: str, params: Mapping[str, Any] | None = None, **values: str) -> pa.Table:
-        return self.query(self.sql.render(name, **values), params)
+        sql = self.sql.render(name, **values)
+        return self.query(sql, used_params(sql, params, marker="@") if params else None)
+
+    def execute(self, name: str, params: Mapping[str, Any] | None = None, **values: str) -> int:
+        # One DML statement is one atomic job in BigQuery: no explicit transaction needed.
+        sql = self.sql.render(name, **values)
+        job = self._run(sql, used_params(sql, params, marker="@"))
+        return int(job.num_dml_affected_rows or 0)

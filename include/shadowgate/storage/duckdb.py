@@ -5,6 +5,7 @@ DuckDB takes one writing process at a time: each pipeline task opens the file, w
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ import pyarrow as pa
 
 from shadowgate.events.schemas import bigquery_type
 from shadowgate.storage.warehouse import (
+    RELAID_WHEN_EMPTY,
     MERGE_KEYS,
     STAGING_PREFIX,
     TABLES,
@@ -24,7 +26,9 @@ from shadowgate.storage.warehouse import (
     check_batch,
     merge_bounds,
     missing_columns,
+    outdated_layout,
     staging_name,
+    used_params,
 )
 
 logger = logging.getLogger(__name__)
@@ -77,6 +81,13 @@ class DuckDBWarehouse:
     def ensure_tables(self) -> None:
         for table in TABLES:
             self._execute(self.sql.render(f"ddl/{table}"))
+        for table in RELAID_WHEN_EMPTY:
+            ref = f'{self.qualified}."{table}"'
+            existing = self._con.sql(f"SELECT * FROM {ref} LIMIT 0").to_arrow_table().schema
+            if outdated_layout(table, existing, functools.partial(self.count, table)):
+                self._execute(f"DROP TABLE {ref}")
+                self._execute(self.sql.render(f"ddl/{table}"))
+                logger.warning("%s: re-created with its current columns (the empty table had others)", table)
         for table in MERGE_KEYS:
             self._add_missing_columns(table)
 
@@ -155,7 +166,20 @@ class DuckDBWarehouse:
             raise WarehouseError(f"query failed: {error}\n{sql}") from error
 
     def run(self, name: str, params: Mapping[str, Any] | None = None, **values: str) -> pa.Table:
-        return self.query(self.sql.render(name, **values), params)
+        sql = self.sql.render(name, **values)
+        return self.query(sql, used_params(sql, params, marker="$") if params else None)
+
+    def execute(self, name: str, params: Mapping[str, Any] | None = None, **values: str) -> int:
+        sql = self.sql.render(name, **values)
+        con = self._con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            rows = con.execute(sql, used_params(sql, params, marker="$")).fetchall()
+            con.execute("COMMIT")
+        except Exception as error:
+            con.execute("ROLLBACK")
+            raise WarehouseError(f"{name} failed: {error}\n{sql}") from error
+        return int(rows[0][0]) if rows else 0  # DuckDB answers a MERGE / INSERT / UPDATE with its row count
 
     def _execute(self, sql: str) -> None:
         try:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,6 +59,15 @@ MERGE_KEYS = {
     MODEL_METRICS: "metric_id",
 }
 """Tables loaded by stage + MERGE, and the key each is merged on (``merge/<table>.sql``)."""
+
+DERIVED_TABLES = (LABELED_PREDICTIONS,)
+"""Tables a pipeline computes from other tables inside the warehouse. Their columns are declared here too
+(:func:`arrow_schema`)."""
+
+RELAID_WHEN_EMPTY = (*DERIVED_TABLES, MODEL_METRICS)
+"""Tables an earlier version created empty with another layout (placeholders no code wrote): ``ensure_tables``
+re-creates such a table while it is empty, and stops with a clear error once it holds rows (:func:`outdated_layout`),
+before it adds missing columns to the loaded tables."""
 
 
 class WarehouseError(RuntimeError):
@@ -128,7 +138,63 @@ def arrow_schema(table: str) -> pa.Schema:
                 pa.field("evidence", pa.string()),
             ]
         )
-    raise KeyError(f"no batch schema for table {table!r} (loaded tables: {', '.join(MERGE_KEYS)})")
+    if table == LABELED_PREDICTIONS:
+        return _labeled_predictions_schema()
+    raise KeyError(f"no schema for table {table!r} (tables: {', '.join([*MERGE_KEYS, *DERIVED_TABLES])})")
+
+
+def _labeled_predictions_schema() -> pa.Schema:
+    """``ddl/labeled_predictions.sql``'s columns (``scores`` is prediction_logs' own type)."""
+    strings = ("prediction_id", "transaction_id", "customer_id_hash")
+    logged = ("served_by", "decision", "policy_name", "policy_version")
+    segments = ("customer_type", "merchant_category", "channel")
+    return pa.schema(
+        [
+            *(pa.field(name, pa.string(), nullable=False) for name in strings),
+            pa.field("event_timestamp", TIMESTAMP, nullable=False),
+            pa.field("served_at", TIMESTAMP, nullable=False),
+            *(pa.field(name, pa.string(), nullable=False) for name in logged),
+            pa.field("experiment_id", pa.string()),
+            pa.field("arm", pa.string()),
+            pa.field("propensity", pa.float64()),
+            table_schema(PREDICTION_LOGS).field("scores"),
+            *(pa.field(name, pa.string(), nullable=False) for name in segments),
+            pa.field("amount", pa.float64(), nullable=False),
+            pa.field("amount_band", pa.string(), nullable=False),
+            pa.field("early_defaulted", pa.bool_(), nullable=False),
+            pa.field("early_matured_at", TIMESTAMP, nullable=False),
+            pa.field("final_defaulted", pa.bool_()),
+            pa.field("final_matured_at", TIMESTAMP),
+            pa.field("outcome_events", pa.int64(), nullable=False),
+            pa.field("labeled_as_of", TIMESTAMP, nullable=False),
+        ]
+    )
+
+
+def outdated_layout(table: str, existing: pa.Schema, rows: Callable[[], int]) -> bool:
+    """Whether ``table`` (:data:`RELAID_WHEN_EMPTY`), found with columns ``existing``, must be re-created from its
+    DDL: it has another layout (a column the DDL does not have, or a required one missing; new nullable columns are
+    only added) and holds no rows (``rows`` is only asked then).
+
+    Raises:
+        WarehouseError: the columns differ and the table holds rows (migrate it by hand).
+    """
+    expected = arrow_schema(table).names
+    if existing.names == expected:
+        return False
+    if not set(existing.names) - set(expected):
+        try:
+            missing_columns(arrow_schema(table), existing)
+        except WarehouseError:
+            pass  # a required column is missing: another layout
+        else:
+            return False  # only new nullable columns: added in place by ensure_tables
+    held = rows()
+    if held:
+        raise WarehouseError(
+            f"{table} has the columns {existing.names}, its DDL {expected}, and holds {held} rows: migrate it by hand"
+        )
+    return True
 
 
 def missing_columns(expected: pa.Schema, existing: pa.Schema) -> list[tuple[str, pa.DataType]]:
@@ -164,6 +230,18 @@ def default_sql_dir() -> Path:
     return beside if beside.is_dir() else Path.cwd() / "include" / "sql"
 
 
+INCLUDED_QUERY = "queries_"
+"""Prefix of a placeholder that includes a shipped query (``${queries_ground_truth_labels}``)."""
+
+
+def used_params(sql: str, params: Mapping[str, Any] | None, *, marker: str) -> dict[str, Any]:
+    """The ``params`` that rendered ``sql`` refers to (``marker`` + name: ``@`` in BigQuery, ``$`` in DuckDB). A
+    pipeline passes one set of parameters to statements that use different subsets; DuckDB refuses extra ones."""
+    if not params:
+        return {}
+    return {k: v for k, v in params.items() if re.search(rf"{re.escape(marker)}{re.escape(k)}\b", sql)}
+
+
 class SqlLibrary:
     """The shipped statements, rendered for one dataset and one dialect (``bigquery`` or ``duckdb``)."""
 
@@ -183,13 +261,29 @@ class SqlLibrary:
     def source(self, name: str) -> str:
         return (self.root / f"{name}.sql").read_text()
 
-    def render(self, name: str, **values: str) -> str:
-        """The statement ``name`` with its placeholders filled, in this library's dialect."""
+    def template(self, name: str, **values: str) -> str:
+        """The statement ``name`` with its placeholders filled, in BigQuery dialect (what :meth:`render` transpiles).
+
+        ``${queries_<query>}`` stands for the shipped query ``queries/<query>``, filled the same way: a statement
+        that needs another's rows (a MERGE and a report reading the same labels) includes it rather than copy it.
+        """
         template = string.Template(self.source(name))
         derived = ddl_placeholders()
         # Only what the statement uses is derived: a MERGE is rendered for every batch.
-        defaults = {k: derived[k]() for k in template.get_identifiers() if k in derived and k not in values}
-        sql = template.substitute({"dataset": self.dataset, **defaults, **values})
+        defaults: dict[str, str] = {}
+        for key in template.get_identifiers():
+            if key in values:
+                continue
+            if key in derived:
+                defaults[key] = derived[key]()
+            elif key.startswith(INCLUDED_QUERY):
+                included = self.template(f"queries/{key.removeprefix(INCLUDED_QUERY)}", **values)
+                defaults[key] = f"\n{included.strip()}\n"
+        return template.substitute({"dataset": self.dataset, **defaults, **values})
+
+    def render(self, name: str, **values: str) -> str:
+        """The statement ``name`` with its placeholders filled, in this library's dialect."""
+        sql = self.template(name, **values)
         if self.dialect == "bigquery":
             return sql
         return transpile(sql)
@@ -255,6 +349,11 @@ class Warehouse(Protocol):
 
     def run(self, name: str, params: Mapping[str, Any] | None = None, **values: str) -> pa.Table:
         """Render the shipped statement ``name`` and run it."""
+        ...
+
+    def execute(self, name: str, params: Mapping[str, Any] | None = None, **values: str) -> int:
+        """Render the shipped data-changing statement ``name`` (a MERGE, INSERT, UPDATE, DELETE), run it as one
+        transaction and return the number of rows it changed. Parameters it does not use are left out."""
         ...
 
     def count(self, table: str) -> int:

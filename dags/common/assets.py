@@ -1,0 +1,8 @@
+"""The assets shadowgate DAGs produce and consume (one definition, so producer and consumer cannot disagree)."""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+LABELED_PREDICTIONS = Asset(name="labeled_predictions", uri="x-shadowgate://warehouse/labeled_predictions")
+"""The warehouse table ``labeled_predictions``: updated by ``join_ground_truth``, read by ``weekly_performance``."""
