@@ -52,9 +52,16 @@ def load(warehouse: Warehouse, table: str, rows: Sequence[dict[str, Any]] | pa.T
     return warehouse.merge(table, staging=staging).inserted
 
 
-def simulated_prediction_logs(transactions: pd.DataFrame, decisions: np.ndarray, scores: np.ndarray) -> pa.Table:
+def simulated_prediction_logs(
+    transactions: pd.DataFrame,
+    decisions: np.ndarray,
+    scores: np.ndarray,
+    *,
+    shadow: dict[str, tuple[str, np.ndarray]] | None = None,
+) -> pa.Table:
     """prediction_logs rows of simulated purchases as the champion served them: decided at their purchase time
-    (as in production), ``decisions[i]`` with ``scores[i]``, the features the serving path computes."""
+    (as in production), ``decisions[i]`` with ``scores[i]``, the features the serving path computes; ``shadow``:
+    alias → (version, scores) of challengers that scored the same requests."""
     from shadowgate.events import SCHEMA_VERSION
     from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_frame
 
@@ -81,7 +88,11 @@ def simulated_prediction_logs(transactions: pd.DataFrame, decisions: np.ndarray,
         "feature_set": [FEATURE_SET] * n,
         "scores": [
             [{"alias": "champion", "model_version": "1", "score": float(s), "latency_us": 2.0, "status": "ok"}]
-            for s in scores
+            + [
+                {"alias": alias, "model_version": version, "score": float(v[i]), "latency_us": 9.0, "status": "ok"}
+                for alias, (version, v) in (shadow or {}).items()
+            ]
+            for i, s in enumerate(scores)
         ],
         "served_by": ["champion@1"] * n,
         "score": scores.astype(float),

@@ -8,11 +8,14 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+import sqlglot
 
+from shadowgate.events.schemas import bigquery_type
 from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.warehouse import (
     DERIVED_TABLES,
     MERGE_KEYS,
+    MODEL_METRICS,
     TABLES,
     SqlLibrary,
     arrow_schema,
@@ -65,6 +68,7 @@ def test_the_library_lists_every_shipped_statement() -> None:
         + [f"merge/{t}" for t in MERGE_KEYS]
         + ["merge/labeled_predictions"]
         + ["queries/ground_truth_labels", "queries/ground_truth_report", "queries/last_load", "queries/table_counts"]
+        + ["queries/arm_counts", "queries/weekly_cohort", "queries/weekly_positives"]
     )
 
 
@@ -72,11 +76,24 @@ def test_every_ddl_creates_its_table_with_the_batch_columns(warehouse: DuckDBWar
     assert warehouse.tables() == sorted(TABLES)
     warehouse.ensure_tables()  # idempotent
     for table in (*MERGE_KEYS, *DERIVED_TABLES):
-        described = warehouse.query(f"DESCRIBE shadowgate.{table}").column("column_name").to_pylist()
-        assert described == arrow_schema(table).names
+        described = warehouse.query(f"DESCRIBE shadowgate.{table}").to_pylist()
+        schema = arrow_schema(table)
+        assert [c["column_name"] for c in described] == schema.names
+        # The DDL and the batch schema are written apart for the tables no event model derives: same types, same
+        # NOT NULLs, or a load fails (or a NULL slips in) only at run time.
+        for column, f in zip(described, schema, strict=True):
+            assert (column["null"] == "YES") == f.nullable, (table, f.name)
+            if table == "deployment_events" and f.name == "evidence":
+                assert column["column_type"] == "JSON"  # staged as text, parsed by the MERGE
+            elif not pa.types.is_nested(f.type):
+                kind = sqlglot.exp.DataType.build(bigquery_type(f.type), dialect="bigquery").sql(dialect="duckdb")
+                assert column["column_type"] == _DUCKDB_NAMES.get(kind, kind), (table, f.name)
 
 
-@pytest.mark.parametrize("table", sorted(MERGE_KEYS))
+_DUCKDB_NAMES = {"TEXT": "VARCHAR", "TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
+
+
+@pytest.mark.parametrize("table", sorted(set(MERGE_KEYS) - {MODEL_METRICS}))
 def test_every_merge_inserts_once(warehouse: DuckDBWarehouse, table: str) -> None:
     twice = pa.Table.from_pylist(_rows(table) * 2, schema=arrow_schema(table))
     with pytest.raises(ValueError, match="more than once"):  # the MERGE would insert both copies
@@ -87,6 +104,21 @@ def test_every_merge_inserts_once(warehouse: DuckDBWarehouse, table: str) -> Non
     assert (first.staged, first.inserted, second.inserted) == (1, 1, 0)
     assert warehouse.count(table) == 1
     assert warehouse.drop_stale_staging() == []  # the MERGE dropped its staging table
+
+
+def test_model_metrics_merge_replaces_a_figure_on_its_id(warehouse: DuckDBWarehouse) -> None:
+    row = {
+        "metric_id": "m1", "experiment_id": "shadow-challenger", "cohort_start": dt.date(2026, 1, 5),
+        "cohort_end": dt.date(2026, 1, 12), "label": "final", "population": "approved_matured",
+        "model": "challenger@2", "alias": "challenger", "model_version": "2", "segment": "all",
+        "segment_value": "all", "metric": "auc", "value": 0.71, "n": 1000, "n_positive": 90, "as_of": NOW,
+        "mlflow_run_id": "r1",
+    }  # fmt: skip
+    for value in (0.71, 0.72, 0.72):  # a re-run after late outcomes, then one that found the same
+        batch = pa.Table.from_pylist([{**row, "value": value}], schema=arrow_schema(MODEL_METRICS))
+        warehouse.merge(MODEL_METRICS, staging=warehouse.stage(MODEL_METRICS, batch, batch_id=str(value)))
+    rows = warehouse.query("SELECT metric_id, value FROM shadowgate.model_metrics").to_pylist()
+    assert rows == [{"metric_id": "m1", "value": 0.72}]
 
 
 def test_deployment_evidence_is_stored_as_json(warehouse: DuckDBWarehouse) -> None:

@@ -52,6 +52,7 @@ _BIGQUERY: dict[pa.DataType, str] = {
     pa.float64(): "FLOAT64",
     pa.bool_(): "BOOL",
     TIMESTAMP: "TIMESTAMP",
+    pa.date32(): "DATE",
 }
 _BOUNDS = ("ge", "gt", "le", "lt")
 

@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 
 from shadowgate.events.schemas import TIMESTAMP, bigquery_type
 from shadowgate.storage.warehouse import (
-    RELAID_WHEN_EMPTY,
     MERGE_KEYS,
+    RELAID_WHEN_EMPTY,
     STAGING_PREFIX,
     TABLES,
     MergeResult,

@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from shadowgate.events.schemas import bigquery_type
 from shadowgate.storage.warehouse import (
-    RELAID_WHEN_EMPTY,
     MERGE_KEYS,
+    RELAID_WHEN_EMPTY,
     STAGING_PREFIX,
     TABLES,
     MergeResult,
