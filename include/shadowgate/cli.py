@@ -501,6 +501,29 @@ def bench_upload(
         typer.echo(f"figures written to {target}")
 
 
+@bench_app.command("performance")
+def bench_performance(
+    per_day: Annotated[int, typer.Option(min=100, help="Decisions a day of the synthetic week.")] = 500_000,
+) -> None:
+    """One week of decisions (3 models) labelled and evaluated end to end on DuckDB: seconds and peak RSS of the
+    labelling + evaluation (BENCH_JSON=<file> writes them)."""
+    import os
+
+    from shadowgate.bench.performance import run_performance_bench
+    from shadowgate.bench.serving import write_json
+
+    try:
+        result = run_performance_bench(per_day=per_day, echo=typer.echo)
+    except RuntimeError as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1) from None
+    typer.echo(result.render())
+    target = os.environ.get("BENCH_JSON")
+    if target:
+        write_json(result, Path(target))
+        typer.echo(f"figures written to {target}")
+
+
 @bench_app.command("serving")
 def bench_serving(
     duration: Annotated[float, typer.Option(help="Seconds of each measured wrk run (after a 3 s warm-up).")] = 10.0,

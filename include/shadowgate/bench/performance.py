@@ -45,6 +45,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _one(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array (pyarrow hands large conversions back in chunks)."""
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
 def _ids(prefix: str, values: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(pa.scalar(prefix), pc.cast(pa.array(values), pa.string()), "")
 
@@ -95,12 +100,15 @@ def synthetic_week(*, per_day: int, seed: int = 7, start: dt.date = WEEK_START) 
     k = len(MODELS)
     flat = pa.StructArray.from_arrays(
         [
-            pa.array(np.tile([a for a, _, _ in MODELS], n)),
-            pa.array(np.tile([v for _, v, _ in MODELS], n)),
-            pa.array(np.column_stack([scores[a] for a, _, _ in MODELS]).ravel()),
-            pa.array(np.full(n * k, 12.0)),
-            pa.repeat(pa.scalar("ok"), n * k),
-            pa.nulls(n * k, pa.string()),
+            _one(a)
+            for a in [
+                pa.array(np.tile([a for a, _, _ in MODELS], n)),
+                pa.array(np.tile([v for _, v, _ in MODELS], n)),
+                pa.array(np.column_stack([scores[a] for a, _, _ in MODELS]).ravel()),
+                pa.array(np.full(n * k, 12.0)),
+                pa.repeat(pa.scalar("ok"), n * k),
+                pa.nulls(n * k, pa.string()),
+            ]
         ],
         names=["alias", "model_version", "score", "latency_us", "status", "error"],
     )

@@ -205,18 +205,25 @@ def pivot_scores(scores: pa.ChunkedArray | pa.Array, rows: int) -> dict[ModelKey
     array = scores.combine_chunks() if isinstance(scores, pa.ChunkedArray) else scores
     parents = pc.list_parent_indices(array).to_numpy()
     flat = pc.list_flatten(array)
-    alias = flat.field("alias").to_numpy(zero_copy_only=False)
-    version = pc.fill_null(flat.field("model_version"), "").to_numpy(zero_copy_only=False)
+    # Aliases and versions as small dictionaries + integer codes: millions of Python strings would take GBs.
+    alias = pc.dictionary_encode(flat.field("alias"))
+    version = pc.dictionary_encode(pc.fill_null(flat.field("model_version"), ""))
+    alias_codes = alias.indices.to_numpy(zero_copy_only=False)
+    version_codes = version.indices.to_numpy(zero_copy_only=False)
     value = pc.fill_null(flat.field("score"), math.nan).to_numpy(zero_copy_only=False).astype(np.float64)
     ok = pc.fill_null(pc.equal(flat.field("status"), "ok"), False).to_numpy(zero_copy_only=False)
-    usable = ok & ~np.isnan(value) & (version != "")
+    versions = version.dictionary.to_pylist()
+    usable = ok & ~np.isnan(value)
+    if "" in versions:  # no version: no model was loaded
+        usable &= version_codes != versions.index("")
+    combined = alias_codes.astype(np.int64) * len(versions) + version_codes
     out: dict[ModelKey, np.ndarray] = {}
-    keys = pd.MultiIndex.from_arrays([alias[usable], version[usable]]).unique()
-    for a, v in keys:
-        mask = usable & (alias == a) & (version == v)
+    aliases = alias.dictionary.to_pylist()
+    for code in np.unique(combined[usable]):
+        mask = usable & (combined == code)
         column = np.full(rows, math.nan)
         column[parents[mask]] = value[mask]
-        out[ModelKey(str(a), str(v))] = column
+        out[ModelKey(str(aliases[code // len(versions)]), str(versions[code % len(versions)]))] = column
     return out
 
 
@@ -233,9 +240,11 @@ def load_cohort(warehouse: Warehouse, week: CohortWeek, *, plan: EvaluationPlan)
     common = np.ones(rows, dtype=bool)
     for column in kept.values():
         common &= ~np.isnan(column)
-    frame = table.select(
-        ["prediction_id", "policy_name", "experiment_id", "arm", "amount", *SEGMENT_COLUMNS]
-    ).to_pandas()
+    # Strings as categories: a few distinct values each, millions of rows (object strings would take GBs).
+    frame = table.select(["policy_name", "experiment_id", "arm", "amount", *SEGMENT_COLUMNS]).to_pandas(
+        strings_to_categorical=True
+    )
+    del table
     order = sorted(kept, key=lambda k: (k.alias != CHAMPION, k.alias, k.version))
     return Cohort(
         week=week,
