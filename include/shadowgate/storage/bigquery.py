@@ -53,6 +53,7 @@ _ARROW_OF = {
     "BOOLEAN": pa.bool_(),
     "BOOL": pa.bool_(),
     "TIMESTAMP": TIMESTAMP,
+    "DATE": pa.date32(),
 }
 
 
@@ -65,7 +66,8 @@ def _arrow_field(field: Any) -> pa.Field:
         kind = _ARROW_OF.get(field.field_type, pa.null())
     if field.mode == "REPEATED":
         kind = pa.list_(kind)
-    return pa.field(field.name, kind, nullable=field.mode != "REQUIRED")
+    # Arrow's null type cannot be NOT NULL; such a column is only compared by name.
+    return pa.field(field.name, kind, nullable=field.mode != "REQUIRED" or kind == pa.null())
 
 
 def _param(name: str, value: Any) -> Any:
