@@ -645,6 +645,7 @@ class _Child:
             self._error(error)
             return False
         self.redis_up = True
+        self.next_report = 0.0  # health shows Redis up now, not one report interval later
         directory = self.config.journal_dir
         start = self.committed or START
         hint = read_committed_hint(directory)
