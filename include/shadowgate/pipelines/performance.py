@@ -870,6 +870,8 @@ def _log_to_mlflow(
                 f"MDE {plan.settings.minimum_detectable_auc_difference:g})"
             ),
             "shadowgate.required_defaults": str(required),
+            # MLflow 3's UI opens an experiment in its GenAI view unless told it is classic model development.
+            "mlflow.experimentKind": "custom_model_development",
             "mlflow.note.content": experiment.description
             or f"Weekly comparison of {experiment.treatment_alias} with {experiment.control_alias} on the identical "
             "matured requests (one run per model and one comparison run per cohort week and label).",

@@ -262,7 +262,11 @@ def train_and_register(
 
     mlflow.set_tracking_uri(mlflow_settings.tracking_uri)
     mlflow.set_registry_uri(mlflow_settings.tracking_uri)
-    mlflow.set_experiment(mlflow_settings.training_experiment)
+    experiment = mlflow.set_experiment(mlflow_settings.training_experiment)
+    # MLflow 3's UI opens an experiment in its GenAI view unless told it is classic model development.
+    mlflow.MlflowClient(
+        tracking_uri=mlflow_settings.tracking_uri, registry_uri=mlflow_settings.tracking_uri
+    ).set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", "custom_model_development")
     registry.ensure_model()
     window = data["event_timestamp"]
     with mlflow.start_run(run_name=f"train-{kind.value}-{pd.Timestamp(as_of):%Y%m%d}") as run:
