@@ -473,6 +473,19 @@ def bench_scorer(rows: Annotated[int, typer.Option()] = 5_000) -> None:
     typer.echo(scorer_speed(rows=rows).render())
 
 
+def _report_bench(result: Any) -> None:
+    """Print a benchmark's figures and, with ``BENCH_JSON=<file>``, write them there."""
+    import os
+
+    from shadowgate.bench.serving import write_json
+
+    typer.echo(result.render())
+    target = os.environ.get("BENCH_JSON")
+    if target:
+        write_json(result, Path(target))
+        typer.echo(f"figures written to {target}")
+
+
 @bench_app.command("upload")
 def bench_upload(
     events: Annotated[
@@ -484,9 +497,7 @@ def bench_upload(
     ] = None,
 ) -> None:
     """The uploader draining a Redis stream into DuckDB: events/s and peak memory (BENCH_JSON=<file> writes them)."""
-    import os
 
-    from shadowgate.bench.serving import write_json
     from shadowgate.bench.upload import BenchError, run_upload_bench
 
     try:
@@ -494,11 +505,7 @@ def bench_upload(
     except BenchError as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1) from None
-    typer.echo(result.render())
-    target = os.environ.get("BENCH_JSON")
-    if target:
-        write_json(result, Path(target))
-        typer.echo(f"figures written to {target}")
+    _report_bench(result)
 
 
 @bench_app.command("performance")
@@ -507,21 +514,15 @@ def bench_performance(
 ) -> None:
     """One week of decisions (3 models) labelled and evaluated end to end on DuckDB: seconds and peak RSS of the
     labelling + evaluation (BENCH_JSON=<file> writes them)."""
-    import os
 
     from shadowgate.bench.performance import run_performance_bench
-    from shadowgate.bench.serving import write_json
 
     try:
         result = run_performance_bench(per_day=per_day, echo=typer.echo)
     except RuntimeError as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1) from None
-    typer.echo(result.render())
-    target = os.environ.get("BENCH_JSON")
-    if target:
-        write_json(result, Path(target))
-        typer.echo(f"figures written to {target}")
+    _report_bench(result)
 
 
 @bench_app.command("serving")
@@ -535,20 +536,15 @@ def bench_serving(
     Targets are printed with PASS/FAIL and do not change the exit code; set BENCH_JSON=<file> to write the figures.
     Exit 1 when the figures cannot be trusted (a server failed, non-2xx responses) or prediction events are missing.
     """
-    import os
 
-    from shadowgate.bench.serving import BenchError, run_serving_bench, write_json
+    from shadowgate.bench.serving import BenchError, run_serving_bench
 
     try:
         result = run_serving_bench(duration_s=duration, concurrency=concurrency, keep=keep, echo=typer.echo)
     except BenchError as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1) from None
-    typer.echo(result.render())
-    target = os.environ.get("BENCH_JSON")
-    if target:
-        write_json(result, Path(target))
-        typer.echo(f"figures written to {target}")
+    _report_bench(result)
     if not result.streams_ok:
         typer.secho("error: the predictions stream does not match the decisions served", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1)
