@@ -68,7 +68,7 @@ def test_the_library_lists_every_shipped_statement() -> None:
         + [f"merge/{t}" for t in MERGE_KEYS]
         + ["merge/labeled_predictions"]
         + ["queries/ground_truth_labels", "queries/ground_truth_report", "queries/last_load", "queries/table_counts"]
-        + ["queries/arm_counts", "queries/weekly_cohort", "queries/weekly_positives"]
+        + ["queries/arm_counts", "queries/comparison_history", "queries/weekly_cohort", "queries/weekly_positives"]
     )
 
 

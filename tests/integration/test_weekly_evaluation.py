@@ -20,6 +20,7 @@ from shadowgate.pipelines.performance import (
     EvaluationPlan,
     cohort_week,
     cohort_weeks,
+    combined_z,
     pivot_scores,
     weekly_performance,
 )
@@ -228,3 +229,39 @@ def test_a_purchase_decided_twice_counts_once(warehouse: DuckDBWarehouse) -> Non
     weeks = [cohort_week(W2, "final", as_of=AS_OF)]
     summary = weekly_performance(warehouse, None, as_of=AS_OF, plan=PLAN, policies=POLICIES, weeks=weeks)
     assert summary.weeks[0]["rows_matured"] == N
+
+
+def _cumulative_z(warehouse: DuckDBWarehouse, week: dt.date) -> float:
+    [row] = warehouse.query(
+        f"""SELECT value FROM {warehouse.qualified}."model_metrics" WHERE experiment_id = 'shadow-challenger'
+            AND label = 'final' AND metric = 'cumulative_z' AND cohort_start = DATE '{week.isoformat()}'"""
+    ).to_pylist()
+    return float(row["value"])
+
+
+def test_the_sequential_statistic_combines_the_weeks_by_inverse_variance_in_any_order(
+    warehouse: DuckDBWarehouse, tmp_path: Path
+) -> None:
+    def week_delong(start: dt.date, seed: int) -> tuple[float, float]:
+        table = labeled_rows(start, N, seed=seed, models=MODELS).to_pydict()
+        y = np.array(table["final_defaulted"], dtype=int)
+        score = {m: np.array([next(x["score"] for x in r if x["alias"] == m) for r in table["scores"]]) for m in MODELS}
+        result = delong_test(y, score["challenger"], score["champion"])
+        return result.difference, result.se
+
+    expected = combined_z([week_delong(W1, 1), week_delong(W2, 2)])
+    # W2 first (a backfill out of order): W1's increment is computed from its rows.
+    weeks = [cohort_week(W2, "final", as_of=AS_OF)]
+    weekly_performance(warehouse, None, as_of=AS_OF, plan=PLAN, policies=POLICIES, experiments=[SHADOW], weeks=weeks)
+    assert _cumulative_z(warehouse, W2) == pytest.approx(expected, rel=1e-9)
+    # In order (W1, then W2 again): W1's increment is read back from model_metrics; the same statistic.
+    for start in (W1, W2):
+        weeks = [cohort_week(start, "final", as_of=AS_OF)]
+        weekly_performance(
+            warehouse, None, as_of=AS_OF, plan=PLAN, policies=POLICIES, experiments=[SHADOW], weeks=weeks
+        )
+    assert _cumulative_z(warehouse, W1) == pytest.approx(combined_z([week_delong(W1, 1)]), rel=1e-9)
+    assert _cumulative_z(warehouse, W2) == pytest.approx(expected, rel=1e-9)
+    # The pooled estimate sits between the weeks' own differences, its z above either week's alone.
+    (d1, s1), (d2, s2) = week_delong(W1, 1), week_delong(W2, 2)
+    assert expected > max(d1 / s1, d2 / s2)

@@ -282,6 +282,8 @@ class Comparison:
     mcnemar_p_value: float
     decisions_disagree: int
     """Rows where one model would approve and the other not, at the policy's approval threshold."""
+    auc_difference_se: float = math.nan
+    """DeLong's standard error of the difference (what the sequential statistic weighs this week by)."""
     holm_p_value: float = math.nan
     srm_p_value: float | None = None
     srm_flagged: bool | None = None
@@ -388,6 +390,7 @@ def compare(
         mcnemar_statistic=mcnemar.statistic,
         mcnemar_p_value=mcnemar.p_value,
         decisions_disagree=int(np.sum(_approves(a, thresholds) != _approves(b, thresholds))),
+        auc_difference_se=delong.se,
     )
 
 
@@ -469,10 +472,14 @@ def sequential_look(
 
     The plan needs ``auc_sample_size(control AUC + MDE, control AUC)`` defaults (control AUC: the validation AUC, else
     this week's). It starts at the experiment's ``started_at`` — for a comparison no experiment names, at the first
-    cohort week with matured rows within :attr:`EvaluationPlan.sequential_lookback_weeks`. Look k sits at the
+    cohort week with matured rows within ``EvaluationSettings.sequential_lookback_weeks``. Look k sits at the
     information fraction of the defaults matured from the start through this week (one look per cohort week with
-    defaults; capped at 1, where the plan ends); the statistic is DeLong's z of treatment − control on all those rows,
-    one-sided (treatment better).
+    defaults; capped at 1, where the plan ends); the test is one-sided (treatment better).
+
+    The statistic combines the weekly DeLong differences of the plan's cohort weeks, weighted by inverse variance
+    (a stratified estimate: each week an independent increment, as the sequential theory assumes): weeks evaluated
+    before are read back from ``model_metrics``; a week never evaluated (a backfill out of order) is computed from
+    its rows. So a look costs one week's rows, not the whole experiment's.
     """
     base = validation_auc if validation_auc is not None and 0.5 < validation_auc < 1 else comparison.auc_control
     target = min(base + plan.settings.minimum_detectable_auc_difference, 0.995)
@@ -486,15 +493,14 @@ def sequential_look(
         since = week.start - dt.timedelta(weeks=plan.settings.sequential_lookback_weeks)
     params = {k: v for k, v in week.params().items() if k != "cohort_start"}
     counts = warehouse.run("queries/weekly_positives", {**params, "since": _midnight(since)}).to_pylist()
-    if counts:
-        first = min(r["cohort_start"] for r in counts)
-        since = first.date() if isinstance(first, dt.datetime) else first
     cumulative = np.cumsum([int(r["n_positive"]) for r in counts]) if counts else np.array([comparison.n_positive])
     # Looks need increasing information: a week without defaults adds no look; past the plan's end (1) none either.
     fractions = sorted({min(float(c) / required, 1.0) for c in cumulative if c > 0})
     fractions = fractions or [min(comparison.n_positive / required, 1.0)]
     bounds = group_sequential_bounds(fractions, alpha=plan.settings.alpha, spending="obrien_fleming")
-    z = _cumulative_z(warehouse, week, since, experiment) if since < week.start else comparison.delong_z
+    earlier = [_as_date(r["cohort_start"]) for r in counts if int(r["n_positive"]) > 0]
+    increments = _earlier_differences(warehouse, experiment, week, [d for d in earlier if d < week.start])
+    z = combined_z([*increments, (comparison.auc_difference, comparison.auc_difference_se)])
     boundary = bounds.boundaries[-1]
     return _replace(
         comparison,
@@ -508,13 +514,53 @@ def sequential_look(
     )
 
 
-def _cumulative_z(warehouse: Warehouse, week: CohortWeek, since: dt.date, experiment: ComparisonPlan) -> float:
-    """DeLong's z (treatment − control) on every matured row from ``since`` through the week, by alias: a version
-    change of either model during the plan does not break the series (the plan compares the aliases)."""
-    wide = CohortWeek(start=since, end=week.end, label=week.label, as_of=week.as_of)
-    table = warehouse.run("queries/weekly_cohort", wide.params())
-    if table.num_rows == 0:
+def _as_date(value: dt.date | dt.datetime) -> dt.date:
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+def combined_z(increments: Sequence[tuple[float, float]]) -> float:
+    """z of the inverse-variance weighted mean of independent differences ``(difference, standard error)``; weeks
+    without a usable standard error are left out (NaN when none is usable)."""
+    usable = [(d, se) for d, se in increments if math.isfinite(d) and math.isfinite(se) and se > 0]
+    if not usable:
         return math.nan
+    weights = np.array([1.0 / se**2 for _, se in usable])
+    estimate = float(np.dot(weights, [d for d, _ in usable]) / weights.sum())
+    return estimate * math.sqrt(float(weights.sum()))
+
+
+def _earlier_differences(
+    warehouse: Warehouse, experiment: ComparisonPlan, week: CohortWeek, weeks: Sequence[dt.date]
+) -> list[tuple[float, float]]:
+    """(AUC difference, its SE) of each earlier cohort week of the plan: as recorded in ``model_metrics``, else
+    computed from the week's rows (by alias: a version change during the plan does not break the series)."""
+    if not weeks:
+        return []
+    params = {
+        "experiment_id": experiment.experiment_id,
+        "label": week.label,
+        "since_date": min(weeks),
+        "before_date": week.start,
+    }
+    recorded: dict[dt.date, dict[str, float]] = {}
+    for r in warehouse.run("queries/comparison_history", params).to_pylist():
+        recorded.setdefault(_as_date(r["cohort_start"]), {})[r["metric"]] = r["value"]
+    out = []
+    for start in weeks:
+        figures = recorded.get(start, {})
+        if figures.get("auc_difference") is not None and figures.get("auc_difference_se") is not None:
+            out.append((figures["auc_difference"], figures["auc_difference_se"]))
+        else:
+            earlier = CohortWeek(start=start, end=start + dt.timedelta(days=7), label=week.label, as_of=week.as_of)
+            out.append(_week_difference(warehouse, earlier, experiment))
+    return out
+
+
+def _week_difference(warehouse: Warehouse, week: CohortWeek, experiment: ComparisonPlan) -> tuple[float, float]:
+    """DeLong's (treatment − control, SE) on one week's matured rows, by alias."""
+    table = warehouse.run("queries/weekly_cohort", week.params())
+    if table.num_rows == 0:
+        return math.nan, math.nan
     y = pc.fill_null(table.column("defaulted"), False).to_numpy(zero_copy_only=False).astype(np.int8)
     by_alias: dict[str, np.ndarray] = {}
     for key, column in pivot_scores(table.column("scores"), table.num_rows).items():
@@ -522,12 +568,13 @@ def _cumulative_z(warehouse: Warehouse, week: CohortWeek, since: dt.date, experi
         np.copyto(merged, column, where=~np.isnan(column))
     control, treatment = by_alias.get(experiment.control_alias), by_alias.get(experiment.treatment_alias)
     if control is None or treatment is None:
-        return math.nan
+        return math.nan, math.nan
     both = ~np.isnan(control) & ~np.isnan(treatment)
     y = y[both]
     if not 0 < y.sum() < y.size:
-        return math.nan
-    return delong_test(y, treatment[both], control[both]).z
+        return math.nan, math.nan
+    result = delong_test(y, treatment[both], control[both])
+    return result.difference, result.se
 
 
 # ------------------------------------------------------------------------------------------------ outputs
