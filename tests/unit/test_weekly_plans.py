@@ -103,3 +103,45 @@ def test_a_canarys_arms_are_checked_against_its_share(control: int, treatment: i
         ("queries/arm_counts", {"cohort_start": dt.datetime(2026, 1, 12, tzinfo=dt.UTC),
                                 "cohort_end": dt.datetime(2026, 1, 19, tzinfo=dt.UTC)})
     ]  # fmt: skip
+
+
+def test_a_canarys_arms_default_rates_are_compared_unpaired() -> None:
+    from statsmodels.stats.proportion import proportions_ztest
+
+    from shadowgate.config import EvaluationSettings
+    from shadowgate.pipelines.performance import EvaluationPlan, evaluate_week
+    from shadowgate.serving.policies import Thresholds
+
+    rng = np.random.default_rng(4)
+    n = 4_000
+    arm = np.where(rng.random(n) < 0.1, "treatment", "control")
+    y = (rng.random(n) < np.where(arm == "treatment", 0.04, 0.07)).astype(np.int8)  # the challenger approves better
+    scores = {
+        ModelKey("champion", "1"): np.clip(0.05 + 0.2 * y + rng.normal(0, 0.05, n), 0.001, 0.999),
+        ModelKey("challenger-b", "3"): np.clip(0.05 + 0.25 * y + rng.normal(0, 0.05, n), 0.001, 0.999),
+    }
+    frame = pd.DataFrame(
+        {
+            "policy_name": "conservative", "experiment_id": "canary-b", "arm": arm, "amount": 100.0,
+            "customer_type": "new", "merchant_category": "home", "amount_band": "100-500", "channel": "web",
+        }
+    )  # fmt: skip
+    cohort = Cohort(week=WEEK, y=y, scores=scores, frame=frame, rows_total=n)
+    canary = ComparisonPlan(
+        experiment_id="canary-b", treatment_alias="challenger-b", mode="canary", treatment_share=0.1
+    )
+    plan = EvaluationPlan(settings=EvaluationSettings(bootstrap_resamples=20), early_maturity_days=17, maturity_days=90)
+    [c] = evaluate_week(
+        cohort, plans=[canary], policies={"conservative": Thresholds(high=0.5, medium=0.25)}, plan=plan
+    ).comparisons
+    treated, control = arm == "treatment", arm == "control"
+    assert c.arm_default_rate_treatment == pytest.approx(y[treated].mean())
+    assert c.arm_default_rate_control == pytest.approx(y[control].mean())
+    _, p_value = proportions_ztest([y[treated].sum(), y[control].sum()], [treated.sum(), control.sum()])
+    assert c.arm_default_rate_p_value == pytest.approx(p_value)
+    # A shadow comparison has no arms of its own: nothing is computed.
+    shadow = ComparisonPlan(experiment_id="canary-b", treatment_alias="challenger-b")
+    [s] = evaluate_week(
+        cohort, plans=[shadow], policies={"conservative": Thresholds(high=0.5, medium=0.25)}, plan=plan
+    ).comparisons
+    assert (s.arm_default_rate_control, s.arm_default_rate_p_value) == (None, None)

@@ -63,6 +63,7 @@ from shadowgate.evaluation.stats import (
     mcnemar_test,
     paired_bootstrap_ci,
     srm_test,
+    two_proportion_test,
 )
 from shadowgate.pipelines.alerts import Alert
 from shadowgate.storage.results import ResultsStore, RunRecord
@@ -282,6 +283,12 @@ class Comparison:
     mcnemar_p_value: float
     decisions_disagree: int
     """Rows where one model would approve and the other not, at the policy's approval threshold."""
+    arm_default_rate_control: float | None = None
+    """Canary only: default rate of the approved, matured decisions the control arm served (its own customers)."""
+    arm_default_rate_treatment: float | None = None
+    """Canary only: the same for the treatment arm (the challenger decided for them)."""
+    arm_default_rate_p_value: float | None = None
+    """Canary only: two-proportion test of the arms' default rates (different customers: unpaired)."""
     auc_difference_se: float = math.nan
     """DeLong's standard error of the difference (what the sequential statistic weighs this week by)."""
     holm_p_value: float = math.nan
@@ -394,6 +401,27 @@ def compare(
     )
 
 
+def _with_arm_rates(c: Comparison, cohort: Cohort, experiment: ComparisonPlan) -> Comparison:
+    """A canary's arms served different customers: their default rates among the approved are compared unpaired."""
+    frame = cohort.frame
+    mine = (frame["experiment_id"] == experiment.experiment_id).to_numpy()
+    arm = frame["arm"].astype(object).to_numpy()
+    counts = {}
+    for name in ("control", "treatment"):
+        rows = mine & (arm == name)
+        counts[name] = (int(cohort.y[rows].sum()), int(rows.sum()))
+    (d_c, n_c), (d_t, n_t) = counts["control"], counts["treatment"]
+    if n_c == 0 or n_t == 0:
+        return c
+    test = two_proportion_test(successes_a=d_t, n_a=n_t, successes_b=d_c, n_b=n_c)
+    return _replace(
+        c,
+        arm_default_rate_control=d_c / n_c,
+        arm_default_rate_treatment=d_t / n_t,
+        arm_default_rate_p_value=test.p_value,
+    )
+
+
 def evaluate_week(
     cohort: Cohort,
     *,
@@ -427,9 +455,8 @@ def evaluate_week(
         if control is None or treatment is None or thresholds is None or cohort.n == 0:
             continue
         if 0 < cohort.y.sum() < cohort.n:
-            comparisons.append(
-                compare(cohort, control, treatment, experiment_id=p.experiment_id, thresholds=thresholds, plan=plan)
-            )
+            c = compare(cohort, control, treatment, experiment_id=p.experiment_id, thresholds=thresholds, plan=plan)
+            comparisons.append(_with_arm_rates(c, cohort, p) if p.mode == "canary" else c)
         if segments is not None:
             for r in simpsons_reversals(segments, treatment.name, control.name):
                 reversals.append({"experiment_id": p.experiment_id, **asdict(r)})
