@@ -342,3 +342,15 @@ def test_a_run_without_a_data_interval_labels_the_last_whole_day() -> None:
     assert last_complete_day(utc(2026, 3, 5)) == (utc(2026, 3, 4), utc(2026, 3, 5))
     berlin = dt.timezone(dt.timedelta(hours=1))
     assert last_complete_day(dt.datetime(2026, 3, 5, 0, 30, tzinfo=berlin)) == (utc(2026, 3, 3), utc(2026, 3, 4))
+
+
+def test_a_purchase_decided_twice_is_labelled_once_by_its_first_decision(warehouse: DuckDBWarehouse) -> None:
+    # The client lost the answer of decision 1 and sent the purchase again: decision 2 is the same transaction.
+    first = prediction_row(1, at=T0)
+    retried = {**prediction_row(2, at=T0), "transaction_id": _tx(1), "served_at": T0 + dt.timedelta(seconds=3)}
+    load(warehouse, "prediction_logs", [first, retried])
+    load(warehouse, "outcomes", [outcome_row(_tx(1), "instalment_paid", T0 + 14 * DAY, 2)])
+    summary = _run(warehouse, EARLY_DAY)
+    rows = warehouse.query("SELECT prediction_id FROM shadowgate.labeled_predictions").to_pylist()
+    assert rows == [{"prediction_id": first["prediction_id"]}]
+    assert (summary.approved, summary.labeled) == (1, 1)

@@ -48,6 +48,8 @@ WITH cohort AS (
   FROM `${dataset}.prediction_logs` AS p
   WHERE (p.event_timestamp > @early_from AND p.event_timestamp <= @early_to)
     OR (p.event_timestamp > @final_from AND p.event_timestamp <= @final_to)
+  -- A purchase decided twice (a client retried a request whose answer it lost) is one credit: its first decision.
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY p.transaction_id ORDER BY p.served_at, p.prediction_id) = 1
 ),
 known AS (
   -- Outcomes known by as_of, from the oldest cohort purchase on (final_from <= early_from).
