@@ -241,6 +241,9 @@ def load_cohort(warehouse: Warehouse, week: CohortWeek, *, plan: EvaluationPlan)
     common = np.ones(rows, dtype=bool)
     for column in kept.values():
         common &= ~np.isnan(column)
+    if kept and not common.any():  # no row every kept model scored (disjoint halves): nothing to compare on
+        skipped.update({k.name: round(coverage[k], 4) for k in kept})
+        kept = {}
     # Strings as categories: a few distinct values each, millions of rows (object strings would take GBs).
     frame = table.select(["policy_name", "experiment_id", "arm", "amount", *SEGMENT_COLUMNS]).to_pandas(
         strings_to_categorical=True
