@@ -34,7 +34,9 @@ later run wrote): the UI's *Backfill* on this DAG, or
 airflow backfill create --dag-id join_ground_truth --from-date 2026-03-01 --to-date 2026-03-31
 ```
 
-(add `--reprocess-behavior completed` to run days again; a paused DAG's backfill waits until it is unpaused).
+(add `--reprocess-behavior completed` to run days again; a paused DAG's backfill waits until it is unpaused). On the
+local stack (Airflow on SQLite) use the UI's *Backfill*: when it answers "Database is locked", submit it again; the
+CLI writes the SQLite database beside the scheduler and can stop it (`make up` restarts it).
 """
 
 from __future__ import annotations

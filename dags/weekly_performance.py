@@ -28,6 +28,10 @@ warehouse table `model_metrics`.
 airflow backfill create --dag-id weekly_performance --from-date 2026-04-06 --to-date 2026-06-29
 ```
 
+(the dates are the runs' interval starts; add `--reprocess-behavior completed` to evaluate weeks again). On the
+local stack (Airflow on SQLite) use the UI's *Backfill*: when it answers "Database is locked", submit it again; the
+CLI writes the SQLite database beside the scheduler and can stop it (`make up` restarts it).
+
 * **Params:** `cohort_week` (a Monday: evaluate that week instead of the ones due), `labels`.
 * **Consumes** the asset `labeled_predictions`; **produces** `model_metrics` (for the promotion gate).
 """
