@@ -29,51 +29,40 @@ from shadowgate.evaluation.stats import (
     two_proportion_test,
 )
 
-# pROC's aSAH data set (Turck et al. 2010: 113 patients after aneurysmal subarachnoid haemorrhage), the columns
-# `outcome` (1 = "Poor"), `wfns` (WFNS grade 1-5) and `s100b` (S100β, µg/l), in pROC's row order.
-ASAH_OUTCOME = (
-    "00001101001011001011101000000000100110110000000001100010001010011101101111000110100000010000000000001111110001000"
-)
-ASAH_WFNS = (
-    "11113254125255125225211112121134214541425511241125521251222151125214524414121421232421451154221113125225552445111"
-)
-ASAH_S100B = """
-0.13 0.14 0.1 0.04 0.13 0.1 0.47 0.16 0.18 0.1 0.12 0.1 0.44 0.71 0.04 0.08 0.49 0.04 0.07 0.33 0.09 0.09 0.07 0.11
-0.07 0.17 0.07 0.11 0.13 0.19 0.05 0.16 0.41 0.14 0.34 0.35 0.48 0.09 0.96 0.25 0.5 0.46 0.16 0.07 0.43 0.45 0.11 0.08
-0.09 0.86 0.52 0.08 0.06 0.13 2.07 0.1 0.14 0.15 0.07 0.06 0.77 0.05 0.09 0.3 0.03 0.09 0.04 0.23 0.7 0.09 0.27 0.71
-0.08 0.26 0.08 0.16 0.09 0.13 0.1 0.08 0.11 0.33 0.11 0.28 0.07 0.1 0.32 0.22 0.07 0.05 0.24 0.38 0.1 0.15 0.08 0.14
-0.1 0.07 0.04 0.19 0.56 0.14 0.58 0.32 0.82 0.74 0.15 0.47 0.17 0.44 0.15 0.5 0.48
-"""
 
-
-def _asah() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    y = np.array([int(c) for c in ASAH_OUTCOME])
-    wfns = np.array([int(c) for c in ASAH_WFNS], dtype=float)
-    s100b = np.array(ASAH_S100B.split(), dtype=float)
-    assert len(y) == len(wfns) == len(s100b) == 113 and y.sum() == 41
-    return y, s100b, wfns
+def _marker_and_grade() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded stand-in for a diagnostic-marker study: 150 cases (60 positive), a continuous marker with ties
+    (rounded to 0.01, 46 distinct values) and an ordinal grade 1-5 (heavy ties). Exported to CSV, pROC computed the
+    reference values below from exactly these numbers."""
+    rng = np.random.default_rng(20261129)
+    n = 150
+    y = (rng.random(n) < 0.35).astype(int)
+    latent = rng.normal(size=n) + 1.0 * y
+    marker = np.round(np.exp(0.6 * latent - 2.0), 2)
+    grade = np.clip(np.round(1.5 * (latent + 0.4 * rng.normal(size=n)) + 2.5), 1, 5)
+    assert (len(y), int(y.sum()), len(set(marker)), sorted(set(grade))) == (150, 60, 46, [1.0, 2.0, 3.0, 4.0, 5.0])
+    return y, marker, grade
 
 
 # ---------------------------------------------------------------------------------------------------------- DeLong
 
 
-def test_delong_matches_proc_roc_test_on_asah() -> None:
-    # pROC 1.18.0: roc.test(roc(aSAH$outcome, aSAH$s100b), roc(aSAH$outcome, aSAH$wfns), method="delong") prints
-    # "Z = -2.209, p-value = 0.02718", 95 % CI -0.17421442 -0.01040618, AUCs 0.7313686 0.8236789; the full-precision
-    # values below are t$statistic, t$p.value, t$conf.int, var(roc1), var(roc2), cov(roc1, roc2).
-    y, s100b, wfns = _asah()
-    result = delong_test(y, s100b, wfns)
-    assert result.auc_a == pytest.approx(0.731368563685637, rel=1e-12)
-    assert result.auc_b == pytest.approx(0.823678861788618, rel=1e-12)
-    assert result.difference == pytest.approx(0.731368563685637 - 0.823678861788618, rel=1e-12)
-    assert result.z == pytest.approx(-2.20898359144091, rel=1e-9)
-    assert result.p_value == pytest.approx(0.0271757822291882, rel=1e-9)
-    assert result.ci == pytest.approx((-0.1742144192494776, -0.0104061769564846), rel=1e-9)
-    cov = delong_covariance(y, [s100b, wfns]).covariance
-    assert cov[0, 0] == pytest.approx(0.00266868245717244, rel=1e-9)
-    assert cov[1, 1] == pytest.approx(0.00146991470882363, rel=1e-9)
-    assert cov[0, 1] == pytest.approx(0.00119615567376754, rel=1e-9)
-    assert result.se == pytest.approx(math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]), rel=1e-12)
+def test_delong_matches_proc_roc_test() -> None:
+    # pROC 1.18.0 on the CSV of _marker_and_grade(): r1 <- roc(y, marker, levels=c(0,1), direction="<");
+    # r2 <- roc(y, grade, ...); t <- roc.test(r1, r2, method="delong"); printed with %.15g: auc(r1), auc(r2),
+    # t$statistic, t$p.value, t$conf.int, var(r1), var(r2), cov(r1, r2).
+    y, marker, grade = _marker_and_grade()
+    result = delong_test(y, marker, grade)
+    assert result.auc_a == pytest.approx(0.747962962962963, rel=1e-12)
+    assert result.auc_b == pytest.approx(0.732314814814815, rel=1e-12)
+    assert result.difference == pytest.approx(0.747962962962963 - 0.732314814814815, rel=1e-9)
+    assert result.z == pytest.approx(0.88513708898724, rel=1e-9)
+    assert result.p_value == pytest.approx(0.376082697883559, rel=1e-9)
+    assert result.ci == pytest.approx((-0.0190016334243419, 0.0502979297206383), rel=1e-9)
+    cov = delong_covariance(y, [marker, grade]).covariance
+    assert cov[0, 0] == pytest.approx(0.00157198561564732, rel=1e-9)
+    assert cov[1, 1] == pytest.approx(0.00162196442626775, rel=1e-9)
+    assert cov[0, 1] == pytest.approx(0.0014407053042872, rel=1e-9)
 
 
 @st.composite
@@ -127,8 +116,8 @@ def test_delong_auc_is_the_mann_whitney_u_with_ties(sample: tuple[np.ndarray, np
 
 
 def test_delong_identical_models_are_not_different() -> None:
-    y, s100b, _ = _asah()
-    result = delong_test(y, s100b, s100b.copy())
+    y, marker, _ = _marker_and_grade()
+    result = delong_test(y, marker, marker.copy())
     assert (result.difference, result.z, result.p_value, result.ci) == (0.0, 0.0, 1.0, (0.0, 0.0))
 
 
