@@ -76,6 +76,8 @@ def weekly_performance() -> None:
     def evaluate_matured_weeks() -> dict[str, object]:
         import datetime as dt
 
+        from airflow.sdk.exceptions import AirflowFailException
+
         from shadowgate.pipelines.performance import evaluation_inputs
         from shadowgate.pipelines.performance import weekly_performance as run
 
@@ -83,7 +85,10 @@ def weekly_performance() -> None:
         params = context["params"]
         end = context.get("data_interval_end") or context["dag_run"].run_after
         cohort = dt.date.fromisoformat(params["cohort_week"]) if params.get("cohort_week") else None
-        with evaluation_inputs(as_of=end, cohort_week=cohort, labels=params.get("labels") or None) as inputs:
+        if cohort is not None and cohort.weekday() != 0:
+            # A wrong Param is not worth three retries: fail at once, saying why.
+            raise AirflowFailException(f"cohort_week must be a Monday, {cohort} is a {cohort:%A}")
+        with evaluation_inputs(as_of=end, week_start=cohort, labels=params.get("labels") or None) as inputs:
             summary = run(**inputs)
         return summary.as_dict()
 

@@ -143,3 +143,16 @@ def test_an_operator_reevaluates_one_week_and_one_label(book: World) -> None:
         "final",
         len(book.approved_in(FINAL_WEEK)),
     )
+
+
+def test_a_cohort_week_that_is_not_a_monday_fails_at_once_and_writes_nothing(book: World) -> None:
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    run = load_dag("weekly_performance").test(
+        logical_date=AS_OF.to_pydatetime(), run_conf={"cohort_week": "2026-02-03"}
+    )
+    assert run.state == DagRunState.FAILED
+    [ti] = run.get_task_instances()
+    # Failed for good on its first try (AirflowFailException): a wrong Param is not retried three times.
+    assert (ti.state, ti.try_number) == (TaskInstanceState.FAILED, 1)
+    assert book.metrics() == []

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import math
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -417,7 +418,7 @@ def _with_arm_rates(c: Comparison, cohort: Cohort, experiment: ComparisonPlan) -
     if n_c == 0 or n_t == 0:
         return c
     test = two_proportion_test(successes_a=d_t, n_a=n_t, successes_b=d_c, n_b=n_c)
-    return _replace(
+    return replace(
         c,
         arm_default_rate_control=d_c / n_c,
         arm_default_rate_treatment=d_t / n_t,
@@ -465,7 +466,7 @@ def evaluate_week(
                 reversals.append({"experiment_id": p.experiment_id, **asdict(r)})
     if comparisons:
         adjusted = holm([c.delong_p_value for c in comparisons])
-        comparisons = [_replace(c, holm_p_value=float(p)) for c, p in zip(comparisons, adjusted, strict=True)]
+        comparisons = [replace(c, holm_p_value=float(p)) for c, p in zip(comparisons, adjusted, strict=True)]
     return WeekEvaluation(
         week=week,
         n=cohort.n,
@@ -478,12 +479,6 @@ def evaluate_week(
         comparisons=comparisons,
         skipped_models=cohort.skipped_models,
     )
-
-
-def _replace(c: Comparison, **changes: Any) -> Comparison:
-    from dataclasses import replace
-
-    return replace(c, **changes)
 
 
 # ------------------------------------------------------------------------------------------------ sequential look
@@ -532,7 +527,7 @@ def sequential_look(
     increments = _earlier_differences(warehouse, experiment, week, [d for d in earlier if d < week.start])
     z = combined_z([*increments, (comparison.auc_difference, comparison.auc_difference_se)])
     boundary = bounds.boundaries[-1]
-    return _replace(
+    return replace(
         comparison,
         look=len(fractions),
         information_fraction=fractions[-1],
@@ -787,15 +782,14 @@ def weekly_performance(
         looked = []
         for c in evaluation.comparisons:
             experiment = next(p for p in week_plans if p.experiment_id == c.experiment_id)
-            treatment = cohort.model(experiment.treatment_alias)
             control = cohort.model(experiment.control_alias)
-            assert treatment is not None and control is not None
+            assert control is not None  # a comparison exists only when both of its models scored the cohort
             reference = validation_auc(control.alias, control.version)
             c = sequential_look(warehouse, c, experiment, week, plan=plan, validation_auc=reference)
             if experiment.mode == "canary":
                 c = _with_srm(warehouse, c, experiment, week)
             looked.append(c)
-        evaluation = _replace_comparisons(evaluation, looked)
+        evaluation = replace(evaluation, comparisons=looked)
         week_alerts = _alerts(evaluation, validation_auc=validation_auc, plan=plan)
         for a in week_alerts:
             alerts.append(f"{a.title}: {a.text}")
@@ -843,12 +837,6 @@ def weekly_performance(
     )
 
 
-def _replace_comparisons(evaluation: WeekEvaluation, comparisons: list[Comparison]) -> WeekEvaluation:
-    from dataclasses import replace
-
-    return replace(evaluation, comparisons=comparisons)
-
-
 def _with_srm(warehouse: Warehouse, c: Comparison, experiment: ComparisonPlan, week: CohortWeek) -> Comparison:
     """The sample-ratio check of a canary's arms over every decision of the week (not only the matured)."""
     counts = {
@@ -862,7 +850,7 @@ def _with_srm(warehouse: Warehouse, c: Comparison, experiment: ComparisonPlan, w
     if sum(observed) == 0 or not 0 < experiment.treatment_share < 1:
         return c
     srm = srm_test(observed, [1 - experiment.treatment_share, experiment.treatment_share])
-    return _replace(c, srm_p_value=srm.p_value, srm_flagged=srm.flagged)
+    return replace(c, srm_p_value=srm.p_value, srm_flagged=srm.flagged)
 
 
 def _alerts(
@@ -1058,7 +1046,7 @@ def plans_from_book(experiments: Iterable[Any]) -> list[ComparisonPlan]:
 
 @contextlib.contextmanager
 def evaluation_inputs(
-    *, as_of: dt.datetime, cohort_week: dt.date | None = None, labels: Sequence[str] | None = None
+    *, as_of: dt.datetime, week_start: dt.date | None = None, labels: Sequence[str] | None = None
 ) -> Iterator[dict[str, Any]]:
     """The arguments of :func:`weekly_performance` resolved from the environment's settings, for the DAG: the
     warehouse, the MLflow results store, the decision policies' thresholds and the experiment book (serving's
@@ -1091,8 +1079,9 @@ def evaluation_inputs(
         maturity_days=ground_truth.maturity_days,
     )
     chosen: list[Label] = [label for label in LABELS if labels is None or label in labels]
-    weeks = [_cohort_week(cohort_week, label, as_of=as_of) for label in chosen] if cohort_week else None
-    if weeks is None:
+    if week_start is not None:
+        weeks = [cohort_week(week_start, label, as_of=as_of) for label in chosen]
+    else:
         weeks = cohort_weeks(as_of, plan=plan, labels=chosen)
     client = redis_client(RedisSettings().resolved_url, timeout_s=5.0)
     try:
@@ -1117,11 +1106,11 @@ def evaluation_inputs(
             "policies": {name: load_policy(name).thresholds for name in shipped_policy_names()},
             "experiments": plans_from_book(book.experiments),
             "weeks": weeks,
-            "validation_auc": lambda alias, version: registry.training_metric(version),
+            # Asked per model and per comparison every week: one registry lookup per version.
+            "validation_auc": functools.lru_cache(maxsize=None)(
+                lambda alias, version: registry.training_metric(version)
+            ),
             "alert": lambda a: send_alert(a, webhook_url=webhook),
         }
     finally:
         warehouse.close()
-
-
-_cohort_week = cohort_week

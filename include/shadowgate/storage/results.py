@@ -130,7 +130,7 @@ class MlflowResultsStore:
         ]
         tags = [RunTag(k, str(v)) for k, v in record.tags.items()]
         # log_batch takes at most 1000 metrics and 100 tags a call.
-        for start in range(0, max(len(metrics), 1), 1000):
+        for start in range(0, len(metrics), 1000):
             self._client.log_batch(run_id, metrics=metrics[start : start + 1000])
         for start in range(0, len(tags), 100):
             self._client.log_batch(run_id, tags=tags[start : start + 100])
