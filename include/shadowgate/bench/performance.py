@@ -33,16 +33,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shadowgate.simulation.mechanism import sigmoid
+
 WEEK_START = dt.date(2026, 1, 5)
 MODELS = (("champion", "1", 1.0), ("challenger", "2", 0.6), ("challenger-b", "3", 1.0))
 """(alias, version, noise) of the models that scored every request: the smaller the noise, the better the ranking."""
 MEDIUM, HIGH = 0.25, 0.5
 """The conservative policy's cut-offs: approve below MEDIUM, refer below HIGH, deny above."""
 TARGET_S = 60.0
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _one(array: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -90,10 +88,10 @@ def synthetic_week(*, per_day: int, seed: int = 7, start: dt.date = WEEK_START) 
     rng = np.random.default_rng(seed)
     risk = rng.normal(size=n)
     logit = -3.0 + 1.2 * risk
-    is_default = rng.random(n) < _sigmoid(logit)
+    is_default = rng.random(n) < sigmoid(logit)
     seconds = np.sort(rng.uniform(0, 7 * 86_400 - 1, n))
     stamps = _timestamps(start, seconds)
-    scores = {alias: _sigmoid(logit + rng.normal(scale=noise, size=n)) for alias, _, noise in MODELS}
+    scores = {alias: sigmoid(logit + rng.normal(scale=noise, size=n)) for alias, _, noise in MODELS}
     champion = scores["champion"]
     decision = np.where(champion < MEDIUM, "approve", np.where(champion < HIGH, "manual_review", "deny"))
     # The nested scores: one struct per model and request, the models in the same order on every request.
