@@ -33,7 +33,8 @@ local stack (Airflow on SQLite) use the UI's *Backfill*: when it answers "Databa
 CLI writes the SQLite database beside the scheduler and can stop it (`make up` restarts it).
 
 * **Params:** `cohort_week` (a Monday: evaluate that week instead of the ones due), `labels`.
-* **Consumes** the asset `labeled_predictions`; **produces** `model_metrics` (for the promotion gate).
+* **Consumes** the asset `labeled_predictions`; **produces** `model_metrics` (for the promotion gate, which is not
+  built yet).
 """
 
 from __future__ import annotations
