@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 REPLAY_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install bqemu up down status replay test check lint format typecheck pytest bench bench-features bench-simulate bench-scorer bench-serving bench-upload bench-performance lock env-example clean
+.PHONY: help install bqemu up down status replay test check lint format typecheck pytest bench bench-features bench-simulate bench-scorer bench-serving bench-upload bench-performance plan-proof lock env-example clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -91,6 +91,10 @@ lock: ## Re-resolve the stack and rewrite requirements.txt with exact pins
 	  schemathesis fastapi-offline
 	{ head -2 requirements.txt; .lock-venv/bin/pip freeze | grep -vE '^(pip|setuptools|wheel)=='; } > requirements.txt.new
 	mv requirements.txt.new requirements.txt && rm -rf .lock-venv
+
+plan-proof: $(STAMP) ## The comparison plan's error rates: 10,000 simulated experiments per scenario (PLAN_JSON=<file>)
+	$(BIN)/shadowgate plan-experiment --decisions-per-week 4500 --default-rate 0.05 --champion-auc 0.78 \
+		--simulate 10000 --seed 20261207 $(if $(PLAN_JSON),--json $(PLAN_JSON))
 
 env-example: $(STAMP) ## Regenerate .env.example from the settings classes
 	$(BIN)/python -c "from shadowgate.config import env_example; print(env_example(), end='')" > .env.example

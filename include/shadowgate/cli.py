@@ -1,10 +1,12 @@
-"""``shadowgate`` commands: simulate, replay, train, bootstrap, record-deployments, up/down/status, bench."""
+"""``shadowgate`` commands: simulate, replay, plan-experiment, train, bootstrap, record-deployments, up/down/status,
+bench."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -367,6 +369,126 @@ def train(
         f"{result.kind.value}: version {result.model_version} @{result.alias}  valid AUC {result.metrics.auc:.4f}  "
         f"(train {result.n_train:,} / valid {result.n_valid:,} rows, run {result.run_id})"
     )
+
+
+@app.command("plan-experiment")
+def plan_experiment(
+    decisions_per_week: Annotated[float, typer.Option(min=1, help="decisions the API makes per week")],
+    default_rate: Annotated[
+        float, typer.Option(min=0.0001, max=0.9999, help="share of approved purchases that default (final label)")
+    ],
+    champion_auc: Annotated[
+        float, typer.Option(min=0.5, max=0.999, help="the champion's AUC on approved, matured purchases")
+    ],
+    margin: Annotated[float | None, typer.Option(help="δ (default: SHADOWGATE_EVALUATION_AUC_MARGIN)")] = None,
+    mde: Annotated[
+        float | None, typer.Option(help="gain beyond δ to find (default: …_MINIMUM_DETECTABLE_AUC_DIFFERENCE)")
+    ] = None,
+    approval_rate: Annotated[float, typer.Option(min=0.01, max=1.0, help="share of decisions approved")] = 0.9,
+    correlation: Annotated[
+        float, typer.Option(min=-0.99, max=0.99, help="within-class correlation of the two models' scores")
+    ] = 0.85,
+    challengers: Annotated[int, typer.Option(min=1, help="challengers compared with the champion (α split)")] = 1,
+    max_looks: Annotated[int | None, typer.Option(min=1, help="default: SHADOWGATE_EVALUATION_MAX_LOOKS")] = None,
+    simulate: Annotated[int, typer.Option(min=0, help="also simulate this many experiments per scenario")] = 0,
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[Path | None, typer.Option("--json", help="write the figures to this JSON file")] = None,
+) -> None:
+    """How long until we can know: the plan a comparison of this size gets, its looks and, with --simulate, its
+    error rates measured on simulated experiments (A/A, a near twin, the margin, H1), peeking weekly as the DAG does."""
+    import dataclasses
+
+    from shadowgate.config import EvaluationSettings, GroundTruthSettings
+    from shadowgate.evaluation.planning import plan_experiment as make_plan
+    from shadowgate.evaluation.planning import simulate_experiments
+
+    settings = EvaluationSettings()
+    summary = make_plan(
+        decisions_per_week=decisions_per_week,
+        default_rate=default_rate,
+        champion_auc=champion_auc,
+        margin=settings.auc_margin if margin is None else margin,
+        mde=settings.minimum_detectable_auc_difference if mde is None else mde,
+        alpha=settings.alpha,
+        power=settings.power,
+        max_looks=settings.max_looks if max_looks is None else max_looks,
+        correlation=correlation,
+        approval_rate=approval_rate,
+        comparisons=challengers,
+        futility=settings.futility,
+        label_delay_days=GroundTruthSettings().maturity_days,
+    )
+    plan, info = summary.plan, summary.info
+    typer.echo(f"plan: {plan.describe()}")
+    typer.echo(
+        f"per week: {info.defaults:,.0f} defaults and {info.repaid:,.0f} repaid purchases labelled; SE of a week's "
+        f"ΔAUC {info.se:.4f} (information {info.information:,.0f} a week)"
+    )
+    typer.echo(
+        f"information needed: {plan.max_information:,.0f} ({plan.max_information / plan.fixed_information:.3f}× the "
+        f"{plan.fixed_information:,.0f} of a single test at the end, which needs {summary.fixed_horizon_weeks} weeks "
+        "of data)"
+    )
+    delay = summary.label_delay_days
+    typer.echo(f"looks (weeks of data; calendar weeks after the start, with the {delay}-day label delay):")
+    for look in summary.looks:
+        futility = look["futility_z"]
+        typer.echo(
+            f"  look {look['look']:>2}: week {look['data_weeks']:>3} (calendar {look['calendar_weeks']:>3}), "
+            f"information {look['information_fraction']:6.1%}: superior if z ≥ {look['efficacy_z']:.2f} "
+            f"(ΔAUC ≥ {look['superior_if_delta_at_least']:.4f})"
+            + (
+                f", futile if z < {futility:.2f} (ΔAUC < {look['futile_if_delta_below']:.4f})"
+                if math.isfinite(futility) and look is not summary.looks[-1]
+                else ""
+            )
+        )
+    end = summary.looks[-1]
+    typer.echo(
+        f"the plan ends by week {summary.weeks_to_end} of data (calendar week {end['calendar_weeks']})"
+        + (
+            ""
+            if summary.reaches_max_information
+            else " — SHORT of its information: raise --max-looks, or power is lower"
+        )
+    )
+    out: dict[str, Any] = {
+        "plan": dataclasses.asdict(plan),
+        "weekly": dataclasses.asdict(info),
+        "looks": summary.looks,
+        "weeks_to_end": summary.weeks_to_end,
+        "fixed_horizon_weeks": summary.fixed_horizon_weeks,
+        "reaches_max_information": summary.reaches_max_information,
+    }
+    if simulate:
+        started = time.perf_counter()
+        rates = simulate_experiments(plan, info, experiments=simulate, seed=seed)
+        elapsed = time.perf_counter() - started
+        typer.echo(f"simulated {simulate:,} experiments per scenario, {rates.weeks_simulated} weekly looks each:")
+        for name, rate, mc in (
+            ("A/A (ΔAUC = 0): superior", rates.aa_superior_rate, rates.aa_superior_mc_error),
+            (
+                f"near twin (ΔAUC = δ/2 = {plan.margin / 2:g}): superior",
+                rates.twin_superior_rate,
+                rates.twin_superior_mc_error,
+            ),
+            (
+                f"at the margin (ΔAUC = δ = {plan.margin:g}): superior",
+                rates.margin_superior_rate,
+                rates.margin_superior_mc_error,
+            ),
+            (f"H1 (ΔAUC = δ + MDE = {plan.margin + plan.mde:g}): superior", rates.h1_power, rates.h1_power_mc_error),
+            ("A/A: stopped early for futility", rates.futility_rate, rates.futility_mc_error),
+        ):
+            typer.echo(f"  {name:<48} {rate:7.2%} ± {mc:.2%}")
+        typer.echo(
+            f"  weeks of data to a verdict: H1 {rates.h1_mean_weeks:.2f}, A/A {rates.aa_mean_weeks:.2f}; a single test "
+            f"needs {rates.fixed_horizon_weeks} (H1 {rates.h1_weeks_vs_fixed:.2f}× that)   [{elapsed:.1f} s]"
+        )
+        out.update(dataclasses.asdict(rates))
+    if as_json is not None:
+        as_json.write_text(json.dumps(out, indent=2, default=float))
+        typer.echo(f"wrote {as_json}")
 
 
 @app.command("record-deployments")
