@@ -58,6 +58,16 @@ def _rows(table: str) -> list[dict[str, Any]]:
             **move,
         )
         return [event.row()]
+    if table == "comparison_plans":
+        return [
+            {
+                "experiment_id": "champion-vs-challenger", "control_alias": "champion",
+                "treatment_alias": "challenger", "started_on": dt.date(2026, 1, 5), "decision_label": "final",
+                "margin": 0.01, "mde": 0.01, "alpha": 0.025, "power": 0.8, "max_looks": 26,
+                "max_information": 96_134.0, "futility": True, "comparisons": 1, "spending": "obrien_fleming",
+                "created_at": NOW, "description": "H0: ΔAUC ≤ 0.01 vs H1: ΔAUC ≥ 0.02",
+            }
+        ]  # fmt: skip
     return decode_batch("s", "outcome", [Entry("1-0", {"payload": "{}"})], NOW).quarantine
 
 
@@ -69,6 +79,7 @@ def test_the_library_lists_every_shipped_statement() -> None:
         + ["merge/labeled_predictions"]
         + ["queries/ground_truth_labels", "queries/ground_truth_report", "queries/last_load", "queries/table_counts"]
         + ["queries/arm_counts", "queries/comparison_history", "queries/weekly_cohort", "queries/weekly_positives"]
+        + ["queries/comparison_plan"]
     )
 
 

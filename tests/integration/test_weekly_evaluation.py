@@ -20,7 +20,6 @@ from shadowgate.pipelines.performance import (
     EvaluationPlan,
     cohort_week,
     cohort_weeks,
-    combined_z,
     pivot_scores,
     weekly_performance,
 )
@@ -145,11 +144,20 @@ def test_a_week_is_evaluated_pairwise_logged_once_and_a_rerun_changes_nothing(
             "n_positive": int(y[new].sum()),
         }
     ]
-    cumulative = warehouse.query(
-        f"""SELECT value FROM {warehouse.qualified}."model_metrics" WHERE experiment_id = 'shadow-challenger'
-            AND model = 'challenger@2 vs champion@1' AND metric = 'cumulative_defaults'"""
+    looks = warehouse.query(
+        f"""SELECT metric, value FROM {warehouse.qualified}."model_metrics" WHERE experiment_id = 'shadow-challenger'
+            AND model = 'challenger@2 vs champion@1' AND metric IN ('look', 'information', 'margin')
+            ORDER BY metric"""
     ).to_pylist()
-    assert cumulative == [{"value": float(y.sum() + np.sum(w1["final_defaulted"]))}]
+    w1_se = delong_test(
+        np.array(w1["final_defaulted"], dtype=int),
+        *(np.array([next(x["score"] for x in r if x["alias"] == m) for r in w1["scores"]]) for m in MODELS[1::-1]),
+    ).se
+    assert looks == [
+        {"metric": "information", "value": pytest.approx(1 / w1_se**2 + 1 / ref.se**2, rel=1e-9)},
+        {"metric": "look", "value": 2.0},
+        {"metric": "margin", "value": EvaluationSettings().auc_margin},
+    ]
     rows = _metrics(warehouse)
     assert summary.metric_rows == len(rows) > 100
     assert len({r[0] for r in rows}) == len(rows)
@@ -157,7 +165,9 @@ def test_a_week_is_evaluated_pairwise_logged_once_and_a_rerun_changes_nothing(
     client = MlflowClient(tracking_uri=results.tracking_uri, registry_uri=results.tracking_uri)
     experiment = client.get_experiment_by_name("shadowgate/shadow-challenger")
     assert experiment is not None
-    assert experiment.tags["shadowgate.required_defaults"].isdigit()
+    assert experiment.tags["shadowgate.plan.margin"] == "0.01"
+    assert experiment.tags["shadowgate.plan.started_on"] == "2026-01-05"
+    assert experiment.tags["shadowgate.plan"].startswith("H0: ΔAUC ≤ 0.01 vs H1: ΔAUC ≥ 0.02")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.data.tags["shadowgate.role"] for r in runs) == ["comparison", "model", "model"]
     comparison = next(r for r in runs if r.data.tags["shadowgate.role"] == "comparison")
@@ -212,10 +222,12 @@ def test_alerts_a_model_below_its_validation_auc_and_a_boundary_crossing(
     )
     titles = [a.title for a in sent]
     assert sum("below its validation AUC" in t for t in titles) == 1 and titles[0].startswith("champion@1: AUC")
-    # The challenger is far better by construction: it crosses; challenger-b (champion's noise) does not.
-    crossed = [a.details["experiment_id"] for a in sent if "sequential boundary" in a.title]
-    assert crossed == ["shadow-challenger"]
-    assert all(a.severity == "info" for a in sent if "sequential boundary" in a.title)
+    # The challenger is far better by construction: superior at its second look (W1 + W2); challenger-b (the
+    # champion's noise) reaches no verdict that early, so it raises nothing.
+    verdicts = {a.details["experiment_id"]: (a.details["verdict"], a.severity) for a in sent if "verdict" in a.title}
+    assert verdicts == {"shadow-challenger": ("superior", "info")}
+    other = next(c for c in summary.weeks[0]["comparisons"] if c["experiment_id"] == "champion-vs-challenger-b")
+    assert (other["look"], other["verdict"]) == (2, "continue")
     assert len(summary.alerts) == len(sent) == 2
 
 
@@ -231,12 +243,25 @@ def test_a_purchase_decided_twice_counts_once(warehouse: DuckDBWarehouse) -> Non
     assert summary.weeks[0]["rows_matured"] == N
 
 
-def _cumulative_z(warehouse: DuckDBWarehouse, week: dt.date) -> float:
-    [row] = warehouse.query(
-        f"""SELECT value FROM {warehouse.qualified}."model_metrics" WHERE experiment_id = 'shadow-challenger'
-            AND label = 'final' AND metric = 'cumulative_z' AND cohort_start = DATE '{week.isoformat()}'"""
+def _sequential(warehouse: DuckDBWarehouse, week: dt.date) -> dict[str, float]:
+    rows = warehouse.query(
+        f"""SELECT metric, value FROM {warehouse.qualified}."model_metrics" WHERE experiment_id = 'shadow-challenger'
+            AND label = 'final' AND cohort_start = DATE '{week.isoformat()}'
+            AND metric IN ('sequential_z', 'sequential_estimate', 'look', 'information')"""
     ).to_pylist()
-    return float(row["value"])
+    return {r["metric"]: float(r["value"]) for r in rows}
+
+
+def _by_hand(weeks: list[tuple[float, float]], margin: float) -> dict[str, float]:
+    """The inverse-variance combination written out."""
+    information = sum(1 / se**2 for _, se in weeks)
+    estimate = sum(d / se**2 for d, se in weeks) / information
+    return {
+        "information": information,
+        "look": float(len(weeks)),
+        "sequential_estimate": estimate,
+        "sequential_z": (estimate - margin) * information**0.5,
+    }
 
 
 def test_the_sequential_statistic_combines_the_weeks_by_inverse_variance_in_any_order(
@@ -249,19 +274,20 @@ def test_the_sequential_statistic_combines_the_weeks_by_inverse_variance_in_any_
         result = delong_test(y, score["challenger"], score["champion"])
         return result.difference, result.se
 
-    expected = combined_z([week_delong(W1, 1), week_delong(W2, 2)])
+    margin = EvaluationSettings().auc_margin
+    expected = _by_hand([week_delong(W1, 1), week_delong(W2, 2)], margin)
     # W2 first (a backfill out of order): W1's increment is computed from its rows.
     weeks = [cohort_week(W2, "final", as_of=AS_OF)]
     weekly_performance(warehouse, None, as_of=AS_OF, plan=PLAN, policies=POLICIES, experiments=[SHADOW], weeks=weeks)
-    assert _cumulative_z(warehouse, W2) == pytest.approx(expected, rel=1e-9)
+    assert _sequential(warehouse, W2) == pytest.approx(expected, rel=1e-9)
     # In order (W1, then W2 again): W1's increment is read back from model_metrics; the same statistic.
     for start in (W1, W2):
         weeks = [cohort_week(start, "final", as_of=AS_OF)]
         weekly_performance(
             warehouse, None, as_of=AS_OF, plan=PLAN, policies=POLICIES, experiments=[SHADOW], weeks=weeks
         )
-    assert _cumulative_z(warehouse, W1) == pytest.approx(combined_z([week_delong(W1, 1)]), rel=1e-9)
-    assert _cumulative_z(warehouse, W2) == pytest.approx(expected, rel=1e-9)
-    # The pooled estimate sits between the weeks' own differences, its z above either week's alone.
-    (d1, s1), (d2, s2) = week_delong(W1, 1), week_delong(W2, 2)
-    assert expected > max(d1 / s1, d2 / s2)
+    assert _sequential(warehouse, W1) == pytest.approx(_by_hand([week_delong(W1, 1)], margin), rel=1e-9)
+    assert _sequential(warehouse, W2) == pytest.approx(expected, rel=1e-9)
+    # The pooled estimate sits between the weeks' own differences.
+    (d1, _), (d2, _) = week_delong(W1, 1), week_delong(W2, 2)
+    assert min(d1, d2) <= expected["sequential_estimate"] <= max(d1, d2)

@@ -56,10 +56,9 @@ from shadowgate.evaluation.performance import (
     segment_table,
     simpsons_reversals,
 )
+from shadowgate.evaluation.sequential import Look, SequentialPlan, design_plan, monitoring_look, run_looks
 from shadowgate.evaluation.stats import (
-    auc_sample_size,
     delong_test,
-    group_sequential_bounds,
     holm,
     mcnemar_test,
     paired_bootstrap_ci,
@@ -68,7 +67,7 @@ from shadowgate.evaluation.stats import (
 )
 from shadowgate.pipelines.alerts import Alert
 from shadowgate.storage.results import ResultsStore, RunRecord
-from shadowgate.storage.warehouse import MODEL_METRICS, Warehouse, arrow_schema
+from shadowgate.storage.warehouse import COMPARISON_PLANS, MODEL_METRICS, Warehouse, arrow_schema
 
 if TYPE_CHECKING:
     from shadowgate.serving.policies import Thresholds
@@ -298,20 +297,60 @@ class Comparison:
     holm_p_value: float = math.nan
     srm_p_value: float | None = None
     srm_flagged: bool | None = None
-    look: int = 1
+    look: int = 0
+    """The plan's look this week took (1-based); after the plan's end, the look that ended it; 0: none yet."""
+    information: float = math.nan
+    """Σ 1/SE² of the weekly differences combined so far (the statistic's own information)."""
     information_fraction: float = math.nan
-    required_defaults: int = 0
-    cumulative_defaults: int = 0
-    cumulative_z: float = math.nan
-    boundary_z: float = math.nan
+    """information / the plan's maximum information."""
+    sequential_estimate: float = math.nan
+    """Inverse-variance mean of the weekly ΔAUC from the plan's start through this week."""
+    sequential_se: float = math.nan
+    sequential_z: float = math.nan
+    """(sequential_estimate − margin) / sequential_se."""
+    efficacy_bound: float = math.nan
+    """Superior when sequential_z ≥ this (NaN on the monitoring label)."""
+    futility_bound: float = math.nan
+    """Futile when sequential_z < this before the last look (−inf: none at this look)."""
+    verdict: str = "continue"
+    """continue | superior | futile | not_shown (decision label) or monitoring (the other label)."""
+    plan_ended: bool = False
+    """This week came after the look that ended the plan: not a look; the verdict stands."""
     crossed: bool = False
+    """This week's look reached the verdict."""
+    margin: float = math.nan
+    """δ of the plan (H0: ΔAUC ≤ δ)."""
 
     def row(self) -> dict[str, Any]:
         out = asdict(self)
         for name in ("auc_difference_ci", "brier_difference_ci"):
             low, high = out.pop(name)
             out[f"{name}_low"], out[f"{name}_high"] = low, high
+        # The verdict as numbers too, for model_metrics and MLflow (whose values are floats).
+        for verdict in ("superior", "futile", "not_shown"):
+            out[f"verdict_{verdict}"] = self.verdict == verdict
         return out
+
+
+def verdict_sentence(c: Comparison, week: CohortWeek) -> str:
+    """What the comparison concluded this week, in one paragraph (the MLflow run's description, the summary)."""
+    head = f"{c.treatment} vs {c.control}, cohort {week.name}, {week.label} label: "
+    if c.look == 0:
+        return head + "no look yet (no usable standard error)."
+    figures = (
+        f"combined ΔAUC {c.sequential_estimate:+.4f} ± {c.sequential_se:.4f} over {c.look} week(s), information "
+        f"{c.information_fraction:.0%} of the plan, z = {c.sequential_z:.2f} against the margin {c.margin:g}"
+    )
+    if c.verdict == "monitoring":
+        return head + f"monitoring only (the plan decides on the final label): {figures}."
+    if c.plan_ended:
+        return head + f"the plan ended at look {c.look} with the verdict {c.verdict.upper()}; this week is not a look."
+    bounds = f"superior at z ≥ {c.efficacy_bound:.2f}" + (
+        f", futile below {c.futility_bound:.2f}" if math.isfinite(c.futility_bound) else ""
+    )
+    if c.verdict == "continue":
+        return head + f"look {c.look}: {figures} ({bounds}) — no verdict yet, the plan continues."
+    return head + f"look {c.look}: {figures} ({bounds}) — VERDICT {c.verdict.upper()}; the plan has ended."
 
 
 @dataclass(frozen=True)
@@ -491,67 +530,170 @@ def sequential_look(
     week: CohortWeek,
     *,
     plan: EvaluationPlan,
-    validation_auc: float | None,
+    challengers: int = 1,
 ) -> Comparison:
-    """This week's look of the comparison's group-sequential plan: information so far and the efficacy boundary.
+    """This week's look of the comparison's recorded plan (:mod:`shadowgate.evaluation.sequential`).
 
-    The plan needs ``auc_sample_size(control AUC + MDE, control AUC)`` defaults (control AUC: the validation AUC, else
-    this week's). It starts at the experiment's ``started_at`` — for a comparison no experiment names, at the first
-    cohort week with matured rows within ``EvaluationSettings.sequential_lookback_weeks``. Look k sits at the
-    information fraction of the defaults matured from the start through this week (one look per cohort week with
-    defaults; capped at 1, where the plan ends); the test is one-sided (treatment better).
-
-    The statistic combines the weekly DeLong differences of the plan's cohort weeks, weighted by inverse variance
-    (a stratified estimate: each week an independent increment, as the sequential theory assumes): weeks evaluated
-    before are read back from ``model_metrics``; a week never evaluated (a backfill out of order) is computed from
-    its rows. So a look costs one week's rows, not the whole experiment's.
+    The plan is read from ``comparison_plans`` (made from the settings and recorded at the comparison's first
+    evaluation, never changed after). Its weeks are the cohort weeks from its start through this one with a usable
+    DeLong SE: weeks evaluated before are read back from ``model_metrics``, a week never evaluated (an out-of-order
+    backfill) is computed from its rows, so a look reads one week's rows and every run of a week takes the same look.
+    On the plan's label the looks run until the verdict; a later week is not a look and carries the verdict. On the
+    other label (early) the same combination is shown as monitoring, with no boundary and no verdict.
     """
-    base = validation_auc if validation_auc is not None and 0.5 < validation_auc < 1 else comparison.auc_control
-    target = min(base + plan.settings.minimum_detectable_auc_difference, 0.995)
-    required = auc_sample_size(
-        target, auc_null=base, alpha=plan.settings.alpha, power=plan.settings.power, one_sided=True
-    )
-    if experiment.started_at is not None:
-        started = _utc(experiment.started_at).date()
-        since = min(started - dt.timedelta(days=started.weekday()), week.start)
-    else:
-        since = week.start - dt.timedelta(weeks=plan.settings.sequential_lookback_weeks)
+    recorded = comparison_plan(warehouse, experiment, week, plan=plan, challengers=challengers)
+    stats_plan = recorded.plan
     params = {k: v for k, v in week.params().items() if k != "cohort_start"}
-    counts = warehouse.run("queries/weekly_positives", {**params, "since": _midnight(since)}).to_pylist()
-    cumulative = np.cumsum([int(r["n_positive"]) for r in counts]) if counts else np.array([comparison.n_positive])
-    # Looks need increasing information: a week without defaults adds no look; past the plan's end (1) none either.
-    fractions = sorted({min(float(c) / required, 1.0) for c in cumulative if c > 0})
-    fractions = fractions or [min(comparison.n_positive / required, 1.0)]
-    bounds = group_sequential_bounds(fractions, alpha=plan.settings.alpha, spending="obrien_fleming")
+    counts = warehouse.run("queries/weekly_positives", {**params, "since": _midnight(recorded.started_on)}).to_pylist()
     earlier = [_as_date(r["cohort_start"]) for r in counts if int(r["n_positive"]) > 0]
-    increments = _earlier_differences(warehouse, experiment, week, [d for d in earlier if d < week.start])
-    z = combined_z([*increments, (comparison.auc_difference, comparison.auc_difference_se)])
-    boundary = bounds.boundaries[-1]
-    return replace(
-        comparison,
-        look=len(fractions),
-        information_fraction=fractions[-1],
-        required_defaults=required,
-        cumulative_defaults=int(cumulative[-1]) if cumulative.size else 0,
-        cumulative_z=z,
-        boundary_z=boundary,
-        crossed=bool(z >= boundary),
+    earlier = [d for d in earlier if d < week.start]
+    series = [
+        *_earlier_differences(warehouse, experiment, week, earlier),
+        (comparison.auc_difference, comparison.auc_difference_se),
+    ]
+    common: dict[str, Any] = {"margin": stats_plan.margin}
+    if week.label != stats_plan.label:
+        look = monitoring_look(stats_plan, series)
+        if look is None:
+            return replace(comparison, **common)
+        return replace(comparison, **common, **_look_fields(look), verdict="monitoring")
+    looks = run_looks(stats_plan, series)
+    if not looks:
+        return replace(comparison, **common)
+    this_week_usable = math.isfinite(comparison.auc_difference_se) and comparison.auc_difference_se > 0
+    usable_weeks = sum(1 for d, se in series if math.isfinite(d) and math.isfinite(se) and se > 0)
+    if looks[-1].final and (usable_weeks > len(looks) or not this_week_usable):
+        # The plan ended at an earlier week: this week is no look, the verdict stands.
+        return replace(comparison, **common, **_look_fields(looks[-1]), plan_ended=True, crossed=False)
+    if not this_week_usable:  # no look this week (no usable SE): nothing to show but the plan
+        return replace(comparison, **common)
+    return replace(comparison, **common, **_look_fields(looks[-1]), crossed=looks[-1].final)
+
+
+def _look_fields(look: Look) -> dict[str, Any]:
+    return {
+        "look": look.look,
+        "information": look.information,
+        "information_fraction": look.fraction,
+        "sequential_estimate": look.estimate,
+        "sequential_se": look.se,
+        "sequential_z": look.z,
+        "efficacy_bound": look.efficacy_bound,
+        "futility_bound": look.futility_bound,
+        "verdict": look.verdict,
+    }
+
+
+@dataclass(frozen=True)
+class RecordedPlan:
+    """A comparison's plan as recorded in ``comparison_plans``."""
+
+    experiment_id: str
+    started_on: dt.date
+    """Monday of the first cohort week the plan counts."""
+    plan: SequentialPlan
+    created_at: dt.datetime
+
+    def tags(self) -> dict[str, str]:
+        """The plan as MLflow experiment tags."""
+        p = self.plan
+        return {
+            "shadowgate.plan": p.describe(),
+            "shadowgate.plan.hypothesis": f"H0: dAUC <= {p.margin:g}; H1: dAUC >= {p.margin + p.mde:g}",
+            "shadowgate.plan.margin": f"{p.margin:g}",
+            "shadowgate.plan.mde": f"{p.mde:g}",
+            "shadowgate.plan.alpha": f"{p.alpha:g}",
+            "shadowgate.plan.power": f"{p.power:g}",
+            "shadowgate.plan.max_looks": str(p.max_looks),
+            "shadowgate.plan.max_information": f"{p.max_information:.1f}",
+            "shadowgate.plan.spending": f"{p.spending} efficacy" + (", non-binding futility" if p.futility else ""),
+            "shadowgate.plan.label": p.label,
+            "shadowgate.plan.started_on": self.started_on.isoformat(),
+            "shadowgate.plan.rows": "rows every compared model scored, cohort weeks from started_on",
+        }
+
+
+def comparison_plan(
+    warehouse: Warehouse, experiment: ComparisonPlan, week: CohortWeek, *, plan: EvaluationPlan, challengers: int = 1
+) -> RecordedPlan:
+    """The comparison's recorded plan; the first call makes it from the settings and records it (a MERGE that
+    inserts only a missing plan: whoever records first fixes it, later settings changes do not move it).
+
+    It starts at the Monday of the experiment's ``started_at``; a comparison no experiment names starts at the first
+    cohort week with matured rows within ``sequential_lookback_weeks`` of the week that first evaluates it.
+    """
+    found = warehouse.run("queries/comparison_plan", {"experiment_id": experiment.experiment_id}).to_pylist()
+    if not found:
+        settings = plan.settings
+        if experiment.started_at is not None:
+            started = _utc(experiment.started_at).date()
+            started_on = started - dt.timedelta(days=started.weekday())
+        else:
+            since = week.start - dt.timedelta(weeks=settings.sequential_lookback_weeks)
+            params = {k: v for k, v in week.params().items() if k != "cohort_start"}
+            counts = warehouse.run("queries/weekly_positives", {**params, "since": _midnight(since)}).to_pylist()
+            weeks = [_as_date(r["cohort_start"]) for r in counts if int(r["n_positive"]) > 0]
+            started_on = min([*weeks, week.start])
+        designed = _designed_plan(settings, challengers)
+        row = {
+            "experiment_id": experiment.experiment_id,
+            "control_alias": experiment.control_alias,
+            "treatment_alias": experiment.treatment_alias,
+            "started_on": started_on,
+            "decision_label": designed.label,
+            "margin": designed.margin,
+            "mde": designed.mde,
+            "alpha": designed.alpha,
+            "power": designed.power,
+            "max_looks": designed.max_looks,
+            "max_information": designed.max_information,
+            "futility": designed.futility,
+            "comparisons": designed.comparisons,
+            "spending": designed.spending,
+            "created_at": week.as_of,
+            "description": designed.describe(),
+        }
+        batch = pa.Table.from_pylist([row], schema=arrow_schema(COMPARISON_PLANS))
+        warehouse.merge(
+            COMPARISON_PLANS, staging=warehouse.stage(COMPARISON_PLANS, batch, batch_id=experiment.experiment_id)
+        )
+        found = warehouse.run("queries/comparison_plan", {"experiment_id": experiment.experiment_id}).to_pylist()
+    r = found[0]
+    return RecordedPlan(
+        experiment_id=r["experiment_id"],
+        started_on=_as_date(r["started_on"]),
+        plan=SequentialPlan(
+            margin=float(r["margin"]),
+            mde=float(r["mde"]),
+            alpha=float(r["alpha"]),
+            power=float(r["power"]),
+            max_looks=int(r["max_looks"]),
+            max_information=float(r["max_information"]),
+            futility=bool(r["futility"]),
+            comparisons=int(r["comparisons"]),
+            label=str(r["decision_label"]),
+            spending=str(r["spending"]),
+        ),
+        created_at=r["created_at"],
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _designed_plan(settings: EvaluationSettings, challengers: int) -> SequentialPlan:
+    """The plan the settings call for (a second of numerical work: cached per settings)."""
+    return design_plan(
+        margin=settings.auc_margin,
+        mde=settings.minimum_detectable_auc_difference,
+        alpha=settings.alpha,
+        power=settings.power,
+        max_looks=settings.max_looks,
+        futility=settings.futility,
+        comparisons=challengers,
     )
 
 
 def _as_date(value: dt.date | dt.datetime) -> dt.date:
     return value.date() if isinstance(value, dt.datetime) else value
-
-
-def combined_z(increments: Sequence[tuple[float, float]]) -> float:
-    """z of the inverse-variance weighted mean of independent differences ``(difference, standard error)``; weeks
-    without a usable standard error are left out (NaN when none is usable)."""
-    usable = [(d, se) for d, se in increments if math.isfinite(d) and math.isfinite(se) and se > 0]
-    if not usable:
-        return math.nan
-    weights = np.array([1.0 / se**2 for _, se in usable])
-    estimate = float(np.dot(weights, [d for d, _ in usable]) / weights.sum())
-    return estimate * math.sqrt(float(weights.sum()))
 
 
 def _earlier_differences(
@@ -596,7 +738,7 @@ def _week_difference(warehouse: Warehouse, week: CohortWeek, experiment: Compari
         return math.nan, math.nan
     both = ~np.isnan(control) & ~np.isnan(treatment)
     y = y[both]
-    if not 0 < y.sum() < y.size:
+    if not 0 < y.sum() < y.size or min(int(y.sum()), int(y.size - y.sum())) < 2:
         return math.nan, math.nan
     result = delong_test(y, treatment[both], control[both])
     return result.difference, result.se
@@ -782,10 +924,9 @@ def weekly_performance(
         looked = []
         for c in evaluation.comparisons:
             experiment = next(p for p in week_plans if p.experiment_id == c.experiment_id)
-            control = cohort.model(experiment.control_alias)
-            assert control is not None  # a comparison exists only when both of its models scored the cohort
-            reference = validation_auc(control.alias, control.version)
-            c = sequential_look(warehouse, c, experiment, week, plan=plan, validation_auc=reference)
+            # α is split between the challengers compared with the same champion (recorded with the plan).
+            rivals = sum(1 for p in week_plans if p.control_alias == experiment.control_alias)
+            c = sequential_look(warehouse, c, experiment, week, plan=plan, challengers=rivals)
             if experiment.mode == "canary":
                 c = _with_srm(warehouse, c, experiment, week)
             looked.append(c)
@@ -798,7 +939,10 @@ def weekly_performance(
         for experiment in week_plans:
             run_ids: dict[str, str] = {}
             if results is not None and any(c.experiment_id == experiment.experiment_id for c in evaluation.comparisons):
-                run_ids = _log_to_mlflow(results, evaluation, experiment, plan=plan, report_root=report_root)
+                plan_tags = comparison_plan(warehouse, experiment, week, plan=plan).tags()
+                run_ids = _log_to_mlflow(
+                    results, evaluation, experiment, plan=plan, plan_tags=plan_tags, report_root=report_root
+                )
                 base = f"{experiment.experiment_id}/{week.start}/{week.label}"
                 mlflow_runs.update({f"{base}/{m}": r for m, r in run_ids.items()})
             rows = metric_rows(evaluation, experiment_id=experiment.experiment_id, run_ids=run_ids)
@@ -824,6 +968,9 @@ def weekly_performance(
                         "holm_p_value": c.holm_p_value,
                         "look": c.look,
                         "information_fraction": round(c.information_fraction, 4),
+                        "sequential_z": round(c.sequential_z, 3) if math.isfinite(c.sequential_z) else None,
+                        "verdict": c.verdict,
+                        "plan_ended": c.plan_ended,
                         "crossed": c.crossed,
                     }
                     for c in evaluation.comparisons
@@ -879,17 +1026,34 @@ def _alerts(
             )
     for c in evaluation.comparisons:
         if c.crossed:
+            # Once per comparison: only the look that reached the verdict raises it; later weeks carry it silently.
+            outcome = {
+                "superior": f"{c.treatment} beats {c.control} by more than the margin {c.margin:g} — it may be "
+                "promoted",
+                "futile": f"{c.treatment} cannot be shown to beat {c.control} by the margin {c.margin:g}: stopped "
+                "for futility — retire or retrain it",
+                "not_shown": f"the plan ran out without showing {c.treatment} beats {c.control} by the margin "
+                f"{c.margin:g} — keep the champion",
+            }[c.verdict]
             out.append(
                 Alert(
-                    title=f"{c.experiment_id}: {c.treatment} crossed its sequential boundary",
+                    title=f"{c.experiment_id}: verdict {c.verdict} at look {c.look}",
                     text=(
-                        f"look {c.look} (information {c.information_fraction:.0%}, {week.label} label): z = "
-                        f"{c.cumulative_z:.2f} >= boundary {c.boundary_z:.2f}; AUC {c.auc_treatment:.4f} vs "
-                        f"{c.auc_control:.4f} this week — the comparison may stop for efficacy"
+                        f"{outcome}. Look {c.look} on the {week.label} label (cohort {week.name}, information "
+                        f"{c.information_fraction:.0%}): ΔAUC {c.sequential_estimate:+.4f} ± {c.sequential_se:.4f}, "
+                        f"z = {c.sequential_z:.2f} (superior at ≥ {c.efficacy_bound:.2f}"
+                        + (f", futile below {c.futility_bound:.2f}" if math.isfinite(c.futility_bound) else "")
+                        + "). The plan has ended: later weeks are not looks."
                     ),
-                    severity="info",
+                    severity="info" if c.verdict == "superior" else "warning",
                     source="weekly_performance",
-                    details={"experiment_id": c.experiment_id, "look": c.look, "z": c.cumulative_z},
+                    details={
+                        "experiment_id": c.experiment_id,
+                        "verdict": c.verdict,
+                        "look": c.look,
+                        "z": c.sequential_z,
+                        "cohort": week.name,
+                    },
                 )
             )
         if c.srm_flagged:
@@ -911,15 +1075,16 @@ def _log_to_mlflow(
     experiment: ComparisonPlan,
     *,
     plan: EvaluationPlan,
+    plan_tags: Mapping[str, str],
     report_root: Path | None,
 ) -> dict[str, str]:
-    """One run per model and one comparison run (report + charts) in the experiment's MLflow experiment."""
+    """One run per model and one comparison run (report + charts) in the experiment's MLflow experiment (tagged with
+    the comparison's recorded plan)."""
     from shadowgate.evaluation.report import render_week_report
 
     week = evaluation.week
     comparisons = [c for c in evaluation.comparisons if c.experiment_id == experiment.experiment_id]
     models = _experiment_models(evaluation, experiment.experiment_id)
-    required = comparisons[0].required_defaults if comparisons else 0
     experiment_id = results.ensure_experiment(
         f"shadowgate/{experiment.experiment_id}",
         tags={
@@ -931,10 +1096,10 @@ def _log_to_mlflow(
                 else "shadow: the control decides every request, the treatment scores all of them"
             ),
             "shadowgate.success_metric": (
-                f"{experiment.success_metric} on {POPULATION} (DeLong, one-sided, alpha {plan.settings.alpha:g}, "
-                f"MDE {plan.settings.minimum_detectable_auc_difference:g})"
+                f"{experiment.success_metric} on {POPULATION}: weekly paired DeLong differences combined by "
+                "inverse variance, group-sequential test against the margin"
             ),
-            "shadowgate.required_defaults": str(required),
+            **plan_tags,
             # MLflow 3's UI opens an experiment in its GenAI view unless told it is classic model development.
             "mlflow.experimentKind": "custom_model_development",
             "mlflow.note.content": experiment.description
@@ -1007,6 +1172,9 @@ def _log_to_mlflow(
                     **common_tags,
                     "shadowgate.role": "comparison",
                     "shadowgate.crossed_boundary": str(bool(c and c.crossed)).lower(),
+                    "shadowgate.verdict": c.verdict if c else "none",
+                    "shadowgate.look": str(c.look) if c else "0",
+                    "mlflow.note.content": verdict_sentence(c, week) if c else "No comparison this week.",
                     "shadowgate.simpsons_reversals": str(
                         sum(1 for r in evaluation.reversals if r["experiment_id"] == experiment.experiment_id)
                     ),

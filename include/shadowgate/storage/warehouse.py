@@ -40,12 +40,14 @@ QUARANTINE = "quarantine"
 DEPLOYMENT_EVENTS = "deployment_events"
 LABELED_PREDICTIONS = "labeled_predictions"
 MODEL_METRICS = "model_metrics"
+COMPARISON_PLANS = "comparison_plans"
 TABLES = (
     PREDICTION_LOGS,
     OUTCOMES,
     QUARANTINE,
     LABELED_PREDICTIONS,
     MODEL_METRICS,
+    COMPARISON_PLANS,
     "drift_reports",
     DEPLOYMENT_EVENTS,
     "experiments",
@@ -57,6 +59,7 @@ MERGE_KEYS = {
     QUARANTINE: "quarantine_id",
     DEPLOYMENT_EVENTS: "event_id",
     MODEL_METRICS: "metric_id",
+    COMPARISON_PLANS: "experiment_id",
 }
 """Tables loaded by stage + MERGE, and the key each is merged on (``merge/<table>.sql``)."""
 
@@ -113,6 +116,28 @@ _MODEL_METRICS_SCHEMA = pa.schema(
 )
 
 
+_COMPARISON_PLANS_SCHEMA = pa.schema(
+    [
+        pa.field("experiment_id", pa.string(), nullable=False),
+        pa.field("control_alias", pa.string(), nullable=False),
+        pa.field("treatment_alias", pa.string(), nullable=False),
+        pa.field("started_on", pa.date32(), nullable=False),
+        pa.field("decision_label", pa.string(), nullable=False),
+        pa.field("margin", pa.float64(), nullable=False),
+        pa.field("mde", pa.float64(), nullable=False),
+        pa.field("alpha", pa.float64(), nullable=False),
+        pa.field("power", pa.float64(), nullable=False),
+        pa.field("max_looks", pa.int64(), nullable=False),
+        pa.field("max_information", pa.float64(), nullable=False),
+        pa.field("futility", pa.bool_(), nullable=False),
+        pa.field("comparisons", pa.int64(), nullable=False),
+        pa.field("spending", pa.string(), nullable=False),
+        pa.field("created_at", TIMESTAMP, nullable=False),
+        pa.field("description", pa.string(), nullable=False),
+    ]
+)
+
+
 def arrow_schema(table: str) -> pa.Schema:
     """The Arrow schema of a batch for ``table`` (the same columns, in the same order, as its DDL). An event table's
     comes from its event model (:mod:`shadowgate.events.schemas`)."""
@@ -122,6 +147,8 @@ def arrow_schema(table: str) -> pa.Schema:
         return _QUARANTINE_SCHEMA
     if table == MODEL_METRICS:
         return _MODEL_METRICS_SCHEMA
+    if table == COMPARISON_PLANS:
+        return _COMPARISON_PLANS_SCHEMA
     if table == DEPLOYMENT_EVENTS:
         # evidence is JSON text here: Parquet has no JSON type (the MERGE parses it into the JSON column).
         return pa.schema(
