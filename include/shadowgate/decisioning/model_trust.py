@@ -1,4 +1,4 @@
-"""What a model artifact must be for shadowgate to run it: skops, reviewed types only, the contract's features.
+"""Model-artifact trust: what an artifact must be for shadowgate to run it (skops, reviewed types, the features).
 
 Whoever can write to the registry chooses what the API loads, so loading is where trust is decided:
 
@@ -13,8 +13,9 @@ Whoever can write to the registry chooses what the API loads, so loading is wher
 * **The contract's features.** The estimator must have been fitted on :data:`~shadowgate.features.FEATURE_NAMES`
   (its ``feature_names_in_``), and the artifact's metadata must name :data:`~shadowgate.features.FEATURE_SET`.
 
-Training writes artifacts that pass (:func:`checked_skops_types`, :func:`artifact_metadata`); serving reads them
-with :func:`load_trusted_model`. Nothing here imports mlflow: the files are read directly.
+Training writes artifacts that pass (:func:`checked_skops_types`, :func:`artifact_metadata`); serving loads them
+under these rules (``shadowgate.serving.artifacts.load_trusted_model``), and anything that must judge a model (the
+promotion gate) reads the same rules here. Nothing here imports mlflow: the files are read directly.
 """
 
 from __future__ import annotations
@@ -191,31 +192,19 @@ def checked_skops_types(model: Any) -> list[str]:
     return sorted(skops.io.get_untrusted_types(data=data))
 
 
-# ------------------------------------------------------------------------------------------------ loading
+# ------------------------------------------------------------------------------------------------ MLmodel and features
 
 
-def _within(root: Path, relative: object, what: str) -> Path:
-    if not isinstance(relative, str) or not relative:
-        raise ModelRefusedError(RefusalReason.MALFORMED, f"{what} is not a relative path: {relative!r}")
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()) or not path.is_file():
-        raise ModelRefusedError(RefusalReason.MALFORMED, f"{what} {relative!r} is not a file inside the artifact")
-    return path
+def check_mlmodel(mlmodel: Any) -> dict[str, Any]:
+    """Refuse an ``MLmodel`` (already parsed) whose sklearn flavor is not skops, that ships code, or has no flavor.
 
-
-def read_mlmodel(model_dir: Path) -> dict[str, Any]:
-    """The artifact's ``MLmodel`` (YAML, read safely: no tags, no objects).
+    Returns:
+        the sklearn flavor's configuration.
 
     Raises:
-        ModelRefusedError: ``malformed`` (missing or unreadable), ``flavor`` (no sklearn flavor), ``format`` (not
-            skops), ``code`` (ships code).
+        ModelRefusedError: ``malformed`` (no flavors), ``flavor`` (no sklearn flavor), ``format`` (not skops),
+            ``code`` (ships code).
     """
-    import yaml
-
-    try:
-        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ModelRefusedError(RefusalReason.MALFORMED, f"no readable MLmodel: {error}") from error
     if not isinstance(mlmodel, dict) or not isinstance(mlmodel.get("flavors"), dict):
         raise ModelRefusedError(RefusalReason.MALFORMED, "MLmodel has no flavors")
     flavors = mlmodel["flavors"]
@@ -228,7 +217,7 @@ def read_mlmodel(model_dir: Path) -> dict[str, Any]:
     shipped = [name for name, conf in flavors.items() if isinstance(conf, dict) and conf.get("code")]
     if shipped:
         raise ModelRefusedError(RefusalReason.CODE, f"the artifact ships code (code_paths of {sorted(shipped)})")
-    return mlmodel
+    return flavor
 
 
 def check_features(model: Any, mlmodel: dict[str, Any]) -> None:
@@ -250,29 +239,3 @@ def check_features(model: Any, mlmodel: dict[str, Any]) -> None:
         extra = [n for n in fitted if n not in FEATURE_NAMES]
         where = f"missing {missing[:5]}, unexpected {extra[:5]}" if missing or extra else "a different order"
         raise ModelRefusedError(RefusalReason.FEATURES, f"fitted on other features than the contract's ({where})")
-
-
-def load_trusted_model(model_dir: Path) -> Any:
-    """Load the sklearn estimator of an MLflow model directory, trusting only what this module allows.
-
-    Reads ``MLmodel`` (safe YAML), checks format, code and the skops file's types, then runs ``skops.io.load`` with
-    :data:`REVIEWED_TYPES` — never MLflow's loader, never the artifact's own trusted list, never its code — and
-    checks the features.
-
-    Raises:
-        ModelRefusedError: for anything this module does not allow.
-    """
-    import skops.io
-    from skops.io.exceptions import UntrustedTypesFoundException
-
-    mlmodel = read_mlmodel(model_dir)
-    path = _within(model_dir, mlmodel["flavors"][SKLEARN_FLAVOR].get("pickled_model"), "pickled_model")
-    check_reviewed(path)
-    try:
-        model = skops.io.load(path, trusted=sorted(REVIEWED_TYPES))
-    except UntrustedTypesFoundException as error:
-        raise ModelRefusedError(RefusalReason.UNTRUSTED_TYPES, f"skops refused the file: {error}") from error
-    except Exception as error:  # anything else skops fails on is not served either
-        raise ModelRefusedError(RefusalReason.MALFORMED, f"skops could not load the file: {error}") from error
-    check_features(model, mlmodel)
-    return model
