@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import AdminDep, RuntimeDep
 from api.errors import JsonBodyRoute, error_responses
 from api.schemas import ExperimentShare, ExperimentTransition
-from shadowgate.serving.experiment_store import ExperimentBookConflictError, ExperimentStoreUnavailableError
-from shadowgate.serving.experiments import ExperimentNotFoundError, IllegalTransitionError
+from shadowgate.decisioning.experiments import ExperimentNotFoundError, IllegalTransitionError
+from shadowgate.storage.experiment_store import ExperimentBookConflictError, ExperimentStoreUnavailableError
 
 router = APIRouter(tags=["experiments"], route_class=JsonBodyRoute)
 

@@ -20,7 +20,7 @@ from api.schemas import (
     BatchAssessmentResponse,
     transaction_fields,
 )
-from shadowgate.serving.policies import DecisionContext
+from shadowgate.decisioning.policies import DecisionContext
 from shadowgate.serving.runtime import Runtime
 from shadowgate.serving.service import Assessment
 

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 from shadowgate.config import MLflowSettings
+from shadowgate.decisioning.model_trust import RefusalReason, artifact_metadata, checked_skops_types
 from shadowgate.features import FEATURE_NAMES, features_frame
-from shadowgate.serving.artifacts import RefusalReason, artifact_metadata, checked_skops_types
 from shadowgate.serving.runtime import Runtime
 from shadowgate.simulation import SimulationResult
 from shadowgate.training.train import ModelKind, build_estimator

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from shadowgate.contract import example_transaction
+from shadowgate.decisioning import experiments as ex
 from shadowgate.local.redis import free_port
-from shadowgate.serving import experiments as ex
 from shadowgate.serving.assignment import arm_for, unit_bucket
 from shadowgate.serving.runtime import Runtime
 from tests.api.conftest import Registry, make_client

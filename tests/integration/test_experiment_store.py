@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import redis
 
-from shadowgate.serving import experiments as ex
-from shadowgate.serving.experiment_store import (
+from shadowgate.decisioning import experiments as ex
+from shadowgate.decisioning.experiments import BookChange, ExperimentBook, IllegalTransitionError
+from shadowgate.storage.experiment_store import (
     ExperimentBookCollector,
     ExperimentBookConflictError,
     ExperimentStore,
@@ -23,7 +24,6 @@ from shadowgate.serving.experiment_store import (
     LiveExperiments,
     redis_client,
 )
-from shadowgate.serving.experiments import BookChange, ExperimentBook, IllegalTransitionError
 from tests.redis_server import RedisServer, redis_server_fixture
 
 redis_server = redis_server_fixture()

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from shadowgate.contract import example_transaction, request_model
+from shadowgate.decisioning.policies import DecisionContext, decide, load_policy
 from shadowgate.events import from_stream_fields
 from shadowgate.features import features_one
 from shadowgate.serving.models import ModelSnapshot
-from shadowgate.serving.policies import DecisionContext, decide, load_policy
 from shadowgate.serving.shadow import Score, encode_prediction
 from shadowgate.serving.sidecar import Sidecar, SidecarConfig
 from tests.redis_server import RedisServer

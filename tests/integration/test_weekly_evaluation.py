@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from shadowgate.config import EvaluationSettings
+from shadowgate.decisioning.policies import Thresholds
 from shadowgate.evaluation.stats import delong_test, holm
 from shadowgate.pipelines.alerts import Alert
 from shadowgate.pipelines.performance import (
@@ -23,7 +24,6 @@ from shadowgate.pipelines.performance import (
     pivot_scores,
     weekly_performance,
 )
-from shadowgate.serving.policies import Thresholds
 from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.results import MlflowResultsStore
 from shadowgate.storage.warehouse import default_sql_dir

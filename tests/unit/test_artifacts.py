@@ -15,17 +15,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_frame
-from shadowgate.serving.artifacts import (
+from shadowgate.decisioning.model_trust import (
     REVIEWED_TYPES,
     ModelRefusedError,
     RefusalReason,
     artifact_metadata,
     check_reviewed,
     checked_skops_types,
-    load_trusted_model,
     skops_types,
 )
+from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_frame
+from shadowgate.serving.artifacts import load_trusted_model
 from shadowgate.simulation import SimulationResult
 from shadowgate.training.train import ModelKind, build_estimator
 

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chi2_contingency
 
+from shadowgate.decisioning.experiments import Experiment, ExperimentMode, ExperimentStatus
 from shadowgate.serving import assignment
 from shadowgate.serving.assignment import arm_for, assign, unit_bucket
-from shadowgate.serving.experiments import Experiment, ExperimentMode, ExperimentStatus
 
 N_UNITS = 20_000
 IDS = [f"cus_{i:06d}" for i in range(N_UNITS)]

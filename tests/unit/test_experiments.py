@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shadowgate.serving import experiments as ex
-from shadowgate.serving.experiments import (
+from shadowgate.decisioning import experiments as ex
+from shadowgate.decisioning.experiments import (
     ConfigError,
     Experiment,
     ExperimentBook,
@@ -20,6 +20,7 @@ from shadowgate.serving.experiments import (
     transition,
     with_share,
 )
+from shadowgate.serving.assignment import assign_all, serving_alias
 
 AT = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
 S = ExperimentStatus
@@ -143,7 +144,7 @@ def test_active_is_ordered_by_priority() -> None:
     c = _exp(S.DRAFT, id="c", salt="sc", priority=1)
     book = _book(a, b, c)
     assert [e.id for e in book.active()] == ["b", "a"]
-    assert [x.experiment_id for x in book.assign_all(customer_id="cus_1", transaction_id="tx_1")] == ["b", "a"]
+    assert [x.experiment_id for x in assign_all(book, customer_id="cus_1", transaction_id="tx_1")] == ["b", "a"]
 
 
 def test_book_rejects_duplicate_ids_and_salts() -> None:
@@ -155,14 +156,14 @@ def test_book_rejects_duplicate_ids_and_salts() -> None:
 
 def test_serving_alias_without_experiments_is_the_champion() -> None:
     book = _book(_exp(S.DRAFT))
-    assert book.serving_alias(book.assign_all(customer_id="cus_1", transaction_id="tx")) == ("champion", None)
+    assert serving_alias(book, assign_all(book, customer_id="cus_1", transaction_id="tx")) == ("champion", None)
 
 
 def test_serving_alias_with_only_shadow_is_the_champion() -> None:
     shadow = _exp(S.ACTIVE, id="shadow", salt="s", mode=ExperimentMode.SHADOW, treatment_share=1.0)
     book = _book(shadow)
-    assignments = book.assign_all(customer_id="cus_1", transaction_id="tx")
-    alias, deciding = book.serving_alias(assignments)
+    assignments = assign_all(book, customer_id="cus_1", transaction_id="tx")
+    alias, deciding = serving_alias(book, assignments)
     assert alias == "champion"
     assert deciding is not None and deciding.experiment_id == "shadow"
     assert deciding.shadow_arm == "treatment"
@@ -173,12 +174,12 @@ def test_serving_alias_follows_the_highest_priority_treated_canary() -> None:
     low = _exp(S.ACTIVE, id="low", salt="s1", treatment_share=1.0, priority=20, treatment_alias="previous")
     high = _exp(S.ACTIVE, id="high", salt="s2", treatment_share=1.0, priority=10)
     book = _book(shadow, low, high)
-    alias, deciding = book.serving_alias(book.assign_all(customer_id="cus_1", transaction_id="tx"))
+    alias, deciding = serving_alias(book, assign_all(book, customer_id="cus_1", transaction_id="tx"))
     assert alias == "challenger"
     assert deciding is not None and deciding.experiment_id == "high"
     # Assignments given in any order still resolve by the book's priorities.
-    shuffled = list(reversed(book.assign_all(customer_id="cus_1", transaction_id="tx")))
-    assert book.serving_alias(shuffled)[0] == "challenger"
+    shuffled = list(reversed(assign_all(book, customer_id="cus_1", transaction_id="tx")))
+    assert serving_alias(book, shuffled)[0] == "challenger"
 
 
 def test_serving_alias_of_a_control_unit_is_the_champion() -> None:
@@ -186,8 +187,8 @@ def test_serving_alias_of_a_control_unit_is_the_champion() -> None:
     book = _book(canary)
     served = {}
     for i in range(200):
-        assignments = book.assign_all(customer_id=f"cus_{i}", transaction_id="tx")
-        served[assignments[0].arm] = book.serving_alias(assignments)
+        assignments = assign_all(book, customer_id=f"cus_{i}", transaction_id="tx")
+        served[assignments[0].arm] = serving_alias(book, assignments)
     assert served["treatment"][0] == "challenger"
     assert served["control"][0] == "champion"
     assert served["control"][1] is not None and served["control"][1].arm == "control"

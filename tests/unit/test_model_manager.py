@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from shadowgate.serving.artifacts import ModelRefusedError, RefusalReason
+from shadowgate.decisioning.model_trust import ModelRefusedError, RefusalReason
 from shadowgate.serving.models import ModelManager, ModelManagerCollector, ModelRef
 from shadowgate.serving.scorer import CompiledModel, compile_model
 

@@ -13,6 +13,7 @@ from scipy.stats import ks_2samp, mannwhitneyu
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from shadowgate.contract import example_transaction
+from shadowgate.decisioning.policies import Decision, DecisionContext, Thresholds, decide, load_policy
 from shadowgate.evaluation.performance import (
     ALL,
     LOG_LOSS_EPS,
@@ -24,7 +25,6 @@ from shadowgate.evaluation.performance import (
     segment_table,
     simpsons_reversals,
 )
-from shadowgate.serving.policies import Decision, DecisionContext, Thresholds, decide, load_policy
 
 # Ten requests, two equal-mass bins of five: scores are distinct across the boundary.
 HAND_SCORES = np.array([0.1, 0.1, 0.2, 0.2, 0.3, 0.6, 0.6, 0.7, 0.8, 0.9])

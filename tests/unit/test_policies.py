@@ -11,10 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shadowgate.contract import example_transaction
-from shadowgate.features import NEW_CUSTOMER_DAYS
-from shadowgate.serving import policies as pol
-from shadowgate.serving.experiments import ConfigError
-from shadowgate.serving.policies import (
+from shadowgate.decisioning import policies as pol
+from shadowgate.decisioning.experiments import ConfigError
+from shadowgate.decisioning.policies import (
     Decision,
     DecisionContext,
     DecisionPolicy,
@@ -24,6 +23,7 @@ from shadowgate.serving.policies import (
     decide,
     load_policy,
 )
+from shadowgate.features import NEW_CUSTOMER_DAYS
 from tests.strategies import transactions
 
 CONSERVATIVE = load_policy("conservative")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shadowgate.decisioning.policies import Thresholds
 from shadowgate.evaluation.performance import model_performance, policy_outcomes, segment_table
 from shadowgate.evaluation.report import (
     CALIBRATION_PNG,
@@ -19,7 +20,6 @@ from shadowgate.evaluation.report import (
     render_week_report,
     roc_curves_png,
 )
-from shadowgate.serving.policies import Thresholds
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HOSTILE = '<script>alert("x")</script> & co'

@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shadowgate.contract import example_transaction, request_model
+from shadowgate.decisioning.policies import DecisionContext, decide, load_policy
 from shadowgate.events import SCHEMA_VERSION, PredictionEvent, from_stream_fields, hash_customer_id
 from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_one
 from shadowgate.serving import shadow
 from shadowgate.serving.assignment import Assignment
 from shadowgate.serving.metrics import ServingMetrics
 from shadowgate.serving.models import ModelSnapshot, ServedModel
-from shadowgate.serving.policies import DecisionContext, decide, load_policy
 from shadowgate.serving.shadow import Score, ShadowJob, ShadowWorker, encode_prediction
 
 POLICY = load_policy("conservative")

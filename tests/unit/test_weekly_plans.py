@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from shadowgate.decisioning.experiments import load_book
 from shadowgate.pipelines.performance import (
     Cohort,
     Comparison,
@@ -21,7 +22,6 @@ from shadowgate.pipelines.performance import (
     plans_for,
     plans_from_book,
 )
-from shadowgate.serving.experiments import load_book
 
 WEEK = cohort_week(dt.date(2026, 1, 12), "final", as_of=dt.datetime(2026, 4, 20, tzinfo=dt.UTC))
 
@@ -109,8 +109,8 @@ def test_a_canarys_arms_default_rates_are_compared_unpaired() -> None:
     from statsmodels.stats.proportion import proportions_ztest
 
     from shadowgate.config import EvaluationSettings
+    from shadowgate.decisioning.policies import Thresholds
     from shadowgate.pipelines.performance import EvaluationPlan, evaluate_week
-    from shadowgate.serving.policies import Thresholds
 
     rng = np.random.default_rng(4)
     n = 4_000

@@ -228,9 +228,9 @@ class PerformanceBenchResult:
 def _child(base: Path) -> dict[str, Any]:
     """The timed part (run in a fresh process): label the week, evaluate it, report figures and peak RSS."""
     from shadowgate.config import EvaluationSettings, GroundTruthSettings
+    from shadowgate.decisioning.policies import load_policy
     from shadowgate.pipelines.ground_truth import join_ground_truth
     from shadowgate.pipelines.performance import EvaluationPlan, cohort_week, weekly_performance
-    from shadowgate.serving.policies import load_policy
     from shadowgate.storage.duckdb import DuckDBWarehouse
     from shadowgate.storage.results import MlflowResultsStore
     from shadowgate.storage.warehouse import default_sql_dir

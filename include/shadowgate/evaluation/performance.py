@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from shadowgate.serving.policies import Thresholds
+from shadowgate.decisioning.policies import Thresholds
 
 LOG_LOSS_EPS = 1e-12
 """Probabilities are clipped to [eps, 1 − eps] before the log loss (a PD of exactly 0 or 1 would cost infinity)."""

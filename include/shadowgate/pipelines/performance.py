@@ -70,7 +70,7 @@ from shadowgate.storage.results import ResultsStore, RunRecord
 from shadowgate.storage.warehouse import COMPARISON_PLANS, MODEL_METRICS, Warehouse, arrow_schema
 
 if TYPE_CHECKING:
-    from shadowgate.serving.policies import Thresholds
+    from shadowgate.decisioning.policies import Thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -1217,8 +1217,8 @@ def evaluation_inputs(
     *, as_of: dt.datetime, week_start: dt.date | None = None, labels: Sequence[str] | None = None
 ) -> Iterator[dict[str, Any]]:
     """The arguments of :func:`weekly_performance` resolved from the environment's settings, for the DAG: the
-    warehouse, the MLflow results store, the decision policies' thresholds and the experiment book (serving's
-    configuration: read here, never its request path), each version's validation AUC, and the shared alert path.
+    warehouse, the MLflow results store, the decision policies' thresholds and the experiment book (the decisioning
+    configuration serving also runs on), each version's validation AUC, and the shared alert path.
 
     The book is read from Redis (``SHADOWGATE_REDIS_URL``); when Redis cannot be reached, the shipped
     ``experiments.yaml`` stands in (logged): the comparisons are the same, only a changed start date or share differs.
@@ -1232,12 +1232,12 @@ def evaluation_inputs(
         RedisSettings,
         WarehouseSettings,
     )
+    from shadowgate.decisioning.experiments import load_book
+    from shadowgate.decisioning.policies import load_policy, shipped_policy_names
     from shadowgate.pipelines.alerts import send_alert
     from shadowgate.registry import ModelRegistry
-    from shadowgate.serving.experiment_store import ExperimentStore, ExperimentStoreUnavailableError, redis_client
-    from shadowgate.serving.experiments import load_book
-    from shadowgate.serving.policies import load_policy, shipped_policy_names
     from shadowgate.storage import open_warehouse
+    from shadowgate.storage.experiment_store import ExperimentStore, ExperimentStoreUnavailableError, redis_client
     from shadowgate.storage.results import MlflowResultsStore
 
     ground_truth = GroundTruthSettings()

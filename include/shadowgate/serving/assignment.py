@@ -9,11 +9,14 @@ ramp-up), and two experiments with different salts assign independently of each 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from shadowgate.registry import CHAMPION
+
 if TYPE_CHECKING:
-    from shadowgate.serving.experiments import Experiment
+    from shadowgate.decisioning.experiments import Experiment, ExperimentBook
 
 Arm = Literal["control", "treatment"]
 UnitKind = Literal["customer", "transaction"]
@@ -132,3 +135,27 @@ def assign(experiment: Experiment, *, customer_id: str | None, transaction_id: s
         mode="canary",
         bucket=bucket,
     )
+
+
+def assign_all(book: ExperimentBook, *, customer_id: str | None, transaction_id: str) -> list[Assignment]:
+    """Assignments of one request in every active experiment of ``book``, in priority order."""
+    return [assign(e, customer_id=customer_id, transaction_id=transaction_id) for e in book.active()]
+
+
+def serving_alias(book: ExperimentBook, assignments: Sequence[Assignment]) -> tuple[str, Assignment | None]:
+    """Which model alias serves the request, and the assignment that decided it.
+
+    The treatment alias of the highest-priority canary experiment whose arm is treatment; otherwise the control
+    alias of the first (highest-priority) active assignment — ``champion`` unless configured otherwise — with
+    that assignment; ``("champion", None)`` when there is no active experiment. Shadow assignments never decide
+    for treatment, because their arm is always control.
+    """
+    by_id = book.by_id
+    known = [a for a in assignments if a.experiment_id in by_id]
+    ordered = sorted(known, key=lambda a: (by_id[a.experiment_id].priority, a.experiment_id))
+    for a in ordered:
+        if a.mode == "canary" and a.arm == "treatment":
+            return by_id[a.experiment_id].treatment_alias, a
+    if ordered:
+        return by_id[ordered[0].experiment_id].control_alias, ordered[0]
+    return CHAMPION, None

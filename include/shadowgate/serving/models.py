@@ -4,7 +4,7 @@ The service holds one immutable :class:`ModelSnapshot` (alias → compiled model
 where each alias points; when an alias moves it loads the new version *beside* the old one and then swaps the snapshot
 reference in one assignment, so a request sees either the old set or the new set, never a mix, and none fails.
 
-Only trusted models run (:mod:`shadowgate.serving.artifacts`): a version whose artifact is not skops, names a type
+Only trusted models run (:mod:`shadowgate.decisioning.model_trust`): a version whose artifact is not skops, names a type
 outside the reviewed list, ships code or was fitted on other features is **refused** — logged, counted by reason in
 ``shadowgate_model_loads_refused_total``, never fetched again — and the alias keeps serving what it served.
 
@@ -37,7 +37,8 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from shadowgate.serving.artifacts import ModelRefusedError, RefusalReason, load_trusted_model
+from shadowgate.decisioning.model_trust import ModelRefusedError, RefusalReason
+from shadowgate.serving.artifacts import load_trusted_model
 from shadowgate.serving.scorer import (
     CompiledModel,
     UnsupportedModelError,
@@ -180,7 +181,7 @@ class ManagerStats:
     source_up: bool = False
     history: list[dict[str, str]] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)
-    """Models refused, by :class:`~shadowgate.serving.artifacts.RefusalReason` value (each version once)."""
+    """Models refused, by :class:`~shadowgate.decisioning.model_trust.RefusalReason` value (each version once)."""
 
 
 class ModelManager:

@@ -22,13 +22,13 @@ from shadowgate.config import (
     ServingSettings,
     local_secret,
 )
+from shadowgate.decisioning.policies import DecisionPolicy, load_policy
 from shadowgate.registry import CHAMPION
-from shadowgate.serving.experiment_store import ExperimentBookCollector, ExperimentStore, LiveExperiments, redis_client
 from shadowgate.serving.journal import FsyncPolicy
 from shadowgate.serving.models import MlflowModelSource, ModelManager, ModelManagerCollector, ModelSource
-from shadowgate.serving.policies import DecisionPolicy, load_policy
 from shadowgate.serving.service import DecisionService
 from shadowgate.serving.sidecar import Sidecar, SidecarCollector, SidecarConfig, exposition
+from shadowgate.storage.experiment_store import ExperimentBookCollector, ExperimentStore, LiveExperiments, redis_client
 
 logger = logging.getLogger(__name__)
 

@@ -15,12 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shadowgate.decisioning.experiments import ExperimentBook
+from shadowgate.decisioning.policies import DecisionContext, DecisionPolicy, decide
 from shadowgate.events import new_event_id
 from shadowgate.features import features_one
 from shadowgate.registry import CHAMPION
-from shadowgate.serving.experiments import ExperimentBook
+from shadowgate.serving.assignment import assign_all, serving_alias
 from shadowgate.serving.models import ModelManager, ModelSnapshot, ServedModel
-from shadowgate.serving.policies import DecisionContext, DecisionPolicy, decide
 from shadowgate.serving.shadow import Score, encode_prediction
 
 ARM_MODEL_UNAVAILABLE = "ARM_MODEL_UNAVAILABLE"
@@ -85,10 +86,10 @@ class DecisionService:
         request_id = new_event_id()
         features = features_one(transaction)
         book = self.experiments()
-        assignments = book.assign_all(
-            customer_id=transaction.get("customer_id"), transaction_id=transaction["transaction_id"]
+        assignments = assign_all(
+            book, customer_id=transaction.get("customer_id"), transaction_id=transaction["transaction_id"]
         )
-        alias, deciding = book.serving_alias(assignments)
+        alias, deciding = serving_alias(book, assignments)
         snapshot = self.models.snapshot
         if snapshot.generation != self._generation:
             # The shadow process learns a generation before the first frame decided with it (same ordered pipe).

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
+from shadowgate.decisioning.policies import DecisionContext, DecisionPolicy, PolicyDecision, decide
 from shadowgate.events import (
     PREDICTION,
     SCHEMA_VERSION,
@@ -38,7 +39,6 @@ from shadowgate.features import FEATURE_SET
 from shadowgate.serving.assignment import Assignment
 from shadowgate.serving.metrics import ServingMetrics
 from shadowgate.serving.models import ModelSnapshot
-from shadowgate.serving.policies import DecisionContext, DecisionPolicy, PolicyDecision, decide
 
 logger = logging.getLogger(__name__)
 

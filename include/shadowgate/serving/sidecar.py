@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from shadowgate.decisioning.policies import DecisionPolicy
 from shadowgate.registry import CHAMPION
 from shadowgate.serving.committer import CommitOutcome, Committer, StreamRecord, is_transient
 from shadowgate.serving.journal import (
@@ -67,7 +68,6 @@ from shadowgate.serving.journal import (
 )
 from shadowgate.serving.metrics import ServingMetrics
 from shadowgate.serving.models import ModelSnapshot
-from shadowgate.serving.policies import DecisionPolicy
 from shadowgate.serving.shadow import BENCH_COOLDOWN_S, ShadowJob, ShadowWorker
 
 logger = logging.getLogger(__name__)

@@ -20,11 +20,11 @@ import pandas as pd
 
 from shadowgate.config import MLflowSettings, TrainingSettings
 from shadowgate.contract import field_names
+from shadowgate.decisioning.model_trust import artifact_metadata, checked_skops_types
 from shadowgate.evaluation.metrics import BinaryMetrics, binary_metrics
 from shadowgate.events.deployment import DeploymentAction
 from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_frame
 from shadowgate.registry import CHAMPION, AliasMoveRefusedError, DeploymentLog, ModelRegistry
-from shadowgate.serving.artifacts import artifact_metadata, checked_skops_types
 from shadowgate.storage.results import RUN_KEY_TAG
 
 FEATURE_SET_TAG = "shadowgate.feature_set"

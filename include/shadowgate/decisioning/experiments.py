@@ -10,7 +10,7 @@ and nothing leaves ``completed`` or ``stopped``. Every change (:func:`transition
 object with ``version + 1``. The :class:`ExperimentBook` is the set of experiments the service runs, with a book
 version that increases by one on every change. A change is planned on one version of the book (:func:`plan_transition`,
 :func:`plan_share`, :func:`plan_add`: the new book and its :class:`AuditRecord`); the store in Redis
-(:mod:`shadowgate.serving.experiment_store`) commits it only if the book is still at that version. The shipped
+(:mod:`shadowgate.storage.experiment_store`) commits it only if the book is still at that version. The shipped
 ``config/experiments.yaml`` seeds Redis when it holds no book yet.
 """
 
@@ -21,7 +21,7 @@ import datetime as dt
 import functools
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -34,7 +34,6 @@ import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shadowgate.registry import ALIASES, CHALLENGER, CHAMPION, is_known_alias
-from shadowgate.serving.assignment import Assignment, assign
 
 _SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 SHIPPED_EXPERIMENTS = "experiments.yaml"
@@ -244,7 +243,8 @@ class ExperimentBook(BaseModel):
         return tuple(sorted((e for e in self.experiments if e.is_active), key=lambda e: (e.priority, e.id)))
 
     @functools.cached_property
-    def _by_id(self) -> dict[str, Experiment]:
+    def by_id(self) -> Mapping[str, Experiment]:
+        """Experiments by id (what the request path looks assignments up in)."""
         return {e.id: e for e in self.experiments}
 
     def replace(self, experiment: Experiment) -> ExperimentBook:
@@ -256,28 +256,6 @@ class ExperimentBook(BaseModel):
             version=self.version,
             experiments=tuple(experiment if e.id == experiment.id else e for e in self.experiments),
         )
-
-    def assign_all(self, *, customer_id: str | None, transaction_id: str) -> list[Assignment]:
-        """Assignments of one request in every active experiment, in priority order."""
-        return [assign(e, customer_id=customer_id, transaction_id=transaction_id) for e in self.active()]
-
-    def serving_alias(self, assignments: Sequence[Assignment]) -> tuple[str, Assignment | None]:
-        """Which model alias serves the request, and the assignment that decided it.
-
-        The treatment alias of the highest-priority canary experiment whose arm is treatment; otherwise the control
-        alias of the first (highest-priority) active assignment — ``champion`` unless configured otherwise — with
-        that assignment; ``("champion", None)`` when there is no active experiment. Shadow assignments never decide
-        for treatment, because their arm is always control.
-        """
-        by_id = self._by_id
-        known = [a for a in assignments if a.experiment_id in by_id]
-        ordered = sorted(known, key=lambda a: (by_id[a.experiment_id].priority, a.experiment_id))
-        for a in ordered:
-            if a.mode == "canary" and a.arm == "treatment":
-                return by_id[a.experiment_id].treatment_alias, a
-        if ordered:
-            return by_id[ordered[0].experiment_id].control_alias, ordered[0]
-        return CHAMPION, None
 
 
 # --- loading -------------------------------------------------------------------------------------------------------
@@ -321,8 +299,8 @@ def read_yaml(source: Path | Traversable) -> Any:
 
 
 def config_resource(*parts: str) -> Traversable:
-    """A config file shipped inside the package (``shadowgate/serving/config/...``)."""
-    return resources.files("shadowgate.serving").joinpath("config", *parts)
+    """A config file shipped inside the package (``shadowgate/decisioning/config/...``)."""
+    return resources.files("shadowgate.decisioning").joinpath("config", *parts)
 
 
 def load_book(path: Path | str | None = None) -> ExperimentBook:

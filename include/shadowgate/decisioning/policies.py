@@ -56,8 +56,8 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from shadowgate.decisioning.experiments import ConfigError, config_resource, read_yaml, validate_config
 from shadowgate.features import NEW_CUSTOMER_DAYS
-from shadowgate.serving.experiments import ConfigError, config_resource, read_yaml, validate_config
 
 DEFAULT_POLICY = "conservative"
 

@@ -1,11 +1,12 @@
 """The experiment book in Redis, shared by every API replica, and each replica's in-memory copy of it.
 
 Redis holds one hash ``<prefix>:book`` (``version``, the book as JSON, the id of the change that made it and of that
-change's audit entry) and the audit stream ``<prefix>:audit``: one entry per change, the seed included. A change is
-planned on the book as read (:func:`~shadowgate.serving.experiments.plan_transition` …) and committed by a Lua script
-only if the book is still at the version read — a compare-and-set on the version, so two replicas changing the book at
-once cannot lose each other's change. The book and its audit entry are written together or not at all. A change that
-lost the race is planned again on the fresh book (one that is no longer legal then fails with the lifecycle's error).
+change's audit entry) and the audit stream ``<prefix>:audit``: one entry per change, the seed included. A change
+is planned on the book as read (:func:`~shadowgate.decisioning.experiments.plan_transition` …) and committed by a Lua
+script only if the book is still at the version read — a compare-and-set on the version, so two replicas changing the
+book at once cannot lose each other's change. The book and its audit entry are written together or not at all. A change
+that lost the race is planned again on the fresh book (one that is no longer legal then fails with the lifecycle's
+error).
 
 :class:`LiveExperiments` is what a replica serves from: requests read its in-memory book (an attribute, no I/O); a
 background thread checks the id of the last change in Redis every ``poll_interval_s`` and adopts a new book; a change
@@ -39,7 +40,7 @@ from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shadowgate.serving.experiments import (
+from shadowgate.decisioning.experiments import (
     AuditRecord,
     BookChange,
     ConfigError,
