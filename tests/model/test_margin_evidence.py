@@ -243,8 +243,8 @@ def test_the_approved_only_difference_favours_the_boosting_challenger(held_out: 
     assert (shipped > 0.005).all()
     assert figures["twins: bias, max |·|"] < 0.001
     assert figures["twins: true Δ on the approved, max |·|"] < 0.0015
-    # Not only the decider's cut: with the roles reversed the scorecard challenger is understated. Among the
-    # approved (fewer extreme risks) the scorecard's linear ranking loses more than boosting's, whoever cuts.
+    # Not only the decider's own cut: with the roles reversed the scorecard challenger is understated. The approved
+    # population itself favours the boosting ranking over the scorecard's, whichever of them decides.
     assert (reversed_roles < 0).all()
     assert [round(figures[k], 4) for k in figures] == pytest.approx(
         [0.9461, 0.0117, 0.0199, 0.0102, 0.0172, 0.0077, 0.0073, 0.0082, -0.0036, 0.0002, 0.0006, 0.0006, 0.0013],
