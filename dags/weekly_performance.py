@@ -16,12 +16,17 @@ warehouse table `model_metrics`.
   (new/returning, merchant category, amount band, channel), with Simpson's reversals flagged.
 * **Per comparison** (champion vs each challenger — an experiment of the book, or `champion-vs-<alias>`): DeLong's
   paired AUC test, McNemar on approve/decline, a paired bootstrap CI of the Brier difference, Holm across the week's
-  comparisons, the sample-ratio check of a canary's arms, and the group-sequential look (Lan–DeMets O'Brien–Fleming).
+  comparisons, the sample-ratio check of a canary's arms, and the **look of the comparison's plan**: H0 ΔAUC ≤ δ
+  (`SHADOWGATE_EVALUATION_AUC_MARGIN`, 0.01) against H1 ΔAUC ≥ δ + MDE, recorded in `comparison_plans` at the
+  first evaluation; the weeks' DeLong differences combined by inverse variance; O'Brien–Fleming efficacy and a
+  non-binding futility boundary at the information gathered; a verdict (*superior*, *futile*, *not_shown*) ends the
+  plan, later weeks carry it. Only the **final** label decides; the early label is monitoring.
 * **MLflow:** one experiment per A/B experiment (`shadowgate/<experiment>`, tagged with its models, allocation,
-  success metric and required sample size); per week and label one run per model and one comparison run holding the
+  success metric and recorded plan); per week and label one run per model and one comparison run holding the
   HTML report, the charts and `segments.csv`. Runs are found by a deterministic key: a re-run updates them.
 * **Alerts:** a model's AUC more than `SHADOWGATE_EVALUATION_AUC_DROP_ALERT` (5 %) below its validation AUC; a
-  comparison crossing its sequential boundary (a notification); a sample-ratio mismatch. A failed task alerts too.
+  comparison's **verdict**, once, at the look that reached it (with the next step: promote, retire, keep); a
+  sample-ratio mismatch. A failed task alerts too. How long a comparison will take: `shadowgate plan-experiment`.
 * **Schedule:** weekly, Monday 00:00 UTC (one week per run); no catch-up on its own — **backfill** past weeks:
 
 ```bash

@@ -556,7 +556,7 @@ def sequential_look(
         look = monitoring_look(stats_plan, series)
         if look is None:
             return replace(comparison, **common)
-        return replace(comparison, **common, **_look_fields(look), verdict="monitoring")
+        return replace(comparison, **common, **_look_fields(look))
     looks = run_looks(stats_plan, series)
     if not looks:
         return replace(comparison, **common)
