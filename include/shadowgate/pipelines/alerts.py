@@ -274,7 +274,9 @@ def record_alerts(
             held.append(check.alert.title)
         elif before is not None and before.active and not after.active:
             resolved.append(after.title)
-            logger.info("alert resolved: %s (held %d runs since %s)", after.title, after.times_seen, after.first_raised_at)
+            logger.info(
+                "alert resolved: %s (held %d runs since %s)", after.title, after.times_seen, after.first_raised_at
+            )
         if after != before:
             changed.append(after)
     if changed:
