@@ -205,9 +205,7 @@ def test_an_auc_drop_against_the_models_own_first_weeks_is_sent_once_resolved_an
     for k, start in enumerate(weeks):
         rows = labeled_rows(start, N, seed=10 + k, noise={"champion": 3.0} if k in worse else None)
         insert_labeled(warehouse, rows)
-    plan = EvaluationPlan(
-        settings=EvaluationSettings(alert_baseline_weeks=2), early_maturity_days=17, maturity_days=90
-    )
+    plan = EvaluationPlan(settings=EvaluationSettings(alert_baseline_weeks=2), early_maturity_days=17, maturity_days=90)
     sent: list[Alert] = []
     held = []
     for start in weeks:
@@ -240,7 +238,9 @@ def test_an_auc_drop_against_the_models_own_first_weeks_is_sent_once_resolved_an
         f"""SELECT subject, condition, first_raised_at, resolved_at, times_seen, times_raised, notified_at
             FROM {warehouse.qualified}."alerts" WHERE kind = 'auc_drop'"""
     ).to_pylist()
-    raised, resolved = (dt.datetime.combine(weeks[k], dt.time(6), tzinfo=dt.UTC) + dt.timedelta(days=97) for k in (5, 6))
+    raised, resolved = (
+        dt.datetime.combine(weeks[k], dt.time(6), tzinfo=dt.UTC) + dt.timedelta(days=97) for k in (5, 6)
+    )
     assert row == {
         "subject": "champion@1",
         "condition": "final label",
