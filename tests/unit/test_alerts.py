@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import http.server
 import json
@@ -123,14 +124,8 @@ def _run(holds: list[bool], *, delivered: bool = True) -> tuple[list[int], Alert
             if send and state is not None:
                 sends.append(week)
                 if delivered:
-                    state = dataclass_replace(state, notified_at=at)
+                    state = dataclasses.replace(state, notified_at=at)
     return sends, state
-
-
-def dataclass_replace(state: AlertState, **changes: Any) -> AlertState:
-    import dataclasses
-
-    return dataclasses.replace(state, **changes)
 
 
 def test_a_condition_is_sent_when_it_begins_to_hold_and_again_only_after_it_resolved() -> None:
@@ -153,6 +148,7 @@ def test_a_failed_send_is_retried_by_every_run_while_the_condition_holds() -> No
 
 def test_an_older_run_replayed_after_a_resolution_changes_nothing() -> None:
     sends, state = _run([True, True, False])
+    assert sends == [0]
     assert state is not None and state.resolved_at == T0 + dt.timedelta(weeks=2)
     again, send = advance(state, _check(True), at=T0 + dt.timedelta(weeks=1))  # a backfill of week 1
     assert (again, send) == (state, False)
