@@ -164,3 +164,13 @@ def test_sends_are_the_episodes(holds: list[bool]) -> None:
         assert (state.resolved_at is None) == holds[-1]
     else:
         assert state is None
+
+
+def test_a_condition_not_yet_cleared_keeps_its_episode_open() -> None:
+    state, send = advance(None, _check(True), at=T0)
+    assert send and state is not None
+    hovering = Check("auc_drop", "champion@3", "final label", None, cleared=False)
+    after, send = advance(state, hovering, at=T0 + dt.timedelta(weeks=1))
+    assert (after, send) == (state, False)  # neither counted nor resolved
+    again, send = advance(after, _check(True), at=T0 + dt.timedelta(weeks=2))
+    assert again is not None and (again.times_seen, again.times_raised, send) == (2, 1, state.notified_at is None)

@@ -80,3 +80,10 @@ def test_week_figures_of_a_model_performance() -> None:
     f = WeekFigures.of(m)
     assert (f.auc, f.auc_se, f.n, f.n_positive) == (m.auc, m.auc_se, 500, int(y.sum()))
     assert f.expected == pytest.approx(p.sum())
+
+
+def test_a_change_clears_only_below_half_the_bounds() -> None:
+    hovering = auc_drop(_week(0.77, 0.01), BASE, relative=0.05, min_z=3.0)  # 3.75 % below, z = 2.7
+    assert hovering is not None and not hovering.fires and not hovering.cleared
+    gone = auc_drop(_week(0.79, 0.01), BASE, relative=0.05, min_z=3.0)  # 1.25 % below
+    assert gone is not None and gone.cleared

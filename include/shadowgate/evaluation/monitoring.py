@@ -136,12 +136,17 @@ class ChangeTest:
     se: float
     z: float
     fires: bool
+    cleared: bool
+    """Gone for good: the change is within half the relative bound or under half of ``min_z`` standard errors (an
+    alert raised earlier is resolved only then, so a figure hovering at the bound does not flap)."""
 
 
 def _test(value: float, reference: float, change: float, se: float, *, relative: float, min_z: float) -> ChangeTest:
     z = change / se if se > 0 else (math.inf if change > 0 else 0.0)
-    fires = bool(math.isfinite(change) and change > relative and z >= min_z)
-    return ChangeTest(value=value, reference=reference, change=change, se=se, z=z, fires=fires)
+    finite = math.isfinite(change)
+    fires = bool(finite and change > relative and z >= min_z)
+    cleared = not (finite and change > relative / 2 and z >= min_z / 2)
+    return ChangeTest(value=value, reference=reference, change=change, se=se, z=z, fires=fires, cleared=cleared)
 
 
 def auc_drop(week: WeekFigures, base: Baseline, *, relative: float, min_z: float) -> ChangeTest | None:

@@ -9,8 +9,9 @@ the error of a failed post.
 A recurring condition (a model's AUC below its baseline, a sample-ratio mismatch …) is a :class:`Check`: evaluated on
 a run, it holds (with the :class:`Alert` to send) or it does not. :func:`record_alerts` keeps one row per condition,
 keyed by :func:`alert_key` ``(kind, subject, condition)``: the first run on which it holds sends the alert and opens
-an episode; later runs while it holds only count it (``times_seen``, ``last_seen_at``); the first run on which it no
-longer holds resolves it (``resolved_at``); holding again after that opens a new episode and sends again. Runs are
+an episode; later runs while it holds only count it (``times_seen``, ``last_seen_at``); the first run on which it is
+cleared resolves it (``resolved_at``; a check with a threshold clears below a lower bar than the one it alerts at,
+so a figure hovering at the bound does not flap); holding again after that opens a new episode and sends again. Runs are
 ordered by their as-of instant, so a re-run (or a backfill of an older run) changes nothing and sends nothing; a send
 that failed is retried by the next run on which the condition still holds.
 """
@@ -126,12 +127,18 @@ def task_failure_alert(
 
 @dataclass(frozen=True)
 class Check:
-    """One condition evaluated on one run: it holds when ``alert`` is given (what to send), else it does not."""
+    """One condition evaluated on one run: it holds when ``alert`` is given (what to send), else it does not.
+
+    ``cleared`` (when it does not hold): whether it is gone for good enough to resolve an open episode. A check with
+    a threshold says False while its figure still sits between the alerting bound and a lower one (hysteresis): a
+    figure hovering around the bound would otherwise resolve and re-send week after week.
+    """
 
     kind: str
     subject: str
     condition: str
     alert: Alert | None = None
+    cleared: bool = True
 
     @property
     def key(self) -> str:
@@ -186,7 +193,7 @@ def advance(state: AlertState | None, check: Check, *, at: dt.datetime) -> tuple
     """
     alert = check.alert
     if alert is None:
-        if state is None or not state.active or at <= state.last_seen_at:
+        if state is None or not state.active or at <= state.last_seen_at or not check.cleared:
             return state, False
         return replace(state, resolved_at=at), False
     figures = {

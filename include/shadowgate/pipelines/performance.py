@@ -1012,7 +1012,7 @@ def _alerts(
                     subject=model,
                     condition=f"{week.label} label",
                 )
-            out.append(Check("auc_drop", model, f"{week.label} label", alert))
+            out.append(Check("auc_drop", model, f"{week.label} label", alert, cleared=drop.cleared))
         rise = default_rise(figures, base, relative=settings.default_rise_alert, min_z=settings.alert_min_z)
         if rise is not None:
             alert = None
@@ -1033,7 +1033,7 @@ def _alerts(
                     subject=model,
                     condition=f"{week.label} label",
                 )
-            out.append(Check("default_rise", model, f"{week.label} label", alert))
+            out.append(Check("default_rise", model, f"{week.label} label", alert, cleared=rise.cleared))
     for c in evaluation.comparisons:
         subject = f"{c.experiment_id}: {c.treatment}"
         alert = None
