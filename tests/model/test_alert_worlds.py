@@ -200,12 +200,15 @@ def test_through_the_pipeline_the_shock_is_sent_once_and_every_week_carries_its_
     # Silent through the 16 stable weeks after the baseline, on both labels.
     assert [key for key, held in by_week.items() if held and key[0] < CHANGE_WEEK] == []
     final = [a for a in sent if a.kind in ("auc_drop", "default_rise") and a.condition == "final label"]
+    # Week 32 (2026-08-17, ISO week 34): at once, and once for each model (the challenger shares the champion's
+    # ranking, so its predictions fall short of the new defaults as much).
     assert [(a.kind, a.subject, a.severity, a.details["cohort"]) for a in final] == [
-        ("default_rise", "champion@1", "error", "2026-W15")  # week 32 (ISO week 15): at once, and once
+        ("default_rise", "champion@1", "error", "2026-W34"),
+        ("default_rise", "challenger@2", "error", "2026-W34"),
     ]
     assert all(a.severity == "warning" for a in sent if a.condition == "early label")
-    [row] = [r for r in stored if r["condition"] == "final label"]
-    assert (row["kind"], row["times_raised"]) == ("default_rise", 1)
+    rows = sorted((r["subject"], r["kind"], r["times_raised"]) for r in stored if r["condition"] == "final label")
+    assert rows == [("challenger@2", "default_rise", 1), ("champion@1", "default_rise", 1)]
     # The selection of each week: every decision counted, next to every figure.
     week_18 = (scored.week == 17) & keep  # 2026-05-04 is week 17
     assert selection[17]["decisions"] == int(week_18.sum())
