@@ -24,9 +24,15 @@ warehouse table `model_metrics`.
 * **MLflow:** one experiment per A/B experiment (`shadowgate/<experiment>`, tagged with its models, allocation,
   success metric and recorded plan); per week and label one run per model and one comparison run holding the
   HTML report, the charts and `segments.csv`. Runs are found by a deterministic key: a re-run updates them.
-* **Alerts:** a model's AUC more than `SHADOWGATE_EVALUATION_AUC_DROP_ALERT` (5 %) below its validation AUC; a
-  comparison's **verdict**, once, at the look that reached it (with the next step: promote, retire, keep); a
-  sample-ratio mismatch. A failed task alerts too. How long a comparison will take: `shadowgate plan-experiment`.
+* **Selection:** every figure is computed on the approved share of the week's applicants; the week's approval rate
+  and denied count (every decision) are written next to each model's and comparison's figures (`cohort_*`), in
+  MLflow and in the report.
+* **Alerts** (table `alerts`, each condition sent once while it holds, again only after it resolved): a model's AUC
+  more than 5 % and 3 standard errors below **its own first 4 evaluated weeks** (same population and label, never
+  the validation AUC on all applicants), or its defaults 15 % and 3 SE above what it predicts relative to those weeks
+  (a concept shift) — the final label an error, the early label a warning; a comparison's **verdict**, once, at the look
+  that reached it (with the next step: promote, retire, keep); a sample-ratio mismatch. A failed task alerts too.
+  How long a comparison will take: `shadowgate plan-experiment`.
 * **Schedule:** weekly, Monday 00:00 UTC (one week per run); no catch-up on its own — **backfill** past weeks:
 
 ```bash

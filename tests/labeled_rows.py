@@ -8,7 +8,7 @@ through heavy noise, the challenger through light noise (so the challenger has t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -32,8 +32,11 @@ def labeled_rows(
     models: Sequence[str] = ("champion", "challenger"),
     default_rate_logit: float = -2.2,
     experiment_id: str | None = None,
+    noise: Mapping[str, float] | None = None,
 ) -> pa.Table:
-    """``n`` approved, fully matured decisions of the week starting ``week_start`` (both labels set)."""
+    """``n`` approved, fully matured decisions of the week starting ``week_start`` (both labels set); ``noise``
+    overrides a model's noise level (:data:`NOISE`), e.g. to make it rank worse in some weeks."""
+    levels = {**NOISE, **(noise or {})}
     rng = np.random.default_rng(seed)
     risk = rng.normal(size=n)
     p_true = _sigmoid(default_rate_logit + 1.3 * risk)
@@ -43,7 +46,7 @@ def labeled_rows(
     offsets = np.linspace(0, 7 * 86_400 - 1, n)
     stamps = [start + dt.timedelta(seconds=float(s)) for s in offsets]
     scores = []
-    model_scores = {m: _sigmoid(default_rate_logit + 1.3 * risk + rng.normal(scale=NOISE[m], size=n)) for m in models}
+    model_scores = {m: _sigmoid(default_rate_logit + 1.3 * risk + rng.normal(scale=levels[m], size=n)) for m in models}
     for i in range(n):
         scores.append(
             [

@@ -380,7 +380,20 @@ class EvaluationSettings(BaseSettings):
     """Add the non-binding futility boundary (β-spending, O'Brien–Fleming type): a hopeless comparison stops early."""
 
     auc_drop_alert: float = Field(default=0.05, ge=0.0, lt=1.0)
-    """Alert when a model's weekly AUC is more than this fraction below its validation AUC from training."""
+    """Alert when a model's weekly AUC is more than this fraction below its own baseline (its first
+    ``alert_baseline_weeks`` evaluated weeks, same population and label; never the validation AUC on all applicants,
+    which selection alone puts above it) and at least ``alert_min_z`` standard errors below."""
+
+    default_rise_alert: float = Field(default=0.15, ge=0.0)
+    """Alert when a model's weekly observed/expected defaults exceed its baseline ratio by more than this fraction
+    (and ``alert_min_z`` standard errors): more defaults than it predicts, as under a concept shift."""
+
+    alert_baseline_weeks: int = Field(default=4, ge=1, le=52)
+    """A model version's first N evaluated cohort weeks (per label) are its baseline; it is not alerted on before."""
+
+    alert_min_z: float = Field(default=3.0, gt=0.0)
+    """A weekly change alerts only when it is also this many standard errors (the week's and the baseline's, widened
+    by the baseline weeks' own dispersion) beyond the baseline."""
 
     bootstrap_resamples: int = Field(default=200, ge=2)
     """Resamples of the paired bootstrap CI of the Brier difference."""

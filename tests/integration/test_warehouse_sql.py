@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +15,7 @@ import sqlglot
 from shadowgate.events.schemas import bigquery_type
 from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.warehouse import (
+    ALERTS,
     DERIVED_TABLES,
     MERGE_KEYS,
     MODEL_METRICS,
@@ -68,6 +71,8 @@ def _rows(table: str) -> list[dict[str, Any]]:
                 "created_at": NOW, "description": "H0: ΔAUC ≤ 0.01 vs H1: ΔAUC ≥ 0.02",
             }
         ]  # fmt: skip
+    if table == "alerts":
+        return [_alert_state().row()]
     return decode_batch("s", "outcome", [Entry("1-0", {"payload": "{}"})], NOW).quarantine
 
 
@@ -80,6 +85,7 @@ def test_the_library_lists_every_shipped_statement() -> None:
         + ["queries/ground_truth_labels", "queries/ground_truth_report", "queries/last_load", "queries/table_counts"]
         + ["queries/arm_counts", "queries/comparison_history", "queries/weekly_cohort", "queries/weekly_positives"]
         + ["queries/comparison_plan"]
+        + ["queries/alert_state", "queries/cohort_decisions", "queries/model_baseline"]
     )
 
 
@@ -94,7 +100,7 @@ def test_every_ddl_creates_its_table_with_the_batch_columns(warehouse: DuckDBWar
         # NOT NULLs, or a load fails (or a NULL slips in) only at run time.
         for column, f in zip(described, schema, strict=True):
             assert (column["null"] == "YES") == f.nullable, (table, f.name)
-            if table == "deployment_events" and f.name == "evidence":
+            if (table, f.name) in (("deployment_events", "evidence"), ("alerts", "details")):
                 assert column["column_type"] == "JSON"  # staged as text, parsed by the MERGE
             elif not pa.types.is_nested(f.type):
                 kind = sqlglot.exp.DataType.build(bigquery_type(f.type), dialect="bigquery").sql(dialect="duckdb")
@@ -104,7 +110,7 @@ def test_every_ddl_creates_its_table_with_the_batch_columns(warehouse: DuckDBWar
 _DUCKDB_NAMES = {"TEXT": "VARCHAR", "TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
 
 
-@pytest.mark.parametrize("table", sorted(set(MERGE_KEYS) - {MODEL_METRICS}))
+@pytest.mark.parametrize("table", sorted(set(MERGE_KEYS) - {MODEL_METRICS, ALERTS}))  # those two replace a row
 def test_every_merge_inserts_once(warehouse: DuckDBWarehouse, table: str) -> None:
     twice = pa.Table.from_pylist(_rows(table) * 2, schema=arrow_schema(table))
     with pytest.raises(ValueError, match="more than once"):  # the MERGE would insert both copies
@@ -140,6 +146,75 @@ def test_deployment_evidence_is_stored_as_json(warehouse: DuckDBWarehouse) -> No
         " FROM shadowgate.deployment_events"
     ).to_pylist()
     assert rows == [{"action": "promote", "from_version": "1", "to_version": "2", "p": 0.003}]
+
+
+def _alert_state(**changes: Any) -> Any:
+    from shadowgate.pipelines.alerts import AlertState, alert_key
+
+    state = AlertState(
+        alert_key=alert_key("auc_drop", "champion@3", "final label"), kind="auc_drop", subject="champion@3",
+        condition="final label", severity="error", source="weekly_performance", title="champion@3: AUC down",
+        text="below its baseline", first_raised_at=NOW, last_seen_at=NOW, resolved_at=None, times_seen=1,
+        times_raised=1, notified_at=NOW, details={"z": 4.2, "baseline_weeks": ["2026-01-05"]},
+    )  # fmt: skip
+    return dataclasses.replace(state, **changes)
+
+
+def test_the_alerts_merge_replaces_a_condition_on_its_key_and_keeps_details_as_json(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    later = NOW + dt.timedelta(days=7)
+    for state in (_alert_state(), _alert_state(last_seen_at=later, times_seen=2, details={"z": 5.0})):
+        batch = pa.Table.from_pylist([state.row()], schema=arrow_schema("alerts"))
+        warehouse.merge("alerts", staging=warehouse.stage("alerts", batch, batch_id="x"))
+    rows = warehouse.query(
+        "SELECT kind, last_seen_at, times_seen, json_extract(details, '$.z')::DOUBLE AS z FROM shadowgate.alerts"
+    ).to_pylist()
+    assert rows == [{"kind": "auc_drop", "last_seen_at": later, "times_seen": 2, "z": 5.0}]
+    state = _alert_state()
+    [read] = warehouse.run("queries/alert_state", {"keys": [state.alert_key, "other"]}).to_pylist()
+    assert (read["times_seen"], json.loads(read["details"])) == (2, {"z": 5.0})
+    assert warehouse.run("queries/alert_state", {"keys": ["other"]}).num_rows == 0
+
+
+def test_the_cohort_decisions_count_every_decision_once_and_the_baseline_reads_a_models_first_weeks(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    from tests.warehouse_rows import load, prediction_row
+
+    monday = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    decisions = ["approve"] * 5 + ["deny"] * 3 + ["manual_review"] * 2
+    rows = [prediction_row(i, at=monday + dt.timedelta(hours=i), decision=d) for i, d in enumerate(decisions)]
+    retried = {**rows[5], "prediction_id": "retry", "served_at": rows[5]["served_at"] + dt.timedelta(seconds=2)}
+    outside = prediction_row(99, at=monday + dt.timedelta(days=7), decision="deny")
+    load(warehouse, "prediction_logs", [*rows, {**retried, "decision": "approve"}, outside])
+    week = {"cohort_start": monday, "cohort_end": monday + dt.timedelta(days=7)}
+    counts = {r["decision"]: r["decisions"] for r in warehouse.run("queries/cohort_decisions", week).to_pylist()}
+    assert counts == {"approve": 5, "deny": 3, "manual_review": 2}  # the retry counts once, as its first decision
+
+    metric_rows = []
+    for k, start in enumerate(dt.date(2026, 1, 5) + dt.timedelta(weeks=w) for w in range(6)):
+        for experiment in ("shadow-challenger", "champion-vs-challenger-b"):  # the same figure, once per experiment
+            for metric, value in (("auc", 0.7 + k / 100), ("auc_se", 0.01), ("mean_score", 0.05), ("brier", 0.1)):
+                metric_rows.append(
+                    {
+                        "metric_id": f"{experiment}{start}{metric}", "experiment_id": experiment,
+                        "cohort_start": start, "cohort_end": start + dt.timedelta(days=7), "label": "final",
+                        "population": "approved_matured", "model": "champion@3", "alias": "champion",
+                        "model_version": "3", "segment": "all", "segment_value": "all", "metric": metric,
+                        "value": value, "n": 1000 + k, "n_positive": 50 + k, "as_of": NOW, "mlflow_run_id": None,
+                    }
+                )  # fmt: skip
+    batch = pa.Table.from_pylist(metric_rows, schema=arrow_schema(MODEL_METRICS))
+    warehouse.merge(MODEL_METRICS, staging=warehouse.stage(MODEL_METRICS, batch, batch_id="m"))
+    params = {"model": "champion@3", "label": "final", "population": "approved_matured", "weeks": 4}
+    baseline = warehouse.run("queries/model_baseline", {**params, "before_date": dt.date(2026, 3, 2)}).to_pylist()
+    assert [(r["cohort_start"], r["metric"], r["value"], r["n"]) for r in baseline if r["metric"] == "auc"] == [
+        (dt.date(2026, 1, 5) + dt.timedelta(weeks=k), "auc", pytest.approx(0.7 + k / 100), 1000 + k) for k in range(4)
+    ]
+    assert len(baseline) == 4 * 3  # auc, auc_se and mean_score of its first four weeks, once each
+    before = warehouse.run("queries/model_baseline", {**params, "before_date": dt.date(2026, 1, 19)}).to_pylist()
+    assert sorted({r["cohort_start"] for r in before}) == [dt.date(2026, 1, 5), dt.date(2026, 1, 12)]
 
 
 def test_the_queries(warehouse: DuckDBWarehouse) -> None:

@@ -205,30 +205,79 @@ def test_a_backfill_before_the_labels_matured_sees_nothing_of_them(
     assert half.weeks[0]["rows_matured"] == sum(s + dt.timedelta(days=90) <= mid for s in stamps)
 
 
-def test_alerts_a_model_below_its_validation_auc_and_a_boundary_crossing(
-    warehouse: DuckDBWarehouse,
+def test_an_auc_drop_against_the_models_own_first_weeks_is_sent_once_resolved_and_sent_again(
+    tmp_path: Path,
 ) -> None:
+    warehouse = DuckDBWarehouse(tmp_path / "alerts.duckdb", sql_dir=default_sql_dir())
+    warehouse.ensure_tables()
+    weeks = [W1 + dt.timedelta(weeks=k) for k in range(7)]
+    worse = {2, 3, 5}  # weeks in which the champion ranks far worse (noise 3.0 instead of 1.2)
+    for k, start in enumerate(weeks):
+        rows = labeled_rows(start, N, seed=10 + k, noise={"champion": 3.0} if k in worse else None)
+        insert_labeled(warehouse, rows)
+    plan = EvaluationPlan(settings=EvaluationSettings(alert_baseline_weeks=2), early_maturity_days=17, maturity_days=90)
     sent: list[Alert] = []
-    summary = weekly_performance(
-        warehouse,
-        None,
-        as_of=AS_OF,
-        plan=PLAN,
-        policies=POLICIES,
-        experiments=[SHADOW],
-        weeks=[cohort_week(W2, "final", as_of=AS_OF)],
-        validation_auc=lambda alias, version: 0.99 if alias == "champion" else None,
-        alert=sent.append,
+    held = []
+    for start in weeks:
+        as_of = dt.datetime.combine(start, dt.time(6), tzinfo=dt.UTC) + dt.timedelta(days=97)
+        summary = weekly_performance(
+            warehouse,
+            None,
+            as_of=as_of,
+            plan=plan,
+            policies=POLICIES,
+            experiments=[SHADOW],
+            weeks=[cohort_week(start, "final", as_of=as_of)],
+            # A validation AUC far above any weekly one: no longer what the alert compares with.
+            validation_auc=lambda alias, version: 0.99,
+            alert=sent.append,
+        )
+        held.append(sorted(a.split(":")[0] for a in summary.alerts if "own baseline" in a))
+    # Weeks 0 and 1 are the champion's baseline; it holds in weeks 2, 3 and 5, the challenger never.
+    assert held == [[], [], ["champion@1"], ["champion@1"], [], ["champion@1"], []]
+    drops = [a for a in sent if a.kind == "auc_drop"]
+    assert [(a.subject, a.details["cohort"], a.severity) for a in drops] == [
+        ("champion@1", "2026-W04", "error"),  # weeks[2]: sent when it began to hold
+        ("champion@1", "2026-W07", "error"),  # weeks[5]: held again after it resolved in weeks[4]
+    ]
+    assert "its first 2 evaluated weeks (2026-W02 to 2026-W03)" in drops[0].text
+    # The challenger is far better by construction: its verdict (superior) is sent once, at the look that reached
+    # it; the weeks after (the plan has ended) hold it without sending it again.
+    verdicts = [(a.subject, a.details["verdict"]) for a in sent if a.kind == "sequential_verdict"]
+    assert verdicts == [("shadow-challenger: challenger@2", "superior")]
+    assert {a.kind for a in sent} == {"auc_drop", "sequential_verdict"}
+    [row] = warehouse.query(
+        f"""SELECT subject, condition, first_raised_at, resolved_at, times_seen, times_raised, notified_at
+            FROM {warehouse.qualified}."alerts" WHERE kind = 'auc_drop'"""
+    ).to_pylist()
+    raised, resolved = (
+        dt.datetime.combine(weeks[k], dt.time(6), tzinfo=dt.UTC) + dt.timedelta(days=97) for k in (5, 6)
     )
-    titles = [a.title for a in sent]
-    assert sum("below its validation AUC" in t for t in titles) == 1 and titles[0].startswith("champion@1: AUC")
-    # The challenger is far better by construction: superior at its second look (W1 + W2); challenger-b (the
-    # champion's noise) reaches no verdict that early, so it raises nothing.
-    verdicts = {a.details["experiment_id"]: (a.details["verdict"], a.severity) for a in sent if "verdict" in a.title}
-    assert verdicts == {"shadow-challenger": ("superior", "info")}
-    other = next(c for c in summary.weeks[0]["comparisons"] if c["experiment_id"] == "champion-vs-challenger-b")
-    assert (other["look"], other["verdict"]) == (2, "continue")
-    assert len(summary.alerts) == len(sent) == 2
+    assert row == {
+        "subject": "champion@1",
+        "condition": "final label",
+        "first_raised_at": raised,
+        "resolved_at": resolved,
+        "times_seen": 1,
+        "times_raised": 2,
+        "notified_at": raised,
+    }
+    # A re-run of the last weeks (a backfill) sends nothing again and changes no row.
+    before = warehouse.query(f'SELECT * FROM {warehouse.qualified}."alerts" ORDER BY alert_key').to_pylist()
+    for start in weeks[4:]:
+        as_of = dt.datetime.combine(start, dt.time(6), tzinfo=dt.UTC) + dt.timedelta(days=97)
+        weekly_performance(
+            warehouse,
+            None,
+            as_of=as_of,
+            plan=plan,
+            policies=POLICIES,
+            experiments=[SHADOW],
+            weeks=[cohort_week(start, "final", as_of=as_of)],
+            alert=sent.append,
+        )
+    assert len(sent) == 3
+    assert warehouse.query(f'SELECT * FROM {warehouse.qualified}."alerts" ORDER BY alert_key').to_pylist() == before
 
 
 def test_a_purchase_decided_twice_counts_once(warehouse: DuckDBWarehouse) -> None:

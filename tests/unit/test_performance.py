@@ -109,6 +109,21 @@ def test_auc_and_ks_match_scipy_with_heavy_ties(rows: list[tuple[float, bool]]) 
     assert 0.0 <= m.ece <= 1.0
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.05, 0.1, 0.3, 0.3001, 0.7, 1.0]), st.booleans()), min_size=2))
+def test_the_auc_standard_error_is_delongs_with_heavy_ties(rows: list[tuple[float, bool]]) -> None:
+    from shadowgate.evaluation.stats import delong_covariance
+
+    p = np.array([s for s, _ in rows])
+    y = np.array([d for _, d in rows])
+    m = model_performance(y, p)
+    if min(y.sum(), (~y).sum()) >= 2:
+        reference = delong_covariance(y, [p])
+        assert m.auc_se == pytest.approx(math.sqrt(reference.covariance[0, 0]), abs=1e-12)
+    else:
+        assert math.isnan(m.auc_se)
+
+
 def test_log_loss_clips_certain_mistakes() -> None:
     m = model_performance(np.array([1, 0]), np.array([0.0, 1.0]))
     assert m.log_loss == pytest.approx(-math.log(LOG_LOSS_EPS))

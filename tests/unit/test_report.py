@@ -127,3 +127,38 @@ def test_one_class_week_and_mathtext_names_still_render(tmp_path: Path) -> None:
     page = paths[-1].read_text(encoding="utf-8")
     assert "a $\\bad$ name" in page and "n/a" in page  # names are text, never matplotlib mathtext
     assert roc_curves_png({"$x^$": repaid}).startswith(PNG_MAGIC)
+
+
+def test_the_cohorts_selection_is_shown_with_every_models_figures(tmp_path: Path, week: dict[str, object]) -> None:
+    selection = {
+        "cohort_decisions": 3_200.0,
+        "cohort_approved": 3_000.0,
+        "cohort_manual_review": 150.0,
+        "cohort_denied": 50.0,
+        "cohort_approval_rate": 3_000 / 3_200,
+    }
+    render_week_report(
+        tmp_path,
+        week="2026-W47",
+        label="final",
+        population="approved and matured decisions",
+        metrics=week["metrics"],  # type: ignore[arg-type]
+        selection=selection,
+    )
+    page = (tmp_path / REPORT_HTML).read_text(encoding="utf-8")
+    assert (
+        "Selection: 3,200 decisions in the cohort week, approval rate 93.8%, 50 denied, 150 referred to manual review."
+        in page
+    )
+    header = re.search(r"<tr><th class=\"text\">model</th>(.*?)</tr>", page)
+    assert header is not None and header.group(1).endswith("<th>cohort_approval_rate</th><th>cohort_denied</th>")
+    # Each model's row ends with the cohort's approval rate and denied count.
+    assert page.count("<td>0.9375</td><td>50</td></tr>") == len(week["metrics"])  # type: ignore[arg-type]
+    plain = render_week_report(
+        tmp_path / "plain",
+        week="w",
+        label="final",
+        population="p",
+        metrics=week["metrics"],  # type: ignore[arg-type]
+    )
+    assert "Selection:" not in plain[-1].read_text(encoding="utf-8")

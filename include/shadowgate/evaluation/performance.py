@@ -8,7 +8,8 @@ applicant pool (denied applicants have no outcome). Each result names the popula
 Definitions used throughout:
 
 * **AUC** — area under the ROC curve, equal to the Mann-Whitney statistic ``P(score_default > score_repaid)`` with
-  ties counted one half.
+  ties counted one half; **its standard error** is DeLong's (the variance of the structural components, as
+  :func:`~shadowgate.evaluation.stats.delong_covariance`), computed from the same sort.
 * **PR-AUC** — average precision, ``Σ (R_k − R_{k−1}) · P_k`` over distinct thresholds (sklearn's definition, no
   interpolation).
 * **KS** — the two-sample Kolmogorov-Smirnov statistic of the two classes' score distributions,
@@ -29,6 +30,7 @@ no default) — ``n_positive`` of 0 or ``n`` says why. Nothing here raises for a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -94,6 +96,7 @@ class ModelPerformance:
         observed_rate: ``n_positive / n``.
         mean_score: mean PD; against ``observed_rate`` it is the calibration-in-the-large.
         auc: NaN when one class is missing.
+        auc_se: DeLong's standard error of ``auc`` (NaN with fewer than two rows of a class).
         pr_auc: average precision; NaN when there is no default.
         ks: NaN when one class is missing.
         brier: mean squared error of the PD.
@@ -110,6 +113,7 @@ class ModelPerformance:
     observed_rate: float
     mean_score: float
     auc: float
+    auc_se: float
     pr_auc: float
     ks: float
     brier: float
@@ -208,6 +212,22 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.trapezoid(tpr, fpr))
 
 
+def _auc_se(r: _Ranked) -> float:
+    """DeLong's standard error of the AUC from one sort: per distinct score, the structural components of its
+    defaults (the share of repaid rows below, ties one half) and of its repaid rows (the share of defaults above)."""
+    pos_in = np.diff(r.tps, prepend=0)
+    neg_in = np.diff(r.fps, prepend=0)
+    n_pos, n_neg = int(r.tps[-1]), int(r.fps[-1])
+    if min(n_pos, n_neg) < 2:
+        return float("nan")
+    v10 = (n_neg - r.fps + 0.5 * neg_in) / n_neg
+    v01 = (r.tps - pos_in + 0.5 * pos_in) / n_pos
+    auc = float(np.dot(pos_in, v10) / n_pos)
+    s10 = float(np.dot(pos_in, (v10 - auc) ** 2) / (n_pos - 1))
+    s01 = float(np.dot(neg_in, (v01 - auc) ** 2) / (n_neg - 1))
+    return math.sqrt(s10 / n_pos + s01 / n_neg)
+
+
 def _thin(fpr: np.ndarray, tpr: np.ndarray, points: int) -> RocCurve:
     if len(fpr) > points:
         # Evenly spaced in L1 arc length (fpr + tpr runs monotonically from 0 to 2), both ends kept.
@@ -254,11 +274,12 @@ def model_performance(y_true: npt.ArrayLike, scores: npt.ArrayLike, *, n_bins: i
     r = _rank(y, p)
     reliability, ece = _reliability(r, n_bins)
     nan = float("nan")
-    auc = ks = pr_auc = nan
+    auc = auc_se = ks = pr_auc = nan
     roc = RocCurve(fpr=(), tpr=())
     if 0 < n_pos < n:
         fpr, tpr = _roc(r)
         auc = float(np.trapezoid(tpr, fpr))
+        auc_se = _auc_se(r)
         ks = float(np.max(np.abs(tpr - fpr)))
         roc = _thin(fpr, tpr, ROC_POINTS)
     if n_pos > 0:
@@ -277,6 +298,7 @@ def model_performance(y_true: npt.ArrayLike, scores: npt.ArrayLike, *, n_bins: i
         observed_rate=n_pos / n,
         mean_score=float(p.mean()),
         auc=auc,
+        auc_se=auc_se,
         pr_auc=pr_auc,
         ks=ks,
         brier=float(np.mean((p - y) ** 2)),

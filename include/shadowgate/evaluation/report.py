@@ -29,7 +29,21 @@ CALIBRATION_PNG = "calibration_curves.png"
 SCORES_PNG = "score_distributions.png"
 REPORT_HTML = "performance_report.html"
 
-METRIC_COLUMNS = ("n", "n_positive", "observed_rate", "mean_score", "auc", "pr_auc", "ks", "brier", "log_loss", "ece")
+METRIC_COLUMNS = (
+    "n",
+    "n_positive",
+    "observed_rate",
+    "mean_score",
+    "auc",
+    "auc_se",
+    "pr_auc",
+    "ks",
+    "brier",
+    "log_loss",
+    "ece",
+)
+SELECTION_COLUMNS = ("cohort_approval_rate", "cohort_denied")
+"""The cohort's selection shown next to each model's figures (every decision of the week, not only the labelled)."""
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
@@ -182,10 +196,13 @@ def render_report_html(
     segments: pd.DataFrame | None,
     policy: Mapping[str, PolicyOutcome] | None,
     images: Mapping[str, bytes],
+    selection: Mapping[str, float] | None = None,
 ) -> str:
     """The report page (see :func:`render_week_report`); ``images`` maps a caption to the PNG to embed."""
     n = _common_n(metrics)
     e = html.escape
+    chosen = dict(selection or {})
+    shown = [c for c in SELECTION_COLUMNS if c in chosen]
     parts = [
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
         f"<title>{e(f'Model performance, cohort week {week}')}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n",
@@ -195,8 +212,12 @@ def render_report_html(
         "For approved and matured decisions that means how each model ranks, and would re-decide, customers the "
         "lender already approved — not the full applicant pool. ECE and the calibration chart use "
         f"{e(' / '.join(sorted({str(m.n_bins) for m in metrics.values()})))} equal-mass bins; KS is two-sided.</p>\n",
+        _selection_note(chosen),
         "<h2>Metrics</h2>\n",
-        _table(("model", *METRIC_COLUMNS), ((m, *(getattr(metrics[m], c) for c in METRIC_COLUMNS)) for m in metrics)),
+        _table(
+            ("model", *METRIC_COLUMNS, *shown),
+            ((m, *(getattr(metrics[m], c) for c in METRIC_COLUMNS), *(chosen[c] for c in shown)) for m in metrics),
+        ),
         '<p class="note">AUC and KS are n/a when only one outcome occurs (n_positive of 0 or N); '
         "PR-AUC is n/a without defaults.</p>\n",
     ]
@@ -225,6 +246,23 @@ def render_report_html(
     return "".join(parts)
 
 
+def _selection_note(selection: Mapping[str, float]) -> str:
+    """The cohort's selection in words: how many applicants the labelled rows stand for."""
+    if not selection:
+        return ""
+    figures = {k: _fmt(int(v) if k != "cohort_approval_rate" and math.isfinite(v) else v) for k, v in selection.items()}
+    rate = selection.get("cohort_approval_rate", math.nan)
+    return (
+        f'<p class="selection">Selection: {html.escape(figures.get("cohort_decisions", "n/a"))} decisions in the '
+        f"cohort week, approval rate {html.escape('n/a' if not math.isfinite(rate) else f'{rate:.1%}')}, "
+        f"{html.escape(figures.get('cohort_denied', 'n/a'))} denied, "
+        f"{html.escape(figures.get('cohort_manual_review', 'n/a'))} referred to manual review. Only approved "
+        "purchases have an outcome: every figure below describes the approved share of the applicants, and an AUC "
+        "on it is lower than on all applicants (the champion's cut-off removed the applicants it ranks riskiest)."
+        "</p>\n"
+    )
+
+
 def _common_n(metrics: Mapping[str, ModelPerformance]) -> int:
     if not metrics:
         raise ValueError("no models to report")
@@ -244,6 +282,7 @@ def render_week_report(
     comparisons: Sequence[Mapping[str, Any]] = (),
     segments: pd.DataFrame | None = None,
     policy: Mapping[str, PolicyOutcome] | None = None,
+    selection: Mapping[str, float] | None = None,
 ) -> list[Path]:
     """Write the week's charts and HTML report into ``out_dir`` (created if missing; files of the same name replaced).
 
@@ -258,6 +297,9 @@ def render_week_report(
             the union of the rows' keys in first-seen order.
         segments: the :func:`~shadowgate.evaluation.performance.segment_table`, or None.
         policy: model name → :func:`~shadowgate.evaluation.performance.policy_outcomes`, or None.
+        selection: the cohort week's decisions (``cohort_decisions``, ``cohort_approval_rate``, ``cohort_denied``,
+            ``cohort_manual_review``: every decision, not only the labelled), shown in the header and next to each
+            model's figures; None when unknown.
 
     Returns:
         The files written: the ROC, calibration and score-distribution PNGs, then the HTML report.
@@ -280,6 +322,7 @@ def render_week_report(
         segments=segments,
         policy=policy,
         images=dict(charts.values()),
+        selection=selection,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -16,13 +16,19 @@ labels have matured (``join_ground_truth``) the models are compared pair by pair
 * **per comparison** (champion vs each challenger: an A/B experiment of the book, or one made up for a challenger no
   experiment names): DeLong's paired AUC test, McNemar on the approve/decline decisions at the policy threshold, a
   paired bootstrap CI of the Brier difference, Holm across the week's comparisons, the sample-ratio check of a
-  canary's arms, and the group-sequential boundary at this look (Lan–DeMets O'Brien–Fleming over weekly looks, the
-  information fraction = defaults seen so far / defaults required by
-  :func:`~shadowgate.evaluation.stats.auc_sample_size`);
+  canary's arms, and the look of the comparison's recorded plan (:mod:`shadowgate.evaluation.sequential`: the weekly
+  DeLong differences combined by inverse variance, tested against the margin with efficacy and non-binding futility
+  boundaries at the information gathered, until a verdict ends the plan);
 * **outputs**: ``model_metrics`` rows (MERGEd on a deterministic id: a re-run replaces, never duplicates), one MLflow
   experiment per A/B experiment with one run per model and one comparison run per (week, label) holding the HTML
-  report and the charts, and alerts (a model's AUC more than 5 % below its validation AUC; a comparison crossing its
-  sequential boundary).
+  report and the charts, and alerts recorded in the ``alerts`` table and sent once per condition
+  (:mod:`shadowgate.pipelines.alerts`): a model's AUC, or its defaults against its predictions, moved beyond its own
+  first evaluated weeks (:mod:`shadowgate.evaluation.monitoring`: like with like, never the validation AUC on all
+  applicants; the final label an error, the early label a warning); a comparison's verdict, once;
+  a canary's sample-ratio mismatch;
+* **selection**: every weekly figure is computed on the approved share of the week's applicants; the week's approval
+  rate and denied count (every decision in ``prediction_logs``) are written next to each model's and comparison's
+  figures (``cohort_*`` rows of population ``all_decisions``, MLflow metrics, the report).
 
 Joins and aggregations run in the warehouse (``queries/weekly_cohort.sql`` …); Python pulls one row per matured
 decision with its scores, which is what the paired statistics need.
@@ -48,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shadowgate.config import EvaluationSettings
+from shadowgate.evaluation.monitoring import Baseline, ChangeTest, WeekFigures, auc_drop, baseline, default_rise
 from shadowgate.evaluation.performance import (
     ModelPerformance,
     PolicyOutcome,
@@ -65,7 +72,7 @@ from shadowgate.evaluation.stats import (
     srm_test,
     two_proportion_test,
 )
-from shadowgate.pipelines.alerts import Alert
+from shadowgate.pipelines.alerts import Alert, Check, record_alerts, send_alert
 from shadowgate.storage.results import ResultsStore, RunRecord
 from shadowgate.storage.warehouse import COMPARISON_PLANS, MODEL_METRICS, Warehouse, arrow_schema
 
@@ -368,6 +375,57 @@ class WeekEvaluation:
     reversals: list[dict[str, Any]]
     comparisons: list[Comparison]
     skipped_models: dict[str, float]
+    selection: CohortSelection | None = None
+    """Every decision of the cohort week by outcome: the selection the figures above are computed under."""
+
+
+@dataclass(frozen=True)
+class CohortSelection:
+    """The cohort week's decisions, every one (``prediction_logs``), not only the labelled approved ones: only
+    approved purchases get an outcome, so every weekly figure is computed on the approved share of the applicants.
+
+    Attributes:
+        decisions: purchases decided in the week (a retried decision counted once).
+        approved: decisions ``approve``.
+        manual_review: decisions ``manual_review`` (their final answer is not logged: no label).
+        denied: decisions ``deny`` (no credit, no outcome).
+        approval_rate: ``approved / decisions`` (NaN without decisions).
+    """
+
+    decisions: int
+    approved: int
+    manual_review: int
+    denied: int
+    approval_rate: float
+
+    def figures(self) -> dict[str, float]:
+        """The figures by name as written next to each model's and comparison's (``cohort_*``)."""
+        return {
+            "cohort_decisions": float(self.decisions),
+            "cohort_approved": float(self.approved),
+            "cohort_manual_review": float(self.manual_review),
+            "cohort_denied": float(self.denied),
+            "cohort_approval_rate": self.approval_rate,
+        }
+
+
+SELECTION_POPULATION = "all_decisions"
+"""Population of the ``cohort_*`` figures: every decision of the cohort week, approved or not."""
+
+
+def cohort_selection(warehouse: Warehouse, week: CohortWeek) -> CohortSelection:
+    """Every decision of ``week`` counted by outcome (``queries/cohort_decisions``)."""
+    params = {k: v for k, v in week.params().items() if k in ("cohort_start", "cohort_end")}
+    counts = {r["decision"]: int(r["decisions"]) for r in warehouse.run("queries/cohort_decisions", params).to_pylist()}
+    total = sum(counts.values())
+    approved = counts.get("approve", 0)
+    return CohortSelection(
+        decisions=total,
+        approved=approved,
+        manual_review=counts.get("manual_review", 0),
+        denied=counts.get("deny", 0),
+        approval_rate=approved / total if total else math.nan,
+    )
 
 
 def _policy_thresholds(cohort: Cohort, policies: Mapping[str, Thresholds]) -> dict[str, Thresholds]:
@@ -832,6 +890,13 @@ def metric_rows(evaluation: WeekEvaluation, *, experiment_id: str, run_ids: Mapp
                 value = float(value)
             if isinstance(value, (int, float)) and metric not in ("n", "n_positive"):
                 add(name, metric, float(value), c.n, c.n_positive)
+    selection = evaluation.selection
+    if selection is not None:
+        # Next to every model's and comparison's figures: how many applicants the labelled rows stand for.
+        compared = [f"{c.treatment} vs {c.control}" for c in evaluation.comparisons if c.experiment_id == experiment_id]
+        for name in [*involved, *compared]:
+            for metric, value in selection.figures().items():
+                add(name, metric, value, selection.decisions, None, population=SELECTION_POPULATION)
     return rows
 
 
@@ -863,8 +928,11 @@ class WeeklyPerformanceSummary:
     weeks: list[dict[str, Any]]
     metric_rows: int
     alerts: list[str]
+    """Every alert condition that holds this run (title: text), sent or not."""
     mlflow_runs: dict[str, str]
     """Run key → run id."""
+    alerts_sent: list[str] = field(default_factory=list)
+    """Titles of the alerts sent this run: conditions that began to hold (each is sent once while it holds)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -906,14 +974,15 @@ def weekly_performance(
         policies: decision policy name → its thresholds (the policies' base cut-offs).
         experiments: the A/B experiments of the book (challengers no experiment names get a made-up one).
         weeks: explicit (week, label) pairs instead of :func:`cohort_weeks` of ``as_of``.
-        validation_auc: (alias, version) → the version's validation AUC from training, for the AUC-drop alert and
-            the power analysis.
-        alert: where alerts go (:func:`~shadowgate.pipelines.alerts.send_alert` bound to the webhook in the DAG).
+        validation_auc: (alias, version) → the version's validation AUC from training, for the power analysis.
+        alert: where alerts go (:func:`~shadowgate.pipelines.alerts.send_alert` bound to the webhook in the DAG);
+            each condition is recorded in the ``alerts`` table and sent once while it holds. None: only logged.
         report_root: where reports are rendered before upload (a temp folder by default).
     """
     as_of = _utc(as_of)
     todo = list(weeks) if weeks is not None else cohort_weeks(as_of, plan=plan)
     alerts: list[str] = []
+    alerts_sent: list[str] = []
     mlflow_runs: dict[str, str] = {}
     done: list[dict[str, Any]] = []
     total_rows = 0
@@ -930,12 +999,14 @@ def weekly_performance(
             if experiment.mode == "canary":
                 c = _with_srm(warehouse, c, experiment, week)
             looked.append(c)
-        evaluation = replace(evaluation, comparisons=looked)
-        week_alerts = _alerts(evaluation, validation_auc=validation_auc, plan=plan)
-        for a in week_alerts:
-            alerts.append(f"{a.title}: {a.text}")
-            if alert is not None:
-                alert(a)
+        evaluation = replace(evaluation, comparisons=looked, selection=cohort_selection(warehouse, week))
+        checks = _alerts(
+            evaluation, baselines=functools.partial(model_baseline, warehouse, week=week, plan=plan), plan=plan
+        )
+        alerts += [f"{c.alert.title}: {c.alert.text}" for c in checks if c.alert is not None]
+        # Each condition is sent once while it holds (the alerts table remembers); without a sender, only logged.
+        sender = alert if alert is not None else functools.partial(send_alert, webhook_url=None)
+        alerts_sent += record_alerts(warehouse, checks, at=week.as_of, send=sender).sent
         for experiment in week_plans:
             run_ids: dict[str, str] = {}
             if results is not None and any(c.experiment_id == experiment.experiment_id for c in evaluation.comparisons):
@@ -958,6 +1029,7 @@ def weekly_performance(
                 "rows_matured": evaluation.rows_total,
                 "rows_compared": evaluation.n,
                 "defaults": evaluation.n_positive,
+                "selection": asdict(evaluation.selection) if evaluation.selection is not None else None,
                 "models": {m: round(p.auc, 4) if math.isfinite(p.auc) else None for m, p in evaluation.models.items()},
                 "skipped_models": evaluation.skipped_models,
                 "comparisons": [
@@ -980,7 +1052,12 @@ def weekly_performance(
         )
         logger.info("weekly_performance %s %s: %s", week.name, week.label, done[-1])
     return WeeklyPerformanceSummary(
-        as_of=as_of.isoformat(), weeks=done, metric_rows=total_rows, alerts=alerts, mlflow_runs=mlflow_runs
+        as_of=as_of.isoformat(),
+        weeks=done,
+        metric_rows=total_rows,
+        alerts=alerts,
+        mlflow_runs=mlflow_runs,
+        alerts_sent=alerts_sent,
     )
 
 
@@ -1000,33 +1077,117 @@ def _with_srm(warehouse: Warehouse, c: Comparison, experiment: ComparisonPlan, w
     return replace(c, srm_p_value=srm.p_value, srm_flagged=srm.flagged)
 
 
+def model_baseline(
+    warehouse: Warehouse, model: str, week: CohortWeek, *, plan: EvaluationPlan
+) -> tuple[Baseline, list[dt.date]] | None:
+    """The model version's own baseline for ``week``'s label: its figures on its first
+    ``EvaluationSettings.alert_baseline_weeks`` evaluated cohort weeks before ``week`` (read from ``model_metrics``),
+    and those weeks; None until it has that many."""
+    params = {
+        "model": model,
+        "label": week.label,
+        "population": POPULATION,
+        "before_date": week.start,
+        "weeks": plan.settings.alert_baseline_weeks,
+    }
+    by_week: dict[dt.date, dict[str, Any]] = {}
+    for r in warehouse.run("queries/model_baseline", params).to_pylist():
+        figures = by_week.setdefault(_as_date(r["cohort_start"]), {"n": r["n"], "n_positive": r["n_positive"]})
+        figures[r["metric"]] = r["value"]
+    if len(by_week) < plan.settings.alert_baseline_weeks:
+        return None
+    weeks = sorted(by_week)
+    pooled = [
+        WeekFigures(
+            auc=_number(f.get("auc")),
+            auc_se=_number(f.get("auc_se")),
+            n=int(f["n"]),
+            n_positive=int(f["n_positive"] or 0),
+            expected=_number(f.get("mean_score")) * int(f["n"]),
+        )
+        for f in (by_week[w] for w in weeks)
+    ]
+    found = baseline(pooled)
+    return (found, weeks) if found is not None else None
+
+
+def _number(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 def _alerts(
-    evaluation: WeekEvaluation, *, validation_auc: Callable[[str, str], float | None], plan: EvaluationPlan
-) -> list[Alert]:
+    evaluation: WeekEvaluation,
+    *,
+    baselines: Callable[[str], tuple[Baseline, list[dt.date]] | None],
+    plan: EvaluationPlan,
+) -> list[Check]:
+    """The week's alert conditions, each evaluated (holding or not, so that a condition that held and is gone is
+    resolved): per model, its AUC and its defaults against its own first evaluated weeks (the final label raises
+    an error, the early label a warning); per comparison, its verdict (held from the look that reached it) and a
+    canary's sample-ratio check."""
     week = evaluation.week
+    settings = plan.settings
+    severity = "error" if week.label == "final" else "warning"
+    bounds = f"alert at more than {{:.0%}} and at least {settings.alert_min_z:g} standard errors"
     out = []
     for model, perf in evaluation.models.items():
-        alias, _, version = model.partition("@")
-        reference = validation_auc(alias, version)
-        if reference is None or not math.isfinite(perf.auc):
-            continue
-        if perf.auc < (1 - plan.settings.auc_drop_alert) * reference:
-            out.append(
-                Alert(
-                    title=f"{model}: AUC {perf.auc:.4f} is {1 - perf.auc / reference:.1%} below its validation AUC",
+        found = baselines(model)
+        if found is None:
+            continue  # no baseline yet: the model's first weeks are its baseline
+        base, weeks = found
+        figures = WeekFigures.of(perf)
+        since = f"its first {len(weeks)} evaluated weeks ({_week_name(weeks[0])} to {_week_name(weeks[-1])})"
+        where = (
+            f"cohort {week.name} ({week.label} label, {POPULATION}, n={perf.n}, defaults={perf.n_positive}, "
+            f"cohort approval rate {_rate(evaluation.selection)})"
+        )
+        drop = auc_drop(figures, base, relative=settings.auc_drop_alert, min_z=settings.alert_min_z)
+        if drop is not None:
+            alert = None
+            if drop.fires:
+                alert = Alert(
+                    title=f"{model}: AUC {drop.value:.4f} is {drop.change:.1%} below its own baseline "
+                    f"({week.label} label)",
                     text=(
-                        f"cohort {week.name} ({week.label} label, {POPULATION}, n={perf.n}, "
-                        f"defaults={perf.n_positive}): AUC {perf.auc:.4f} vs validation {reference:.4f} (alert below "
-                        f"{(1 - plan.settings.auc_drop_alert) * reference:.4f})"
+                        f"{where}: AUC {drop.value:.4f} vs {drop.reference:.4f} on {since}, same population and "
+                        f"label; drop {drop.change:.1%}, z = {drop.z:.1f} ({bounds.format(settings.auc_drop_alert)})"
+                        + ("" if week.label == "final" else " — early label: a warning; the final label decides")
                     ),
-                    severity="error",
+                    severity=severity,
                     source="weekly_performance",
-                    details={"model": model, "auc": perf.auc, "validation_auc": reference, "cohort": week.name},
+                    details={**_details(drop, week, model), "baseline_weeks": [w.isoformat() for w in weeks]},
+                    kind="auc_drop",
+                    subject=model,
+                    condition=f"{week.label} label",
                 )
-            )
+            out.append(Check("auc_drop", model, f"{week.label} label", alert, cleared=drop.cleared))
+        rise = default_rise(figures, base, relative=settings.default_rise_alert, min_z=settings.alert_min_z)
+        if rise is not None:
+            alert = None
+            if rise.fires:
+                alert = Alert(
+                    title=f"{model}: {rise.change:.0%} more defaults than it predicts, beyond its own baseline "
+                    f"({week.label} label)",
+                    text=(
+                        f"{where}: observed/expected defaults {rise.value:.3f} ({perf.n_positive} vs "
+                        f"{figures.expected:.0f} predicted) vs {rise.reference:.3f} on {since}; rise "
+                        f"{rise.change:.1%}, z = {rise.z:.1f} ({bounds.format(settings.default_rise_alert)}) — the "
+                        "world changed under the model (a concept shift): check recalibration or retraining"
+                    ),
+                    severity=severity,
+                    source="weekly_performance",
+                    details={**_details(rise, week, model), "baseline_weeks": [w.isoformat() for w in weeks]},
+                    kind="default_rise",
+                    subject=model,
+                    condition=f"{week.label} label",
+                )
+            out.append(Check("default_rise", model, f"{week.label} label", alert, cleared=rise.cleared))
     for c in evaluation.comparisons:
-        if c.crossed:
-            # Once per comparison: only the look that reached the verdict raises it; later weeks carry it silently.
+        subject = f"{c.experiment_id}: {c.treatment}"
+        alert = None
+        if c.crossed or c.plan_ended:
+            # The verdict, once: the look that reached it raises it; later weeks (the plan has ended) keep the
+            # condition held without sending it again.
             outcome = {
                 "superior": f"{c.treatment} beats {c.control} by more than the margin {c.margin:g} — it may be "
                 "promoted",
@@ -1035,38 +1196,67 @@ def _alerts(
                 "not_shown": f"the plan ran out without showing {c.treatment} beats {c.control} by the margin "
                 f"{c.margin:g} — keep the champion",
             }[c.verdict]
-            out.append(
-                Alert(
-                    title=f"{c.experiment_id}: verdict {c.verdict} at look {c.look}",
-                    text=(
-                        f"{outcome}. Look {c.look} on the {week.label} label (cohort {week.name}, information "
-                        f"{c.information_fraction:.0%}): ΔAUC {c.sequential_estimate:+.4f} ± {c.sequential_se:.4f}, "
-                        f"z = {c.sequential_z:.2f} (superior at ≥ {c.efficacy_bound:.2f}"
-                        + (f", futile below {c.futility_bound:.2f}" if math.isfinite(c.futility_bound) else "")
-                        + "). The plan has ended: later weeks are not looks."
-                    ),
-                    severity="info" if c.verdict == "superior" else "warning",
-                    source="weekly_performance",
-                    details={
-                        "experiment_id": c.experiment_id,
-                        "verdict": c.verdict,
-                        "look": c.look,
-                        "z": c.sequential_z,
-                        "cohort": week.name,
-                    },
-                )
+            alert = Alert(
+                title=f"{c.experiment_id}: verdict {c.verdict} at look {c.look}",
+                text=(
+                    f"{outcome}. Look {c.look} on the {week.label} label (information "
+                    f"{c.information_fraction:.0%}): ΔAUC {c.sequential_estimate:+.4f} ± {c.sequential_se:.4f}, "
+                    f"z = {c.sequential_z:.2f} (superior at ≥ {c.efficacy_bound:.2f}"
+                    + (f", futile below {c.futility_bound:.2f}" if math.isfinite(c.futility_bound) else "")
+                    + "). The plan has ended: later weeks are not looks."
+                ),
+                severity="info" if c.verdict == "superior" else "warning",
+                source="weekly_performance",
+                details={
+                    "experiment_id": c.experiment_id,
+                    "verdict": c.verdict,
+                    "look": c.look,
+                    "z": c.sequential_z,
+                    "cohort": week.name,
+                },
+                kind="sequential_verdict",
+                subject=subject,
+                condition=f"{week.label} label",
             )
-        if c.srm_flagged:
-            out.append(
-                Alert(
+        out.append(Check("sequential_verdict", subject, f"{week.label} label", alert))
+        if c.srm_flagged is not None:
+            alert = None
+            if c.srm_flagged:
+                alert = Alert(
                     title=f"{c.experiment_id}: sample ratio mismatch",
                     text=f"arms' counts depart from the configured split (p = {c.srm_p_value:.2e}): check assignment",
                     severity="error",
                     source="weekly_performance",
-                    details={"experiment_id": c.experiment_id, "p_value": c.srm_p_value},
+                    details={"experiment_id": c.experiment_id, "p_value": c.srm_p_value, "cohort": week.name},
+                    kind="srm",
+                    subject=c.experiment_id,
+                    condition="arms",
                 )
-            )
+            out.append(Check("srm", c.experiment_id, "arms", alert))
     return out
+
+
+def _week_name(start: dt.date) -> str:
+    iso = start.isocalendar()
+    return f"{iso.year}-W{iso.week:02d}"
+
+
+def _rate(selection: CohortSelection | None) -> str:
+    if selection is None or not math.isfinite(selection.approval_rate):
+        return "unknown"
+    return f"{selection.approval_rate:.1%}, {selection.denied} denied"
+
+
+def _details(test: ChangeTest, week: CohortWeek, model: str) -> dict[str, object]:
+    return {
+        "model": model,
+        "cohort": week.name,
+        "label": week.label,
+        "value": test.value,
+        "baseline": test.reference,
+        "change": test.change,
+        "z": test.z,
+    }
 
 
 def _log_to_mlflow(
@@ -1118,12 +1308,14 @@ def _log_to_mlflow(
         "shadowgate.as_of": week.as_of.isoformat(),
     }
     run_ids: dict[str, str] = {}
+    selection = evaluation.selection.figures() if evaluation.selection is not None else {}
     for model in models:
         perf = evaluation.models[model]
         metrics: dict[str, float] = dict(perf.scalars())
         for policy_name, outcomes in evaluation.policy.items():
             for figure, value, _ in outcomes[model].figures():
                 metrics[f"{policy_name}.{figure}"] = value
+        metrics.update(selection)
         recorded = results.record(
             experiment_id,
             RunRecord(
@@ -1154,6 +1346,7 @@ def _log_to_mlflow(
             comparisons=[c.row() for c in comparisons],
             segments=segments,
             policy={m: evaluation.policy[served_policy][m] for m in models} if served_policy else None,
+            selection=selection or None,
         )
         c = comparisons[0] if comparisons else None
         metrics = {}
@@ -1161,6 +1354,7 @@ def _log_to_mlflow(
             metrics = {
                 k: float(v) for k, v in c.row().items() if isinstance(v, (int, float)) and not isinstance(v, str)
             }
+            metrics.update(selection)
         name = f"{c.treatment} vs {c.control}" if c else "comparison"
         recorded = results.record(
             experiment_id,

@@ -41,6 +41,7 @@ DEPLOYMENT_EVENTS = "deployment_events"
 LABELED_PREDICTIONS = "labeled_predictions"
 MODEL_METRICS = "model_metrics"
 COMPARISON_PLANS = "comparison_plans"
+ALERTS = "alerts"
 TABLES = (
     PREDICTION_LOGS,
     OUTCOMES,
@@ -51,6 +52,7 @@ TABLES = (
     "drift_reports",
     DEPLOYMENT_EVENTS,
     "experiments",
+    ALERTS,
 )
 """Every table, in creation order (DDL file ``ddl/<table>.sql``)."""
 
@@ -60,6 +62,7 @@ MERGE_KEYS = {
     DEPLOYMENT_EVENTS: "event_id",
     MODEL_METRICS: "metric_id",
     COMPARISON_PLANS: "experiment_id",
+    ALERTS: "alert_key",
 }
 """Tables loaded by stage + MERGE, and the key each is merged on (``merge/<table>.sql``)."""
 
@@ -138,6 +141,22 @@ _COMPARISON_PLANS_SCHEMA = pa.schema(
 )
 
 
+_ALERTS_SCHEMA = pa.schema(
+    [
+        *(pa.field(name, pa.string(), nullable=False) for name in ("alert_key", "kind", "subject", "condition")),
+        *(pa.field(name, pa.string(), nullable=False) for name in ("severity", "source", "title", "text")),
+        pa.field("first_raised_at", TIMESTAMP, nullable=False),
+        pa.field("last_seen_at", TIMESTAMP, nullable=False),
+        pa.field("resolved_at", TIMESTAMP),
+        pa.field("times_seen", pa.int64(), nullable=False),
+        pa.field("times_raised", pa.int64(), nullable=False),
+        pa.field("notified_at", TIMESTAMP),
+        # JSON text here: Parquet has no JSON type (the MERGE parses it into the JSON column).
+        pa.field("details", pa.string()),
+    ]
+)
+
+
 def arrow_schema(table: str) -> pa.Schema:
     """The Arrow schema of a batch for ``table`` (the same columns, in the same order, as its DDL). An event table's
     comes from its event model (:mod:`shadowgate.events.schemas`)."""
@@ -149,6 +168,8 @@ def arrow_schema(table: str) -> pa.Schema:
         return _MODEL_METRICS_SCHEMA
     if table == COMPARISON_PLANS:
         return _COMPARISON_PLANS_SCHEMA
+    if table == ALERTS:
+        return _ALERTS_SCHEMA
     if table == DEPLOYMENT_EVENTS:
         # evidence is JSON text here: Parquet has no JSON type (the MERGE parses it into the JSON column).
         return pa.schema(
