@@ -18,6 +18,7 @@ from shadowgate.storage.warehouse import (
     MODEL_METRICS,
     TABLES,
     SqlLibrary,
+    Warehouse,
     arrow_schema,
     default_sql_dir,
     unique_on_key,
@@ -114,11 +115,49 @@ def test_model_metrics_merge_replaces_a_figure_on_its_id(warehouse: DuckDBWareho
         "segment_value": "all", "metric": "auc", "value": 0.71, "n": 1000, "n_positive": 90, "as_of": NOW,
         "mlflow_run_id": "r1",
     }  # fmt: skip
+    week = {"cohort_start": dt.date(2026, 1, 5), "label": "final"}
     for value in (0.71, 0.72, 0.72):  # a re-run after late outcomes, then one that found the same
         batch = pa.Table.from_pylist([{**row, "value": value}], schema=arrow_schema(MODEL_METRICS))
-        warehouse.merge(MODEL_METRICS, staging=warehouse.stage(MODEL_METRICS, batch, batch_id=str(value)))
+        staging = warehouse.stage(MODEL_METRICS, batch, batch_id=str(value))
+        warehouse.merge(MODEL_METRICS, staging=staging, params=week)
     rows = warehouse.query("SELECT metric_id, value FROM shadowgate.model_metrics").to_pylist()
     assert rows == [{"metric_id": "m1", "value": 0.72}]
+
+
+def assert_model_metrics_replace_their_slice(warehouse: Warehouse, table_ref: str) -> None:
+    """A ``model_metrics`` MERGE for (2026-01-05, final) inserts and updates its rows, deletes that slice's rows it
+    does not hold and leaves other weeks and labels alone (shared with the BigQuery emulator's test)."""
+
+    def row(metric_id: str, start: dt.date, label: str) -> dict[str, Any]:
+        return {
+            "metric_id": metric_id, "experiment_id": "x", "cohort_start": start,
+            "cohort_end": start + dt.timedelta(days=7), "label": label, "population": "approved_matured",
+            "model": "champion@1", "alias": "champion", "model_version": "1", "segment": "all",
+            "segment_value": "all", "metric": metric_id, "value": 0.5, "n": 10, "n_positive": 1, "as_of": NOW,
+            "mlflow_run_id": None,
+        }  # fmt: skip
+
+    w1, w2 = dt.date(2026, 1, 5), dt.date(2026, 1, 12)
+    everything = [row("a", w1, "final"), row("b", w1, "final"), row("c", w1, "early"), row("d", w2, "final")]
+
+    def write(rows: list[dict[str, Any]], batch_id: str) -> None:
+        batch = pa.Table.from_pylist(rows, schema=arrow_schema(MODEL_METRICS))
+        staging = warehouse.stage(MODEL_METRICS, batch, batch_id=batch_id)
+        warehouse.merge(MODEL_METRICS, staging=staging, params={"cohort_start": w1, "label": "final"})
+
+    def ids() -> list[str]:
+        return [r["metric_id"] for r in warehouse.query(f"SELECT metric_id FROM {table_ref} ORDER BY 1").to_pylist()]
+
+    write(everything, "all")  # a slice's MERGE inserts whatever it is given
+    assert ids() == ["a", "b", "c", "d"]
+    write([row("a", w1, "final"), row("e", w1, "final")], "rerun")  # b no longer produced: deleted
+    assert ids() == ["a", "c", "d", "e"]
+    write([], "nothing")  # a re-run that produced nothing for the week empties its slice
+    assert ids() == ["c", "d"]
+
+
+def test_model_metrics_merge_replaces_its_week_and_label_and_nothing_else(warehouse: DuckDBWarehouse) -> None:
+    assert_model_metrics_replace_their_slice(warehouse, "shadowgate.model_metrics")
 
 
 def test_deployment_evidence_is_stored_as_json(warehouse: DuckDBWarehouse) -> None:

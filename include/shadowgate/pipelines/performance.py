@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 
 from shadowgate.config import EvaluationSettings
 from shadowgate.evaluation.performance import (
+    POOLED,
     ModelPerformance,
     PolicyOutcome,
     model_performance,
@@ -81,6 +82,11 @@ POPULATION = "approved_matured"
 """Rows every per-model figure covers: decisions the serving policy approved whose label has matured."""
 SEGMENT_COLUMNS = ("customer_type", "merchant_category", "amount_band", "channel")
 CHAMPION = "champion"
+MLFLOW_EXPERIMENT_PREFIX = "shadowgate/"
+"""The MLflow experiment of A/B experiment ``x`` is ``shadowgate/x``."""
+EVERY_EXPERIMENT = "*"
+"""``model_metrics.experiment_id`` of a model's own figures, shared by every experiment comparing it (not a slug, so
+no experiment of the book can be called that)."""
 
 
 # ------------------------------------------------------------------------------------------------ plan and weeks
@@ -610,8 +616,21 @@ def metric_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def metric_rows(evaluation: WeekEvaluation, *, experiment_id: str, run_ids: Mapping[str, str]) -> list[dict[str, Any]]:
-    """``model_metrics`` rows of one experiment's models and comparisons for one (week, label)."""
+def metric_rows(
+    evaluation: WeekEvaluation, *, run_ids: Mapping[str, Mapping[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    """Every ``model_metrics`` row of one (week, label), each figure once.
+
+    A model's own figures (metrics, policy outcomes, segments) do not depend on the experiment that compares it:
+    they are written once, under ``experiment_id`` :data:`EVERY_EXPERIMENT`, for every model of the week's
+    comparisons. A comparison's figures are written under its experiment. ``run_ids`` maps experiment → (model or
+    comparison name → its MLflow run); a model's rows name the run of the first experiment that logged it.
+    """
+    run_ids = run_ids or {}
+    model_runs: dict[str, str] = {}
+    for experiment_runs in run_ids.values():
+        for name, run_id in experiment_runs.items():
+            model_runs.setdefault(name, run_id)
     week = evaluation.week
     rows: list[dict[str, Any]] = []
 
@@ -622,12 +641,14 @@ def metric_rows(evaluation: WeekEvaluation, *, experiment_id: str, run_ids: Mapp
         n: int,
         n_positive: int | None,
         *,
+        experiment_id: str = EVERY_EXPERIMENT,
         population: str = POPULATION,
         segment: str = "all",
         segment_value: str = "all",
     ) -> None:
         alias, _, version = model.partition("@") if " vs " not in model else ("", "", "")
         v = None if value is None or (isinstance(value, float) and not math.isfinite(value)) else float(value)
+        runs = model_runs if experiment_id == EVERY_EXPERIMENT else run_ids.get(experiment_id, {})
         rows.append(
             {
                 "metric_id": metric_id(
@@ -648,12 +669,11 @@ def metric_rows(evaluation: WeekEvaluation, *, experiment_id: str, run_ids: Mapp
                 "n": n,
                 "n_positive": n_positive,
                 "as_of": week.as_of,
-                "mlflow_run_id": run_ids.get(model),
+                "mlflow_run_id": runs.get(model),
             }
         )
 
-    involved = _experiment_models(evaluation, experiment_id)
-    for model in involved:
+    for model in _experiment_models(evaluation, None):
         perf = evaluation.models[model]
         for name, value in perf.scalars().items():
             if name not in ("n", "n_positive"):
@@ -666,7 +686,7 @@ def metric_rows(evaluation: WeekEvaluation, *, experiment_id: str, run_ids: Mapp
         if evaluation.segments is not None:
             seg = evaluation.segments[evaluation.segments["model"] == model]
             for r in seg.itertuples(index=False):
-                if r.segment == "all":
+                if r.segment == POOLED:  # the model's own figures above, on the same rows
                     continue
                 missing = r.value is None or (isinstance(r.value, float) and math.isnan(r.value))
                 segment_value = "null" if missing else str(r.value)
@@ -682,32 +702,32 @@ def metric_rows(evaluation: WeekEvaluation, *, experiment_id: str, run_ids: Mapp
                         segment_value=segment_value,
                     )
     for c in evaluation.comparisons:
-        if c.experiment_id != experiment_id:
-            continue
         name = f"{c.treatment} vs {c.control}"
         for metric, value in c.row().items():
             if isinstance(value, bool):
                 value = float(value)
             if isinstance(value, (int, float)) and metric not in ("n", "n_positive"):
-                add(name, metric, float(value), c.n, c.n_positive)
+                add(name, metric, float(value), c.n, c.n_positive, experiment_id=c.experiment_id)
     return rows
 
 
-def _experiment_models(evaluation: WeekEvaluation, experiment_id: str) -> list[str]:
+def _experiment_models(evaluation: WeekEvaluation, experiment_id: str | None) -> list[str]:
+    """The models of the experiment's comparisons (None: of every comparison), in order, each once."""
     names: list[str] = []
     for c in evaluation.comparisons:
-        if c.experiment_id == experiment_id:
+        if experiment_id is None or c.experiment_id == experiment_id:
             names += [m for m in (c.control, c.treatment) if m not in names]
     return names
 
 
-def write_metrics(warehouse: Warehouse, rows: Sequence[Mapping[str, Any]], *, batch_id: str) -> int:
-    """MERGE rows into ``model_metrics`` on their deterministic id; returns the rows staged."""
-    if not rows:
-        return 0
+def write_metrics(warehouse: Warehouse, rows: Sequence[Mapping[str, Any]], *, week: CohortWeek, batch_id: str) -> int:
+    """Replace the (cohort week, label) slice of ``model_metrics`` with ``rows`` (its figures, all of them): MERGEd
+    on their deterministic ids, and the slice's rows not among them deleted, in one statement. Returns the rows
+    written."""
     batch = pa.Table.from_pylist(list(rows), schema=arrow_schema(MODEL_METRICS))
     staging = warehouse.stage(MODEL_METRICS, batch, batch_id=batch_id)
-    return warehouse.merge(MODEL_METRICS, staging=staging).staged
+    params = {"cohort_start": week.start, "label": week.label}
+    return warehouse.merge(MODEL_METRICS, staging=staging, params=params).staged
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -795,16 +815,23 @@ def weekly_performance(
             alerts.append(f"{a.title}: {a.text}")
             if alert is not None:
                 alert(a)
+        run_ids: dict[str, dict[str, str]] = {}
         for experiment in week_plans:
-            run_ids: dict[str, str] = {}
             if results is not None and any(c.experiment_id == experiment.experiment_id for c in evaluation.comparisons):
-                run_ids = _log_to_mlflow(results, evaluation, experiment, plan=plan, report_root=report_root)
+                ids = _log_to_mlflow(results, evaluation, experiment, plan=plan, report_root=report_root)
+                run_ids[experiment.experiment_id] = ids
                 base = f"{experiment.experiment_id}/{week.start}/{week.label}"
-                mlflow_runs.update({f"{base}/{m}": r for m, r in run_ids.items()})
-            rows = metric_rows(evaluation, experiment_id=experiment.experiment_id, run_ids=run_ids)
-            total_rows += write_metrics(
-                warehouse, rows, batch_id=f"{experiment.experiment_id}_{week.start:%Y%m%d}_{week.label}"
+                mlflow_runs.update({f"{base}/{m}": r for m, r in ids.items()})
+        if results is not None:
+            # The week's runs a re-run no longer produces (a model now skipped, a comparison gone) are deleted.
+            results.retire(
+                experiment_prefix=MLFLOW_EXPERIMENT_PREFIX,
+                tags={"shadowgate.cohort_start": week.start.isoformat(), "shadowgate.label": week.label},
+                keep={r for ids in run_ids.values() for r in ids.values()},
             )
+        # Written even when empty: the week's figures replace its slice, so one no longer produced is removed.
+        rows = metric_rows(evaluation, run_ids=run_ids)
+        total_rows += write_metrics(warehouse, rows, week=week, batch_id=f"{week.start:%Y%m%d}_{week.label}")
         done.append(
             {
                 "cohort": week.name,
@@ -921,7 +948,7 @@ def _log_to_mlflow(
     models = _experiment_models(evaluation, experiment.experiment_id)
     required = comparisons[0].required_defaults if comparisons else 0
     experiment_id = results.ensure_experiment(
-        f"shadowgate/{experiment.experiment_id}",
+        f"{MLFLOW_EXPERIMENT_PREFIX}{experiment.experiment_id}",
         tags={
             "shadowgate.experiment_id": experiment.experiment_id,
             "shadowgate.models": f"{experiment.control_alias} (control), {experiment.treatment_alias} (treatment)",

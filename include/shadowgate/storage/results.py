@@ -22,7 +22,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -70,6 +70,11 @@ class ResultsStore(Protocol):
         run shows the record's metrics and no other value (a metric the record lacks: NaN)."""
         ...
 
+    def retire(self, *, experiment_prefix: str, tags: Mapping[str, str], keep: Collection[str]) -> list[str]:
+        """Delete the runs carrying every tag of ``tags`` in the experiments named ``experiment_prefix…`` but those in
+        ``keep`` (what a re-run no longer produces); returns their ids."""
+        ...
+
 
 class MlflowResultsStore:
     """:class:`ResultsStore` on an MLflow tracking server (or a ``sqlite:///`` store).
@@ -110,16 +115,44 @@ class MlflowResultsStore:
         return str(experiment_id)
 
     def find(self, experiment_id: str, key: str) -> str | None:
-        """The id of the run keyed ``key`` in the experiment (the oldest one, should two exist), else None."""
+        """The id of the run keyed ``key`` in the experiment (the oldest one, should two exist), else None. A run
+        :meth:`retire` deleted is restored: the figures it holds are produced again."""
+        from mlflow.entities import ViewType
+
         runs = self._client.search_runs(
             [experiment_id],
             filter_string=f"tags.`{RUN_KEY_TAG}` = '{_checked_key(key)}'",
+            run_view_type=ViewType.ALL,
             order_by=["attributes.start_time ASC"],
             max_results=2,
         )
         if len(runs) > 1:
             logger.warning("two MLflow runs carry the key %s; updating the oldest (%s)", key, runs[0].info.run_id)
-        return runs[0].info.run_id if runs else None
+        if not runs:
+            return None
+        if runs[0].info.lifecycle_stage == "deleted":
+            self._client.restore_run(runs[0].info.run_id)
+        return str(runs[0].info.run_id)
+
+    def retire(self, *, experiment_prefix: str, tags: Mapping[str, str], keep: Collection[str]) -> list[str]:
+        from mlflow.entities import ViewType
+
+        experiments = [
+            e.experiment_id
+            for e in self._client.search_experiments(filter_string=f"name LIKE '{_checked_key(experiment_prefix)}%'")
+        ]
+        if not experiments:
+            return []
+        condition = " AND ".join(f"tags.`{k}` = '{_checked_key(v)}'" for k, v in tags.items())
+        retired = []
+        for run in self._client.search_runs(
+            experiments, filter_string=condition, run_view_type=ViewType.ACTIVE_ONLY, max_results=50_000
+        ):
+            if run.info.run_id not in keep:
+                # A soft delete: the run stays restorable in the UI (and by the next run that produces it again).
+                self._client.delete_run(run.info.run_id)
+                retired.append(str(run.info.run_id))
+        return retired
 
     def record(self, experiment_id: str, record: RunRecord) -> RecordedRun:
         from mlflow.entities import Metric, Param, RunTag
