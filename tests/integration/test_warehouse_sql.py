@@ -370,3 +370,65 @@ def test_a_derived_table_of_an_earlier_layout_is_recreated_while_empty_and_refus
         with pytest.raises(WarehouseError, match="holds 1 rows: migrate it by hand"):
             warehouse.ensure_tables()
         assert warehouse.count("labeled_predictions") == 1  # left as it was
+
+
+def test_arm_counts_are_per_period_and_customer_with_the_labels_of_the_approved(tmp_path: Any) -> None:
+    # Only the columns the query reads: two customers of canary-b in two allocation periods (share 0.1, then 0.3),
+    # one purchase decided twice, one denied, one approved that defaulted (its label matured), and another
+    # experiment's assignment on the same decision.
+    w = DuckDBWarehouse(tmp_path / "arms.duckdb", sql_dir=default_sql_dir(), dataset="mini")
+    w.query(
+        """CREATE TABLE mini.prediction_logs (prediction_id VARCHAR, transaction_id VARCHAR, customer_id_hash VARCHAR,
+             event_timestamp TIMESTAMPTZ, served_at TIMESTAMPTZ, decision VARCHAR,
+             assignments STRUCT(experiment_id VARCHAR, experiment_version VARCHAR, arm VARCHAR, propensity DOUBLE,
+                                mode VARCHAR)[])"""
+    )
+    w.query(
+        """CREATE TABLE mini.labeled_predictions (prediction_id VARCHAR, transaction_id VARCHAR,
+             customer_id_hash VARCHAR, event_timestamp TIMESTAMPTZ, served_at TIMESTAMPTZ, experiment_id VARCHAR,
+             arm VARCHAR, policy_name VARCHAR, customer_type VARCHAR, merchant_category VARCHAR, channel VARCHAR,
+             amount DOUBLE, amount_band VARCHAR, early_defaulted BOOLEAN, early_matured_at TIMESTAMPTZ,
+             final_defaulted BOOLEAN, final_matured_at TIMESTAMPTZ, scores INTEGER[])"""
+    )
+    day = "TIMESTAMPTZ '2026-01-13 10:00:00+00'"
+
+    def decision(pid: str, tx: str, customer: str, decided: str, version: str, arm: str, share: float) -> None:
+        propensity = share if arm == "treatment" else 1 - share
+        w.query(
+            f"""INSERT INTO mini.prediction_logs VALUES ('{pid}', '{tx}', '{customer}', {day}, {day} +
+                 INTERVAL {int(pid[1:])} SECOND, '{decided}', [
+                 {{'experiment_id': 'canary-b', 'experiment_version': '{version}', 'arm': '{arm}',
+                   'propensity': {propensity}, 'mode': 'canary'}},
+                 {{'experiment_id': 'shadow-x', 'experiment_version': '1', 'arm': 'control', 'propensity': 1.0,
+                   'mode': 'shadow'}}])"""
+        )
+
+    decision("p1", "t1", "alice", "approve", "2", "treatment", 0.1)
+    decision("p2", "t1", "alice", "deny", "2", "treatment", 0.1)  # t1 decided again later: the first one counts
+    decision("p3", "t2", "alice", "approve", "2", "treatment", 0.1)
+    decision("p4", "t3", "bob", "deny", "2", "control", 0.1)
+    decision("p5", "t4", "bob", "approve", "3", "control", 0.3)
+    for pid, tx, customer, defaulted, amount in (("p1", "t1", "alice", True, 120.0), ("p3", "t2", "alice", False, 80.0),
+                                                 ("p5", "t4", "bob", True, 50.0)):  # fmt: skip
+        w.query(
+            f"""INSERT INTO mini.labeled_predictions VALUES ('{pid}', '{tx}', '{customer}', {day}, {day}, NULL,
+                 NULL, 'conservative', 'new', 'home', 'web', {amount}, '100-500', {defaulted}, {day},
+                 {defaulted}, {day} + INTERVAL 90 DAY, [])"""
+        )
+    params = {
+        "cohort_start": dt.datetime(2026, 1, 12, tzinfo=dt.UTC),
+        "cohort_end": dt.datetime(2026, 1, 19, tzinfo=dt.UTC),
+        "label": "final",
+        "as_of": dt.datetime(2026, 6, 1, tzinfo=dt.UTC),
+        "experiment_id": "canary-b",
+    }
+    rows = w.run("queries/arm_counts", params).to_pylist()
+    assert rows == [
+        {"experiment_version": "2", "treatment_share": 0.1, "arm": "control", "customer_id_hash": "bob",
+         "applicants": 1, "approved": 0, "labelled": 0, "defaults": 0, "loss": 0.0},
+        {"experiment_version": "2", "treatment_share": 0.1, "arm": "treatment", "customer_id_hash": "alice",
+         "applicants": 2, "approved": 2, "labelled": 2, "defaults": 1, "loss": 120.0},
+        {"experiment_version": "3", "treatment_share": 0.3, "arm": "control", "customer_id_hash": "bob",
+         "applicants": 1, "approved": 1, "labelled": 1, "defaults": 1, "loss": 50.0},
+    ]  # fmt: skip
+    w.close()

@@ -122,8 +122,10 @@ def test_a_week_is_evaluated_pairwise_logged_once_and_a_rerun_changes_nothing(
     # The book's experiment and a made-up one for the challenger no experiment names, each with DeLong and Holm.
     shadow, other = done["comparisons"]
     assert (shadow["experiment_id"], other["experiment_id"]) == ("shadow-challenger", "champion-vs-challenger-b")
-    ref = delong_test(y, score["challenger"], score["champion"])
-    ref_b = delong_test(y, score["challenger-b"], score["champion"])
+    # Clustered by customer, as the pipeline does (the synthetic customers buy about three times a week).
+    customers = table["customer_id_hash"]
+    ref = delong_test(y, score["challenger"], score["champion"], clusters=customers)
+    ref_b = delong_test(y, score["challenger-b"], score["champion"], clusters=customers)
     assert shadow["auc_difference"] == round(ref.difference, 4)
     assert shadow["delong_p_value"] == pytest.approx(ref.p_value, rel=1e-9)
     assert [shadow["holm_p_value"], other["holm_p_value"]] == pytest.approx(list(holm([ref.p_value, ref_b.p_value])))
@@ -247,7 +249,7 @@ def test_the_sequential_statistic_combines_the_weeks_by_inverse_variance_in_any_
         table = labeled_rows(start, N, seed=seed, models=MODELS).to_pydict()
         y = np.array(table["final_defaulted"], dtype=int)
         score = {m: np.array([next(x["score"] for x in r if x["alias"] == m) for r in table["scores"]]) for m in MODELS}
-        result = delong_test(y, score["challenger"], score["champion"])
+        result = delong_test(y, score["challenger"], score["champion"], clusters=table["customer_id_hash"])
         return result.difference, result.se
 
     expected = combined_z([week_delong(W1, 1), week_delong(W2, 2)])

@@ -583,7 +583,7 @@ def test_two_proportion_degenerate_and_bad_counts() -> None:
         two_proportion_test(successes_a=5, n_a=4, successes_b=1, n_b=10)
 
 
-# ------------------------------------------------------------------------------------------ clustered (repeat customers)
+# ---------------------------------------------------------------------------------------- clustered (repeat customers)
 
 
 def _paired_world(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

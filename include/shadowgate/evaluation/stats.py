@@ -648,8 +648,8 @@ def _counted_difference(
         gap = _row_loss(metric, y, a) - _row_loss(metric, y, b)
         pos_gap, neg_gap = gap[pos_rows], gap[neg_rows]
         # Divided by the resample's own size (a cluster resample's varies; a row resample's is n).
-        return lambda pos_counts, neg_counts: float(pos_counts @ pos_gap + neg_counts @ neg_gap) / float(
-            pos_counts.sum() + neg_counts.sum()
+        return lambda pos_counts, neg_counts: (
+            float(pos_counts @ pos_gap + neg_counts @ neg_gap) / float(pos_counts.sum() + neg_counts.sum())
         )
     raise ValueError(f"unknown metric {metric!r}; use 'auc', 'brier', 'log_loss' or a callable")
 

@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shadowgate.config import EvaluationSettings
+from shadowgate.evaluation.canary import arm_comparison, canary_srm
 from shadowgate.evaluation.performance import (
     POOLED,
     ModelPerformance,
@@ -64,8 +65,6 @@ from shadowgate.evaluation.stats import (
     holm,
     mcnemar_test,
     paired_bootstrap_ci,
-    srm_test,
-    two_proportion_test,
 )
 from shadowgate.pipelines.alerts import Alert
 from shadowgate.storage.results import ResultsStore, RunRecord
@@ -198,6 +197,9 @@ class Cohort:
     """Matured rows before keeping those every evaluated model scored."""
     skipped_models: dict[str, float] = field(default_factory=dict)
     """Model → share of the rows it scored, for models below the coverage bar."""
+    customers: np.ndarray | None = None
+    """Per row: the customer as an integer code (the cluster of the paired tests: a repeat customer's purchases are
+    not independent); None: every row its own customer."""
 
     @property
     def n(self) -> int:
@@ -255,6 +257,7 @@ def load_cohort(warehouse: Warehouse, week: CohortWeek, *, plan: EvaluationPlan)
     frame = table.select(["policy_name", "experiment_id", "arm", "amount", *SEGMENT_COLUMNS]).to_pandas(
         strings_to_categorical=True
     )
+    customers = customer_codes(table)
     del table
     order = sorted(kept, key=lambda k: (k.alias != CHAMPION, k.alias, k.version))
     return Cohort(
@@ -264,7 +267,14 @@ def load_cohort(warehouse: Warehouse, week: CohortWeek, *, plan: EvaluationPlan)
         frame=frame.loc[common].reset_index(drop=True),
         rows_total=rows,
         skipped_models=skipped,
+        customers=customers[common],
     )
+
+
+def customer_codes(table: pa.Table) -> np.ndarray:
+    """The rows' ``customer_id_hash`` as integer codes (one per customer; millions of strings would take GBs)."""
+    column = table.column("customer_id_hash").combine_chunks()
+    return pc.dictionary_encode(column).indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -294,16 +304,33 @@ class Comparison:
     decisions_disagree: int
     """Rows where one model would approve and the other not, at the policy's approval threshold."""
     arm_default_rate_control: float | None = None
-    """Canary only: default rate of the approved, matured decisions the control arm served (its own customers)."""
+    """Canary only: defaults among the control arm's approved, matured purchases — a description only: an arm that
+    approves fewer has fewer defaults among its approved without being better (the arms are compared per applicant)."""
     arm_default_rate_treatment: float | None = None
-    """Canary only: the same for the treatment arm (the challenger decided for them)."""
-    arm_default_rate_p_value: float | None = None
-    """Canary only: two-proportion test of the arms' default rates (different customers: unpaired)."""
+    """Canary only: the same for the treatment arm."""
+    arm_approval_rate_control: float | None = None
+    """Canary only: approved / applicants (every decision of the week) in the control arm."""
+    arm_approval_rate_treatment: float | None = None
+    arm_approval_rate_p_value: float | None = None
+    """Canary only: the arms' approval rates differ (two-sided, clustered by customer, periods combined)."""
+    arm_loss_per_applicant_control: float | None = None
+    """Canary only: realised loss (amount of the defaulted purchases) per applicant of the control arm."""
+    arm_loss_per_applicant_treatment: float | None = None
+    arm_loss_per_applicant_difference: float | None = None
+    """Canary only: treatment − control, the allocation periods combined with fixed weights (their applicants)."""
+    arm_loss_per_applicant_p_value: float | None = None
+    arm_defaults_per_applicant_difference: float | None = None
+    """Canary only: treatment − control of defaults per applicant (approval rate × default rate among approved)."""
+    arm_defaults_per_applicant_p_value: float | None = None
+    arm_treatment_better: bool | None = None
+    """Canary only: treatment loses significantly less per applicant without approving significantly fewer."""
     auc_difference_se: float = math.nan
     """DeLong's standard error of the difference (what the sequential statistic weighs this week by)."""
     holm_p_value: float = math.nan
     srm_p_value: float | None = None
+    """Canary only: sample-ratio check on customers, per allocation period (Bonferroni over the periods)."""
     srm_flagged: bool | None = None
+    srm_periods: int | None = None
     look: int = 1
     information_fraction: float = math.nan
     required_defaults: int = 0
@@ -370,7 +397,8 @@ def compare(
 ) -> Comparison:
     """The paired tests of one comparison on the cohort's identical rows."""
     y, a, b = cohort.y, cohort.scores[treatment], cohort.scores[control]
-    delong = delong_test(y, a, b)
+    # Clustered by customer: a repeat customer's purchases are correlated (the DeLong SE feeds the sequential look).
+    delong = delong_test(y, a, b, clusters=cohort.customers)
     rows = _subsample(y, plan.settings.bootstrap_max_rows, plan.settings.seed)
     boot = paired_bootstrap_ci(
         y[rows],
@@ -379,6 +407,7 @@ def compare(
         metric="brier",
         n_resamples=plan.settings.bootstrap_resamples,
         seed=plan.settings.seed,
+        clusters=None if cohort.customers is None else cohort.customers[rows],
     )
     # McNemar on correctness of the approve/decline call at the policy's approval threshold: a model is right on a
     # row when it approves a repaid purchase or declines a default.
@@ -411,24 +440,26 @@ def compare(
     )
 
 
-def _with_arm_rates(c: Comparison, cohort: Cohort, experiment: ComparisonPlan) -> Comparison:
-    """A canary's arms served different customers: their default rates among the approved are compared unpaired."""
-    frame = cohort.frame
-    mine = (frame["experiment_id"] == experiment.experiment_id).to_numpy()
-    arm = frame["arm"].astype(object).to_numpy()
-    counts = {}
-    for name in ("control", "treatment"):
-        rows = mine & (arm == name)
-        counts[name] = (int(cohort.y[rows].sum()), int(rows.sum()))
-    (d_c, n_c), (d_t, n_t) = counts["control"], counts["treatment"]
-    if n_c == 0 or n_t == 0:
+def _with_arm_rates(c: Comparison, arms: Sequence[Mapping[str, Any]]) -> Comparison:
+    """A canary's arms served different customers: compared per applicant (approval rate, defaults and loss per
+    applicant; :func:`~shadowgate.evaluation.canary.arm_comparison`), the default rate among approved described."""
+    result = arm_comparison(arms)
+    if result is None:
         return c
-    test = two_proportion_test(successes_a=d_t, n_a=n_t, successes_b=d_c, n_b=n_c)
     return replace(
         c,
-        arm_default_rate_control=d_c / n_c,
-        arm_default_rate_treatment=d_t / n_t,
-        arm_default_rate_p_value=test.p_value,
+        arm_default_rate_control=result.control.default_rate_approved,
+        arm_default_rate_treatment=result.treatment.default_rate_approved,
+        arm_approval_rate_control=result.control.approval_rate,
+        arm_approval_rate_treatment=result.treatment.approval_rate,
+        arm_approval_rate_p_value=result.approval_rate.p_value,
+        arm_loss_per_applicant_control=result.control.loss_per_applicant,
+        arm_loss_per_applicant_treatment=result.treatment.loss_per_applicant,
+        arm_loss_per_applicant_difference=result.loss_per_applicant.estimate,
+        arm_loss_per_applicant_p_value=result.loss_per_applicant.p_value,
+        arm_defaults_per_applicant_difference=result.defaults_per_applicant.estimate,
+        arm_defaults_per_applicant_p_value=result.defaults_per_applicant.p_value,
+        arm_treatment_better=result.treatment_better,
     )
 
 
@@ -466,7 +497,7 @@ def evaluate_week(
             continue
         if 0 < cohort.y.sum() < cohort.n:
             c = compare(cohort, control, treatment, experiment_id=p.experiment_id, thresholds=thresholds, plan=plan)
-            comparisons.append(_with_arm_rates(c, cohort, p) if p.mode == "canary" else c)
+            comparisons.append(c)
         if segments is not None:
             for r in simpsons_reversals(segments, treatment.name, control.name):
                 reversals.append({"experiment_id": p.experiment_id, **asdict(r)})
@@ -604,7 +635,7 @@ def _week_difference(warehouse: Warehouse, week: CohortWeek, experiment: Compari
     y = y[both]
     if not 0 < y.sum() < y.size:
         return math.nan, math.nan
-    result = delong_test(y, treatment[both], control[both])
+    result = delong_test(y, treatment[both], control[both], clusters=customer_codes(table)[both])
     return result.difference, result.se
 
 
@@ -807,7 +838,10 @@ def weekly_performance(
             reference = validation_auc(control.alias, control.version)
             c = sequential_look(warehouse, c, experiment, week, plan=plan, validation_auc=reference)
             if experiment.mode == "canary":
-                c = _with_srm(warehouse, c, experiment, week)
+                arms = warehouse.run(
+                    "queries/arm_counts", {**week.params(), "experiment_id": experiment.experiment_id}
+                ).to_pylist()
+                c = _with_arm_rates(_with_srm(c, arms), arms)
             looked.append(c)
         evaluation = replace(evaluation, comparisons=looked)
         week_alerts = _alerts(evaluation, validation_auc=validation_auc, plan=plan)
@@ -864,20 +898,13 @@ def weekly_performance(
     )
 
 
-def _with_srm(warehouse: Warehouse, c: Comparison, experiment: ComparisonPlan, week: CohortWeek) -> Comparison:
-    """The sample-ratio check of a canary's arms over every decision of the week (not only the matured)."""
-    counts = {
-        r["arm"]: int(r["decisions"])
-        for r in warehouse.run(
-            "queries/arm_counts", {k: v for k, v in week.params().items() if k in ("cohort_start", "cohort_end")}
-        ).to_pylist()
-        if r["experiment_id"] == experiment.experiment_id
-    }
-    observed = [counts.get("control", 0), counts.get("treatment", 0)]
-    if sum(observed) == 0 or not 0 < experiment.treatment_share < 1:
+def _with_srm(c: Comparison, arms: Sequence[Mapping[str, Any]]) -> Comparison:
+    """The sample-ratio check of a canary on its customers (the randomisation unit), per allocation period
+    (:func:`~shadowgate.evaluation.canary.canary_srm`; ``arms``: ``queries/arm_counts``' rows)."""
+    srm = canary_srm(arms) if arms else None
+    if srm is None:
         return c
-    srm = srm_test(observed, [1 - experiment.treatment_share, experiment.treatment_share])
-    return replace(c, srm_p_value=srm.p_value, srm_flagged=srm.flagged)
+    return replace(c, srm_p_value=srm.p_value, srm_flagged=srm.flagged, srm_periods=len(srm.periods))
 
 
 def _alerts(
