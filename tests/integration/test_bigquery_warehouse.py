@@ -17,6 +17,7 @@ from shadowgate.storage.redis_streams import Entry
 from shadowgate.storage.warehouse import TABLES, arrow_schema, default_sql_dir
 from tests.bigquery_emulator import PROJECT, BigQueryEmulator
 from tests.integration.stream_events import outcome_fields, prediction_fields
+from tests.integration.test_warehouse_sql import assert_model_metrics_replace_their_slice
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.bigquery_emulator
@@ -63,6 +64,12 @@ def test_stage_and_merge_load_each_row_once(warehouse: BigQueryWarehouse) -> Non
         {"id": f"{7:032x}"},
     ).to_pylist()
     assert row[0]["challenger"] == 0.2 and row[0]["amount_log"] > 0
+
+
+def test_model_metrics_merge_replaces_its_week_and_label(warehouse: BigQueryWarehouse) -> None:
+    # WHEN NOT MATCHED BY SOURCE … THEN DELETE through the client (the emulator runs it on DuckDB: the wire path and
+    # the parameters, not BigQuery's own semantics, which its documentation states for MERGE).
+    assert_model_metrics_replace_their_slice(warehouse, f"`{PROJECT}.{warehouse.dataset}.model_metrics`")
 
 
 def test_a_crash_between_load_and_merge_leaves_a_staging_table_the_next_run_drops(

@@ -44,7 +44,8 @@ def _week_delong(start: dt.date, seed: int, treatment: str) -> tuple[float, floa
         m: np.array([next(x["score"] for x in r if x["alias"] == m) for r in table["scores"]])
         for m in ("champion", treatment)
     }
-    result = delong_test(y, score[treatment], score["champion"])
+    # Clustered by customer, as the pipeline does.
+    result = delong_test(y, score[treatment], score["champion"], clusters=table["customer_id_hash"])
     return result.difference, result.se
 
 

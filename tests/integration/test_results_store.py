@@ -69,3 +69,37 @@ def test_a_key_that_cannot_stand_in_a_filter_is_refused(store: MlflowResultsStor
     with pytest.raises(ValueError, match="run key"):
         store.record(experiment, odd)
     assert MlflowClient(tracking_uri=store.tracking_uri).search_runs([experiment]) == []
+
+
+def test_a_relabelled_rerun_shows_the_new_smaller_values_and_keeps_the_revision_in_the_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    now = [1_800_000_000.0]  # a clock the test moves (seconds), far after the week
+    store = MlflowResultsStore(f"sqlite:///{tmp_path / 'mlflow.db'}", clock=lambda: now[0])
+    experiment = store.ensure_experiment("shadowgate/relabel", tags={})
+    first = store.record(experiment, _record(tmp_path, auc=0.81, crossed=1.0, arm_default_rate_control=0.05))
+    # Late outcomes: every figure smaller, the canary's arm rate no longer computable (the record lacks it).
+    store.record(experiment, _record(tmp_path, auc=0.79, crossed=0.0))
+    client = MlflowClient(tracking_uri=store.tracking_uri, registry_uri=store.tracking_uri)
+    metrics = client.get_run(first.run_id).data.metrics
+    assert (metrics["auc"], metrics["crossed"]) == (0.79, 0.0)
+    assert metrics["arm_default_rate_control"] != metrics["arm_default_rate_control"]  # NaN: not its old 0.05
+    history = {m.timestamp: m.value for m in client.get_metric_history(first.run_id, "crossed")}
+    assert history == {WEEK_MS: 1.0, 1_800_000_000_000: 0.0}
+    assert {m.step for m in client.get_metric_history(first.run_id, "crossed")} == {1}
+    # The same figures again: nothing logged. A revision with a clock behind the last one still wins.
+    store.record(experiment, _record(tmp_path, auc=0.79, crossed=0.0))
+    assert len(client.get_metric_history(first.run_id, "crossed")) == 2
+    now[0] = 1_700_000_000.0
+    store.record(experiment, _record(tmp_path, auc=0.78, crossed=1.0))
+    store.record(experiment, _record(tmp_path, auc=0.77, crossed=0.0))
+    metrics = client.get_run(first.run_id).data.metrics
+    assert (metrics["auc"], metrics["crossed"]) == (0.77, 0.0)
+    assert [m.timestamp for m in client.get_metric_history(first.run_id, "auc")] == [
+        WEEK_MS,
+        1_800_000_000_000,
+        1_800_000_000_001,
+        1_800_000_000_002,
+    ]
+    assert len(client.search_runs([experiment])) == 1

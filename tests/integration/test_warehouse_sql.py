@@ -21,6 +21,7 @@ from shadowgate.storage.warehouse import (
     MODEL_METRICS,
     TABLES,
     SqlLibrary,
+    Warehouse,
     arrow_schema,
     default_sql_dir,
     unique_on_key,
@@ -131,11 +132,49 @@ def test_model_metrics_merge_replaces_a_figure_on_its_id(warehouse: DuckDBWareho
         "segment_value": "all", "metric": "auc", "value": 0.71, "n": 1000, "n_positive": 90, "as_of": NOW,
         "mlflow_run_id": "r1",
     }  # fmt: skip
+    week = {"cohort_start": dt.date(2026, 1, 5), "label": "final"}
     for value in (0.71, 0.72, 0.72):  # a re-run after late outcomes, then one that found the same
         batch = pa.Table.from_pylist([{**row, "value": value}], schema=arrow_schema(MODEL_METRICS))
-        warehouse.merge(MODEL_METRICS, staging=warehouse.stage(MODEL_METRICS, batch, batch_id=str(value)))
+        staging = warehouse.stage(MODEL_METRICS, batch, batch_id=str(value))
+        warehouse.merge(MODEL_METRICS, staging=staging, params=week)
     rows = warehouse.query("SELECT metric_id, value FROM shadowgate.model_metrics").to_pylist()
     assert rows == [{"metric_id": "m1", "value": 0.72}]
+
+
+def assert_model_metrics_replace_their_slice(warehouse: Warehouse, table_ref: str) -> None:
+    """A ``model_metrics`` MERGE for (2026-01-05, final) inserts and updates its rows, deletes that slice's rows it
+    does not hold and leaves other weeks and labels alone (shared with the BigQuery emulator's test)."""
+
+    def row(metric_id: str, start: dt.date, label: str) -> dict[str, Any]:
+        return {
+            "metric_id": metric_id, "experiment_id": "x", "cohort_start": start,
+            "cohort_end": start + dt.timedelta(days=7), "label": label, "population": "approved_matured",
+            "model": "champion@1", "alias": "champion", "model_version": "1", "segment": "all",
+            "segment_value": "all", "metric": metric_id, "value": 0.5, "n": 10, "n_positive": 1, "as_of": NOW,
+            "mlflow_run_id": None,
+        }  # fmt: skip
+
+    w1, w2 = dt.date(2026, 1, 5), dt.date(2026, 1, 12)
+    everything = [row("a", w1, "final"), row("b", w1, "final"), row("c", w1, "early"), row("d", w2, "final")]
+
+    def write(rows: list[dict[str, Any]], batch_id: str) -> None:
+        batch = pa.Table.from_pylist(rows, schema=arrow_schema(MODEL_METRICS))
+        staging = warehouse.stage(MODEL_METRICS, batch, batch_id=batch_id)
+        warehouse.merge(MODEL_METRICS, staging=staging, params={"cohort_start": w1, "label": "final"})
+
+    def ids() -> list[str]:
+        return [r["metric_id"] for r in warehouse.query(f"SELECT metric_id FROM {table_ref} ORDER BY 1").to_pylist()]
+
+    write(everything, "all")  # a slice's MERGE inserts whatever it is given
+    assert ids() == ["a", "b", "c", "d"]
+    write([row("a", w1, "final"), row("e", w1, "final")], "rerun")  # b no longer produced: deleted
+    assert ids() == ["a", "c", "d", "e"]
+    write([], "nothing")  # a re-run that produced nothing for the week empties its slice
+    assert ids() == ["c", "d"]
+
+
+def test_model_metrics_merge_replaces_its_week_and_label_and_nothing_else(warehouse: DuckDBWarehouse) -> None:
+    assert_model_metrics_replace_their_slice(warehouse, "shadowgate.model_metrics")
 
 
 def test_deployment_evidence_is_stored_as_json(warehouse: DuckDBWarehouse) -> None:
@@ -205,8 +244,11 @@ def test_the_cohort_decisions_count_every_decision_once_and_the_baseline_reads_a
                         "value": value, "n": 1000 + k, "n_positive": 50 + k, "as_of": NOW, "mlflow_run_id": None,
                     }
                 )  # fmt: skip
-    batch = pa.Table.from_pylist(metric_rows, schema=arrow_schema(MODEL_METRICS))
-    warehouse.merge(MODEL_METRICS, staging=warehouse.stage(MODEL_METRICS, batch, batch_id="m"))
+    for start in sorted({r["cohort_start"] for r in metric_rows}):  # one (week, label) slice a MERGE, as written
+        week_rows = [r for r in metric_rows if r["cohort_start"] == start]
+        batch = pa.Table.from_pylist(week_rows, schema=arrow_schema(MODEL_METRICS))
+        staging = warehouse.stage(MODEL_METRICS, batch, batch_id=f"m{start:%Y%m%d}")
+        warehouse.merge(MODEL_METRICS, staging=staging, params={"cohort_start": start, "label": "final"})
     params = {"model": "champion@3", "label": "final", "population": "approved_matured", "weeks": 4}
     baseline = warehouse.run("queries/model_baseline", {**params, "before_date": dt.date(2026, 3, 2)}).to_pylist()
     assert [(r["cohort_start"], r["metric"], r["value"], r["n"]) for r in baseline if r["metric"] == "auc"] == [
@@ -417,3 +459,65 @@ def test_a_derived_table_of_an_earlier_layout_is_recreated_while_empty_and_refus
         with pytest.raises(WarehouseError, match="holds 1 rows: migrate it by hand"):
             warehouse.ensure_tables()
         assert warehouse.count("labeled_predictions") == 1  # left as it was
+
+
+def test_arm_counts_are_per_period_and_customer_with_the_labels_of_the_approved(tmp_path: Any) -> None:
+    # Only the columns the query reads: two customers of canary-b in two allocation periods (share 0.1, then 0.3),
+    # one purchase decided twice, one denied, one approved that defaulted (its label matured), and another
+    # experiment's assignment on the same decision.
+    w = DuckDBWarehouse(tmp_path / "arms.duckdb", sql_dir=default_sql_dir(), dataset="mini")
+    w.query(
+        """CREATE TABLE mini.prediction_logs (prediction_id VARCHAR, transaction_id VARCHAR, customer_id_hash VARCHAR,
+             event_timestamp TIMESTAMPTZ, served_at TIMESTAMPTZ, decision VARCHAR,
+             assignments STRUCT(experiment_id VARCHAR, experiment_version VARCHAR, arm VARCHAR, propensity DOUBLE,
+                                mode VARCHAR)[])"""
+    )
+    w.query(
+        """CREATE TABLE mini.labeled_predictions (prediction_id VARCHAR, transaction_id VARCHAR,
+             customer_id_hash VARCHAR, event_timestamp TIMESTAMPTZ, served_at TIMESTAMPTZ, experiment_id VARCHAR,
+             arm VARCHAR, policy_name VARCHAR, customer_type VARCHAR, merchant_category VARCHAR, channel VARCHAR,
+             amount DOUBLE, amount_band VARCHAR, early_defaulted BOOLEAN, early_matured_at TIMESTAMPTZ,
+             final_defaulted BOOLEAN, final_matured_at TIMESTAMPTZ, scores INTEGER[])"""
+    )
+    day = "TIMESTAMPTZ '2026-01-13 10:00:00+00'"
+
+    def decision(pid: str, tx: str, customer: str, decided: str, version: str, arm: str, share: float) -> None:
+        propensity = share if arm == "treatment" else 1 - share
+        w.query(
+            f"""INSERT INTO mini.prediction_logs VALUES ('{pid}', '{tx}', '{customer}', {day}, {day} +
+                 INTERVAL {int(pid[1:])} SECOND, '{decided}', [
+                 {{'experiment_id': 'canary-b', 'experiment_version': '{version}', 'arm': '{arm}',
+                   'propensity': {propensity}, 'mode': 'canary'}},
+                 {{'experiment_id': 'shadow-x', 'experiment_version': '1', 'arm': 'control', 'propensity': 1.0,
+                   'mode': 'shadow'}}])"""
+        )
+
+    decision("p1", "t1", "alice", "approve", "2", "treatment", 0.1)
+    decision("p2", "t1", "alice", "deny", "2", "treatment", 0.1)  # t1 decided again later: the first one counts
+    decision("p3", "t2", "alice", "approve", "2", "treatment", 0.1)
+    decision("p4", "t3", "bob", "deny", "2", "control", 0.1)
+    decision("p5", "t4", "bob", "approve", "3", "control", 0.3)
+    for pid, tx, customer, defaulted, amount in (("p1", "t1", "alice", True, 120.0), ("p3", "t2", "alice", False, 80.0),
+                                                 ("p5", "t4", "bob", True, 50.0)):  # fmt: skip
+        w.query(
+            f"""INSERT INTO mini.labeled_predictions VALUES ('{pid}', '{tx}', '{customer}', {day}, {day}, NULL,
+                 NULL, 'conservative', 'new', 'home', 'web', {amount}, '100-500', {defaulted}, {day},
+                 {defaulted}, {day} + INTERVAL 90 DAY, [])"""
+        )
+    params = {
+        "cohort_start": dt.datetime(2026, 1, 12, tzinfo=dt.UTC),
+        "cohort_end": dt.datetime(2026, 1, 19, tzinfo=dt.UTC),
+        "label": "final",
+        "as_of": dt.datetime(2026, 6, 1, tzinfo=dt.UTC),
+        "experiment_id": "canary-b",
+    }
+    rows = w.run("queries/arm_counts", params).to_pylist()
+    assert rows == [
+        {"experiment_version": "2", "treatment_share": 0.1, "arm": "control", "customer_id_hash": "bob",
+         "applicants": 1, "approved": 0, "labelled": 0, "defaults": 0, "loss": 0.0},
+        {"experiment_version": "2", "treatment_share": 0.1, "arm": "treatment", "customer_id_hash": "alice",
+         "applicants": 2, "approved": 2, "labelled": 2, "defaults": 1, "loss": 120.0},
+        {"experiment_version": "3", "treatment_share": 0.3, "arm": "control", "customer_id_hash": "bob",
+         "applicants": 1, "approved": 1, "labelled": 1, "defaults": 1, "loss": 50.0},
+    ]  # fmt: skip
+    w.close()

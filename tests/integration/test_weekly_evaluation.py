@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import ViewType
 from sklearn.metrics import roc_auc_score
 
 from shadowgate.config import EvaluationSettings
@@ -120,8 +121,10 @@ def test_a_week_is_evaluated_pairwise_logged_once_and_a_rerun_changes_nothing(
     # The book's experiment and a made-up one for the challenger no experiment names, each with DeLong and Holm.
     shadow, other = done["comparisons"]
     assert (shadow["experiment_id"], other["experiment_id"]) == ("shadow-challenger", "champion-vs-challenger-b")
-    ref = delong_test(y, score["challenger"], score["champion"])
-    ref_b = delong_test(y, score["challenger-b"], score["champion"])
+    # Clustered by customer, as the pipeline does (the synthetic customers buy about three times a week).
+    customers = table["customer_id_hash"]
+    ref = delong_test(y, score["challenger"], score["champion"], clusters=customers)
+    ref_b = delong_test(y, score["challenger-b"], score["champion"], clusters=customers)
     assert shadow["auc_difference"] == round(ref.difference, 4)
     assert shadow["delong_p_value"] == pytest.approx(ref.p_value, rel=1e-9)
     assert [shadow["holm_p_value"], other["holm_p_value"]] == pytest.approx(list(holm([ref.p_value, ref_b.p_value])))
@@ -133,7 +136,7 @@ def test_a_week_is_evaluated_pairwise_logged_once_and_a_rerun_changes_nothing(
     # model_metrics: one row per figure, the AUC the one computed here, per segment too.
     auc = warehouse.query(
         f"""SELECT value, n, n_positive FROM {warehouse.qualified}."model_metrics"
-            WHERE experiment_id = 'shadow-challenger' AND model = 'challenger@2' AND metric = 'auc'
+            WHERE experiment_id = '*' AND model = 'challenger@2' AND metric = 'auc'
               AND segment = 'customer_type' AND segment_value = 'new' AND label = 'final'"""
     ).to_pylist()
     new = np.array(table["customer_type"]) == "new"
@@ -152,6 +155,7 @@ def test_a_week_is_evaluated_pairwise_logged_once_and_a_rerun_changes_nothing(
     w1_se = delong_test(
         np.array(w1["final_defaulted"], dtype=int),
         *(np.array([next(x["score"] for x in r if x["alias"] == m) for r in w1["scores"]]) for m in MODELS[1::-1]),
+        clusters=w1["customer_id_hash"],
     ).se
     assert looks == [
         {"metric": "information", "value": pytest.approx(1 / w1_se**2 + 1 / ref.se**2, rel=1e-9)},
@@ -320,7 +324,7 @@ def test_the_sequential_statistic_combines_the_weeks_by_inverse_variance_in_any_
         table = labeled_rows(start, N, seed=seed, models=MODELS).to_pydict()
         y = np.array(table["final_defaulted"], dtype=int)
         score = {m: np.array([next(x["score"] for x in r if x["alias"] == m) for r in table["scores"]]) for m in MODELS}
-        result = delong_test(y, score["challenger"], score["champion"])
+        result = delong_test(y, score["challenger"], score["champion"], clusters=table["customer_id_hash"])
         return result.difference, result.se
 
     margin = EvaluationSettings().auc_margin
@@ -340,3 +344,102 @@ def test_the_sequential_statistic_combines_the_weeks_by_inverse_variance_in_any_
     # The pooled estimate sits between the weeks' own differences.
     (d1, _), (d2, _) = week_delong(W1, 1), week_delong(W2, 2)
     assert min(d1, d2) <= expected["sequential_estimate"] <= max(d1, d2)
+
+
+def _slice(warehouse: DuckDBWarehouse) -> dict[tuple[str, str], int]:
+    """(experiment, model) → rows, in the final label of W2."""
+    table = warehouse.query(
+        f"""SELECT experiment_id, model, COUNT(*) AS n FROM {warehouse.qualified}."model_metrics"
+            WHERE cohort_start = DATE '{W2.isoformat()}' AND label = 'final' GROUP BY ALL"""
+    )
+    return {(r["experiment_id"], r["model"]): r["n"] for r in table.to_pylist()}
+
+
+def _figure(warehouse: DuckDBWarehouse, experiment: str, model: str, metric: str) -> float:
+    [row] = warehouse.query(
+        f"""SELECT value FROM {warehouse.qualified}."model_metrics" WHERE cohort_start = DATE '{W2.isoformat()}'
+            AND label = 'final' AND experiment_id = '{experiment}' AND model = '{model}' AND metric = '{metric}'
+            AND segment = 'all'"""
+    ).to_pylist()
+    return float(row["value"])
+
+
+def _relabelled(rows: pa.Table) -> pa.Table:
+    """The week's rows after a relabel: the outcomes reshuffled (no model ranks better than another any more),
+    challenger-b's scores unusable but in one row in ten (below the coverage bar), every purchase through the web."""
+    defaulted = np.random.default_rng(7).permutation(rows.column("final_defaulted").to_numpy())
+    scores = [
+        [{**s, "score": None, "status": "timeout"} if s["alias"] == "challenger-b" and i % 10 else s for s in row]
+        for i, row in enumerate(rows.column("scores").to_pylist())
+    ]
+    names = rows.schema.names
+    rows = rows.set_column(names.index("final_defaulted"), "final_defaulted", pa.array(defaulted))
+    rows = rows.set_column(names.index("channel"), "channel", pa.array(["web"] * rows.num_rows))
+    return rows.set_column(names.index("scores"), "scores", pa.array(scores, rows.schema.field("scores").type))
+
+
+def test_a_relabelled_rerun_replaces_the_week_each_figure_once(
+    warehouse: DuckDBWarehouse, results: MlflowResultsStore
+) -> None:
+    week = [cohort_week(W2, "final", as_of=AS_OF)]
+    first = weekly_performance(
+        warehouse, results, as_of=AS_OF, plan=PLAN, policies=POLICIES, experiments=[SHADOW], weeks=week
+    )
+    # Each figure once: a model's own figures under '*' (not once per experiment comparing it), and its pooled
+    # segment row not again beside them: 10 metrics (AUC's SE among them) + 15 policy figures + 3 figures × 11
+    # segment values (customer type 2, merchant category 3, channel 2, amount band 4) + the week's 5 selection figures.
+    per_model = 10 + 15 + 3 * 11 + 5
+    counts = _slice(warehouse)
+    per_comparison = counts["shadow-challenger", "challenger@2 vs champion@1"]
+    assert counts == {
+        ("*", "champion@1"): per_model,
+        ("*", "challenger@2"): per_model,
+        ("*", "challenger-b@3"): per_model,
+        ("shadow-challenger", "challenger@2 vs champion@1"): per_comparison,
+        ("champion-vs-challenger-b", "challenger-b@3 vs champion@1"): per_comparison,
+    }
+    assert first.metric_rows == 3 * per_model + 2 * per_comparison == warehouse.count("model_metrics")
+    assert _figure(warehouse, "shadow-challenger", "challenger@2 vs champion@1", "crossed") == 1.0
+    client = MlflowClient(tracking_uri=results.tracking_uri, registry_uri=results.tracking_uri)
+    comparison_run = first.mlflow_runs[f"shadow-challenger/{W2}/final/challenger@2 vs champion@1"]
+    model_run = first.mlflow_runs[f"shadow-challenger/{W2}/final/champion@1"]
+    assert client.get_run(comparison_run).data.metrics["crossed"] == 1.0
+
+    # Relabel: the outcomes were wrong (labels reshuffled, so no model ranks better than another), challenger-b's
+    # scores turn out unusable (it drops below the coverage bar), and every purchase came through the web.
+    relabelled = {
+        start: _relabelled(labeled_rows(start, N, seed=seed, models=MODELS)) for seed, start in ((1, W1), (2, W2))
+    }
+    warehouse.query(f'DELETE FROM {warehouse.qualified}."labeled_predictions"')
+    for rows in relabelled.values():
+        insert_labeled(warehouse, rows)
+    again = weekly_performance(
+        warehouse, results, as_of=AS_OF, plan=PLAN, policies=POLICIES, experiments=[SHADOW], weeks=week
+    )
+    assert again.weeks[0]["skipped_models"] == {"challenger-b@3": 0.1}
+    # Only what the re-run produced: challenger-b and its comparison gone, the channel 'app' segment gone.
+    per_model_now = per_model - 3
+    assert _slice(warehouse) == {
+        ("*", "champion@1"): per_model_now,
+        ("*", "challenger@2"): per_model_now,
+        ("shadow-challenger", "challenger@2 vs champion@1"): per_comparison,
+    }
+    assert again.metric_rows == 2 * per_model_now + per_comparison == warehouse.count("model_metrics")
+    table = relabelled[W2].to_pydict()
+    y = np.array(table["final_defaulted"], dtype=int)
+    champion = np.array([next(x["score"] for x in row if x["alias"] == "champion") for row in table["scores"]])
+    assert _figure(warehouse, "*", "champion@1", "auc") == pytest.approx(roc_auc_score(y, champion))
+    assert _figure(warehouse, "shadow-challenger", "challenger@2 vs champion@1", "crossed") == 0.0
+    # MLflow: the same runs, showing the new values (smaller ones too), not the larger of old and new.
+    assert again.mlflow_runs[f"shadow-challenger/{W2}/final/challenger@2 vs champion@1"] == comparison_run
+    comparison = client.get_run(comparison_run)
+    assert comparison.data.metrics["crossed"] == 0.0
+    assert comparison.data.tags["shadowgate.crossed_boundary"] == "false"
+    assert client.get_run(model_run).data.metrics["auc"] == pytest.approx(roc_auc_score(y, champion))
+    assert [m.value for m in client.get_metric_history(comparison_run, "crossed")] == [1.0, 0.0]
+    # The made-up comparison of challenger-b is no longer produced: its week's runs are deleted (restorable).
+    gone = client.get_experiment_by_name("shadowgate/champion-vs-challenger-b")
+    assert gone is not None and client.search_runs([gone.experiment_id]) == []
+    assert len(client.search_runs([gone.experiment_id], run_view_type=ViewType.DELETED_ONLY)) == 3
+    shadow = client.get_experiment_by_name("shadowgate/shadow-challenger")
+    assert shadow is not None and len(client.search_runs([shadow.experiment_id])) == 3

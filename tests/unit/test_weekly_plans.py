@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from shadowgate.decisioning.experiments import load_book
@@ -17,6 +15,7 @@ from shadowgate.pipelines.performance import (
     Comparison,
     ComparisonPlan,
     ModelKey,
+    _with_arm_rates,
     _with_srm,
     cohort_week,
     plans_for,
@@ -53,18 +52,6 @@ def test_the_shipped_book_gives_the_experiments_that_ran() -> None:
     assert plans[0].started_at == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-class _Rows:
-    """The one query the SRM check runs, answered from a list."""
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-        self.asked: list[tuple[str, Mapping[str, Any]]] = []
-
-    def run(self, name: str, params: Mapping[str, Any] | None = None, **values: str) -> pa.Table:
-        self.asked.append((name, dict(params or {})))
-        return pa.Table.from_pylist(self.rows)
-
-
 def _comparison() -> Comparison:
     nan = float("nan")
     return Comparison(
@@ -75,6 +62,16 @@ def _comparison() -> Comparison:
     )  # fmt: skip
 
 
+def _customers(control: int, treatment: int, *, version: str = "2", share: float = 0.1) -> list[dict[str, Any]]:
+    """``queries/arm_counts`` rows: one per customer of each arm in one allocation period, three purchases each."""
+    return [
+        {"experiment_version": version, "treatment_share": share, "arm": arm, "customer_id_hash": f"{arm}{i}",
+         "applicants": 3, "approved": 3, "labelled": 3, "defaults": 0, "loss": 0.0}
+        for arm, count in (("control", control), ("treatment", treatment))
+        for i in range(count)
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("control", "treatment", "flagged"),
     [
@@ -83,65 +80,29 @@ def _comparison() -> Comparison:
         (9_050, 950, False),  # 9.5 %: chi-square 2.8, p ≈ 0.09
     ],
 )
-def test_a_canarys_arms_are_checked_against_its_share(control: int, treatment: int, flagged: bool) -> None:
-    canary = ComparisonPlan(
-        experiment_id="canary-b", treatment_alias="challenger-b", mode="canary", treatment_share=0.1
-    )
-    rows = [
-        {"experiment_id": "canary-b", "arm": "control", "decisions": control},
-        {"experiment_id": "canary-b", "arm": "treatment", "decisions": treatment},
-        {"experiment_id": "other", "arm": "treatment", "decisions": 5_000},  # another experiment's arms
-    ]
-    warehouse = _Rows(rows)
-    checked = _with_srm(warehouse, _comparison(), canary, WEEK)  # type: ignore[arg-type]
-    assert checked.srm_flagged is flagged
-    expected_chi2 = (control - 9_000) ** 2 / 9_000 + (treatment - 1_000) ** 2 / 1_000
+def test_a_canarys_customers_are_checked_against_its_share(control: int, treatment: int, flagged: bool) -> None:
     from scipy.stats import chi2
 
+    # Customers, not their purchases (three each here, which would triple the chi-square).
+    checked = _with_srm(_comparison(), _customers(control, treatment))
+    assert (checked.srm_flagged, checked.srm_periods) == (flagged, 1)
+    expected_chi2 = (control - 9_000) ** 2 / 9_000 + (treatment - 1_000) ** 2 / 1_000
     assert checked.srm_p_value == pytest.approx(chi2.sf(expected_chi2, 1))
-    assert warehouse.asked == [
-        ("queries/arm_counts", {"cohort_start": dt.datetime(2026, 1, 12, tzinfo=dt.UTC),
-                                "cohort_end": dt.datetime(2026, 1, 19, tzinfo=dt.UTC)})
-    ]  # fmt: skip
+    assert _with_srm(_comparison(), []).srm_p_value is None
 
 
-def test_a_canarys_arms_default_rates_are_compared_unpaired() -> None:
-    from statsmodels.stats.proportion import proportions_ztest
-
-    from shadowgate.config import EvaluationSettings
-    from shadowgate.decisioning.policies import Thresholds
-    from shadowgate.pipelines.performance import EvaluationPlan, evaluate_week
-
-    rng = np.random.default_rng(4)
-    n = 4_000
-    arm = np.where(rng.random(n) < 0.1, "treatment", "control")
-    y = (rng.random(n) < np.where(arm == "treatment", 0.04, 0.07)).astype(np.int8)  # the challenger approves better
-    scores = {
-        ModelKey("champion", "1"): np.clip(0.05 + 0.2 * y + rng.normal(0, 0.05, n), 0.001, 0.999),
-        ModelKey("challenger-b", "3"): np.clip(0.05 + 0.25 * y + rng.normal(0, 0.05, n), 0.001, 0.999),
-    }
-    frame = pd.DataFrame(
-        {
-            "policy_name": "conservative", "experiment_id": "canary-b", "arm": arm, "amount": 100.0,
-            "customer_type": "new", "merchant_category": "home", "amount_band": "100-500", "channel": "web",
-        }
-    )  # fmt: skip
-    cohort = Cohort(week=WEEK, y=y, scores=scores, frame=frame, rows_total=n)
-    canary = ComparisonPlan(
-        experiment_id="canary-b", treatment_alias="challenger-b", mode="canary", treatment_share=0.1
-    )
-    plan = EvaluationPlan(settings=EvaluationSettings(bootstrap_resamples=20), early_maturity_days=17, maturity_days=90)
-    [c] = evaluate_week(
-        cohort, plans=[canary], policies={"conservative": Thresholds(high=0.5, medium=0.25)}, plan=plan
-    ).comparisons
-    treated, control = arm == "treatment", arm == "control"
-    assert c.arm_default_rate_treatment == pytest.approx(y[treated].mean())
-    assert c.arm_default_rate_control == pytest.approx(y[control].mean())
-    _, p_value = proportions_ztest([y[treated].sum(), y[control].sum()], [treated.sum(), control.sum()])
-    assert c.arm_default_rate_p_value == pytest.approx(p_value)
-    # A shadow comparison has no arms of its own: nothing is computed.
-    shadow = ComparisonPlan(experiment_id="canary-b", treatment_alias="challenger-b")
-    [s] = evaluate_week(
-        cohort, plans=[shadow], policies={"conservative": Thresholds(high=0.5, medium=0.25)}, plan=plan
-    ).comparisons
-    assert (s.arm_default_rate_control, s.arm_default_rate_p_value) == (None, None)
+def test_a_canarys_arms_are_compared_per_applicant() -> None:
+    rows = _customers(900, 100)
+    for r in rows:  # control approves all three purchases, one customer in ten defaults on one; treatment approves 2
+        if r["arm"] == "treatment":
+            r["approved"] = r["labelled"] = 2
+        r["defaults"] = int(r["customer_id_hash"].endswith("0"))
+        r["loss"] = 100.0 * r["defaults"]
+    c = _with_arm_rates(_comparison(), rows)
+    assert (c.arm_approval_rate_control, c.arm_approval_rate_treatment) == (1.0, pytest.approx(2 / 3))
+    assert c.arm_default_rate_control == pytest.approx(90 / 2_700)
+    assert c.arm_default_rate_treatment == pytest.approx(10 / 200)
+    assert c.arm_loss_per_applicant_control == c.arm_loss_per_applicant_treatment == pytest.approx(100 / 30)
+    assert c.arm_loss_per_applicant_difference == pytest.approx(0.0, abs=1e-12)
+    assert c.arm_treatment_better is False
+    assert _with_arm_rates(_comparison(), []).arm_loss_per_applicant_difference is None

@@ -186,7 +186,28 @@ def _two_sided_z(confidence: float) -> float:
 # ---------------------------------------------------------------------------------------------------------- DeLong
 
 
-def delong_covariance(y_true: ArrayLike, scores: Sequence[ArrayLike] | np.ndarray) -> DeLongCovariance:
+def _cluster_codes(clusters: ArrayLike, n: int) -> np.ndarray:
+    """Cluster labels (customer ids, any hashable values) as integer codes 0..K-1, checked against ``n`` rows."""
+    labels = np.asarray(clusters)
+    if labels.shape != (n,):
+        raise ValueError(f"clusters must hold one label per row ({n}), got shape {labels.shape}")
+    codes = np.unique(labels, return_inverse=True)[1].reshape(-1)
+    if codes.max(initial=0) < 1:
+        raise ValueError("clusters: at least two are needed")
+    return codes
+
+
+def _clustered_covariance(influence: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Cluster-robust covariance of a sum of per-row influences ``(k, n)``: the influences summed within each
+    cluster, the clusters' sums' outer products added up, times K / (K − 1)."""
+    k_clusters = int(codes.max()) + 1
+    totals = np.vstack([np.bincount(codes, weights=row, minlength=k_clusters) for row in influence])
+    return np.atleast_2d(totals @ totals.T) * k_clusters / (k_clusters - 1)
+
+
+def delong_covariance(
+    y_true: ArrayLike, scores: Sequence[ArrayLike] | np.ndarray, *, clusters: ArrayLike | None = None
+) -> DeLongCovariance:
     """AUCs of k models on the same rows and their DeLong covariance, in O(k·n log n).
 
     DeLong, DeLong & Clarke-Pearson (1988) estimate the covariance from the structural components
@@ -196,9 +217,15 @@ def delong_covariance(y_true: ArrayLike, scores: Sequence[ArrayLike] | np.ndarra
     ``V10 = (Tz - Tx) / n_neg`` and ``V01 = 1 - (Tz - Ty) / n_pos``. Then ``S = S10 / n_pos + S01 / n_neg`` with
     ``S10``, ``S01`` the sample covariances (ddof 1) of the components across models.
 
+    With ``clusters`` (a customer's purchases are not independent: a repeat customer's outcomes and scores are
+    correlated), the rows' influences on the AUCs — ``(V10 − AUC) / n_pos`` for a default, ``(V01 − AUC) / n_neg``
+    for a repaid row — are summed per cluster and the covariance is the clustered sandwich ``K/(K−1) Σ_c u_c u_cᵀ``
+    (Obuchowski 1997's clustered AUC variance). With one row per cluster it is DeLong's up to the (n−1)/n factors.
+
     Args:
         y_true: 0/1 outcomes (1 = default, the class a higher score should point to).
         scores: k score vectors (or a (k, n) array), each aligned with ``y_true``.
+        clusters: a cluster label per row (the customer), or None: every row independent.
 
     Raises:
         ValueError: one-class labels, fewer than two rows of a class, mismatched lengths, non-finite scores.
@@ -215,24 +242,36 @@ def delong_covariance(y_true: ArrayLike, scores: Sequence[ArrayLike] | np.ndarra
     v10 = (tz[:, :n_pos] - tx) / n_neg
     v01 = 1.0 - (tz[:, n_pos:] - ty) / n_pos
     aucs = v10.mean(axis=1)
-    covariance = np.atleast_2d(np.cov(v10)) / n_pos + np.atleast_2d(np.cov(v01)) / n_neg
+    if clusters is None:
+        covariance = np.atleast_2d(np.cov(v10)) / n_pos + np.atleast_2d(np.cov(v01)) / n_neg
+    else:
+        influence = np.empty_like(s)
+        influence[:, y] = (v10 - aucs[:, None]) / n_pos
+        influence[:, ~y] = (v01 - aucs[:, None]) / n_neg
+        covariance = _clustered_covariance(influence, _cluster_codes(clusters, len(y)))
     return DeLongCovariance(aucs=aucs, covariance=covariance, n_pos=n_pos, n_neg=n_neg)
 
 
 def delong_test(
-    y_true: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike, *, confidence: float = 0.95
+    y_true: ArrayLike,
+    scores_a: ArrayLike,
+    scores_b: ArrayLike,
+    *,
+    confidence: float = 0.95,
+    clusters: ArrayLike | None = None,
 ) -> DeLongResult:
     """DeLong's paired test of ``AUC(a) = AUC(b)`` on the same rows (two-sided), with a CI of the difference.
 
     Agrees with pROC's ``roc.test(..., method="delong")`` (see the tests). When the difference has zero estimated
     variance (identical rankings, or both models perfect) the test is degenerate: z = 0 and p = 1 for equal AUCs,
     z = ±inf and p = 0 otherwise.
+    ``clusters`` (the customer of each row) makes the variance cluster-robust (:func:`delong_covariance`).
 
     Raises:
         ValueError: as :func:`delong_covariance`.
     """
     z_crit = _two_sided_z(confidence)
-    cov = delong_covariance(y_true, [scores_a, scores_b])
+    cov = delong_covariance(y_true, [scores_a, scores_b], clusters=clusters)
     auc_a, auc_b = float(cov.aucs[0]), float(cov.aucs[1])
     difference = auc_a - auc_b
     c = cov.covariance
@@ -608,8 +647,10 @@ def _counted_difference(
         # A mean loss is linear in the counts.
         gap = _row_loss(metric, y, a) - _row_loss(metric, y, b)
         pos_gap, neg_gap = gap[pos_rows], gap[neg_rows]
-        total = len(y)
-        return lambda pos_counts, neg_counts: float(pos_counts @ pos_gap + neg_counts @ neg_gap) / total
+        # Divided by the resample's own size (a cluster resample's varies; a row resample's is n).
+        return lambda pos_counts, neg_counts: (
+            float(pos_counts @ pos_gap + neg_counts @ neg_gap) / float(pos_counts.sum() + neg_counts.sum())
+        )
     raise ValueError(f"unknown metric {metric!r}; use 'auc', 'brier', 'log_loss' or a callable")
 
 
@@ -622,6 +663,7 @@ def paired_bootstrap_ci(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    clusters: ArrayLike | None = None,
 ) -> BootstrapResult:
     """Percentile-bootstrap CI of ``metric(y, a) - metric(y, b)``, both models evaluated on the same resampled rows.
 
@@ -643,6 +685,9 @@ def paired_bootstrap_ci(
         n_resamples: bootstrap resamples.
         confidence: coverage of the percentile interval.
         seed: seeds numpy's default generator; equal seeds give equal results.
+        clusters: a cluster label per row (the customer): whole clusters are resampled (with all their rows), not
+            rows, so a repeat customer's correlated purchases count as the one draw they are. The resamples are then
+            not stratified by outcome (a resample's default count varies with the clusters drawn). Named metrics only.
     """
     y = _outcomes(y_true)
     a, b = _paired_scores(y, scores_a, scores_b)
@@ -652,6 +697,8 @@ def paired_bootstrap_ci(
     pos_rows, neg_rows = np.flatnonzero(y), np.flatnonzero(~y)
     rng = np.random.default_rng(seed)
     differences = np.empty(n_resamples)
+    if callable(metric) and clusters is not None:
+        raise ValueError("clusters work with the named metrics only")
     if callable(metric):
         y_int = y.astype(np.int64)
         estimate = float(metric(y_int, a)) - float(metric(y_int, b))
@@ -663,6 +710,17 @@ def paired_bootstrap_ci(
                 ]
             )
             differences[i] = float(metric(y_int[rows], a[rows])) - float(metric(y_int[rows], b[rows]))
+    elif clusters is not None:
+        codes = _cluster_codes(clusters, len(y))
+        k_clusters = int(codes.max()) + 1
+        difference = _counted_difference(metric, y, a, b, pos_rows, neg_rows)
+        estimate = difference(np.ones(len(pos_rows), dtype=np.int64), np.ones(len(neg_rows), dtype=np.int64))
+        pos_codes, neg_codes = codes[pos_rows], codes[neg_rows]
+        for i in range(n_resamples):
+            drawn = np.bincount(rng.integers(0, k_clusters, k_clusters), minlength=k_clusters)
+            while not (drawn[pos_codes].any() and drawn[neg_codes].any()):  # both classes, or no AUC (tiny data)
+                drawn = np.bincount(rng.integers(0, k_clusters, k_clusters), minlength=k_clusters)
+            differences[i] = difference(drawn[pos_codes], drawn[neg_codes])
     else:
         difference = _counted_difference(metric, y, a, b, pos_rows, neg_rows)
         estimate = difference(np.ones(len(pos_rows), dtype=np.int64), np.ones(len(neg_rows), dtype=np.int64))

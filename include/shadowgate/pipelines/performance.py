@@ -54,8 +54,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shadowgate.config import EvaluationSettings
+from shadowgate.evaluation.canary import arm_comparison, canary_srm
 from shadowgate.evaluation.monitoring import Baseline, ChangeTest, WeekFigures, auc_drop, baseline, default_rise
 from shadowgate.evaluation.performance import (
+    POOLED,
     ModelPerformance,
     PolicyOutcome,
     model_performance,
@@ -69,8 +71,6 @@ from shadowgate.evaluation.stats import (
     holm,
     mcnemar_test,
     paired_bootstrap_ci,
-    srm_test,
-    two_proportion_test,
 )
 from shadowgate.pipelines.alerts import Alert, Check, record_alerts, send_alert
 from shadowgate.storage.results import ResultsStore, RunRecord
@@ -87,6 +87,11 @@ POPULATION = "approved_matured"
 """Rows every per-model figure covers: decisions the serving policy approved whose label has matured."""
 SEGMENT_COLUMNS = ("customer_type", "merchant_category", "amount_band", "channel")
 CHAMPION = "champion"
+MLFLOW_EXPERIMENT_PREFIX = "shadowgate/"
+"""The MLflow experiment of A/B experiment ``x`` is ``shadowgate/x``."""
+EVERY_EXPERIMENT = "*"
+"""``model_metrics.experiment_id`` of a model's own figures, shared by every experiment comparing it (not a slug, so
+no experiment of the book can be called that)."""
 
 
 # ------------------------------------------------------------------------------------------------ plan and weeks
@@ -198,6 +203,9 @@ class Cohort:
     """Matured rows before keeping those every evaluated model scored."""
     skipped_models: dict[str, float] = field(default_factory=dict)
     """Model → share of the rows it scored, for models below the coverage bar."""
+    customers: np.ndarray | None = None
+    """Per row: the customer as an integer code (the cluster of the paired tests: a repeat customer's purchases are
+    not independent); None: every row its own customer."""
 
     @property
     def n(self) -> int:
@@ -255,6 +263,7 @@ def load_cohort(warehouse: Warehouse, week: CohortWeek, *, plan: EvaluationPlan)
     frame = table.select(["policy_name", "experiment_id", "arm", "amount", *SEGMENT_COLUMNS]).to_pandas(
         strings_to_categorical=True
     )
+    customers = customer_codes(table)
     del table
     order = sorted(kept, key=lambda k: (k.alias != CHAMPION, k.alias, k.version))
     return Cohort(
@@ -264,7 +273,14 @@ def load_cohort(warehouse: Warehouse, week: CohortWeek, *, plan: EvaluationPlan)
         frame=frame.loc[common].reset_index(drop=True),
         rows_total=rows,
         skipped_models=skipped,
+        customers=customers[common],
     )
+
+
+def customer_codes(table: pa.Table) -> np.ndarray:
+    """The rows' ``customer_id_hash`` as integer codes (one per customer; millions of strings would take GBs)."""
+    column = table.column("customer_id_hash").combine_chunks()
+    return pc.dictionary_encode(column).indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -294,16 +310,34 @@ class Comparison:
     decisions_disagree: int
     """Rows where one model would approve and the other not, at the policy's approval threshold."""
     arm_default_rate_control: float | None = None
-    """Canary only: default rate of the approved, matured decisions the control arm served (its own customers)."""
+    """Canary only: defaults among the control arm's approved, matured purchases — a description only: an arm that
+    approves fewer has fewer defaults among its approved without being better (the arms are compared per applicant)."""
     arm_default_rate_treatment: float | None = None
-    """Canary only: the same for the treatment arm (the challenger decided for them)."""
-    arm_default_rate_p_value: float | None = None
-    """Canary only: two-proportion test of the arms' default rates (different customers: unpaired)."""
+    """Canary only: the same for the treatment arm."""
+    arm_approval_rate_control: float | None = None
+    """Canary only: approved / applicants (every decision of the week) in the control arm."""
+    arm_approval_rate_treatment: float | None = None
+    arm_approval_rate_p_value: float | None = None
+    """Canary only: the arms' approval rates differ (two-sided, clustered by customer, periods combined)."""
+    arm_loss_per_applicant_control: float | None = None
+    """Canary only: realised loss (amount of the defaulted purchases) per applicant of the control arm."""
+    arm_loss_per_applicant_treatment: float | None = None
+    arm_loss_per_applicant_difference: float | None = None
+    """Canary only: treatment − control, the allocation periods combined with fixed weights (their applicants)."""
+    arm_loss_per_applicant_p_value: float | None = None
+    arm_defaults_per_applicant_difference: float | None = None
+    """Canary only: treatment − control of defaults per applicant (approval rate × default rate among approved)."""
+    arm_defaults_per_applicant_p_value: float | None = None
+    arm_treatment_better: bool | None = None
+    """Canary only: treatment loses significantly less per applicant without approving significantly fewer."""
     auc_difference_se: float = math.nan
     """DeLong's standard error of the difference (what the sequential statistic weighs this week by)."""
     holm_p_value: float = math.nan
     srm_p_value: float | None = None
+    """Canary only: sample-ratio check on customers, per allocation period (Bonferroni over the periods)."""
     srm_flagged: bool | None = None
+    srm_periods: int | None = None
+    """Canary only: allocation periods (share changes) the week spans."""
     look: int = 0
     """The plan's look this week took (1-based); after the plan's end, the look that ended it; 0: none yet."""
     information: float = math.nan
@@ -461,7 +495,8 @@ def compare(
 ) -> Comparison:
     """The paired tests of one comparison on the cohort's identical rows."""
     y, a, b = cohort.y, cohort.scores[treatment], cohort.scores[control]
-    delong = delong_test(y, a, b)
+    # Clustered by customer: a repeat customer's purchases are correlated (the DeLong SE feeds the sequential look).
+    delong = delong_test(y, a, b, clusters=cohort.customers)
     rows = _subsample(y, plan.settings.bootstrap_max_rows, plan.settings.seed)
     boot = paired_bootstrap_ci(
         y[rows],
@@ -470,6 +505,7 @@ def compare(
         metric="brier",
         n_resamples=plan.settings.bootstrap_resamples,
         seed=plan.settings.seed,
+        clusters=None if cohort.customers is None else cohort.customers[rows],
     )
     # McNemar on correctness of the approve/decline call at the policy's approval threshold: a model is right on a
     # row when it approves a repaid purchase or declines a default.
@@ -502,24 +538,26 @@ def compare(
     )
 
 
-def _with_arm_rates(c: Comparison, cohort: Cohort, experiment: ComparisonPlan) -> Comparison:
-    """A canary's arms served different customers: their default rates among the approved are compared unpaired."""
-    frame = cohort.frame
-    mine = (frame["experiment_id"] == experiment.experiment_id).to_numpy()
-    arm = frame["arm"].astype(object).to_numpy()
-    counts = {}
-    for name in ("control", "treatment"):
-        rows = mine & (arm == name)
-        counts[name] = (int(cohort.y[rows].sum()), int(rows.sum()))
-    (d_c, n_c), (d_t, n_t) = counts["control"], counts["treatment"]
-    if n_c == 0 or n_t == 0:
+def _with_arm_rates(c: Comparison, arms: Sequence[Mapping[str, Any]]) -> Comparison:
+    """A canary's arms served different customers: compared per applicant (approval rate, defaults and loss per
+    applicant; :func:`~shadowgate.evaluation.canary.arm_comparison`), the default rate among approved described."""
+    result = arm_comparison(arms)
+    if result is None:
         return c
-    test = two_proportion_test(successes_a=d_t, n_a=n_t, successes_b=d_c, n_b=n_c)
     return replace(
         c,
-        arm_default_rate_control=d_c / n_c,
-        arm_default_rate_treatment=d_t / n_t,
-        arm_default_rate_p_value=test.p_value,
+        arm_default_rate_control=result.control.default_rate_approved,
+        arm_default_rate_treatment=result.treatment.default_rate_approved,
+        arm_approval_rate_control=result.control.approval_rate,
+        arm_approval_rate_treatment=result.treatment.approval_rate,
+        arm_approval_rate_p_value=result.approval_rate.p_value,
+        arm_loss_per_applicant_control=result.control.loss_per_applicant,
+        arm_loss_per_applicant_treatment=result.treatment.loss_per_applicant,
+        arm_loss_per_applicant_difference=result.loss_per_applicant.estimate,
+        arm_loss_per_applicant_p_value=result.loss_per_applicant.p_value,
+        arm_defaults_per_applicant_difference=result.defaults_per_applicant.estimate,
+        arm_defaults_per_applicant_p_value=result.defaults_per_applicant.p_value,
+        arm_treatment_better=result.treatment_better,
     )
 
 
@@ -557,7 +595,7 @@ def evaluate_week(
             continue
         if 0 < cohort.y.sum() < cohort.n:
             c = compare(cohort, control, treatment, experiment_id=p.experiment_id, thresholds=thresholds, plan=plan)
-            comparisons.append(_with_arm_rates(c, cohort, p) if p.mode == "canary" else c)
+            comparisons.append(c)
         if segments is not None:
             for r in simpsons_reversals(segments, treatment.name, control.name):
                 reversals.append({"experiment_id": p.experiment_id, **asdict(r)})
@@ -798,7 +836,7 @@ def _week_difference(warehouse: Warehouse, week: CohortWeek, experiment: Compari
     y = y[both]
     if not 0 < y.sum() < y.size or min(int(y.sum()), int(y.size - y.sum())) < 2:
         return math.nan, math.nan
-    result = delong_test(y, treatment[both], control[both])
+    result = delong_test(y, treatment[both], control[both], clusters=customer_codes(table)[both])
     return result.difference, result.se
 
 
@@ -810,8 +848,21 @@ def metric_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def metric_rows(evaluation: WeekEvaluation, *, experiment_id: str, run_ids: Mapping[str, str]) -> list[dict[str, Any]]:
-    """``model_metrics`` rows of one experiment's models and comparisons for one (week, label)."""
+def metric_rows(
+    evaluation: WeekEvaluation, *, run_ids: Mapping[str, Mapping[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    """Every ``model_metrics`` row of one (week, label), each figure once.
+
+    A model's own figures (metrics, policy outcomes, segments) do not depend on the experiment that compares it:
+    they are written once, under ``experiment_id`` :data:`EVERY_EXPERIMENT`, for every model of the week's
+    comparisons. A comparison's figures are written under its experiment. ``run_ids`` maps experiment → (model or
+    comparison name → its MLflow run); a model's rows name the run of the first experiment that logged it.
+    """
+    run_ids = run_ids or {}
+    model_runs: dict[str, str] = {}
+    for experiment_runs in run_ids.values():
+        for name, run_id in experiment_runs.items():
+            model_runs.setdefault(name, run_id)
     week = evaluation.week
     rows: list[dict[str, Any]] = []
 
@@ -822,12 +873,14 @@ def metric_rows(evaluation: WeekEvaluation, *, experiment_id: str, run_ids: Mapp
         n: int,
         n_positive: int | None,
         *,
+        experiment_id: str = EVERY_EXPERIMENT,
         population: str = POPULATION,
         segment: str = "all",
         segment_value: str = "all",
     ) -> None:
         alias, _, version = model.partition("@") if " vs " not in model else ("", "", "")
         v = None if value is None or (isinstance(value, float) and not math.isfinite(value)) else float(value)
+        runs = model_runs if experiment_id == EVERY_EXPERIMENT else run_ids.get(experiment_id, {})
         rows.append(
             {
                 "metric_id": metric_id(
@@ -848,12 +901,11 @@ def metric_rows(evaluation: WeekEvaluation, *, experiment_id: str, run_ids: Mapp
                 "n": n,
                 "n_positive": n_positive,
                 "as_of": week.as_of,
-                "mlflow_run_id": run_ids.get(model),
+                "mlflow_run_id": runs.get(model),
             }
         )
 
-    involved = _experiment_models(evaluation, experiment_id)
-    for model in involved:
+    for model in _experiment_models(evaluation, None):
         perf = evaluation.models[model]
         for name, value in perf.scalars().items():
             if name not in ("n", "n_positive"):
@@ -866,7 +918,7 @@ def metric_rows(evaluation: WeekEvaluation, *, experiment_id: str, run_ids: Mapp
         if evaluation.segments is not None:
             seg = evaluation.segments[evaluation.segments["model"] == model]
             for r in seg.itertuples(index=False):
-                if r.segment == "all":
+                if r.segment == POOLED:  # the model's own figures above, on the same rows
                     continue
                 missing = r.value is None or (isinstance(r.value, float) and math.isnan(r.value))
                 segment_value = "null" if missing else str(r.value)
@@ -882,39 +934,50 @@ def metric_rows(evaluation: WeekEvaluation, *, experiment_id: str, run_ids: Mapp
                         segment_value=segment_value,
                     )
     for c in evaluation.comparisons:
-        if c.experiment_id != experiment_id:
-            continue
         name = f"{c.treatment} vs {c.control}"
         for metric, value in c.row().items():
             if isinstance(value, bool):
                 value = float(value)
             if isinstance(value, (int, float)) and metric not in ("n", "n_positive"):
-                add(name, metric, float(value), c.n, c.n_positive)
+                add(name, metric, float(value), c.n, c.n_positive, experiment_id=c.experiment_id)
     selection = evaluation.selection
     if selection is not None:
         # Next to every model's and comparison's figures: how many applicants the labelled rows stand for.
-        compared = [f"{c.treatment} vs {c.control}" for c in evaluation.comparisons if c.experiment_id == experiment_id]
-        for name in [*involved, *compared]:
+        # Beside each model's figures (under every experiment) and each comparison's (under its experiment).
+        for model in _experiment_models(evaluation, None):
             for metric, value in selection.figures().items():
-                add(name, metric, value, selection.decisions, None, population=SELECTION_POPULATION)
+                add(model, metric, value, selection.decisions, None, population=SELECTION_POPULATION)
+        for c in evaluation.comparisons:
+            for metric, value in selection.figures().items():
+                add(
+                    f"{c.treatment} vs {c.control}",
+                    metric,
+                    value,
+                    selection.decisions,
+                    None,
+                    population=SELECTION_POPULATION,
+                    experiment_id=c.experiment_id,
+                )
     return rows
 
 
-def _experiment_models(evaluation: WeekEvaluation, experiment_id: str) -> list[str]:
+def _experiment_models(evaluation: WeekEvaluation, experiment_id: str | None) -> list[str]:
+    """The models of the experiment's comparisons (None: of every comparison), in order, each once."""
     names: list[str] = []
     for c in evaluation.comparisons:
-        if c.experiment_id == experiment_id:
+        if experiment_id is None or c.experiment_id == experiment_id:
             names += [m for m in (c.control, c.treatment) if m not in names]
     return names
 
 
-def write_metrics(warehouse: Warehouse, rows: Sequence[Mapping[str, Any]], *, batch_id: str) -> int:
-    """MERGE rows into ``model_metrics`` on their deterministic id; returns the rows staged."""
-    if not rows:
-        return 0
+def write_metrics(warehouse: Warehouse, rows: Sequence[Mapping[str, Any]], *, week: CohortWeek, batch_id: str) -> int:
+    """Replace the (cohort week, label) slice of ``model_metrics`` with ``rows`` (its figures, all of them): MERGEd
+    on their deterministic ids, and the slice's rows not among them deleted, in one statement. Returns the rows
+    written."""
     batch = pa.Table.from_pylist(list(rows), schema=arrow_schema(MODEL_METRICS))
     staging = warehouse.stage(MODEL_METRICS, batch, batch_id=batch_id)
-    return warehouse.merge(MODEL_METRICS, staging=staging).staged
+    params = {"cohort_start": week.start, "label": week.label}
+    return warehouse.merge(MODEL_METRICS, staging=staging, params=params).staged
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -997,7 +1060,10 @@ def weekly_performance(
             rivals = sum(1 for p in week_plans if p.control_alias == experiment.control_alias)
             c = sequential_look(warehouse, c, experiment, week, plan=plan, challengers=rivals)
             if experiment.mode == "canary":
-                c = _with_srm(warehouse, c, experiment, week)
+                arms = warehouse.run(
+                    "queries/arm_counts", {**week.params(), "experiment_id": experiment.experiment_id}
+                ).to_pylist()
+                c = _with_arm_rates(_with_srm(c, arms), arms)
             looked.append(c)
         evaluation = replace(evaluation, comparisons=looked, selection=cohort_selection(warehouse, week))
         checks = _alerts(
@@ -1007,19 +1073,26 @@ def weekly_performance(
         # Each condition is sent once while it holds (the alerts table remembers); without a sender, only logged.
         sender = alert if alert is not None else functools.partial(send_alert, webhook_url=None)
         alerts_sent += record_alerts(warehouse, checks, at=week.as_of, send=sender).sent
+        run_ids: dict[str, dict[str, str]] = {}
         for experiment in week_plans:
-            run_ids: dict[str, str] = {}
             if results is not None and any(c.experiment_id == experiment.experiment_id for c in evaluation.comparisons):
                 plan_tags = comparison_plan(warehouse, experiment, week, plan=plan).tags()
-                run_ids = _log_to_mlflow(
+                ids = _log_to_mlflow(
                     results, evaluation, experiment, plan=plan, plan_tags=plan_tags, report_root=report_root
                 )
+                run_ids[experiment.experiment_id] = ids
                 base = f"{experiment.experiment_id}/{week.start}/{week.label}"
-                mlflow_runs.update({f"{base}/{m}": r for m, r in run_ids.items()})
-            rows = metric_rows(evaluation, experiment_id=experiment.experiment_id, run_ids=run_ids)
-            total_rows += write_metrics(
-                warehouse, rows, batch_id=f"{experiment.experiment_id}_{week.start:%Y%m%d}_{week.label}"
+                mlflow_runs.update({f"{base}/{m}": r for m, r in ids.items()})
+        if results is not None:
+            # The week's runs a re-run no longer produces (a model now skipped, a comparison gone) are deleted.
+            results.retire(
+                experiment_prefix=MLFLOW_EXPERIMENT_PREFIX,
+                tags={"shadowgate.cohort_start": week.start.isoformat(), "shadowgate.label": week.label},
+                keep={r for ids in run_ids.values() for r in ids.values()},
             )
+        # Written even when empty: the week's figures replace its slice, so one no longer produced is removed.
+        rows = metric_rows(evaluation, run_ids=run_ids)
+        total_rows += write_metrics(warehouse, rows, week=week, batch_id=f"{week.start:%Y%m%d}_{week.label}")
         done.append(
             {
                 "cohort": week.name,
@@ -1061,20 +1134,13 @@ def weekly_performance(
     )
 
 
-def _with_srm(warehouse: Warehouse, c: Comparison, experiment: ComparisonPlan, week: CohortWeek) -> Comparison:
-    """The sample-ratio check of a canary's arms over every decision of the week (not only the matured)."""
-    counts = {
-        r["arm"]: int(r["decisions"])
-        for r in warehouse.run(
-            "queries/arm_counts", {k: v for k, v in week.params().items() if k in ("cohort_start", "cohort_end")}
-        ).to_pylist()
-        if r["experiment_id"] == experiment.experiment_id
-    }
-    observed = [counts.get("control", 0), counts.get("treatment", 0)]
-    if sum(observed) == 0 or not 0 < experiment.treatment_share < 1:
+def _with_srm(c: Comparison, arms: Sequence[Mapping[str, Any]]) -> Comparison:
+    """The sample-ratio check of a canary on its customers (the randomisation unit), per allocation period
+    (:func:`~shadowgate.evaluation.canary.canary_srm`; ``arms``: ``queries/arm_counts``' rows)."""
+    srm = canary_srm(arms) if arms else None
+    if srm is None:
         return c
-    srm = srm_test(observed, [1 - experiment.treatment_share, experiment.treatment_share])
-    return replace(c, srm_p_value=srm.p_value, srm_flagged=srm.flagged)
+    return replace(c, srm_p_value=srm.p_value, srm_flagged=srm.flagged, srm_periods=len(srm.periods))
 
 
 def model_baseline(
@@ -1276,7 +1342,7 @@ def _log_to_mlflow(
     comparisons = [c for c in evaluation.comparisons if c.experiment_id == experiment.experiment_id]
     models = _experiment_models(evaluation, experiment.experiment_id)
     experiment_id = results.ensure_experiment(
-        f"shadowgate/{experiment.experiment_id}",
+        f"{MLFLOW_EXPERIMENT_PREFIX}{experiment.experiment_id}",
         tags={
             "shadowgate.experiment_id": experiment.experiment_id,
             "shadowgate.models": f"{experiment.control_alias} (control), {experiment.treatment_alias} (treatment)",

@@ -244,10 +244,19 @@ class BigQueryWarehouse:
         self._staged[staging] = batch.num_rows
         return staging
 
-    def merge(self, table: str, *, staging: str, min_ts: Any = None, max_ts: Any = None) -> MergeResult:
+    def merge(
+        self,
+        table: str,
+        *,
+        staging: str,
+        min_ts: Any = None,
+        max_ts: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> MergeResult:
         columns = arrow_schema(table).names
         sql = self.sql.merge(table, source=f"`{self._ref(staging)}`", columns=columns)
-        params = merge_bounds(min_ts, max_ts) if "@min_ts" in sql else {}
+        bounds = merge_bounds(min_ts, max_ts) if "@min_ts" in sql else {}
+        params = {**bounds, **used_params(sql, params, marker="@")}
         # Known from stage(); counting the staging table would be one more query job per batch.
         staged = self._staged.pop(staging, None)
         job = self._run(sql, params)

@@ -129,12 +129,21 @@ class DuckDBWarehouse:
         self._staged[staging] = batch.num_rows
         return staging
 
-    def merge(self, table: str, *, staging: str, min_ts: Any = None, max_ts: Any = None) -> MergeResult:
+    def merge(
+        self,
+        table: str,
+        *,
+        staging: str,
+        min_ts: Any = None,
+        max_ts: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> MergeResult:
         if staging not in self._staged:
             raise WarehouseError(f"nothing staged as {staging}")
         columns = arrow_schema(table).names
         sql = self.sql.merge(table, source=f'"{staging}"', columns=columns)
-        params = merge_bounds(min_ts, max_ts) if "$min_ts" in sql else {}
+        bounds = merge_bounds(min_ts, max_ts) if "$min_ts" in sql else {}
+        params = {**bounds, **used_params(sql, params, marker="$")}
         con = self._con
         con.execute("BEGIN TRANSACTION")
         try:

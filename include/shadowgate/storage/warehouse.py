@@ -386,9 +386,18 @@ class Warehouse(Protocol):
         """
         ...
 
-    def merge(self, table: str, *, staging: str, min_ts: Any = None, max_ts: Any = None) -> MergeResult:
+    def merge(
+        self,
+        table: str,
+        *,
+        staging: str,
+        min_ts: Any = None,
+        max_ts: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> MergeResult:
         """MERGE a staged batch into ``table`` on its key, then drop what was staged. Idempotent: rows whose key is
-        already in the table are skipped. ``min_ts`` / ``max_ts`` bound the batch's partition column (pruning)."""
+        already in the table are skipped. ``min_ts`` / ``max_ts`` bound the batch's partition column (pruning);
+        ``params`` are further parameters the table's MERGE uses (``model_metrics``: the slice it replaces)."""
         ...
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:

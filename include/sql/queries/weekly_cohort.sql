@@ -5,6 +5,7 @@
 SELECT
   prediction_id,
   transaction_id,
+  customer_id_hash,
   event_timestamp,
   experiment_id,
   arm,
