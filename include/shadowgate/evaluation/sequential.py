@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -279,6 +279,12 @@ class SequentialTest:
         root = math.sqrt(t)
         return c / root, (d / root if math.isfinite(d) else -math.inf), final
 
+    @property
+    def ran_out(self) -> bool:
+        """The look just taken was the plan's last by its information or its number of looks (not by the futility
+        boundary meeting the efficacy one early, which is a futility stop)."""
+        return self._last_t >= 1.0 or self.looks >= self.plan.max_looks
+
     def power(self) -> float:
         """P(crossing efficacy at the look just added, after continuing through the earlier ones) under H1."""
         x, m = self._h1.points, self._h1.mass
@@ -352,8 +358,6 @@ def design_plan(
 
 
 def _with_information(plan: SequentialPlan, information: float) -> SequentialPlan:
-    from dataclasses import replace
-
     return replace(plan, max_information=float(information))
 
 
@@ -382,7 +386,7 @@ def run_looks(plan: SequentialPlan, weeks: Iterable[tuple[float, float]]) -> lis
         verdict: Verdict = "continue"
         if z >= efficacy:
             verdict = "superior"
-        elif final and _is_last(test):
+        elif final and test.ran_out:
             verdict = "not_shown"
         elif z < futility_bound:
             verdict = "futile"
@@ -404,12 +408,6 @@ def run_looks(plan: SequentialPlan, weeks: Iterable[tuple[float, float]]) -> lis
         if ended:
             break
     return looks
-
-
-def _is_last(test: SequentialTest) -> bool:
-    """The look just taken ended the plan by reaching its information or its number of looks (not by the
-    futility boundary meeting the efficacy one early, which is a futility stop)."""
-    return test._last_t >= 1.0 or test.looks >= test.plan.max_looks
 
 
 def monitoring_look(plan: SequentialPlan, weeks: Iterable[tuple[float, float]]) -> Look | None:
