@@ -75,6 +75,14 @@ from common.defaults import DEFAULT_ARGS
             description="Early label: instalment 2 late or a default, known by purchase time + this many days. "
             "Empty: SHADOWGATE_GROUND_TRUTH_EARLY_MATURITY_DAYS (17).",
         ),
+        "early_grace_hours": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            maximum=72,
+            description="Early label: a signal known and delivered up to this many hours after the early maturity day "
+            "still counts (a feed seconds to hours late). Empty: SHADOWGATE_GROUND_TRUTH_EARLY_GRACE_HOURS (24).",
+        ),
         "relabel_days": Param(
             0,
             type="integer",
@@ -98,7 +106,8 @@ def join_ground_truth() -> None:
         start, end = context.get("data_interval_start"), context.get("data_interval_end")
         if start is None or end is None:  # triggered without a logical date: the last whole day before
             start, end = last_complete_day(context["dag_run"].run_after)
-        overrides = {k: params[k] for k in ("maturity_days", "early_maturity_days") if params.get(k) is not None}
+        chosen = ("maturity_days", "early_maturity_days", "early_grace_hours")
+        overrides = {k: params[k] for k in chosen if params.get(k) is not None}
         url = AlertSettings().webhook_url
         warehouse = open_warehouse(WarehouseSettings(), home=PathSettings().home)
         try:

@@ -540,8 +540,7 @@ def jittered_feed(outcomes: pd.DataFrame, *, max_delay: dt.timedelta, seed: int)
     that the labels tolerate a feed that is seconds to hours late (``GroundTruthSettings.early_grace_hours``).
     """
     seconds = max(max_delay.total_seconds() / 2, 1.0)
-    draws = _rng(seed, "feed.jitter").uniform(1.0, seconds, size=(2, len(outcomes)))
-    flagged = outcomes["event_timestamp"] + pd.to_timedelta(np.round(draws[0], 6), unit="s")
-    return outcomes.assign(
-        event_timestamp=flagged, delivered_at=flagged + pd.to_timedelta(np.round(draws[1], 6), unit="s")
-    )
+    # Whole microseconds: what a timestamp holds in the warehouse and on the wire.
+    micros = np.round(_rng(seed, "feed.jitter").uniform(1.0, seconds, size=(2, len(outcomes))) * 1e6).astype(np.int64)
+    flagged = outcomes["event_timestamp"] + pd.to_timedelta(micros[0], unit="us")
+    return outcomes.assign(event_timestamp=flagged, delivered_at=flagged + pd.to_timedelta(micros[1], unit="us"))

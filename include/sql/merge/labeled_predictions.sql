@@ -33,7 +33,10 @@ USING (
     QUALIFY ROW_NUMBER() OVER (PARTITION BY prediction_id ORDER BY labeled_as_of DESC) = 1
   ) AS p
     ON p.prediction_id = l.prediction_id
-  WHERE l.decision = 'approve' AND l.early_defaulted IS NOT NULL
+  WHERE l.decision = 'approve'
+    AND l.early_defaulted IS NOT NULL
+    -- A decision of the late cohort only gets a new version of labels it has: the run labels no day it is not for.
+    AND (l.in_early_cohort OR l.in_final_cohort OR p.prediction_id IS NOT NULL)
 ) AS s
 ON t.prediction_id = s.prediction_id
   AND t.labeled_as_of = s.labeled_as_of
