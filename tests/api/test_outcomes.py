@@ -195,13 +195,15 @@ def test_a_stated_delivery_is_kept_and_a_live_producer_s_outcome_arrives_when_re
         _post(client, body)
     _settle(client)
     redis = redis_server.client(decode_responses=True)
-    payloads = {e["transaction_id"]: e for e in (pydantic.TypeAdapter(dict).validate_json(f["payload"]) for _, f in redis.xrange(STREAM))}
+    entries = [pydantic.TypeAdapter(dict).validate_json(f["payload"]) for _, f in redis.xrange(STREAM)]
+    payloads = {e["transaction_id"]: e for e in entries}
     assert payloads["tx_0000043"]["delivered_at"] == "2026-04-01T14:05:00+02:00"
     assert "delivered_at" not in payloads["tx_0000044"]  # written byte for byte as before the field existed
     with DuckDBWarehouse(tmp_path / "w.duckdb", sql_dir=default_sql_dir()) as warehouse:
         assert _upload(redis_server, warehouse) == {"read": 2, "loaded": 2, "quarantined": 0}
         params = {"as_of": dt.datetime.now(dt.UTC), "late_from": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}
-        arrived = {r["transaction_id"]: r["arrived_at"] for r in warehouse.run("queries/outcome_arrivals", params).to_pylist()}
+        rows = warehouse.run("queries/outcome_arrivals", params).to_pylist()
+    arrived = {r["transaction_id"]: r["arrived_at"] for r in rows}
     assert arrived["tx_0000043"] == dt.datetime(2026, 4, 1, 12, 5, tzinfo=dt.UTC)
     assert before <= arrived["tx_0000044"] <= dt.datetime.now(dt.UTC)
 

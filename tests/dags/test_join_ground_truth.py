@@ -374,10 +374,13 @@ def test_outcomes_delivered_late_are_counted_relabelled_and_their_weeks_recorded
         (week, "early", 1, g["prediction_id"].nunique(), len(g), late_as_of.isoformat())
         for week, g in weeks.groupby("week")
     )
-    assert sorted(
-        (r["cohort_start"], r["label"], r["revision"], r["labels_revised"], r["late_outcomes"], r["detected_at"])
-        for r in late["revisions"]
-    ) == expected
+    assert (
+        sorted(
+            (r["cohort_start"], r["label"], r["revision"], r["labels_revised"], r["late_outcomes"], r["detected_at"])
+            for r in late["revisions"]
+        )
+        == expected
+    )
     # Nothing overwritten: as of the early day the labels are what they were.
     with book.warehouse() as warehouse:
         then = (

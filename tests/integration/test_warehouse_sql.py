@@ -251,7 +251,8 @@ def test_an_outcome_arrives_at_its_stated_delivery_never_after_its_receipt(wareh
     rows = [outcome_row(tx, "instalment_paid", at, 2, received=r, delivered=d) for tx, (r, d) in cases.items()]
     load(warehouse, "outcomes", rows)
     params = {"as_of": at + 100 * hour, "late_from": at - hour}
-    arrived = {r["transaction_id"]: r["arrived_at"] for r in warehouse.run("queries/outcome_arrivals", params).to_pylist()}
+    rows = warehouse.run("queries/outcome_arrivals", params).to_pylist()
+    arrived = {r["transaction_id"]: r["arrived_at"] for r in rows}
     events = {
         tx: OutcomeEvent(
             transaction_id=tx, event_type="instalment_paid", event_timestamp=at, instalment_number=2, received_at=r,
@@ -259,11 +260,15 @@ def test_an_outcome_arrives_at_its_stated_delivery_never_after_its_receipt(wareh
         )
         for tx, (r, d) in cases.items()
     }  # fmt: skip
-    assert arrived == {tx: arrival(e) for tx, e in events.items()} == {
-        "tx_1": at,
-        "tx_2": at + hour,
-        "tx_3": at + hour,
-    }
+    assert (
+        arrived
+        == {tx: arrival(e) for tx, e in events.items()}
+        == {
+            "tx_1": at,
+            "tx_2": at + hour,
+            "tx_3": at + hour,
+        }
+    )
     # As of an instant before an arrival, the outcome is not there.
     early = warehouse.run("queries/outcome_arrivals", {**params, "as_of": at + hour / 2}).to_pylist()
     assert [r["transaction_id"] for r in early] == ["tx_1"]

@@ -358,7 +358,8 @@ def _record_evaluation(warehouse: DuckDBWarehouse, week: dt.date, label: str, as
 def test_a_weekly_cohort_as_of_t_returns_the_labels_known_at_t_after_a_later_relabel(
     warehouse: DuckDBWarehouse,
 ) -> None:
-    week = {"cohort_start": dt.datetime(2026, 3, 2, tzinfo=dt.UTC), "cohort_end": dt.datetime(2026, 3, 9, tzinfo=dt.UTC)}
+    monday = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
+    week = {"cohort_start": monday, "cohort_end": monday + 7 * DAY}
     load(warehouse, "prediction_logs", [prediction_row(i, at=T0 + i * HOUR) for i in (1, 2, 3)])
     load(warehouse, "outcomes", [outcome_row(_tx(i), "instalment_paid", T0 + 14 * DAY, 2) for i in (1, 2, 3)])
     load(warehouse, "outcomes", [outcome_row(_tx(1), "instalment_late", T0 + 17 * DAY, 2)])

@@ -491,9 +491,7 @@ def _revision(row: dict[str, Any]) -> LabelRevision:
     )
 
 
-def weeks_to_reevaluate(
-    warehouse: Warehouse, *, as_of: dt.datetime, lookback_days: int = 365
-) -> list[LabelRevision]:
+def weeks_to_reevaluate(warehouse: Warehouse, *, as_of: dt.datetime, lookback_days: int = 365) -> list[LabelRevision]:
     """The (cohort week, label) pairs evaluated on labels that were revised afterwards: a ``label_revisions`` row
     detected by ``as_of`` and after the week's latest evaluation in ``model_metrics``. ``weekly_performance`` runs
     them again (as of its own instant, so on the revised labels); once it has, they are no longer listed.

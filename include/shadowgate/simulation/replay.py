@@ -8,9 +8,9 @@ Two passes, in simulated time:
    small window; every event carries its own timestamp, so nothing downstream depends on arrival order.
 2. **Outcomes.** Then every outcome of a purchase the API **approved** goes to ``POST /v1/outcomes`` in the order it
    became known (its ``event_timestamp``), stating its simulated delivery (``delivered_at``: labels as of a simulated
-   day use only the outcomes delivered by then). A denied purchase was never funded, so it has no outcome; a purchase sent
-   to ``manual_review`` counts as not funded either (nobody reviews it in a replay), and neither does a purchase whose
-   decision failed. Their outcome rows are skipped and counted.
+   day use only the outcomes delivered by then). A denied purchase was never funded, so it has no outcome; a
+   purchase sent to ``manual_review`` counts as not funded either (nobody reviews it in a replay), and neither does a
+   purchase whose decision failed. Their outcome rows are skipped and counted.
 
 The API takes any time-zone-aware ``event_timestamp``, past or future: it is the purchase's own time (features use
 its time of day), while the service records when it saw the request (``served_at`` / ``received_at``).
