@@ -159,6 +159,31 @@ class OutcomeRequest(BaseModel):
         examples=[32.5],
     )
 
+    delivered_at: Timestamp | None = Field(
+        default=None,
+        description="Optional, for a replay or a bulk import of history only: when the outcome was delivered, as "
+        "you state it (RFC 3339 with a time zone). Labels as of a date use only outcomes that had arrived by then: an "
+        "outcome's arrival is this instant when given, else the instant the API received it. Not later than now (the "
+        "receipt), not earlier than `event_timestamp`. A live producer leaves it out.",
+        examples=["2026-04-01T10:05:00Z"],
+    )
+
+    @pydantic.field_validator("delivered_at")
+    @classmethod
+    def _delivered_between_known_and_received(
+        cls, value: dt.datetime | None, info: pydantic.ValidationInfo
+    ) -> dt.datetime | None:
+        if value is None:
+            return value
+        # Checked against the clock before the route stamps received_at: so never later than the receipt.
+        now = dt.datetime.now(dt.UTC)
+        if value > now:
+            raise ValueError(f"must not be later than the instant the API received the outcome ({now.isoformat()})")
+        known = info.data.get("event_timestamp")
+        if known is not None and value < known:
+            raise ValueError("must not be earlier than event_timestamp (an outcome is delivered once it is known)")
+        return value
+
     @pydantic.field_validator("instalment_number")
     @classmethod
     def _instalment_events_need_a_number(cls, value: int | None, info: pydantic.ValidationInfo) -> int | None:

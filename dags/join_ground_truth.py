@@ -1,31 +1,43 @@
 """
 ### join_ground_truth
 
-Joins served decisions (`prediction_logs`) with their outcomes (`outcomes`) once the payment cycle has run, and MERGEs
-two labels per **approved** decision into `labeled_predictions` (keyed on `prediction_id`). Time is the purchase's
-`event_timestamp`, never the wall clock.
+Joins served decisions (`prediction_logs`) with their outcomes (`outcomes`) once the payment cycle has run, and writes
+two labels per **approved** decision into `labeled_predictions` as **versions** (a row per `prediction_id` and
+`labeled_as_of`; a new one only when a label changes). Time is the purchase's `event_timestamp` and the outcomes' own
+instants, never the wall clock.
 
 * **Early label** — instalment 2 (the first after checkout, due 14 days later) late or missed, or a default, known by
-  `event_timestamp + early_maturity_days` (17 = 14 + the 3-day grace). The decision's row is inserted then.
+  `event_timestamp + early_maturity_days` (17 = 14 + the 3-day grace) plus the grace window `early_grace_hours` (24 h:
+  a feed seconds to hours late still counts). The decision's first version is written then.
 * **Final label** — a `default` known by `event_timestamp + maturity_days` (90); NULL until then.
 * **Point in time:** a run for the data interval `start`–`end` works *as of* `end`: it labels the decisions whose
   early or final maturity instant falls in `(start, end]` (an instant at exactly midnight belongs to the day that
-  ends then), each with only the outcomes known by that instant. A
-  backfill of a past day never sees later outcomes; a re-run writes identical rows; a mature label never goes back
-  to NULL. Denied decisions are never labelled (no credit, no outcome), nor manual reviews (the reviewer's answer is
-  not logged); both are counted.
+  ends then), with only the outcomes that had **arrived** by `end` (received by the API, or the `delivered_at` a
+  replay states). A backfill of a past day never uses an outcome delivered later; a re-run writes identical rows; a
+  mature label never goes back to NULL; the labels known at any instant stay readable (`weekly_performance` reads
+  them as of its own run). Denied decisions are never labelled (no credit, no outcome), nor manual reviews (the
+  reviewer's answer is not logged): both are counted, and manual reviews granted after review are **excluded from
+  the evaluation**.
+* **Late outcomes:** a deciding outcome that arrives after its label matured (among the purchases of
+  `SHADOWGATE_GROUND_TRUTH_LATE_OUTCOME_LOOKBACK_DAYS`, 180) is counted (`late_early_outcomes`, `late_final_outcomes`),
+  the decision gets a new version, and each cohort week whose labels changed is recorded in `label_revisions` (and in
+  the report's `revisions`); `weeks_to_reevaluate` lists those evaluated before the revision.
 * **Schedule:** daily, one UTC day per run (a data-interval timetable: the run after midnight labels the day that
   ended). No catch-up on its own: fill the past with a **backfill** (below). A manual *Trigger* without a logical
   date labels the last whole day before it.
-* **Params:** `maturity_days`, `early_maturity_days` (empty: `SHADOWGATE_GROUND_TRUTH_*`, 90 and 17) and
-  `relabel_days` (0): widen the window that many days back to label again after outcomes that arrived late.
+* **Params:** `maturity_days`, `early_maturity_days`, `early_grace_hours` (empty: `SHADOWGATE_GROUND_TRUTH_*`, 90, 17
+  and 24) and `relabel_days` (0): widen the window that many days back to label a range of days again.
 * **Report** (the task's return value, also logged): the cohorts' decisions by decision (`approved`,
-  `denied_no_outcome_expected`, `manual_review_unlabeled`), early/final matured and defaults, `pending_final`,
-  `approved_without_outcome`, `outcomes_in_window`, rows labelled.
+  `denied_no_outcome_expected`, `manual_review_unlabeled`, `manual_review_with_outcome`), early/final matured and
+  defaults, `pending_final`, `approved_without_outcome`, `outcomes_in_window`, late outcomes and `revisions`, each
+  signal type's arrivals against its baseline (`signals`), label versions written.
 * **Alert:** when more than `SHADOWGATE_GROUND_TRUTH_NO_OUTCOME_ALERT_SHARE` (2 %) of the matured approved decisions
-  have no outcome at all, or there is none in the window, the outcome feed is broken: an alert is sent and the
-  window's labels are **held back** (`held_back: true`). Fix the feed, then clear this run. A failed task alerts too.
-* **Produces** the asset `labeled_predictions` (for `weekly_performance`, a later issue).
+  have no outcome at all, or there is none in the window, or one signal type (`instalment_paid`, `instalment_late`,
+  `default`) arrived below `SHADOWGATE_GROUND_TRUTH_SIGNAL_DROP_RATIO` (0.5) of its rate over the
+  `SHADOWGATE_GROUND_TRUTH_SIGNAL_BASELINE_DAYS` (28) before (and improbably so: Poisson p < 0.001) — a dead default
+  stream while payments flow — the outcome feed is broken: an alert is sent and the window's labels are **held back**
+  (`held_back: true`). Fix the feed, then clear this run. A failed task alerts too.
+* **Produces** the asset `labeled_predictions` (for `weekly_performance`).
 
 **Backfill** — each day is its own run and the runs may go in any order (an older as-of never overwrites a row a
 later run wrote): the UI's *Backfill* on this DAG, or
@@ -75,6 +87,14 @@ from common.defaults import DEFAULT_ARGS
             description="Early label: instalment 2 late or a default, known by purchase time + this many days. "
             "Empty: SHADOWGATE_GROUND_TRUTH_EARLY_MATURITY_DAYS (17).",
         ),
+        "early_grace_hours": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            maximum=72,
+            description="Early label: a signal known and delivered up to this many hours after the early maturity day "
+            "still counts (a feed seconds to hours late). Empty: SHADOWGATE_GROUND_TRUTH_EARLY_GRACE_HOURS (24).",
+        ),
         "relabel_days": Param(
             0,
             type="integer",
@@ -98,7 +118,8 @@ def join_ground_truth() -> None:
         start, end = context.get("data_interval_start"), context.get("data_interval_end")
         if start is None or end is None:  # triggered without a logical date: the last whole day before
             start, end = last_complete_day(context["dag_run"].run_after)
-        overrides = {k: params[k] for k in ("maturity_days", "early_maturity_days") if params.get(k) is not None}
+        chosen = ("maturity_days", "early_maturity_days", "early_grace_hours")
+        overrides = {k: params[k] for k in chosen if params.get(k) is not None}
         url = AlertSettings().webhook_url
         warehouse = open_warehouse(WarehouseSettings(), home=PathSettings().home)
         try:

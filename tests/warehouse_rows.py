@@ -28,9 +28,17 @@ def prediction_row(i: int, *, at: dt.datetime, decision: str = "approve", **colu
 
 
 def outcome_row(
-    transaction_id: str, event_type: str, at: dt.datetime, instalment: int | None = None, *, amount: float = 32.5
+    transaction_id: str,
+    event_type: str,
+    at: dt.datetime,
+    instalment: int | None = None,
+    *,
+    amount: float = 32.5,
+    received: dt.datetime | None = None,
+    delivered: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """The outcomes row of one signal about ``transaction_id``, known at ``at``."""
+    """The outcomes row of one signal about ``transaction_id``, known at ``at`` and received then (or at
+    ``received``), with a stated delivery ``delivered`` if given."""
     event = OutcomeEvent(
         event_id=outcome_event_id(transaction_id, event_type, instalment),
         transaction_id=transaction_id,
@@ -38,7 +46,8 @@ def outcome_row(
         event_timestamp=at,
         instalment_number=instalment,
         amount=amount,
-        received_at=at,
+        received_at=received or at,
+        delivered_at=delivered,
     )
     return table_row("outcomes", event, {"stream_entry_id": "1-0", "loaded_at": LOADED_AT})
 
@@ -119,7 +128,8 @@ def simulated_prediction_logs(
 
 
 def simulated_outcomes(outcomes: pd.DataFrame) -> pa.Table:
-    """outcomes rows of the simulator's outcome log (each signal received when it became known)."""
+    """outcomes rows of the simulator's outcome log: each signal received when it became known, or, for a frame
+    with a ``delivered_at`` column (a replayed feed), received now (:data:`LOADED_AT`) with that delivery stated."""
     from shadowgate.events import SCHEMA_VERSION
 
     n = len(outcomes)
@@ -136,7 +146,10 @@ def simulated_outcomes(outcomes: pd.DataFrame) -> pa.Table:
         "event_timestamp": ts,
         "instalment_number": instalment,
         "amount": outcomes["amount"].to_numpy(),
-        "received_at": ts,
+        "received_at": [LOADED_AT] * n if "delivered_at" in outcomes else ts,
+        "delivered_at": (
+            pd.DatetimeIndex(outcomes["delivered_at"]).tz_convert("UTC") if "delivered_at" in outcomes else [None] * n
+        ),
         "stream_entry_id": [f"{k + 1}-0" for k in range(n)],
         "loaded_at": [LOADED_AT] * n,
     }

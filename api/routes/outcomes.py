@@ -32,6 +32,11 @@ The first version of an outcome wins: a re-send with the same id but another amo
 duplicate, not answered 409 (the service keeps ids, not bodies). Correct an outcome by sending a new one with its
 own `Idempotency-Key`.
 
+**Arrival.** A label as of a date uses only the outcomes that had reached shadowgate by then: an outcome arrives
+when the API receives it (`received_at`, stamped here). A replay or bulk import of history states when each outcome
+was delivered in `delivered_at` (not later than its receipt, not earlier than its `event_timestamp`); a live producer
+leaves it out.
+
 202 means journaled on the service's disk before the answer; its shadow process commits it to the outcomes stream
 (while Redis is down, it waits in the journal and is committed, once, when Redis returns).
 """
@@ -78,6 +83,7 @@ async def record_outcome(
         instalment_number=body.instalment_number,
         amount=body.amount,
         received_at=received_at,
+        delivered_at=body.delivered_at,
     )
     runtime.shadow.submit(runtime.serving.outcomes_stream, to_stream_fields(event), event.event_id)
     return OutcomeAccepted(

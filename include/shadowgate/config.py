@@ -280,16 +280,39 @@ class GroundTruthSettings(BaseSettings):
     """Delay of the **final** label: a ``default`` known by ``event_timestamp`` + this. 90 covers the slowest
     purchase (pay-in-6 defaulting on its last instalment is known after 87 days)."""
 
+    early_grace_hours: int = Field(default=24, ge=0, le=72)
+    """Grace window of the **early** label: a signal known and delivered up to this many hours after day
+    ``early_maturity_days`` still counts, and the label matures (is written) that much later. An outcome producer
+    flags a late instalment in a batch job and delivers it in another, seconds to hours after the due date plus grace;
+    without a window such a signal would be missed. At most 72 h, so that a Monday weekly run still finds every
+    purchase of the week it evaluates labelled (its last purchase's day 17 is 4 days before the run)."""
+
+    late_outcome_lookback_days: int = Field(default=180, ge=1, le=730)
+    """A run looks for outcomes delivered late (after the label they decide had matured) among the purchases of this
+    many days before its window, and labels those purchases again (a new label version, a ``label_revisions`` row).
+    A delivery later than that is not detected unless a run's ``relabel_days`` reaches back to its maturity. A value
+    below ``maturity_days`` counts as ``maturity_days``."""
+
     no_outcome_alert_share: float = Field(default=0.02, ge=0.0, le=1.0)
     """Alert (and hold the run's labels back) when more than this share of the approved decisions a run labels has
     no outcome at all known by its as-of instant: every approved pay-in-N purchase has instalment 2 paid or late by
     day 17, so a higher share means a broken outcome feed, not a good book."""
 
+    signal_baseline_days: int = Field(default=28, ge=1, le=366)
+    """The feed check per signal type (``instalment_paid``, ``instalment_late``, ``default``) compares the signals of
+    each type delivered in a run's window with the rate delivered in this many days before it."""
+
+    signal_drop_ratio: float = Field(default=0.5, gt=0.0, le=1.0)
+    """Alert (and hold the run's labels back) when a signal type delivered fewer than this share of its expected count
+    in the window (its baseline rate × the window's length) and a count that low has a Poisson probability below
+    0.001: a dead ``default`` stream alerts while payments still flow; a quiet day of a rare type does not."""
+
     @model_validator(mode="after")
     def _early_before_final(self) -> GroundTruthSettings:
-        if self.early_maturity_days > self.maturity_days:
+        if self.early_maturity_days * 24 + self.early_grace_hours > self.maturity_days * 24:
             raise ValueError(
-                f"early_maturity_days ({self.early_maturity_days}) must not exceed maturity_days ({self.maturity_days})"
+                f"early_maturity_days ({self.early_maturity_days}) plus early_grace_hours ({self.early_grace_hours})"
+                f" must not exceed maturity_days ({self.maturity_days})"
             )
         return self
 

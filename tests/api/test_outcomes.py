@@ -181,3 +181,45 @@ def test_outcome_fields_are_typed_strictly(
     assert [(e["loc"], e["type"]) for e in answer.json()["detail"]] == [(["body", field], error_type)]
     # A JSON integer is a valid amount.
     assert client.post(OUTCOMES, json={**PAID, "amount": 32}, headers=INGEST).status_code == 202
+
+
+def test_a_stated_delivery_is_kept_and_a_live_producer_s_outcome_arrives_when_received(
+    client: TestClient, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    replayed = {**PAID, "transaction_id": "tx_0000043", "delivered_at": "2026-04-01T14:05:00+02:00"}
+    live = {**PAID, "transaction_id": "tx_0000044"}
+    before = dt.datetime.now(dt.UTC)
+    for body in (replayed, live):
+        _post(client, body)
+    _settle(client)
+    redis = redis_server.client(decode_responses=True)
+    entries = [pydantic.TypeAdapter(dict).validate_json(f["payload"]) for _, f in redis.xrange(STREAM)]
+    payloads = {e["transaction_id"]: e for e in entries}
+    assert payloads["tx_0000043"]["delivered_at"] == "2026-04-01T14:05:00+02:00"
+    assert "delivered_at" not in payloads["tx_0000044"]  # written byte for byte as before the field existed
+    with DuckDBWarehouse(tmp_path / "w.duckdb", sql_dir=default_sql_dir()) as warehouse:
+        assert _upload(redis_server, warehouse) == {"read": 2, "loaded": 2, "quarantined": 0}
+        params = {"as_of": dt.datetime.now(dt.UTC), "late_from": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}
+        rows = warehouse.run("queries/outcome_arrivals", params).to_pylist()
+    arrived = {r["transaction_id"]: r["arrived_at"] for r in rows}
+    assert arrived["tx_0000043"] == dt.datetime(2026, 4, 1, 12, 5, tzinfo=dt.UTC)
+    assert before <= arrived["tx_0000044"] <= dt.datetime.now(dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("delivered_at", "message"),
+    [
+        ("2999-01-01T00:00:00Z", "must not be later than the instant the API received the outcome"),
+        ("2026-04-01T09:59:59Z", "must not be earlier than event_timestamp"),
+        ("2026-04-01T10:00:00", "timezone"),
+    ],
+)
+def test_a_delivery_after_the_receipt_or_before_the_outcome_was_known_is_refused(
+    client: TestClient, delivered_at: str, message: str
+) -> None:
+    answer = client.post(OUTCOMES, json={**PAID, "delivered_at": delivered_at}, headers=INGEST)
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["body", "delivered_at"] and message in error["msg"]

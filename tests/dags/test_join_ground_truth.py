@@ -18,6 +18,8 @@ from tests.warehouse_rows import load, simulated_outcomes, simulated_prediction_
 
 DAY = pd.Timedelta(days=1)
 EARLY, FINAL = 17, 90
+GRACE = pd.Timedelta(hours=24)
+"""The early label's grace window (GroundTruthSettings' default)."""
 REPORT_KEYS = (
     "approved",
     "denied_no_outcome_expected",
@@ -31,6 +33,8 @@ REPORT_KEYS = (
     "pending_final",
     "approved_without_outcome",
     "outcomes_in_window",
+    "late_early_outcomes",
+    "late_final_outcomes",
 )
 
 
@@ -65,13 +69,18 @@ class Book:
     def warehouse(self) -> DuckDBWarehouse:
         return DuckDBWarehouse(self.path, sql_dir=default_sql_dir())
 
-    def load_outcomes(self) -> None:
+    def load_outcomes(self, outcomes: pd.DataFrame | None = None) -> None:
         with self.warehouse() as warehouse:
-            load(warehouse, "outcomes", simulated_outcomes(self.outcomes))
+            load(warehouse, "outcomes", simulated_outcomes(self.outcomes if outcomes is None else outcomes))
 
     def stored(self) -> pd.DataFrame:
+        """Each decision's latest label version."""
         with self.warehouse() as warehouse:
-            rows = warehouse.query("SELECT * FROM shadowgate.labeled_predictions ORDER BY prediction_id")
+            rows = warehouse.query(
+                "SELECT * FROM shadowgate.labeled_predictions"
+                " QUALIFY ROW_NUMBER() OVER (PARTITION BY prediction_id ORDER BY labeled_as_of DESC) = 1"
+                " ORDER BY prediction_id"
+            )
         return rows.to_pandas().set_index("prediction_id")
 
     def expected(self, day: str, *, relabel_days: int = 0) -> tuple[dict[str, tuple[Any, ...]], dict[str, int]]:
@@ -80,7 +89,7 @@ class Book:
         d, outcomes = self.decisions.copy(), self.outcomes
         as_of = pd.Timestamp(day, tz="UTC") + DAY
         start = as_of - (1 + relabel_days) * DAY
-        d["early_at"] = d["event_timestamp"] + EARLY * DAY
+        d["early_at"] = d["event_timestamp"] + EARLY * DAY + GRACE
         d["final_at"] = d["event_timestamp"] + FINAL * DAY
         d["in_early"] = (d["early_at"] > start) & (d["early_at"] <= as_of)
         d["in_final"] = (d["final_at"] > start) & (d["final_at"] <= as_of)
@@ -121,6 +130,9 @@ class Book:
             "outcomes_in_window": int(
                 ((outcomes["event_timestamp"] > start) & (outcomes["event_timestamp"] <= as_of)).sum()
             ),
+            # Every signal is received the instant it is known: none is late.
+            "late_early_outcomes": 0,
+            "late_final_outcomes": 0,
         }
         return labels, report
 
@@ -194,7 +206,8 @@ def test_labels_match_the_simulator_and_a_rerun_writes_identical_rows(book: Book
 
 
 def test_a_backfill_sees_only_what_was_known_then(book: Book) -> None:
-    early_day, final_day = "2026-02-19", "2026-05-03"  # 73 days apart: one's early cohort is the other's final one
+    # 72 days apart (90 − 17 days − the 24 h grace): one's early cohort is the other's final one.
+    early_day, final_day = "2026-02-19", "2026-05-02"
     early = _run(early_day, relabel_days=3)
     early_labels, early_report = book.expected(early_day, relabel_days=3)
     assert _report(early) == early_report and early_report["final_matured"] == 0
@@ -267,6 +280,7 @@ def test_the_dag_is_daily_over_data_intervals_with_documented_params_and_the_ass
     assert {name: dag.params.get_param(name).value for name in dag.params} == {
         "maturity_days": None,
         "early_maturity_days": None,
+        "early_grace_hours": None,
         "relabel_days": 0,
     }
     assert all(len(dag.params.get_param(name).description or "") > 40 for name in dag.params)
@@ -278,13 +292,125 @@ def test_the_dag_is_daily_over_data_intervals_with_documented_params_and_the_ass
 def test_params_override_the_settings(book: Book) -> None:
     day = "2026-04-19"
     summary = _run(day, maturity_days=60, early_maturity_days=20)
-    assert (summary["maturity_days"], summary["early_maturity_days"]) == (60, 20)
+    assert (summary["maturity_days"], summary["early_maturity_days"], summary["early_grace_hours"]) == (60, 20, 24)
     as_of = pd.Timestamp(day, tz="UTC") + DAY
     d = book.decisions
     approved = d[d["decision"] == "approve"]
 
-    def matured_in_the_day(days: int) -> int:
-        at = approved["event_timestamp"] + days * DAY
+    def matured_in_the_day(delay: pd.Timedelta) -> int:
+        at = approved["event_timestamp"] + delay
         return int(((at > as_of - DAY) & (at <= as_of)).sum())
 
-    assert (summary["early_matured"], summary["final_matured"]) == (matured_in_the_day(20), matured_in_the_day(60))
+    assert (summary["early_matured"], summary["final_matured"]) == (
+        matured_in_the_day(20 * DAY + GRACE),
+        matured_in_the_day(60 * DAY),
+    )
+    graceless = _run(day, early_grace_hours=0)
+    assert (graceless["early_grace_hours"], graceless["early_matured"]) == (0, matured_in_the_day(EARLY * DAY))
+
+
+def _early_flags(stored: pd.DataFrame) -> dict[str, tuple[bool, bool | None]]:
+    return {
+        str(k): (bool(r["early_defaulted"]), None if pd.isna(r["final_defaulted"]) else bool(r["final_defaulted"]))
+        for k, r in stored.iterrows()
+    }
+
+
+def test_a_jittered_replayed_feed_labels_exactly_as_the_simulator_s_instant_feed(book: Book) -> None:
+    from shadowgate.simulation.world import jittered_feed
+
+    day = "2026-04-19"
+    exact, _ = book.expected(day, relabel_days=6)
+    truth = {k: (early, final) for k, (early, final, _) in exact.items()}
+    # The producer flags each signal 1 s – 3 h late and delivers it 1 s – 3 h after that; a replay states each
+    # delivery (received long after, at the replay's wall clock).
+    with book.warehouse() as warehouse:
+        warehouse.query("DELETE FROM shadowgate.outcomes")
+    book.load_outcomes(jittered_feed(book.outcomes, max_delay=pd.Timedelta(hours=6), seed=11))
+    summary = _run(day, relabel_days=6)
+    assert summary["held_back"] is False and summary["late_outcomes"] == 0
+    assert _early_flags(book.stored()) == truth and sum(e for e, _ in truth.values()) > 30
+    # Without the grace window the same feed loses nearly every late instalment 2 (known on day 17 to the second).
+    with book.warehouse() as warehouse:
+        warehouse.query("DELETE FROM shadowgate.labeled_predictions")
+    _run(day, relabel_days=6, early_grace_hours=0)
+    graceless = _early_flags(book.stored())
+    missed = sum(truth[k][0] and not v[0] for k, v in graceless.items() if k in truth)
+    assert missed > 0.8 * sum(e for e, _ in truth.values() if e)
+
+
+def test_outcomes_delivered_late_are_counted_relabelled_and_their_weeks_recorded_as_revisions(book: Book) -> None:
+    day, late_day = "2026-04-19", "2026-04-24"
+    as_of, late_as_of = pd.Timestamp(day, tz="UTC") + DAY, pd.Timestamp(late_day, tz="UTC") + DAY
+    d = book.decisions
+    early_at = d["event_timestamp"] + EARLY * DAY + GRACE
+    # The week whose early labels matured in the seven days to ``day`` (a run with relabel_days=6).
+    cohort = d[(d["decision"] == "approve") & (early_at > as_of - 7 * DAY) & (early_at <= as_of)]
+    o = book.outcomes.merge(cohort[["transaction_id", "event_timestamp", "prediction_id"]], on="transaction_id",
+                            suffixes=("", "_purchase"))  # fmt: skip
+    deciding = (o["event_type"] == "default") | ((o["event_type"] == "instalment_late") & (o["instalment"] == 2))
+    held = o[deciding & (o["event_timestamp"] <= o["event_timestamp_purchase"] + EARLY * DAY + GRACE)]
+    assert len(held) > 15
+    # The producer held these back and delivered them days later.
+    key = ["transaction_id", "event_type", "instalment"]
+    with book.warehouse() as warehouse:
+        warehouse.query("DELETE FROM shadowgate.outcomes")
+    book.load_outcomes(book.outcomes[~book.outcomes.set_index(key).index.isin(held.set_index(key).index)])
+    first = _run(day, relabel_days=6)
+    assert first["held_back"] is False and first["early_defaults"] == 0 and first["late_outcomes"] == 0
+    before = book.stored()
+    revised = held["prediction_id"].unique()
+    assert not before.loc[revised, "early_defaulted"].any()
+
+    book.load_outcomes(held[book.outcomes.columns].assign(delivered_at=late_as_of - pd.Timedelta(hours=3)))
+    late = _run(late_day)
+    assert (late["late_early_outcomes"], late["late_final_outcomes"], late["held_back"]) == (len(held), 0, False)
+    after = book.stored()
+    assert after.loc[revised, "early_defaulted"].all()
+    assert len(after) == len(before) + late["approved"]  # the revised decisions: new versions, not new rows
+    monday = held["event_timestamp_purchase"].dt.tz_convert("UTC").dt.normalize()
+    weeks = held.assign(week=(monday - pd.to_timedelta(monday.dt.weekday, unit="D")).dt.date.astype(str))
+    expected = sorted(
+        (week, "early", 1, g["prediction_id"].nunique(), len(g), late_as_of.isoformat())
+        for week, g in weeks.groupby("week")
+    )
+    assert (
+        sorted(
+            (r["cohort_start"], r["label"], r["revision"], r["labels_revised"], r["late_outcomes"], r["detected_at"])
+            for r in late["revisions"]
+        )
+        == expected
+    )
+    # Nothing overwritten: as of the early day the labels are what they were.
+    with book.warehouse() as warehouse:
+        then = (
+            warehouse.query(
+                "SELECT prediction_id, early_defaulted FROM shadowgate.labeled_predictions WHERE labeled_as_of <= $t"
+                " QUALIFY ROW_NUMBER() OVER (PARTITION BY prediction_id ORDER BY labeled_as_of DESC) = 1",
+                {"t": as_of.to_pydatetime()},
+            )
+            .to_pandas()
+            .set_index("prediction_id")
+        )
+    assert not then.loc[revised, "early_defaulted"].any() and len(then) == len(before)
+
+
+def test_a_dead_default_stream_alerts_while_payments_flow(
+    book: Book, webhook: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, received = webhook
+    monkeypatch.setenv("SHADOWGATE_ALERT_WEBHOOK_URL", url)
+    day = "2026-04-19"
+    healthy = _run(day)
+    assert healthy["held_back"] is False and healthy["signals"]["default"]["arrived"] > 0 and received == []
+    as_of = pd.Timestamp(day, tz="UTC") + DAY
+    with book.warehouse() as warehouse:  # the default stream died when the day began; payments still flow
+        warehouse.query(
+            "DELETE FROM shadowgate.outcomes WHERE event_type = 'default' AND event_timestamp > $since",
+            {"since": (as_of - 3 * DAY).to_pydatetime()},
+        )
+    dead = _run(day, relabel_days=2)  # three days without a default
+    assert dead["held_back"] is True and dead["signals"]["default"]["arrived"] == 0
+    assert dead["signals"]["instalment_paid"]["arrived"] > 100 and dead["approved_without_outcome"] == 0
+    [alert] = received
+    assert "default signals: 0 arrived in the window" in alert["text"] and alert["details"]["expected_default"] > 7

@@ -180,9 +180,8 @@ def test_join_ground_truth_runs_its_shipped_sql_through_the_client(warehouse: Bi
         ],
     )
     start = dt.datetime(2026, 3, 19, tzinfo=dt.UTC)
-    summary = join_ground_truth(
-        warehouse, interval_start=start, interval_end=start + day, settings=GroundTruthSettings()
-    )
+    settings = GroundTruthSettings(early_grace_hours=0)  # day 17 to the second
+    summary = join_ground_truth(warehouse, interval_start=start, interval_end=start + day, settings=settings)
     assert (summary.approved, summary.denied_no_outcome_expected, summary.early_defaults) == (2, 1, 1)
     assert (summary.outcomes_in_window, summary.approved_without_outcome, summary.held_back) == (1, 0, False)
     rows = warehouse.query(
@@ -194,7 +193,7 @@ def test_join_ground_truth_runs_its_shipped_sql_through_the_client(warehouse: Bi
          "amount_band": "100-500", "customer_type": "returning"}
         for i, bad in ((1, True), (2, False))
     ]  # fmt: skip
-    again = join_ground_truth(warehouse, interval_start=start, interval_end=start + day, settings=GroundTruthSettings())
+    again = join_ground_truth(warehouse, interval_start=start, interval_end=start + day, settings=settings)
     assert again.labeled == 2 and warehouse.count("labeled_predictions") == 2
 
 

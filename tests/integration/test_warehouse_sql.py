@@ -82,11 +82,12 @@ def test_the_library_lists_every_shipped_statement() -> None:
     assert names == sorted(
         [f"ddl/{t}" for t in TABLES]
         + [f"merge/{t}" for t in MERGE_KEYS]
-        + ["merge/labeled_predictions"]
+        + ["merge/labeled_predictions", "merge/label_revisions"]
         + ["queries/ground_truth_labels", "queries/ground_truth_report", "queries/last_load", "queries/table_counts"]
         + ["queries/arm_counts", "queries/comparison_history", "queries/weekly_cohort", "queries/weekly_positives"]
         + ["queries/comparison_plan"]
         + ["queries/alert_state", "queries/cohort_decisions", "queries/model_baseline"]
+        + ["queries/outcome_arrivals", "queries/label_revisions", "queries/weeks_to_reevaluate"]
     )
 
 
@@ -319,7 +320,7 @@ def test_the_ground_truth_statements_run(warehouse: DuckDBWarehouse) -> None:
     window = label_window(
         interval_start=dt.datetime(2026, 3, 19, tzinfo=dt.UTC),
         interval_end=dt.datetime(2026, 3, 20, tzinfo=dt.UTC),
-        settings=GroundTruthSettings(),
+        settings=GroundTruthSettings(early_grace_hours=0),  # day 17 to the second
     )
     params = window.params()
     labels = warehouse.run("queries/ground_truth_labels", params).to_pylist()
@@ -347,9 +348,60 @@ def test_the_ground_truth_statements_run(warehouse: DuckDBWarehouse) -> None:
         "final_matured": 0,
         "final_defaults": 0,
         "approved_without_outcome": 0,
+        "late_early_outcomes": 0,
+        "late_final_outcomes": 0,
         "outcomes_in_window": 1,
+        "window_instalment_paid": 0,
+        "window_instalment_late": 1,
+        "window_default": 0,
+        "baseline_instalment_paid": 0,
+        "baseline_instalment_late": 0,
+        "baseline_default": 0,
         "pending_final": 1,
     }
+    assert warehouse.execute("merge/label_revisions", params) == 0  # one version of one label: nothing revised
+    assert warehouse.run("queries/label_revisions", params).num_rows == 0
+
+
+def test_an_outcome_arrives_at_its_stated_delivery_never_after_its_receipt(warehouse: DuckDBWarehouse) -> None:
+    """queries/outcome_arrivals against shadowgate.events.outcome.arrival, its Python reference."""
+    from shadowgate.events import OutcomeEvent
+    from shadowgate.events.outcome import arrival
+    from tests.warehouse_rows import load, outcome_row
+
+    at = dt.datetime(2026, 3, 19, 10, tzinfo=dt.UTC)
+    hour = dt.timedelta(hours=1)
+    cases = {  # transaction: (received, stated delivery)
+        "tx_1": (at, None),
+        "tx_2": (at + 50 * hour, at + hour),  # a replay: received later, delivered (as stated) an hour after known
+        "tx_3": (at + hour, at + 5 * hour),  # stated after the receipt: the receipt is the arrival
+    }
+    rows = [outcome_row(tx, "instalment_paid", at, 2, received=r, delivered=d) for tx, (r, d) in cases.items()]
+    load(warehouse, "outcomes", rows)
+    params = {"as_of": at + 100 * hour, "late_from": at - hour}
+    rows = warehouse.run("queries/outcome_arrivals", params).to_pylist()
+    arrived = {r["transaction_id"]: r["arrived_at"] for r in rows}
+    events = {
+        tx: OutcomeEvent(
+            transaction_id=tx, event_type="instalment_paid", event_timestamp=at, instalment_number=2, received_at=r,
+            delivered_at=d,
+        )
+        for tx, (r, d) in cases.items()
+    }  # fmt: skip
+    assert (
+        arrived
+        == {tx: arrival(e) for tx, e in events.items()}
+        == {
+            "tx_1": at,
+            "tx_2": at + hour,
+            "tx_3": at + hour,
+        }
+    )
+    # As of an instant before an arrival, the outcome is not there.
+    early = warehouse.run("queries/outcome_arrivals", {**params, "as_of": at + hour / 2}).to_pylist()
+    assert [r["transaction_id"] for r in early] == ["tx_1"]
+    bigquery = SqlLibrary(default_sql_dir(), dataset="p.d", dialect="bigquery").render("queries/outcome_arrivals")
+    assert "COALESCE(LEAST(o.delivered_at, o.received_at), o.received_at)" in bigquery  # NULL-safe in BigQuery too
 
 
 def test_a_failed_statement_is_rolled_back_and_the_connection_stays_usable(warehouse: DuckDBWarehouse) -> None:
@@ -477,7 +529,7 @@ def test_arm_counts_are_per_period_and_customer_with_the_labels_of_the_approved(
              customer_id_hash VARCHAR, event_timestamp TIMESTAMPTZ, served_at TIMESTAMPTZ, experiment_id VARCHAR,
              arm VARCHAR, policy_name VARCHAR, customer_type VARCHAR, merchant_category VARCHAR, channel VARCHAR,
              amount DOUBLE, amount_band VARCHAR, early_defaulted BOOLEAN, early_matured_at TIMESTAMPTZ,
-             final_defaulted BOOLEAN, final_matured_at TIMESTAMPTZ, scores INTEGER[])"""
+             final_defaulted BOOLEAN, final_matured_at TIMESTAMPTZ, scores INTEGER[], labeled_as_of TIMESTAMPTZ)"""
     )
     day = "TIMESTAMPTZ '2026-01-13 10:00:00+00'"
 
@@ -502,7 +554,7 @@ def test_arm_counts_are_per_period_and_customer_with_the_labels_of_the_approved(
         w.query(
             f"""INSERT INTO mini.labeled_predictions VALUES ('{pid}', '{tx}', '{customer}', {day}, {day}, NULL,
                  NULL, 'conservative', 'new', 'home', 'web', {amount}, '100-500', {defaulted}, {day},
-                 {defaulted}, {day} + INTERVAL 90 DAY, [])"""
+                 {defaulted}, {day} + INTERVAL 90 DAY, [], {day} + INTERVAL 90 DAY)"""
         )
     params = {
         "cohort_start": dt.datetime(2026, 1, 12, tzinfo=dt.UTC),

@@ -340,3 +340,22 @@ def test_stream_encoding_round_trips(event: PredictionEvent | OutcomeEvent) -> N
     assert decoded == event
     assert type(decoded) is type(event)
     assert to_stream_fields(decoded) == fields  # stable: encoding the decoded event gives the same bytes
+
+
+def test_an_outcome_without_a_stated_delivery_is_written_and_read_as_before_and_arrives_when_received() -> None:
+    from shadowgate.events import from_stream_fields, to_stream_fields
+    from shadowgate.events.outcome import arrival
+
+    received = T0 + dt.timedelta(days=20)
+    known = {"transaction_id": "tx_1", "event_type": "instalment_late", "instalment_number": 2}
+    live = OutcomeEvent(event_id="e1", event_timestamp=T0, received_at=received, **known)  # type: ignore[arg-type]
+    payload = json.loads(to_stream_fields(live)["payload"])
+    assert "delivered_at" not in payload  # the payload of the previous code, key for key
+    # A payload the previous code wrote (no key) reads back with no stated delivery.
+    assert from_stream_fields(to_stream_fields(live)) == live and arrival(live) == received
+    replayed = live.model_copy(update={"delivered_at": T0 + dt.timedelta(hours=2)})
+    back = from_stream_fields(to_stream_fields(replayed))
+    assert isinstance(back, OutcomeEvent) and back.delivered_at == T0 + dt.timedelta(hours=2)
+    assert arrival(back) == T0 + dt.timedelta(hours=2)
+    # A stated delivery is never later than the receipt.
+    assert arrival(live.model_copy(update={"delivered_at": received + dt.timedelta(days=1)})) == received

@@ -11,7 +11,13 @@ import pydantic
 import pytest
 
 from shadowgate.config import GroundTruthSettings
-from shadowgate.pipelines.ground_truth import GroundTruthSummary, join_ground_truth, label_window, last_complete_day
+from shadowgate.pipelines.ground_truth import (
+    GroundTruthSummary,
+    join_ground_truth,
+    label_window,
+    last_complete_day,
+    weeks_to_reevaluate,
+)
 from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.warehouse import default_sql_dir
 from tests.warehouse_rows import load, outcome_row, prediction_row
@@ -19,7 +25,9 @@ from tests.warehouse_rows import load, outcome_row, prediction_row
 T0 = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC)
 """Every purchase here is made at T0 (its early label matures on 2026-03-19 10:00, its final one on 2026-05-31)."""
 DAY = dt.timedelta(days=1)
-SETTINGS = GroundTruthSettings()
+HOUR = dt.timedelta(hours=1)
+SETTINGS = GroundTruthSettings(early_grace_hours=0)
+"""The maturity boundaries to the second, without the early label's grace window (tested on its own below)."""
 
 
 def _day(d: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -57,9 +65,24 @@ def _run(
     return join_ground_truth(warehouse, interval_start=start, interval_end=end, settings=settings, **kwargs)
 
 
-def _labels(warehouse: DuckDBWarehouse) -> dict[str, dict[str, Any]]:
-    rows = warehouse.query("SELECT * FROM shadowgate.labeled_predictions ORDER BY transaction_id").to_pylist()
+def _labels(warehouse: DuckDBWarehouse, as_of: dt.datetime | None = None) -> dict[str, dict[str, Any]]:
+    """Each decision's latest label version (written by ``as_of``, when given)."""
+    rows = warehouse.query(
+        "SELECT * FROM shadowgate.labeled_predictions WHERE labeled_as_of <= $as_of"
+        " QUALIFY ROW_NUMBER() OVER (PARTITION BY prediction_id ORDER BY labeled_as_of DESC) = 1"
+        " ORDER BY transaction_id",
+        {"as_of": as_of or dt.datetime.max.replace(tzinfo=dt.UTC)},
+    ).to_pylist()
     return {r["transaction_id"]: r for r in rows}
+
+
+def _versions(warehouse: DuckDBWarehouse) -> list[tuple[str, dt.datetime, bool, bool | None]]:
+    """Every label version: (transaction, labeled_as_of, early, final), in order."""
+    rows = warehouse.query(
+        "SELECT transaction_id, labeled_as_of, early_defaulted, final_defaulted FROM shadowgate.labeled_predictions"
+        " ORDER BY transaction_id, labeled_as_of"
+    ).to_pylist()
+    return [(r["transaction_id"], r["labeled_as_of"], r["early_defaulted"], r["final_defaulted"]) for r in rows]
 
 
 def _tx(i: int) -> str:
@@ -95,7 +118,8 @@ def test_instalment_2_late_known_on_day_17_is_an_early_default_on_day_18_it_is_n
     assert relabelled.early_matured == 3 and relabelled.early_defaults == 1
     after = _labels(warehouse)
     assert {tx: r["early_defaulted"] for tx, r in after.items()} == {_tx(1): True, _tx(2): False, _tx(3): False}
-    assert after[_tx(2)]["outcome_events"] == 2  # both of its signals are known by this as_of
+    # No label changed, so no new version: the rows are those of the early day, as they were written.
+    assert relabelled.labeled == 0 and after == labels
 
 
 def test_a_default_known_on_day_89_is_a_final_default_on_day_91_it_is_not(warehouse: DuckDBWarehouse) -> None:
@@ -119,11 +143,10 @@ def test_a_default_known_on_day_89_is_a_final_default_on_day_91_it_is_not(wareho
     assert {r["final_matured_at"] for r in labels.values()} == {T0 + 90 * DAY}
     # The day-91 default is after this as_of (the end of day 90): not even counted.
     assert {tx: r["outcome_events"] for tx, r in labels.items()} == {_tx(1): 2, _tx(2): 1}
-    # Labelled again a day later (relabel_days), with the day-91 default known: the final label stays as of day 90.
-    _run(warehouse, _day(T0 + 91 * DAY), relabel_days=1)
-    after = _labels(warehouse)
-    assert {tx: r["final_defaulted"] for tx, r in after.items()} == {_tx(1): True, _tx(2): False}
-    assert {tx: r["outcome_events"] for tx, r in after.items()} == {_tx(1): 2, _tx(2): 2}
+    # Labelled again a day later (relabel_days), with the day-91 default known: the final label stays as of day 90,
+    # and no version is added (nothing changed).
+    again = _run(warehouse, _day(T0 + 91 * DAY), relabel_days=1)
+    assert again.labeled == 0 and _labels(warehouse) == labels
 
 
 def test_the_final_run_labels_a_decision_the_early_run_never_saw(warehouse: DuckDBWarehouse) -> None:
@@ -146,7 +169,7 @@ def test_the_final_run_labels_a_decision_the_early_run_never_saw(warehouse: Duck
 
 def test_the_final_label_stays_null_until_its_maturity_instant(warehouse: DuckDBWarehouse) -> None:
     # Horizons a day apart, so that one run sees a decision whose early label matured and whose final one has not.
-    close = GroundTruthSettings(early_maturity_days=17, maturity_days=18)
+    close = GroundTruthSettings(early_maturity_days=17, maturity_days=18, early_grace_hours=0)
     load(warehouse, "prediction_logs", [prediction_row(1, at=T0)])
     load(warehouse, "outcomes", [outcome_row(_tx(1), "default", T0 + 17 * DAY, 2)])
     _run(warehouse, EARLY_DAY, close, relabel_days=0)
@@ -203,18 +226,278 @@ def test_only_outcomes_known_between_the_purchase_and_as_of_are_seen(warehouse: 
     assert (row["early_defaulted"], row["final_defaulted"], row["outcome_events"]) == (False, True, 2)
 
 
-def test_relabel_days_labels_again_with_outcomes_that_arrived_late(warehouse: DuckDBWarehouse) -> None:
+def test_relabel_days_labels_again_with_outcomes_stated_as_delivered_before_the_label_was_written(
+    warehouse: DuckDBWarehouse,
+) -> None:
     load(warehouse, "prediction_logs", [prediction_row(i, at=T0) for i in (1, 2)])
     load(warehouse, "outcomes", [outcome_row(_tx(i), "instalment_paid", T0, 1) for i in (1, 2)])
     _run(warehouse, EARLY_DAY)
     assert {tx: r["early_defaulted"] for tx, r in _labels(warehouse).items()} == {_tx(1): False, _tx(2): False}
-    # Known on day 17, loaded days later (an outcome producer's backlog).
+    # Known and stated as delivered on day 17, loaded days later (an import of history): its arrival is not in a
+    # later day's window, so only a relabel that reaches back to its label's maturity takes it.
     load(warehouse, "outcomes", [outcome_row(_tx(1), "instalment_late", T0 + 17 * DAY, 2)])
     plain = _run(warehouse, _day(T0 + 19 * DAY))
-    assert plain.approved == 0 and _labels(warehouse)[_tx(1)]["early_defaulted"] is False  # outside its window
+    assert (plain.approved, plain.late_outcomes, plain.labeled) == (0, 0, 0)
+    assert _labels(warehouse)[_tx(1)]["early_defaulted"] is False
     wider = _run(warehouse, _day(T0 + 19 * DAY), relabel_days=2)
-    assert (wider.early_matured, wider.early_defaults, wider.labeled) == (2, 1, 2)
+    assert (wider.early_matured, wider.early_defaults, wider.labeled) == (2, 1, 1)  # one new version: tx 1's
     assert {tx: r["early_defaulted"] for tx, r in _labels(warehouse).items()} == {_tx(1): True, _tx(2): False}
+    # The early day's labels are still there, as they were written; the revision of the week is recorded, with no
+    # late outcome (it arrived, by its own account, before the revised version was written).
+    assert {tx: r["early_defaulted"] for tx, r in _labels(warehouse, EARLY_DAY[1]).items()} == {
+        _tx(1): False,
+        _tx(2): False,
+    }
+    [revision] = wider.revisions
+    assert (revision.cohort_start, revision.label, revision.revision) == (dt.date(2026, 3, 2), "early", 1)
+    assert (revision.labels_revised, revision.late_outcomes, revision.detected_at) == (1, 0, _day(T0 + 19 * DAY)[1])
+
+
+def test_a_backfill_as_of_d_never_uses_an_outcome_delivered_after_d(warehouse: DuckDBWarehouse) -> None:
+    load(warehouse, "prediction_logs", [prediction_row(i, at=T0) for i in (1, 2, 3, 4)])
+    load(warehouse, "outcomes", [outcome_row(_tx(i), "instalment_paid", T0, 1) for i in (1, 2, 3, 4)])
+    load(
+        warehouse,
+        "outcomes",
+        [
+            # All four known on day 17 (their signal's own instant is inside the horizon), delivered differently.
+            outcome_row(_tx(1), "instalment_late", T0 + 17 * DAY, 2),  # received then
+            outcome_row(_tx(2), "instalment_late", T0 + 17 * DAY, 2, received=T0 + 18 * DAY),  # received later
+            # A replay: received much later, delivered (as stated) on day 17 + 1 h: arrived by the early run.
+            outcome_row(_tx(3), "instalment_late", T0 + 17 * DAY, 2, received=T0 + 60 * DAY, delivered=T0 + 17 * DAY),
+            # A stated delivery after the receipt is not believed: the receipt (day 18) is its arrival.
+            outcome_row(_tx(4), "instalment_late", T0 + 17 * DAY, 2, received=T0 + 18 * DAY, delivered=T0 + 30 * DAY),
+        ],
+    )
+    first = _run(warehouse, EARLY_DAY)
+    assert {tx: r["early_defaulted"] for tx, r in _labels(warehouse).items()} == {
+        _tx(1): True,
+        _tx(2): False,
+        _tx(3): True,
+        _tx(4): False,
+    }
+    assert (first.early_defaults, first.outcomes_in_window) == (2, 3)  # tx 1 and 3, and the book's signal
+    # The same backfill again, and the warehouse unchanged: identical rows. The next day's run finds tx 2 and 4
+    # delivered late (after their early label matured) and gives them a new version; the early day stays as it was.
+    again = _run(warehouse, EARLY_DAY)
+    assert again.early_defaults == 2 and _labels(warehouse, EARLY_DAY[1]) == _labels(warehouse)
+    later = _run(warehouse, _day(T0 + 18 * DAY))
+    assert (later.approved, later.late_early_outcomes, later.labeled) == (0, 2, 2)
+    assert all(r["early_defaulted"] for r in _labels(warehouse).values())
+    assert [r["early_defaulted"] for r in _labels(warehouse, EARLY_DAY[1]).values()] == [True, False, True, False]
+    backfill = _run(warehouse, EARLY_DAY)
+    assert backfill.early_defaults == 2 and backfill.late_outcomes == 0
+
+
+def test_an_outcome_delivered_late_is_detected_relabelled_recorded_and_its_week_listed_for_reevaluation(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    load(warehouse, "prediction_logs", [prediction_row(i, at=T0 + i * HOUR) for i in (1, 2, 3)])
+    load(warehouse, "outcomes", [outcome_row(_tx(i), "instalment_paid", T0 + 14 * DAY, 2) for i in (1, 2, 3)])
+    for day in (EARLY_DAY, _day(T0 + 18 * DAY)):
+        _run(warehouse, day)
+    evaluated_at = _day(T0 + 21 * DAY)[1]
+    _record_evaluation(warehouse, dt.date(2026, 3, 2), "early", evaluated_at)
+    assert weeks_to_reevaluate(warehouse, as_of=evaluated_at) == []
+    # Instalment 2 of tx 1 and 2 was late on day 17, but the producer delivered it on day 25 (and a default of tx 1
+    # on day 31, in time for the final label: not late).
+    late_day = _day(T0 + 25 * DAY)
+    load(
+        warehouse,
+        "outcomes",
+        [outcome_row(_tx(i), "instalment_late", T0 + 17 * DAY, 2, received=T0 + 25 * DAY) for i in (1, 2)]
+        + [outcome_row(_tx(1), "default", T0 + 31 * DAY, 3)],
+    )
+    summary = _run(warehouse, late_day)
+    assert (summary.approved, summary.late_early_outcomes, summary.late_final_outcomes, summary.labeled) == (0, 2, 0, 2)
+    [revision] = summary.revisions
+    assert (revision.cohort_start, revision.label, revision.revision) == (dt.date(2026, 3, 2), "early", 1)
+    assert (revision.labels_revised, revision.late_outcomes, revision.detected_at) == (2, 2, late_day[1])
+    assert summary.as_dict()["revisions"][0]["cohort_start"] == "2026-03-02" and summary.as_dict()["late_outcomes"] == 2
+    # Recorded, not overwritten: the labels as of the evaluation are still there.
+    assert [r["early_defaulted"] for r in _labels(warehouse, evaluated_at).values()] == [False, False, False]
+    assert [r["early_defaulted"] for r in _labels(warehouse).values()] == [True, True, False]
+    # A re-run of the day writes the same rows.
+    again = _run(warehouse, late_day)
+    assert again.revisions == summary.revisions and len(_versions(warehouse)) == 5
+    rows = warehouse.query("SELECT * FROM shadowgate.label_revisions").to_pylist()
+    assert len(rows) == 1 and rows[0]["late_outcomes"] == 2
+
+    # The week was evaluated before the revision: listed (not before the revision was detected, nor after it is
+    # evaluated again).
+    assert weeks_to_reevaluate(warehouse, as_of=late_day[0]) == []
+    [todo] = weeks_to_reevaluate(warehouse, as_of=late_day[1])
+    assert (todo.cohort_start, todo.label, todo.revision, todo.labels_revised, todo.late_outcomes) == (
+        dt.date(2026, 3, 2),
+        "early",
+        1,
+        2,
+        2,
+    )
+    assert todo.evaluated_as_of == evaluated_at
+    _record_evaluation(warehouse, dt.date(2026, 3, 2), "early", late_day[1])
+    assert weeks_to_reevaluate(warehouse, as_of=late_day[1]) == []
+
+
+def _record_evaluation(warehouse: DuckDBWarehouse, week: dt.date, label: str, as_of: dt.datetime) -> None:
+    """A model_metrics figure of ``week`` / ``label`` as weekly_performance writes one at ``as_of``."""
+    import pyarrow as pa
+
+    from shadowgate.storage.warehouse import MODEL_METRICS, arrow_schema
+
+    row = {
+        "metric_id": f"{week}-{label}", "experiment_id": "shadow-challenger", "cohort_start": week,
+        "cohort_end": week + dt.timedelta(days=7), "label": label, "population": "approved_matured",
+        "model": "champion@1", "alias": "champion", "model_version": "1", "segment": "all", "segment_value": "all",
+        "metric": "auc", "value": 0.7, "n": 3, "n_positive": 1, "as_of": as_of, "mlflow_run_id": None,
+    }  # fmt: skip
+    batch = pa.Table.from_pylist([row], schema=arrow_schema(MODEL_METRICS))
+    staging = warehouse.stage(MODEL_METRICS, batch, batch_id=str(as_of.timestamp()))
+    warehouse.merge(MODEL_METRICS, staging=staging, params={"cohort_start": week, "label": label})
+
+
+def test_a_weekly_cohort_as_of_t_returns_the_labels_known_at_t_after_a_later_relabel(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    monday = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
+    week = {"cohort_start": monday, "cohort_end": monday + 7 * DAY}
+    load(warehouse, "prediction_logs", [prediction_row(i, at=T0 + i * HOUR) for i in (1, 2, 3)])
+    load(warehouse, "outcomes", [outcome_row(_tx(i), "instalment_paid", T0 + 14 * DAY, 2) for i in (1, 2, 3)])
+    load(warehouse, "outcomes", [outcome_row(_tx(1), "instalment_late", T0 + 17 * DAY, 2)])
+    for day in (EARLY_DAY, _day(T0 + 18 * DAY)):
+        _run(warehouse, day)
+    run_at = _day(T0 + 21 * DAY)[1]
+
+    def cohort(as_of: dt.datetime) -> dict[str, bool]:
+        rows = warehouse.run("queries/weekly_cohort", {**week, "label": "early", "as_of": as_of}).to_pylist()
+        return {r["transaction_id"]: r["defaulted"] for r in rows}
+
+    known_then = cohort(run_at)
+    assert known_then == {_tx(1): True, _tx(2): False, _tx(3): False}
+    # Later: tx 2's late instalment delivered on day 30, a relabel over the whole range, and a default of tx 3 that
+    # the final label sees.
+    load(
+        warehouse,
+        "outcomes",
+        [
+            outcome_row(_tx(2), "instalment_late", T0 + 17 * DAY, 2, received=T0 + 30 * DAY),
+            outcome_row(_tx(3), "default", T0 + 45 * DAY, 3),
+        ],
+    )
+    _run(warehouse, _day(T0 + 30 * DAY))
+    _run(warehouse, _day(T0 + 92 * DAY), relabel_days=80)
+    assert cohort(run_at) == known_then  # the cohort as of the earlier run: exactly what was known then
+    now = _day(T0 + 92 * DAY)[1]
+    assert cohort(now) == {_tx(1): True, _tx(2): True, _tx(3): False}
+
+    def final(as_of: dt.datetime) -> dict[str, bool]:
+        rows = warehouse.run("queries/weekly_cohort", {**week, "label": "final", "as_of": as_of}).to_pylist()
+        return {r["transaction_id"]: r["defaulted"] for r in rows}
+
+    assert final(run_at) == {} and final(now) == {_tx(1): False, _tx(2): False, _tx(3): True}
+    # Versions: one per change only (tx 1: early day, final day; tx 2: early, day 30, final; tx 3: early, final).
+    assert [(tx, at.date().isoformat()) for tx, at, _, _ in _versions(warehouse)] == [
+        (_tx(1), "2026-03-20"),
+        (_tx(1), "2026-06-03"),
+        (_tx(2), "2026-03-20"),
+        (_tx(2), "2026-04-02"),
+        (_tx(2), "2026-06-03"),
+        (_tx(3), "2026-03-20"),
+        (_tx(3), "2026-06-03"),
+    ]
+
+
+def _feed(n: int, *, jitter_s: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
+    """``n`` approved purchases at T0 + k minutes, a third of them with instalment 2 late; a producer that flags and
+    delivers each signal up to ``jitter_s`` seconds after the simulator would (at least one second)."""
+    import random
+
+    rng = random.Random(seed)
+    predictions = [prediction_row(i, at=T0 + i * dt.timedelta(minutes=1)) for i in range(n)]
+    outcomes, late = [], set()
+    for i in range(n):
+        bought = T0 + i * dt.timedelta(minutes=1)
+        flagged = bought + 17 * DAY + dt.timedelta(seconds=rng.uniform(1, jitter_s))
+        delivered = flagged + dt.timedelta(seconds=rng.uniform(0, jitter_s))
+        if i % 3 == 0:
+            late.add(_tx(i))
+            outcomes.append(outcome_row(_tx(i), "instalment_late", flagged, 2, received=delivered))
+        else:
+            outcomes.append(outcome_row(_tx(i), "instalment_paid", bought + 14 * DAY, 2))
+    return predictions, outcomes, late
+
+
+@pytest.mark.parametrize("jitter_s", [1.0, 600.0, 6 * 3600.0, 20 * 3600.0])
+def test_the_grace_window_keeps_the_early_label_right_on_a_jittered_feed(
+    warehouse: DuckDBWarehouse, jitter_s: float
+) -> None:
+    predictions, outcomes, late = _feed(90, jitter_s=jitter_s, seed=int(jitter_s))
+    load(warehouse, "prediction_logs", predictions)
+    load(warehouse, "outcomes", outcomes)
+    graced = GroundTruthSettings()  # 24 h by default
+    for day in range(17, 20):
+        _run(warehouse, _day(T0 + day * DAY), graced)
+    labels = _labels(warehouse)
+    assert len(labels) == 90
+    assert {tx for tx, r in labels.items() if r["early_defaulted"]} == late  # the truth, to the purchase
+    assert {r["early_matured_at"] - r["event_timestamp"] for r in labels.values()} == {17 * DAY + 24 * HOUR}
+
+
+def test_without_a_grace_window_a_feed_one_second_late_is_missed(warehouse: DuckDBWarehouse) -> None:
+    predictions, outcomes, late = _feed(30, jitter_s=1.0, seed=1)
+    load(warehouse, "prediction_logs", predictions)
+    load(warehouse, "outcomes", outcomes)
+    summary = _run(warehouse, EARLY_DAY)  # SETTINGS: no grace
+    assert summary.early_matured == 30 and len(late) == 10
+    assert summary.early_defaults == 0 and not any(r["early_defaulted"] for r in _labels(warehouse).values())
+
+
+def _book(day: int, *, per_day: dict[str, int]) -> list[dict[str, Any]]:
+    """Signals of the rest of the book delivered on the ``day``-th day from the early day (0: the early day itself):
+    ``per_day[type]`` of each type, spread over the day."""
+    midnight = EARLY_DAY[0] + day * DAY
+    return [
+        outcome_row(f"tx_book_{kind}_{day}_{k}", kind, midnight + (k + 1) * DAY / (count + 1), 2)
+        for kind, count in per_day.items()
+        for k in range(count)
+    ]
+
+
+@pytest.mark.parametrize(("defaults_today", "dead"), [(0, True), (2, True), (6, False), (12, False)])
+def test_a_dead_default_stream_alerts_while_payments_still_flow(
+    warehouse: DuckDBWarehouse, defaults_today: int, dead: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    load(warehouse, "prediction_logs", [prediction_row(i, at=T0 + i * HOUR) for i in range(10)])
+    load(warehouse, "outcomes", [outcome_row(_tx(i), "instalment_paid", T0 + 14 * DAY, 2) for i in range(10)])
+    # Four weeks of a book delivering 40 payments, 8 late instalments and 12 defaults a day, then the early day with
+    # the payments and the late instalments as usual and ``defaults_today`` defaults.
+    usual = {"instalment_paid": 40, "instalment_late": 8, "default": 12}
+    for day in range(-28, 0):
+        load(warehouse, "outcomes", _book(day, per_day=usual))
+    load(warehouse, "outcomes", _book(0, per_day={**usual, "default": defaults_today}))
+    with caplog.at_level("ERROR", logger="shadowgate.pipelines.alerts"):
+        summary = _run(warehouse, EARLY_DAY)
+    flows = {f.event_type: (f.arrived, round(f.expected, 3)) for f in summary.signals}
+    assert flows["instalment_late"] == (8, 8.0) and flows["default"] == (defaults_today, 12.0)
+    # The fixture's book signal of the day is a payment too; the cohort's own payments were in the baseline.
+    assert flows["instalment_paid"] == (41, round(40 + 10 / 28, 3))
+    # Payments flow as usual, so the whole-feed checks pass: only the per-type check can tell.
+    assert summary.approved_without_outcome == 0 and summary.outcomes_in_window > 0
+    assert summary.held_back is dead and (summary.labeled == 0) is dead
+    if dead:
+        [alert] = summary.alerts
+        assert alert.startswith(f"default signals: {defaults_today} arrived in the window, 12.0 expected")
+        assert "the outcome feed looks broken" in caplog.text and "expected_default" in caplog.text
+    else:
+        assert summary.alerts == () and "ALERT" not in caplog.text
+
+
+def test_a_book_without_a_baseline_is_not_judged_per_signal_type(warehouse: DuckDBWarehouse) -> None:
+    load(warehouse, "prediction_logs", [prediction_row(1, at=T0)])
+    load(warehouse, "outcomes", [outcome_row(_tx(1), "instalment_paid", T0 + 14 * DAY, 2)])
+    summary = _run(warehouse, EARLY_DAY)
+    defaults = next(f for f in summary.signals if f.event_type == "default")
+    assert (defaults.arrived, defaults.expected, defaults.p_value, summary.held_back) == (0, 0.0, 1.0, False)
 
 
 def test_a_rerun_is_identical_and_an_older_run_never_undoes_a_newer_one(warehouse: DuckDBWarehouse) -> None:
@@ -296,7 +579,7 @@ def test_a_broken_outcome_feed_alerts_and_holds_the_labels_back(
     warehouse.query("DELETE FROM shadowgate.outcomes")  # the rest of the book's signals too
     caplog.clear()
     with caplog.at_level("ERROR", logger="shadowgate.pipelines.alerts"):
-        empty = _run(warehouse, EARLY_DAY, GroundTruthSettings(no_outcome_alert_share=1.0))
+        empty = _run(warehouse, EARLY_DAY, GroundTruthSettings(no_outcome_alert_share=1.0, early_grace_hours=0))
     assert empty.held_back and empty.outcomes_in_window == 0
     assert empty.alerts == ("no outcome at all known in the window, with 101 matured approved decisions",)
     assert "ALERT [error] join_ground_truth" in caplog.text

@@ -29,6 +29,7 @@ from shadowgate.simulation.replay import (
     ReplayError,
     RetryPolicy,
     _retry_after,
+    outcome_bodies,
     replay,
     select_window,
 )
@@ -122,7 +123,7 @@ def test_decisions_in_time_order_then_only_the_approved_purchases_outcomes_in_th
     outcomes = api.sent(OUTCOME_PATH)
     assert outcomes == [
         {"transaction_id": r.transaction_id, "event_type": r.event_type, "event_timestamp": _stamp(r.event_timestamp),
-         "instalment_number": r.instalment, "amount": r.amount}
+         "instalment_number": r.instalment, "amount": r.amount, "delivered_at": _stamp(r.event_timestamp)}
         for r in funded.itertuples()
     ]  # fmt: skip
     assert len(funded) > 100
@@ -364,3 +365,27 @@ def test_the_command_refuses_unusable_options_before_contacting_an_api(tmp_path:
     # A two-week world needs no --drift-start-day; port 9 answers nobody, which the preflight says.
     down = CliRunner().invoke(app, ["replay", "--transactions", "500", "--customers", "50", "--days", "14", *api])
     assert down.exit_code == 1 and "does not answer" in down.output and "simulated" in down.output
+
+
+def test_outcomes_state_their_simulated_delivery_a_lagging_feed_s_own_and_never_one_in_the_future(
+    small: SimulationResult,
+) -> None:
+    from shadowgate.simulation.world import jittered_feed
+
+    rows = small.outcomes.head(200)
+    feed = jittered_feed(rows, max_delay=dt.timedelta(hours=6), seed=3)
+    lag = feed["delivered_at"] - rows["event_timestamp"]
+    flagged = feed["event_timestamp"] - rows["event_timestamp"]
+    # Flagged and delivered 1 s to 3 h after the simulator's instant each: 2 s to 6 h in all, never before it.
+    assert flagged.min() >= pd.Timedelta(seconds=1) and flagged.max() <= pd.Timedelta(hours=3)
+    assert lag.min() >= pd.Timedelta(seconds=2) and lag.max() <= pd.Timedelta(hours=6)
+    assert (feed["delivered_at"] >= feed["event_timestamp"]).all() and lag.nunique() == len(rows)
+    assert jittered_feed(rows, max_delay=dt.timedelta(hours=6), seed=3).equals(feed)  # reproducible
+
+    bodies = [orjson.loads(body) for _, body in outcome_bodies(feed)]
+    stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
+    assert [b["delivered_at"] for b in bodies] == feed["delivered_at"].dt.strftime(stamp).tolist()
+    assert [b["event_timestamp"] for b in bodies] == feed["event_timestamp"].dt.strftime(stamp).tolist()
+    # A simulated delivery after the wall clock is not stated (the API would refuse it): received, it arrives then.
+    future = rows.assign(event_timestamp=pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1))
+    assert all("delivered_at" not in orjson.loads(body) for _, body in outcome_bodies(future))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from typing import Any, ClassVar, Literal
 
@@ -48,7 +49,19 @@ class OutcomeEvent(FrozenEvent):
     """Money concerned (instalment paid or late, or balance written off)."""
 
     received_at: AwareDatetime = Field(default_factory=utc_now)
-    """When shadowgate received the signal."""
+    """When shadowgate received the signal (stamped at ingest by the API, never taken from the producer)."""
+
+    # Left out of the payload when absent, so that a signal without it is written byte for byte as before (a reader
+    # of the previous code refuses a key it does not know).
+    delivered_at: AwareDatetime | None = Field(default=None, exclude_if=lambda value: value is None)
+    """When the producer delivered the signal, as it states it: for a replay or a bulk import of history, whose
+    signals were delivered long before shadowgate receives them now (``shadowgate replay`` states the simulated
+    delivery). Optional: events written before it existed, and live producers, have none. The API refuses one later
+    than ``received_at`` or earlier than ``event_timestamp``.
+
+    The signal's **arrival** — when it reached the system, the instant every label as of a date filters on — is
+    ``delivered_at`` when stated, else ``received_at``, and never later than ``received_at`` (the warehouse takes the
+    earlier of the two: :func:`arrival`)."""
 
     @pydantic.field_validator("event_type", mode="before")
     @classmethod
@@ -79,3 +92,14 @@ def outcome_event_id(
         # The prefix keeps "no key" and every key apart even for a key that is the empty string.
         key += f"\x1fkey:{idempotency_key}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def arrival(event: OutcomeEvent) -> dt.datetime:
+    """When ``event`` reached the system: its stated ``delivered_at``, never later than its ``received_at``.
+
+    The warehouse applies the same rule in SQL (``queries/ground_truth_labels.sql``: ``COALESCE(LEAST(delivered_at,
+    received_at), received_at)``); this is its reference, for producers and tests.
+    """
+    if event.delivered_at is None:
+        return event.received_at
+    return min(event.delivered_at, event.received_at)

@@ -7,9 +7,10 @@ Two passes, in simulated time:
    workers take the next purchase in that order, so at most that many are in flight and the order is kept up to a
    small window; every event carries its own timestamp, so nothing downstream depends on arrival order.
 2. **Outcomes.** Then every outcome of a purchase the API **approved** goes to ``POST /v1/outcomes`` in the order it
-   became known (its ``event_timestamp``). A denied purchase was never funded, so it has no outcome; a purchase sent
-   to ``manual_review`` counts as not funded either (nobody reviews it in a replay), and neither does a purchase whose
-   decision failed. Their outcome rows are skipped and counted.
+   became known (its ``event_timestamp``), stating its simulated delivery (``delivered_at``: labels as of a simulated
+   day use only the outcomes delivered by then). A denied purchase was never funded, so it has no outcome; a
+   purchase sent to ``manual_review`` counts as not funded either (nobody reviews it in a replay), and neither does a
+   purchase whose decision failed. Their outcome rows are skipped and counted.
 
 The API takes any time-zone-aware ``event_timestamp``, past or future: it is the purchase's own time (features use
 its time of day), while the service records when it saw the request (``served_at`` / ``received_at``).
@@ -304,19 +305,32 @@ def outcome_bodies(outcomes: pd.DataFrame) -> Iterator[tuple[str, bytes]]:
 
     No ``Idempotency-Key``: (transaction, type, instalment) is unique in the simulator's log, so the API's own id is
     the same one any other producer of that outcome gets.
+
+    Each body states the simulated delivery as ``delivered_at``: the frame's ``delivered_at`` column when it has one
+    (a lagging feed, :func:`~shadowgate.simulation.world.jittered_feed`), else the signal's ``event_timestamp`` (the
+    simulator's feed delivers a signal the instant it is known). Without it every outcome would arrive at the wall
+    clock of the replay, and a label as of a simulated day would see none. A delivery still in the future of the
+    wall clock is not stated (the API refuses a delivery later than its receipt): that outcome arrives when received.
     """
+    import pandas as pd
+
     for offset in range(0, len(outcomes), _CHUNK):
         chunk = outcomes.iloc[offset : offset + _CHUNK]
         stamps = _rfc3339(chunk["event_timestamp"])
+        delivered = chunk["delivered_at"] if "delivered_at" in chunk else chunk["event_timestamp"]
+        now = pd.Timestamp.now(tz="UTC")
+        past = (delivered <= now).tolist()
+        deliveries = [d if ok else None for d, ok in zip(_rfc3339(delivered), past, strict=True)]
         columns = zip(
             chunk["transaction_id"].tolist(),
             chunk["event_type"].tolist(),
             stamps,
             chunk["instalment"].tolist(),
             chunk["amount"].tolist(),
+            deliveries,
             strict=True,
         )
-        for transaction_id, event_type, stamp, instalment, amount in columns:
+        for transaction_id, event_type, stamp, instalment, amount, delivered_at in columns:
             body = {
                 "transaction_id": transaction_id,
                 "event_type": event_type,
@@ -324,6 +338,8 @@ def outcome_bodies(outcomes: pd.DataFrame) -> Iterator[tuple[str, bytes]]:
                 "instalment_number": int(instalment),
                 "amount": None if amount is None or math.isnan(amount) else float(amount),
             }
+            if delivered_at is not None:
+                body["delivered_at"] = delivered_at
             yield transaction_id, orjson.dumps(body)
 
 

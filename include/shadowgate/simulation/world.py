@@ -528,3 +528,19 @@ def _assemble(
         }
     )[keep].reset_index(drop=True)
     return SimulationResult(transactions=tx, outcomes=outcomes, labels=label_frame, intercept=intercept)
+
+
+def jittered_feed(outcomes: pd.DataFrame, *, max_delay: dt.timedelta, seed: int) -> pd.DataFrame:
+    """The outcome log as a lagging producer delivers it: each signal flagged ``d1`` after the simulator's instant
+    (its ``event_timestamp`` moves by ``d1``: a batch job notices the late instalment) and delivered ``d2`` after
+    that (a ``delivered_at`` column), ``d1`` and ``d2`` uniform in [1 s, ``max_delay`` / 2] and drawn per signal.
+
+    The simulator itself puts a late instalment 2 on day 17 to the second; a real feed does not. Replayed
+    (:func:`~shadowgate.simulation.replay.outcome_bodies` states the ``delivered_at``) or loaded as is, it tests
+    that the labels tolerate a feed that is seconds to hours late (``GroundTruthSettings.early_grace_hours``).
+    """
+    seconds = max(max_delay.total_seconds() / 2, 1.0)
+    # Whole microseconds: what a timestamp holds in the warehouse and on the wire.
+    micros = np.round(_rng(seed, "feed.jitter").uniform(1.0, seconds, size=(2, len(outcomes))) * 1e6).astype(np.int64)
+    flagged = outcomes["event_timestamp"] + pd.to_timedelta(micros[0], unit="us")
+    return outcomes.assign(event_timestamp=flagged, delivered_at=flagged + pd.to_timedelta(micros[1], unit="us"))

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 QUARANTINE = "quarantine"
 DEPLOYMENT_EVENTS = "deployment_events"
 LABELED_PREDICTIONS = "labeled_predictions"
+LABEL_REVISIONS = "label_revisions"
 MODEL_METRICS = "model_metrics"
 COMPARISON_PLANS = "comparison_plans"
 ALERTS = "alerts"
@@ -47,6 +48,7 @@ TABLES = (
     OUTCOMES,
     QUARANTINE,
     LABELED_PREDICTIONS,
+    LABEL_REVISIONS,
     MODEL_METRICS,
     COMPARISON_PLANS,
     "drift_reports",
@@ -66,7 +68,7 @@ MERGE_KEYS = {
 }
 """Tables loaded by stage + MERGE, and the key each is merged on (``merge/<table>.sql``)."""
 
-DERIVED_TABLES = (LABELED_PREDICTIONS,)
+DERIVED_TABLES = (LABELED_PREDICTIONS, LABEL_REVISIONS)
 """Tables a pipeline computes from other tables inside the warehouse. Their columns are declared here too
 (:func:`arrow_schema`)."""
 
@@ -157,6 +159,19 @@ _ALERTS_SCHEMA = pa.schema(
 )
 
 
+_LABEL_REVISIONS_SCHEMA = pa.schema(
+    [
+        pa.field("cohort_start", pa.date32(), nullable=False),
+        pa.field("cohort_end", pa.date32(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("revision", pa.int64(), nullable=False),
+        pa.field("detected_at", TIMESTAMP, nullable=False),
+        pa.field("labels_revised", pa.int64(), nullable=False),
+        pa.field("late_outcomes", pa.int64(), nullable=False),
+    ]
+)
+
+
 def arrow_schema(table: str) -> pa.Schema:
     """The Arrow schema of a batch for ``table`` (the same columns, in the same order, as its DDL). An event table's
     comes from its event model (:mod:`shadowgate.events.schemas`)."""
@@ -188,6 +203,8 @@ def arrow_schema(table: str) -> pa.Schema:
         )
     if table == LABELED_PREDICTIONS:
         return _labeled_predictions_schema()
+    if table == LABEL_REVISIONS:
+        return _LABEL_REVISIONS_SCHEMA
     raise KeyError(f"no schema for table {table!r} (tables: {', '.join([*MERGE_KEYS, *DERIVED_TABLES])})")
 
 
