@@ -335,6 +335,14 @@ def test_an_outcome_delivered_late_is_detected_relabelled_recorded_and_its_week_
         2,
     )
     assert todo.evaluated_as_of == evaluated_at
+    # The weekly run adds the revised week to those due (once, for a label it evaluates).
+    from shadowgate.pipelines.performance import cohort_week, revised_weeks
+
+    due = [cohort_week(dt.date(2026, 3, 9), "early", as_of=late_day[1])]
+    again_due = revised_weeks(warehouse, as_of=late_day[1], labels=["early", "final"], due=due)
+    assert [(w.start, w.label, w.as_of) for w in again_due] == [(dt.date(2026, 3, 2), "early", late_day[1])]
+    assert revised_weeks(warehouse, as_of=late_day[1], labels=["final"]) == []
+    assert revised_weeks(warehouse, as_of=late_day[1], labels=["early"], due=again_due) == []
     _record_evaluation(warehouse, dt.date(2026, 3, 2), "early", late_day[1])
     assert weeks_to_reevaluate(warehouse, as_of=late_day[1]) == []
 

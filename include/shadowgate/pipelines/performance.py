@@ -1472,6 +1472,31 @@ def plans_from_book(experiments: Iterable[Any]) -> list[ComparisonPlan]:
     return out
 
 
+def revised_weeks(
+    warehouse: Warehouse, *, as_of: dt.datetime, labels: Sequence[str], due: Sequence[CohortWeek] = ()
+) -> list[CohortWeek]:
+    """The weeks evaluated before their labels were revised by late outcomes
+    (:func:`~shadowgate.pipelines.ground_truth.weeks_to_reevaluate`), to evaluate again as of ``as_of`` beside the
+    weeks ``due``: the re-run replaces their figures, MLflow keeps each revision in the metric's history, and
+    ``label_revisions`` records why."""
+    from shadowgate.pipelines.ground_truth import weeks_to_reevaluate
+
+    seen = {(w.start, w.label) for w in due}
+    out = []
+    for r in weeks_to_reevaluate(warehouse, as_of=as_of):
+        if r.label in labels and (r.cohort_start, r.label) not in seen:
+            seen.add((r.cohort_start, r.label))
+            out.append(cohort_week(r.cohort_start, r.label, as_of=as_of))
+            logger.info(
+                "weekly_performance: %s %s label revised (revision %d, %d labels): evaluated again",
+                out[-1].name,
+                r.label,
+                r.revision,
+                r.labels_revised,
+            )
+    return out
+
+
 @contextlib.contextmanager
 def evaluation_inputs(
     *, as_of: dt.datetime, week_start: dt.date | None = None, labels: Sequence[str] | None = None
@@ -1526,6 +1551,8 @@ def evaluation_inputs(
     webhook = url.get_secret_value() if url else None
     warehouse = open_warehouse(WarehouseSettings(), home=PathSettings().home)
     try:
+        if week_start is None:
+            weeks = [*weeks, *revised_weeks(warehouse, as_of=as_of, labels=chosen, due=weeks)]
         yield {
             "warehouse": warehouse,
             "results": MlflowResultsStore(mlflow_settings.tracking_uri),
