@@ -33,8 +33,9 @@ instants, never the wall clock.
   signal type's arrivals against its baseline (`signals`), label versions written.
 * **Alert:** when more than `SHADOWGATE_GROUND_TRUTH_NO_OUTCOME_ALERT_SHARE` (2 %) of the matured approved decisions
   have no outcome at all, or there is none in the window, or one signal type (`instalment_paid`, `instalment_late`,
-  `default`) arrived below `SHADOWGATE_GROUND_TRUTH_SIGNAL_DROP_RATIO` (0.5) of its rate over the
-  `SHADOWGATE_GROUND_TRUTH_SIGNAL_BASELINE_DAYS` (28) before (and improbably so: Poisson p < 0.001) — a dead default
+  `default`) arrived below `SHADOWGATE_GROUND_TRUTH_SIGNAL_DROP_RATIO` (0.5) of what its rate per purchase and age
+  over the `SHADOWGATE_GROUND_TRUTH_SIGNAL_BASELINE_DAYS` (28) before predicts for the window's purchases (and
+  improbably so: Poisson p < 0.001) — a dead default
   stream while payments flow — the outcome feed is broken: an alert is sent and the window's labels are **held back**
   (`held_back: true`). Fix the feed, then clear this run. A failed task alerts too.
 * **Produces** the asset `labeled_predictions` (for `weekly_performance`).

@@ -300,11 +300,12 @@ class GroundTruthSettings(BaseSettings):
 
     signal_baseline_days: int = Field(default=28, ge=1, le=366)
     """The feed check per signal type (``instalment_paid``, ``instalment_late``, ``default``) compares the signals of
-    each type delivered in a run's window with the rate delivered in this many days before it."""
+    each type delivered in a run's window with what its rate per purchase and age (days since purchase) in this many
+    days before it predicts for the window's purchases."""
 
     signal_drop_ratio: float = Field(default=0.5, gt=0.0, le=1.0)
     """Alert (and hold the run's labels back) when a signal type delivered fewer than this share of its expected count
-    in the window (its baseline rate × the window's length) and a count that low has a Poisson probability below
+    in the window (age-adjusted from its baseline rate) and a count that low has a Poisson probability below
     0.001: a dead ``default`` stream alerts while payments still flow; a quiet day of a rare type does not."""
 
     @model_validator(mode="after")

@@ -407,9 +407,9 @@ def test_a_dead_default_stream_alerts_while_payments_flow(
     with book.warehouse() as warehouse:  # the default stream died when the day began; payments still flow
         warehouse.query(
             "DELETE FROM shadowgate.outcomes WHERE event_type = 'default' AND event_timestamp > $since",
-            {"since": (as_of - 3 * DAY).to_pydatetime()},
+            {"since": (as_of - 5 * DAY).to_pydatetime()},
         )
-    dead = _run(day, relabel_days=2)  # three days without a default
+    dead = _run(day, relabel_days=4)  # five days without a default (≈ 2 a day expected in this small world)
     assert dead["held_back"] is True and dead["signals"]["default"]["arrived"] == 0
     assert dead["signals"]["instalment_paid"]["arrived"] > 100 and dead["approved_without_outcome"] == 0
     [alert] = received

@@ -460,15 +460,33 @@ def test_without_a_grace_window_a_feed_one_second_late_is_missed(warehouse: Duck
     assert summary.early_defaults == 0 and not any(r["early_defaulted"] for r in _labels(warehouse).values())
 
 
-def _book(day: int, *, per_day: dict[str, int]) -> list[dict[str, Any]]:
-    """Signals of the rest of the book delivered on the ``day``-th day from the early day (0: the early day itself):
-    ``per_day[type]`` of each type, spread over the day."""
+AGE = {"instalment_paid": 14, "instalment_late": 20, "default": 40}
+"""Days from purchase to signal in the synthetic book: every purchase pays instalment 2 at 14 days; some then pay
+instalment 3 late (20 days) or default (40 days)."""
+
+
+def _book(
+    day: int, *, per_day: dict[str, int], sent: dict[str, int] | None = None, until: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The purchases of the book whose ``type`` signal falls on the ``day``-th day from the early day: ``per_day[type]``
+    of them, approved ``AGE[type]`` days before, sending it that day — or only ``sent[type]`` of them. Their payments
+    of instalment 2 (14 days after purchase) come too; signals after day ``until`` are not delivered yet. Returns
+    (prediction_logs rows, outcomes rows)."""
     midnight = EARLY_DAY[0] + day * DAY
-    return [
-        outcome_row(f"tx_book_{kind}_{day}_{k}", kind, midnight + (k + 1) * DAY / (count + 1), 2)
-        for kind, count in per_day.items()
-        for k in range(count)
-    ]
+    predictions, outcomes = [], []
+    for kind, count in per_day.items():
+        bought = midnight - AGE[kind] * DAY + HOUR
+        for k in range(count):
+            tx = f"tx_book_{kind}_{day}_{k}"
+            i = 100_000 + 1_000 * (day + 200) + 100 * list(AGE).index(kind) + k
+            predictions.append(prediction_row(i, at=bought, transaction_id=tx))
+            signals = [("instalment_paid", bought + AGE["instalment_paid"] * DAY + k * DAY / (count + 1), 2)]
+            if kind != "instalment_paid" and k < (sent or per_day)[kind]:
+                signals.append((kind, midnight + (k + 1) * DAY / (count + 1), 3))
+            for signal, at, instalment in signals:
+                if at < EARLY_DAY[0] + (until + 1) * DAY:
+                    outcomes.append(outcome_row(tx, signal, at, instalment))
+    return predictions, outcomes
 
 
 @pytest.mark.parametrize(("defaults_today", "dead"), [(0, True), (2, True), (6, False), (12, False)])
@@ -477,18 +495,23 @@ def test_a_dead_default_stream_alerts_while_payments_still_flow(
 ) -> None:
     load(warehouse, "prediction_logs", [prediction_row(i, at=T0 + i * HOUR) for i in range(10)])
     load(warehouse, "outcomes", [outcome_row(_tx(i), "instalment_paid", T0 + 14 * DAY, 2) for i in range(10)])
-    # Four weeks of a book delivering 40 payments, 8 late instalments and 12 defaults a day, then the early day with
-    # the payments and the late instalments as usual and ``defaults_today`` defaults.
+    # A steady book delivering 60 payments, 8 late instalments and 12 defaults a day, then the early day with the
+    # payments and the late instalments as usual and ``defaults_today`` defaults.
     usual = {"instalment_paid": 40, "instalment_late": 8, "default": 12}
-    for day in range(-28, 0):
-        load(warehouse, "outcomes", _book(day, per_day=usual))
-    load(warehouse, "outcomes", _book(0, per_day={**usual, "default": defaults_today}))
+    # Signal days from -70 to +40: every day of the baseline and the window then has 60 purchases of every age.
+    for day in range(-70, 41):
+        predictions, outcomes = _book(
+            day, per_day=usual, sent={**usual, "default": defaults_today} if day == 0 else None
+        )
+        load(warehouse, "prediction_logs", predictions)
+        load(warehouse, "outcomes", outcomes)
     with caplog.at_level("ERROR", logger="shadowgate.pipelines.alerts"):
         summary = _run(warehouse, EARLY_DAY)
     flows = {f.event_type: (f.arrived, round(f.expected, 3)) for f in summary.signals}
+    # Expected: the baseline's signals per purchase of each age, times the purchases of that age today.
     assert flows["instalment_late"] == (8, 8.0) and flows["default"] == (defaults_today, 12.0)
-    # The fixture's book signal of the day is a payment too; the cohort's own payments were in the baseline.
-    assert flows["instalment_paid"] == (41, round(40 + 10 / 28, 3))
+    # Every purchase pays instalment 2 at 14 days: 60 a day, the cohort's own ten among the baseline's.
+    assert flows["instalment_paid"] == (60, 60.0)
     # Payments flow as usual, so the whole-feed checks pass: only the per-type check can tell.
     assert summary.approved_without_outcome == 0 and summary.outcomes_in_window > 0
     assert summary.held_back is dead and (summary.labeled == 0) is dead
@@ -498,6 +521,26 @@ def test_a_dead_default_stream_alerts_while_payments_still_flow(
         assert "the outcome feed looks broken" in caplog.text and "expected_default" in caplog.text
     else:
         assert summary.alerts == () and "ALERT" not in caplog.text
+
+
+def test_a_book_that_stops_growing_is_not_a_dead_stream(warehouse: DuckDBWarehouse) -> None:
+    """A replayed quarter ends: no purchase after day -20, so payments (at 14 days) stop after day -6, while late
+    instalments (at 20) and defaults (at 40 days) go on. Measured against the last four weeks' raw rate, payments
+    would look dead."""
+    load(warehouse, "prediction_logs", [prediction_row(i, at=T0 + i * HOUR) for i in range(10)])
+    load(warehouse, "outcomes", [outcome_row(_tx(i), "instalment_paid", T0 + 14 * DAY, 2) for i in range(10)])
+    usual = {"instalment_paid": 40, "instalment_late": 8, "default": 12}
+    for day in range(-70, 41):
+        # Purchases of day d − AGE exist only up to day -20.
+        per_day = {kind: n for kind, n in usual.items() if day - AGE[kind] <= -20}
+        predictions, outcomes = _book(day, per_day=per_day)
+        load(warehouse, "prediction_logs", predictions)
+        load(warehouse, "outcomes", outcomes)
+    summary = _run(warehouse, EARLY_DAY)
+    flows = {f.event_type: (f.arrived, round(f.expected, 3)) for f in summary.signals}
+    assert flows["instalment_paid"] == (0, 0.0)  # no purchase of that age today: none expected
+    assert flows["instalment_late"] == (8, 8.0) and flows["default"] == (12, 12.0)
+    assert not summary.held_back and summary.alerts == ()
 
 
 def test_a_book_without_a_baseline_is_not_judged_per_signal_type(warehouse: DuckDBWarehouse) -> None:

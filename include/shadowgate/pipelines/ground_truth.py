@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 LABELS_MERGE = "merge/labeled_predictions"
 REVISIONS_MERGE = "merge/label_revisions"
 REPORT_QUERY = "queries/ground_truth_report"
+SIGNAL_PROFILE_QUERY = "queries/signal_profile"
 REVISIONS_QUERY = "queries/label_revisions"
 REEVALUATE_QUERY = "queries/weeks_to_reevaluate"
 SIGNAL_TYPES = ("instalment_paid", "instalment_late", "default")
@@ -222,7 +224,7 @@ class SignalFlow:
     arrived: int
     """Signals of the type that arrived in the window."""
     expected: float
-    """Arrivals in the baseline days, scaled to the window's length."""
+    """Arrivals the baseline's rate per purchase at each age predicts for the window's purchases of each age."""
     p_value: float
     """Poisson probability of ``arrived`` or fewer given ``expected`` (1.0 without a baseline)."""
 
@@ -329,20 +331,61 @@ _COUNTS = (
 )
 
 
-def signal_flows(row: dict[str, Any], window: LabelWindow) -> tuple[SignalFlow, ...]:
-    """Each signal type's arrivals in the window and their expectation from the baseline (a report row's
-    ``window_<type>`` / ``baseline_<type>`` counts)."""
+def signal_flows(profile: Sequence[Mapping[str, Any]], window: LabelWindow) -> tuple[SignalFlow, ...]:
+    """Each signal type's arrivals in the window and their expectation from the baseline (``queries/signal_profile``
+    rows: approved purchases per day, and arrivals per type, purchase day and arrival day).
+
+    The expectation is age-adjusted: a type's baseline rate per purchase at each age (days from purchase to arrival)
+    times the purchases of that age during the window. So when the book shrinks — a replayed quarter ends, a season
+    turns — payments are expected to thin out with it, and only a type that stops while its purchases are still of
+    an age to send it alerts. Ages the baseline never saw add nothing to the expectation.
+    """
     # The Poisson CDF itself (scipy.stats would cost a second of imports on every run).
     from scipy.special import pdtr
 
-    scale = window.days / window.signal_baseline_days
+    purchases: dict[dt.date, int] = {}
+    arrivals: dict[str, list[tuple[dt.date, dt.date, int]]] = {kind: [] for kind in SIGNAL_TYPES}
+    for r in profile:
+        if r["kind"] == "purchases":
+            purchases[r["purchase_day"]] = int(r["n"])
+        elif r["kind"] in arrivals:
+            arrivals[r["kind"]].append((r["purchase_day"], r["arrival_day"], int(r["n"])))
+    window_days = _days(window.window_start.date(), window.as_of.date())
+    baseline_days = _days(window.baseline_start.date(), window.window_start.date())
+
+    def exposure(days: list[dt.date]) -> dict[int, int]:
+        """Purchases of each age summed over the days."""
+        out: dict[int, int] = {}
+        for day in days:
+            for bought, n in purchases.items():
+                age = (day - bought).days
+                if age >= 0:
+                    out[age] = out.get(age, 0) + n
+        return out
+
+    in_window, in_baseline = exposure(window_days), exposure(baseline_days)
     out = []
     for kind in SIGNAL_TYPES:
-        arrived, baseline = int(row[f"window_{kind}"] or 0), int(row[f"baseline_{kind}"] or 0)
-        expected = baseline * scale
-        p_value = float(pdtr(arrived, expected)) if expected > 0 else 1.0
-        out.append(SignalFlow(event_type=kind, arrived=arrived, expected=expected, p_value=p_value))
+        seen_window = seen_baseline = 0
+        by_age: dict[int, int] = {}
+        for bought, arrived_on, n in arrivals[kind]:
+            if arrived_on >= window.window_start.date():
+                seen_window += n
+            elif arrived_on >= window.baseline_start.date():
+                seen_baseline += n
+                age = (arrived_on - bought).days
+                by_age[age] = by_age.get(age, 0) + n
+        expected = sum(
+            n / in_baseline[age] * in_window.get(age, 0) for age, n in by_age.items() if in_baseline.get(age)
+        )
+        p_value = float(pdtr(seen_window, expected)) if expected > 0 else 1.0
+        out.append(SignalFlow(event_type=kind, arrived=seen_window, expected=expected, p_value=p_value))
     return tuple(out)
+
+
+def _days(first: dt.date, end: dt.date) -> list[dt.date]:
+    """The days of [first, end) (at least the first: a window shorter than a day is that day)."""
+    return [first + dt.timedelta(days=k) for k in range(max((end - first).days, 1))]
 
 
 def feed_problems(
@@ -418,7 +461,10 @@ def join_ground_truth(
     params = window.params()
     [row] = warehouse.run(REPORT_QUERY, params).to_pylist()
     counts = {name: int(row[name] or 0) for name in _COUNTS}
-    signals = signal_flows(row, window)
+    profile_start = window.baseline_start - dt.timedelta(days=window.maturity_days)
+    signals = signal_flows(
+        warehouse.run(SIGNAL_PROFILE_QUERY, {**params, "profile_start": profile_start}).to_pylist(), window
+    )
     problems = feed_problems(
         counts,
         max_no_outcome_share=settings.no_outcome_alert_share,
