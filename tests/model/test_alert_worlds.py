@@ -127,10 +127,10 @@ def test_a_stable_world_stays_silent_for_twenty_four_weeks(stable: SimulationRes
 def test_through_the_pipeline_the_shock_is_sent_once_and_every_week_carries_its_selection(
     shocked: SimulationResult, tmp_path: Path
 ) -> None:
+    from shadowgate.decisioning.policies import Thresholds
     from shadowgate.pipelines.alerts import Alert
     from shadowgate.pipelines.ground_truth import join_ground_truth
     from shadowgate.pipelines.performance import EvaluationPlan, cohort_week, weekly_performance
-    from shadowgate.serving.policies import Thresholds
     from shadowgate.storage.duckdb import DuckDBWarehouse
     from shadowgate.storage.warehouse import default_sql_dir
     from tests.warehouse_rows import load, simulated_outcomes, simulated_prediction_logs
@@ -147,21 +147,14 @@ def test_through_the_pipeline_the_shock_is_sent_once_and_every_week_carries_its_
     granted = set(transactions.loc[decisions != "deny", "transaction_id"])
     outcomes = shocked.outcomes[shocked.outcomes["transaction_id"].isin(granted)].reset_index(drop=True)
     ground_truth = GroundTruthSettings()
-    end_of_last = dt.datetime.combine(START + dt.timedelta(weeks=last), dt.time(), tzinfo=dt.UTC)
     with DuckDBWarehouse(tmp_path / "warehouse.duckdb", sql_dir=default_sql_dir()) as warehouse:
         warehouse.ensure_tables()
         rows = simulated_prediction_logs(transactions, decisions, champion, shadow={"challenger": ("2", challenger)})
         load(warehouse, "prediction_logs", rows)
         load(warehouse, "outcomes", simulated_outcomes(outcomes))
-        # One late run labels every decision point in time (as the daily runs would have, one by one).
-        labelled = join_ground_truth(
-            warehouse,
-            interval_start=end_of_last + dt.timedelta(days=90),
-            interval_end=end_of_last + dt.timedelta(days=91),
-            settings=ground_truth,
-            relabel_days=(last - TRAIN_WEEKS) * 7 + 100,
-        )
-        assert not labelled.held_back and labelled.labeled == int(np.sum(decisions == "approve"))
+        # Labels are versions stamped with the run that wrote them (a weekly run as of T reads those known at T), so
+        # each weekly run below is preceded by a join run as of the same instant, as the daily runs would have been.
+        labelled = 0
 
         plan = EvaluationPlan(
             settings=EvaluationSettings(bootstrap_resamples=20),
@@ -177,6 +170,15 @@ def test_through_the_pipeline_the_shock_is_sent_once_and_every_week_carries_its_
                 # The weekly run at which this week's label matured: a Monday, its interval end.
                 as_of = dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=7 + days)
                 as_of += dt.timedelta(days=(7 - as_of.weekday()) % 7)
+                joined = join_ground_truth(
+                    warehouse,
+                    interval_start=as_of - dt.timedelta(days=1),
+                    interval_end=as_of,
+                    settings=ground_truth,
+                    relabel_days=14,  # the labels of the week matured within the fortnight before this Monday
+                )
+                assert not joined.held_back
+                labelled += joined.labeled
                 summary = weekly_performance(
                     warehouse,
                     None,
@@ -197,6 +199,7 @@ def test_through_the_pipeline_the_shock_is_sent_once_and_every_week_carries_its_
                AND population = 'all_decisions' AND cohort_start = DATE '2026-05-04' AND model = 'champion@1'"""
         ).to_pylist()
 
+    assert labelled >= 2 * int(np.sum(decisions == "approve"))  # every approved decision, on both labels at least
     # Silent through the 16 stable weeks after the baseline, on both labels.
     assert [key for key, held in by_week.items() if held and key[0] < CHANGE_WEEK] == []
     final = [a for a in sent if a.kind in ("auc_drop", "default_rise") and a.condition == "final label"]
