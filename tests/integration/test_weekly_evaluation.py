@@ -4,6 +4,8 @@ properties are known: the challenger is better than the champion by construction
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +203,9 @@ def test_a_backfill_before_the_labels_matured_sees_nothing_of_them(
     summary = weekly_performance(warehouse, results, as_of=early_as_of, plan=PLAN, policies=POLICIES, weeks=[week])
     (done,) = summary.weeks
     assert (done["rows_matured"], done["comparisons"], summary.metric_rows) == (0, [], 0)
+    # What the DAG returns is strict JSON (Airflow's XCom refuses NaN): an empty week's approval rate is None.
+    assert math.isnan(done["selection"]["approval_rate"])
+    assert json.loads(json.dumps(summary.as_dict(), allow_nan=False))["weeks"][0]["selection"]["approval_rate"] is None
     # Half-way through the maturity of the week, only the purchases whose 90 days have run are used.
     mid = dt.datetime(2026, 4, 16, tzinfo=dt.UTC)
     weeks = [cohort_week(W2, "final", as_of=mid)]

@@ -998,7 +998,19 @@ class WeeklyPerformanceSummary:
     """Titles of the alerts sent this run: conditions that began to hold (each is sent once while it holds)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The summary as strict JSON values: a figure that is not a number (an empty week's approval rate) is None
+        (Airflow's XCom refuses NaN)."""
+        return _json_safe(asdict(self))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def plans_for(cohort: Cohort, experiments: Sequence[ComparisonPlan]) -> list[ComparisonPlan]:
