@@ -380,9 +380,12 @@ def plan_experiment(
     champion_auc: Annotated[
         float, typer.Option(min=0.5, max=0.999, help="the champion's AUC on approved, matured purchases")
     ],
-    margin: Annotated[float | None, typer.Option(help="δ (default: SHADOWGATE_EVALUATION_AUC_MARGIN)")] = None,
+    margin: Annotated[
+        float | None, typer.Option(min=0.0, max=0.49, help="δ (default: SHADOWGATE_EVALUATION_AUC_MARGIN)")
+    ] = None,
     mde: Annotated[
-        float | None, typer.Option(help="gain beyond δ to find (default: …_MINIMUM_DETECTABLE_AUC_DIFFERENCE)")
+        float | None,
+        typer.Option(min=0.0001, max=0.49, help="gain beyond δ to find (default: …_MINIMUM_DETECTABLE_AUC_DIFFERENCE)"),
     ] = None,
     approval_rate: Annotated[float, typer.Option(min=0.01, max=1.0, help="share of decisions approved")] = 0.9,
     correlation: Annotated[

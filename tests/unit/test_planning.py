@@ -115,3 +115,20 @@ def test_a_plan_too_long_for_its_looks_says_so() -> None:
     summary = plan_experiment(**{**SIZE, "decisions_per_week": 500.0}, **{**PLAN, "max_looks": 6})  # type: ignore[arg-type]
     assert summary.weeks_to_end == 6
     assert not summary.reaches_max_information
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--margin", "-1", "--margin"),
+        ("--mde", "0.7", "--mde"),
+        ("--default-rate", "0", "--default-rate"),
+        ("--champion-auc", "0.3", "--champion-auc"),
+    ],
+)
+def test_plan_experiment_refuses_bad_input_with_the_option_named(option: str, value: str, message: str) -> None:
+    base = {"--decisions-per-week": "4500", "--default-rate": "0.05", "--champion-auc": "0.78", option: value}
+    result = CliRunner().invoke(app, ["plan-experiment", *[x for kv in base.items() for x in kv]])
+    assert result.exit_code == 2  # a usage error, not a traceback
+    assert f"Invalid value for '{message}'" in result.output
+    assert not isinstance(result.exception, ValueError)

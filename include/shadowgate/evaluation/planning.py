@@ -30,6 +30,8 @@ from shadowgate.evaluation.sequential import (
     SequentialPlan,
     SequentialTest,
     design_plan,
+    run_looks,
+    usable,
 )
 
 __all__ = [
@@ -196,8 +198,6 @@ def simulate_scenario(
 ) -> ScenarioResult:
     """Run ``experiments`` experiments of ``weeks`` weekly looks each, as the weekly DAG does, on a world whose
     ΔAUC is ``true_difference``."""
-    from shadowgate.evaluation.sequential import run_looks
-
     rng = np.random.default_rng(seed)
     counts = {"superior": 0, "futile": 0, "not_shown": 0, "continue": 0}
     weeks_to_verdict: list[int] = []
@@ -222,11 +222,11 @@ def simulate_scenario(
 
 def _week_of_look(series: list[tuple[float, float]], look: Look) -> int:
     """The cohort week (1-based) on which look number ``look.look`` was taken (weeks without a usable SE skipped)."""
-    usable = 0
+    looks = 0
     for week, (d, se) in enumerate(series, start=1):
-        if math.isfinite(d) and math.isfinite(se) and se > 0:
-            usable += 1
-            if usable == look.look:
+        if usable(d, se):
+            looks += 1
+            if looks == look.look:
                 return week
     raise ValueError("look beyond the series")
 

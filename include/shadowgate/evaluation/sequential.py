@@ -47,6 +47,7 @@ __all__ = [
     "design_plan",
     "fixed_horizon_information",
     "run_looks",
+    "usable",
 ]
 
 Verdict = Literal["continue", "superior", "futile", "not_shown", "monitoring"]
@@ -76,6 +77,7 @@ class SequentialPlan:
     label: str = "final"
     """The label whose looks decide; the other label's looks are monitoring only."""
     spending: str = "obrien_fleming"
+    """Recorded for the audit: only O'Brien–Fleming-type spending (efficacy and futility) is implemented."""
 
     @property
     def drift(self) -> float:
@@ -119,6 +121,11 @@ class Look:
     verdict: Verdict
     final: bool
     """The plan ends at this look (a verdict was reached)."""
+
+
+def usable(difference: float, se: float) -> bool:
+    """A week adds a look only with a finite difference and a positive, finite standard error."""
+    return math.isfinite(difference) and math.isfinite(se) and se > 0
 
 
 def fixed_horizon_information(*, mde: float, alpha: float, power: float) -> float:
@@ -375,7 +382,7 @@ def run_looks(plan: SequentialPlan, weeks: Iterable[tuple[float, float]]) -> lis
     weighted = 0.0
     looks: list[Look] = []
     for difference, se in weeks:
-        if not (math.isfinite(difference) and math.isfinite(se) and se > 0):
+        if not usable(difference, se):
             continue
         weights += 1.0 / se**2
         weighted += difference / se**2
@@ -412,14 +419,14 @@ def run_looks(plan: SequentialPlan, weeks: Iterable[tuple[float, float]]) -> lis
 
 def monitoring_look(plan: SequentialPlan, weeks: Iterable[tuple[float, float]]) -> Look | None:
     """The combined estimate and z of weeks on a label that does not decide (no boundary, no verdict)."""
-    usable = [(d, se) for d, se in weeks if math.isfinite(d) and math.isfinite(se) and se > 0]
-    if not usable:
+    kept = [(d, se) for d, se in weeks if usable(d, se)]
+    if not kept:
         return None
-    weights = sum(1.0 / se**2 for _, se in usable)
-    estimate = sum(d / se**2 for d, se in usable) / weights
+    weights = sum(1.0 / se**2 for _, se in kept)
+    estimate = sum(d / se**2 for d, se in kept) / weights
     se = 1.0 / math.sqrt(weights)
     return Look(
-        look=len(usable),
+        look=len(kept),
         information=weights,
         fraction=weights / plan.max_information,
         estimate=estimate,

@@ -65,7 +65,7 @@ from shadowgate.evaluation.performance import (
     segment_table,
     simpsons_reversals,
 )
-from shadowgate.evaluation.sequential import Look, SequentialPlan, design_plan, monitoring_look, run_looks
+from shadowgate.evaluation.sequential import Look, SequentialPlan, design_plan, monitoring_look, run_looks, usable
 from shadowgate.evaluation.stats import (
     delong_test,
     holm,
@@ -656,8 +656,8 @@ def sequential_look(
     looks = run_looks(stats_plan, series)
     if not looks:
         return replace(comparison, **common)
-    this_week_usable = math.isfinite(comparison.auc_difference_se) and comparison.auc_difference_se > 0
-    usable_weeks = sum(1 for d, se in series if math.isfinite(d) and math.isfinite(se) and se > 0)
+    this_week_usable = usable(comparison.auc_difference, comparison.auc_difference_se)
+    usable_weeks = sum(1 for d, se in series if usable(d, se))
     if looks[-1].final and (usable_weeks > len(looks) or not this_week_usable):
         # The plan ended at an earlier week: this week is no look, the verdict stands.
         return replace(comparison, **common, **_look_fields(looks[-1]), plan_ended=True, crossed=False)
