@@ -196,6 +196,21 @@ def test_join_ground_truth_runs_its_shipped_sql_through_the_client(warehouse: Bi
     again = join_ground_truth(warehouse, interval_start=start, interval_end=start + day, settings=settings)
     assert again.labeled == 2 and warehouse.count("labeled_predictions") == 2
 
+    # The weekly evaluation's reads of those labels (version pick, retried-purchase pick, the join back to the rows).
+    from shadowgate.pipelines.performance import cohort_week
+
+    week = cohort_week(dt.date(2026, 3, 2), "early", as_of=start + day)
+    cohort = warehouse.run("queries/weekly_cohort", week.params()).to_pylist()
+    assert [(r["transaction_id"], r["defaulted"], len(r["scores"])) for r in cohort] == [
+        ("tx_0000001", True, len(cohort[0]["scores"])),
+        ("tx_0000002", False, len(cohort[0]["scores"])),
+    ] and cohort[0]["scores"]
+    params = {k: v for k, v in week.params().items() if k != "cohort_start"}
+    positives = warehouse.run("queries/weekly_positives", {**params, "since": week.params()["cohort_start"]})
+    assert [(r["n"], r["n_positive"]) for r in positives.to_pylist()] == [(2, 1)]
+    before = cohort_week(dt.date(2026, 3, 2), "early", as_of=start)  # labels as known before the run: none
+    assert warehouse.run("queries/weekly_cohort", before.params()).num_rows == 0
+
 
 def test_an_empty_labeled_predictions_of_the_earlier_layout_is_recreated(warehouse: BigQueryWarehouse) -> None:
     from google.cloud import bigquery

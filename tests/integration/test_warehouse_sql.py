@@ -286,6 +286,21 @@ def test_bigquery_sql_is_rendered_unchanged_but_for_the_placeholders() -> None:
     assert "PARTITION BY DATE(event_timestamp)" in labeled and "scores ARRAY<STRUCT<alias STRING" in labeled
 
 
+def test_no_comment_of_a_shipped_statement_names_a_parameter() -> None:
+    """The BigQuery emulator counts ``@name`` in comments as parameters too (a mismatch error): comments name them
+    without the @ (real BigQuery does not care; the emulator tests would fail on the statement)."""
+    import re
+
+    offending = [
+        f"{path.relative_to(default_sql_dir())}:{number}"
+        for path in sorted(default_sql_dir().glob("*/*.sql"))
+        if path.parent.name != "ddl"
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if line.lstrip().startswith("--") and re.search(r"@[A-Za-z_]", line)
+    ]
+    assert offending == []
+
+
 # ------------------------------------------------------------------------------------------------ ground truth
 
 

@@ -305,6 +305,22 @@ def test_segment_table_on_a_constructed_dataset() -> None:
         assert per_column["n"].sum() == 8
 
 
+def test_segment_table_with_categorical_columns_keeps_the_missing_segment_and_sorts_values() -> None:
+    """The pipeline reads strings as categories (in order of appearance): the table is the same as with strings,
+    the missing channel included (a groupby on a categorical with observed=True used to drop it)."""
+    frame = _frame()
+    as_categories = frame.assign(channel=frame["channel"].astype(pd.CategoricalDtype(["web", "app"])))
+    kwargs = {
+        "label_col": "defaulted",
+        "score_cols": {"champion": "champion", "challenger": "challenger"},
+        "segment_cols": ["channel", "vip"],
+    }
+    expected = segment_table(frame, **kwargs)
+    table = segment_table(as_categories, **kwargs)
+    pd.testing.assert_frame_equal(table, expected)
+    assert table[table["segment"] == "channel"]["value"].tolist() == ["app", "app", "web", "web", None, None]
+
+
 def _simpsons_frame() -> pd.DataFrame:
     """Two segments of very different base rates. ``ranker`` ranks well inside each segment but ignores the segment;
     ``segmenter`` knows the segment and ranks weakly inside it — so it wins pooled and loses in both segments."""

@@ -101,6 +101,25 @@ def test_delong_covariance_equals_the_quadratic_structural_components(sample: tu
     np.testing.assert_allclose(fast.covariance, covariance, rtol=1e-9, atol=1e-15)
 
 
+@settings(max_examples=100, deadline=None)
+@given(_paired_sample(models=2), st.integers(0, 2**32 - 1))
+def test_delong_with_a_given_sort_order_is_the_same_whatever_order_ties_come_in(
+    sample: tuple[np.ndarray, np.ndarray], seed: int
+) -> None:
+    """The pipeline sorts each model's scores once and passes the order in: any ascending order (ties shuffled)
+    gives the same AUCs and covariance as sorting inside, clustered or not."""
+    y, scores = sample
+    rng = np.random.default_rng(seed)
+    clusters = rng.integers(0, max(2, len(y) // 2), len(y))
+    clusters[:2] = [0, 1]
+    shuffled = [np.lexsort((rng.random(len(row)), row)) for row in scores]  # ascending, ties in random order
+    for c in (None, clusters):
+        inside = delong_covariance(y, scores, clusters=c)
+        given_order = delong_covariance(y, scores, clusters=c, ascending=shuffled)
+        np.testing.assert_allclose(given_order.aucs, inside.aucs, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(given_order.covariance, inside.covariance, rtol=1e-9, atol=1e-15)
+
+
 @settings(max_examples=150, deadline=None)
 @given(_paired_sample())
 def test_delong_auc_is_the_mann_whitney_u_with_ties(sample: tuple[np.ndarray, np.ndarray]) -> None:

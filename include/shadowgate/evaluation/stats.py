@@ -205,8 +205,35 @@ def _clustered_covariance(influence: np.ndarray, codes: np.ndarray) -> np.ndarra
     return np.atleast_2d(totals @ totals.T) * k_clusters / (k_clusters - 1)
 
 
+def _structural_components(
+    y: np.ndarray, scores: np.ndarray, n_pos: int, n_neg: int, order: np.ndarray | None
+) -> np.ndarray:
+    """DeLong's structural component of every row, from one sort: ``V10`` for a default (repaid rows below its score,
+    ties one half, over ``n_neg``), ``V01`` for a repaid row (defaults above it, ties one half, over ``n_pos``)."""
+    if order is None:  # ties are handled per run of equal scores below, so an unstable sort is enough
+        order = np.argsort(scores)
+    ranked = scores[order]
+    y_asc = y[order]
+    run = np.empty(len(ranked), dtype=np.int64)
+    run[0] = 0
+    np.cumsum(ranked[1:] != ranked[:-1], out=run[1:])
+    pos_in = np.bincount(run, weights=y_asc)  # per run of equal scores, ascending
+    neg_in = np.bincount(run) - pos_in
+    neg_below = np.cumsum(neg_in) - neg_in
+    pos_above = n_pos - np.cumsum(pos_in)
+    per_run_v10 = (neg_below + 0.5 * neg_in) / n_neg
+    per_run_v01 = (pos_above + 0.5 * pos_in) / n_pos
+    out = np.empty(len(ranked))
+    out[order] = np.where(y_asc, per_run_v10[run], per_run_v01[run])
+    return out
+
+
 def delong_covariance(
-    y_true: ArrayLike, scores: Sequence[ArrayLike] | np.ndarray, *, clusters: ArrayLike | None = None
+    y_true: ArrayLike,
+    scores: Sequence[ArrayLike] | np.ndarray,
+    *,
+    clusters: ArrayLike | None = None,
+    ascending: Sequence[np.ndarray | None] | None = None,
 ) -> DeLongCovariance:
     """AUCs of k models on the same rows and their DeLong covariance, in O(k·n log n).
 
@@ -214,8 +241,10 @@ def delong_covariance(
     ``V10`` (per default: the share of repaid rows it outranks) and ``V01`` (per repaid row: the share of defaults
     that outrank it), ties counting one half. Sun & Xu (2014, "Fast implementation of DeLong's algorithm") obtain both
     from midranks: with ``Tz`` the midranks in the pooled sample and ``Tx``/``Ty`` those within each class,
-    ``V10 = (Tz - Tx) / n_neg`` and ``V01 = 1 - (Tz - Ty) / n_pos``. Then ``S = S10 / n_pos + S01 / n_neg`` with
-    ``S10``, ``S01`` the sample covariances (ddof 1) of the components across models.
+    ``V10 = (Tz - Tx) / n_neg`` and ``V01 = 1 - (Tz - Ty) / n_pos``. ``Tz - Tx`` of a default is the number of repaid
+    rows below its score plus half those tied with it, so one sort of the pooled scores per model gives both (three
+    midrank sorts are 3× the work on millions of rows). Then ``S = S10 / n_pos + S01 / n_neg`` with ``S10``, ``S01``
+    the sample covariances (ddof 1) of the components across models.
 
     With ``clusters`` (a customer's purchases are not independent: a repeat customer's outcomes and scores are
     correlated), the rows' influences on the AUCs — ``(V10 − AUC) / n_pos`` for a default, ``(V01 − AUC) / n_neg``
@@ -226,6 +255,7 @@ def delong_covariance(
         y_true: 0/1 outcomes (1 = default, the class a higher score should point to).
         scores: k score vectors (or a (k, n) array), each aligned with ``y_true``.
         clusters: a cluster label per row (the customer), or None: every row independent.
+        ascending: per model, ``np.argsort`` of its scores when the caller has it already (None: sorted here).
 
     Raises:
         ValueError: one-class labels, fewer than two rows of a class, mismatched lengths, non-finite scores.
@@ -235,20 +265,18 @@ def delong_covariance(
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if min(n_pos, n_neg) < 2:
         raise ValueError("DeLong's variance needs at least two defaults and two repaid rows")
-    pos, neg = s[:, y], s[:, ~y]
-    tz = sps.rankdata(np.hstack([pos, neg]), axis=1)
-    tx = sps.rankdata(pos, axis=1)
-    ty = sps.rankdata(neg, axis=1)
-    v10 = (tz[:, :n_pos] - tx) / n_neg
-    v01 = 1.0 - (tz[:, n_pos:] - ty) / n_pos
+    orders = list(ascending) if ascending is not None else [None] * len(s)
+    if len(orders) != len(s):
+        raise ValueError(f"ascending: one sort order per model ({len(s)}), got {len(orders)}")
+    components = np.vstack([_structural_components(y, row, n_pos, n_neg, o) for row, o in zip(s, orders, strict=True)])
+    v10, v01 = components[:, y], components[:, ~y]
     aucs = v10.mean(axis=1)
     if clusters is None:
         covariance = np.atleast_2d(np.cov(v10)) / n_pos + np.atleast_2d(np.cov(v01)) / n_neg
     else:
-        influence = np.empty_like(s)
-        influence[:, y] = (v10 - aucs[:, None]) / n_pos
-        influence[:, ~y] = (v01 - aucs[:, None]) / n_neg
-        covariance = _clustered_covariance(influence, _cluster_codes(clusters, len(y)))
+        components -= aucs[:, None]
+        components /= np.where(y, n_pos, n_neg)  # each row's influence on the AUCs
+        covariance = _clustered_covariance(components, _cluster_codes(clusters, len(y)))
     return DeLongCovariance(aucs=aucs, covariance=covariance, n_pos=n_pos, n_neg=n_neg)
 
 
@@ -259,19 +287,21 @@ def delong_test(
     *,
     confidence: float = 0.95,
     clusters: ArrayLike | None = None,
+    ascending: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> DeLongResult:
     """DeLong's paired test of ``AUC(a) = AUC(b)`` on the same rows (two-sided), with a CI of the difference.
 
     Agrees with pROC's ``roc.test(..., method="delong")`` (see the tests). When the difference has zero estimated
     variance (identical rankings, or both models perfect) the test is degenerate: z = 0 and p = 1 for equal AUCs,
     z = ±inf and p = 0 otherwise.
-    ``clusters`` (the customer of each row) makes the variance cluster-robust (:func:`delong_covariance`).
+    ``clusters`` (the customer of each row) makes the variance cluster-robust (:func:`delong_covariance`);
+    ``ascending`` passes the argsorts of ``scores_a`` and ``scores_b`` when the caller has them.
 
     Raises:
         ValueError: as :func:`delong_covariance`.
     """
     z_crit = _two_sided_z(confidence)
-    cov = delong_covariance(y_true, [scores_a, scores_b], clusters=clusters)
+    cov = delong_covariance(y_true, [scores_a, scores_b], clusters=clusters, ascending=ascending)
     auc_a, auc_b = float(cov.aucs[0]), float(cov.aucs[1])
     difference = auc_a - auc_b
     c = cov.covariance

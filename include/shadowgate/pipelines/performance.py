@@ -207,35 +207,47 @@ class Cohort:
     """Per row: the customer as an integer code (the cluster of the paired tests: a repeat customer's purchases are
     not independent); None: every row its own customer."""
 
+    _ascending: dict[ModelKey, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+
     @property
     def n(self) -> int:
         return int(self.y.size)
+
+    def ascending(self, key: ModelKey) -> np.ndarray:
+        """``np.argsort`` of a model's scores, sorted once per cohort (the figures, segments and tests share it)."""
+        if key not in self._ascending:
+            self._ascending[key] = np.argsort(self.scores[key])
+        return self._ascending[key]
 
     def model(self, alias: str) -> ModelKey | None:
         found = [k for k in self.scores if k.alias == alias]
         return found[0] if found else None
 
 
+def _codes(strings: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
+    """Strings as integer codes into a small dictionary (millions of Python strings would take GBs)."""
+    encoded = pc.dictionary_encode(strings)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()  # one dictionary for all chunks
+    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+
+
 def pivot_scores(scores: pa.ChunkedArray | pa.Array, rows: int) -> dict[ModelKey, np.ndarray]:
     """The nested ``scores`` column as one float array per (alias, version): NaN where a model gave no usable score."""
-    array = scores.combine_chunks() if isinstance(scores, pa.ChunkedArray) else scores
-    parents = pc.list_parent_indices(array).to_numpy()
-    flat = pc.list_flatten(array)
-    # Aliases and versions as small dictionaries + integer codes: millions of Python strings would take GBs.
-    alias = pc.dictionary_encode(flat.field("alias"))
-    version = pc.dictionary_encode(pc.fill_null(flat.field("model_version"), ""))
-    alias_codes = alias.indices.to_numpy(zero_copy_only=False)
-    version_codes = version.indices.to_numpy(zero_copy_only=False)
-    value = pc.fill_null(flat.field("score"), math.nan).to_numpy(zero_copy_only=False).astype(np.float64)
-    ok = pc.fill_null(pc.equal(flat.field("status"), "ok"), False).to_numpy(zero_copy_only=False)
-    versions = version.dictionary.to_pylist()
-    usable = ok & ~np.isnan(value)
+    # Field by field from the chunks as they come: combining the whole nested column first copies every string in it.
+    parents = np.asarray(pc.list_parent_indices(scores))
+    flat = pc.list_flatten(scores)
+    alias_codes, aliases = _codes(pc.struct_field(flat, "alias"))
+    version_codes, versions = _codes(pc.fill_null(pc.struct_field(flat, "model_version"), ""))
+    value = np.asarray(pc.fill_null(pc.struct_field(flat, "score"), math.nan), dtype=np.float64)
+    usable = np.asarray(pc.fill_null(pc.equal(pc.struct_field(flat, "status"), "ok"), False), dtype=bool)
+    usable &= ~np.isnan(value)
     if "" in versions:  # no version: no model was loaded
         usable &= version_codes != versions.index("")
     combined = alias_codes.astype(np.int64) * len(versions) + version_codes
     out: dict[ModelKey, np.ndarray] = {}
-    aliases = alias.dictionary.to_pylist()
-    for code in np.unique(combined[usable]):
+    present = np.bincount(combined[usable], minlength=len(aliases) * len(versions))
+    for code in np.flatnonzero(present):
         mask = usable & (combined == code)
         column = np.full(rows, math.nan)
         column[parents[mask]] = value[mask]
@@ -496,7 +508,9 @@ def compare(
     """The paired tests of one comparison on the cohort's identical rows."""
     y, a, b = cohort.y, cohort.scores[treatment], cohort.scores[control]
     # Clustered by customer: a repeat customer's purchases are correlated (the DeLong SE feeds the sequential look).
-    delong = delong_test(y, a, b, clusters=cohort.customers)
+    delong = delong_test(
+        y, a, b, clusters=cohort.customers, ascending=(cohort.ascending(treatment), cohort.ascending(control))
+    )
     rows = _subsample(y, plan.settings.bootstrap_max_rows, plan.settings.seed)
     boot = paired_bootstrap_ci(
         y[rows],
@@ -570,7 +584,7 @@ def evaluate_week(
 ) -> WeekEvaluation:
     """Per-model figures, policy outcomes, segments and the paired comparisons of one cohort (no I/O)."""
     week = cohort.week
-    models = {k.name: model_performance(cohort.y, s) for k, s in cohort.scores.items()}
+    models = {k.name: model_performance(cohort.y, s, ascending=cohort.ascending(k)) for k, s in cohort.scores.items()}
     chosen = _policy_thresholds(cohort, policies)
     amounts = cohort.frame["amount"].to_numpy(dtype=np.float64)
     policy = {
@@ -586,7 +600,13 @@ def evaluate_week(
         for i, (k, s) in enumerate(cohort.scores.items()):
             frame[f"score_{i}"] = s
             score_cols[k.name] = f"score_{i}"
-        segments = segment_table(frame, label_col="defaulted", score_cols=score_cols, segment_cols=SEGMENT_COLUMNS)
+        segments = segment_table(
+            frame,
+            label_col="defaulted",
+            score_cols=score_cols,
+            segment_cols=SEGMENT_COLUMNS,
+            ascending={k.name: cohort.ascending(k) for k in cohort.scores},
+        )
     comparisons = []
     thresholds = next(iter(chosen.values())) if chosen else None
     for p in plans:

@@ -1,5 +1,5 @@
 -- The weekly AUC differences (treatment - control) and their DeLong standard errors that weekly_performance recorded
--- for one experiment's comparison in the cohort weeks [@since_date, @before_date): the independent increments the
+-- for one experiment's comparison in the cohort weeks [since_date, before_date): the independent increments the
 -- group-sequential statistic of a later look combines (weighted by inverse variance).
 SELECT cohort_start, metric, value
 FROM `${dataset}.model_metrics`

@@ -1,5 +1,5 @@
--- A model version's own figures on its first evaluated cohort weeks (at most @weeks of them, all before
--- @before_date) for one label and population: the baseline its weekly AUC and calibration are compared with (the
+-- A model version's own figures on its first evaluated cohort weeks (at most weeks of them, all before
+-- before_date) for one label and population: the baseline its weekly AUC and calibration are compared with (the
 -- AUC-drop and default-rise alerts of weekly_performance). The per-model rows are written once per experiment that
 -- compares the model, all with the same value: one per (week, metric) is read.
 SELECT cohort_start, metric, MIN(value) AS value, MIN(n) AS n, MIN(n_positive) AS n_positive

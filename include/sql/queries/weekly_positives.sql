@@ -1,8 +1,9 @@
--- Matured rows and defaults per cohort week from @since to @cohort_end for one label: the information each weekly
+-- Matured rows and defaults per cohort week from since to cohort_end for one label: the information each weekly
 -- look of a group-sequential comparison had (its information fraction is cumulative defaults / required defaults).
--- Labels as known at @as_of: each decision's latest label version written by then (as queries/weekly_cohort).
+-- Labels as known at as_of: each decision's latest label version written by then (as queries/weekly_cohort).
 WITH known AS (
-  SELECT *
+  SELECT prediction_id, event_timestamp, labeled_as_of, early_defaulted, early_matured_at, final_defaulted,
+    final_matured_at
   FROM `${dataset}.labeled_predictions`
   WHERE event_timestamp >= @since
     AND event_timestamp < @cohort_end
