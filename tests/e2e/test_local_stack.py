@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -36,6 +40,7 @@ SMALL_HISTORY = {
 }
 PORT_VARIABLES = {
     "redis": "SHADOWGATE_REDIS_EMBEDDED_PORT",
+    "postgres": "SHADOWGATE_AIRFLOW_DB_PORT",
     "mlflow": "SHADOWGATE_MLFLOW_PORT",
     "airflow": "SHADOWGATE_AIRFLOW_PORT",
     "api": "SHADOWGATE_API_PORT",
@@ -56,10 +61,22 @@ def _free_ports(count: int) -> list[int]:
 
 
 @pytest.fixture
-def private_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """SHADOWGATE_HOME in tmp_path and free ports for every service; returns the ports."""
+def stack_home() -> Iterator[Path]:
+    """A SHADOWGATE_HOME below a folder every user may traverse: under root, PostgreSQL runs as `nobody`, and
+    pytest's tmp_path sits in a 0700 folder."""
+    base = Path(tempfile.mkdtemp(prefix="shadowgate-stack-"))
+    base.chmod(0o755)
+    try:
+        yield base / "home"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def private_stack(stack_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """SHADOWGATE_HOME of its own and free ports for every service; returns the ports."""
     ports = dict(zip(PORT_VARIABLES, _free_ports(len(PORT_VARIABLES)), strict=True))
-    monkeypatch.setenv("SHADOWGATE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SHADOWGATE_HOME", str(stack_home))
     for service, variable in PORT_VARIABLES.items():
         monkeypatch.setenv(variable, str(ports[service]))
     for variable in ("SHADOWGATE_REDIS_URL", "SHADOWGATE_MLFLOW_TRACKING_URI"):
@@ -105,9 +122,9 @@ def _registered_versions(tracking_uri: str) -> list[str]:
 
 
 def test_up_bootstraps_serves_model_decisions_is_idempotent_and_down_leaves_nothing(
-    private_stack: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    private_stack: dict[str, int], stack_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    home = tmp_path / "home"
+    home = stack_home
     for variable, value in SMALL_HISTORY.items():
         monkeypatch.setenv(variable, value)
     # A pid file left behind by a crashed run (its process is long gone) must not confuse `up`.
@@ -117,7 +134,7 @@ def test_up_bootstraps_serves_model_decisions_is_idempotent_and_down_leaves_noth
     (home / "run" / f"{stack.MLFLOW}.pid").write_text(f"{crashed.pid}\n")
 
     assert stack.api_is_built(REPO_ROOT)
-    expected = {stack.REDIS, stack.MLFLOW, *stack.AIRFLOW_COMPONENTS, stack.API}
+    expected = {stack.REDIS, stack.POSTGRES, stack.MLFLOW, *stack.AIRFLOW_COMPONENTS, stack.API}
     recorded: dict[str, int] = {}
     try:
         started = time.monotonic()
@@ -142,6 +159,23 @@ def test_up_bootstraps_serves_model_decisions_is_idempotent_and_down_leaves_noth
         # MLflow: /health answers, the store is the SQLite file below SHADOWGATE_HOME.
         assert httpx.get(f"http://127.0.0.1:{private_stack['mlflow']}/health", timeout=5).status_code == 200
         assert (home / "mlflow" / "mlflow.db").exists()
+
+        # PostgreSQL: Airflow's metadata is in a real server of the stack (its own port, password logins only).
+        import psycopg
+
+        from shadowgate.local import postgres
+
+        password = (home / "secrets" / "postgres_password").read_text().strip()
+        with psycopg.connect(postgres.conninfo(private_stack["postgres"], password, "airflow")) as connection:
+            tables = {row[0] for row in connection.execute("SELECT tablename FROM pg_tables").fetchall()}
+        assert {"dag_run", "backfill", "task_instance"} <= tables
+        assert not postgres.answering(private_stack["postgres"], "not-the-password")
+        assert not list(home.glob("airflow/*.db"))  # no SQLite metadata any more
+        airflow_env = home / "run" / "airflow.env"
+        assert stat.S_IMODE(airflow_env.stat().st_mode) == 0o600  # it holds the database password
+        assert f"postgresql+psycopg://postgres:{password}@127.0.0.1:{private_stack['postgres']}/airflow" in (
+            airflow_env.read_text()
+        )
 
         # Airflow: every component healthy, and the printed credentials really log in.
         airflow = f"http://127.0.0.1:{private_stack['airflow']}"
@@ -219,9 +253,13 @@ def test_up_bootstraps_serves_model_decisions_is_idempotent_and_down_leaves_noth
             k: v for k, v in first.pids.items() if k != stack.AIRFLOW_SCHEDULER
         }
     finally:
+        capsys.readouterr()
         stopped = stack.down(repo_root=REPO_ROOT)
+        said = capsys.readouterr().out
+        print(said)
 
     assert set(stopped) == set(third.pids)
+    assert "SIGKILL" not in said  # every component stopped on its own clean-stop signal within the grace period
     for name, pgid in recorded.items():
         assert stack.group_members(pgid) == [], f"{name}: live processes of group {pgid} after down"
         assert _wait_until_gone(pgid) == [], f"{name}: group {pgid} still has (zombie) processes"
@@ -236,25 +274,25 @@ def test_up_bootstraps_serves_model_decisions_is_idempotent_and_down_leaves_noth
     assert not after[stack.MLFLOW].healthy
 
 
-def test_a_taken_port_is_a_clear_error_and_starts_nothing(private_stack: dict[str, int], tmp_path: Path) -> None:
+def test_a_taken_port_is_a_clear_error_and_starts_nothing(private_stack: dict[str, int], stack_home: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", private_stack["mlflow"]))
         squatter.listen()
         with pytest.raises(stack.PortInUseError, match=rf"port {private_stack['mlflow']} \(for mlflow\)"):
             stack.up(repo_root=REPO_ROOT, bootstrap=False)
-    assert not list((tmp_path / "home" / "run").glob("*.pid"))
+    assert not list((stack_home / "run").glob("*.pid"))
     assert stack.down(repo_root=REPO_ROOT) == []
 
 
 def test_an_external_redis_is_only_checked(
-    private_stack: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    private_stack: dict[str, int], stack_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nobody = f"redis://127.0.0.1:{_free_ports(1)[0]}/0"
     monkeypatch.setenv("SHADOWGATE_REDIS_URL", nobody)
     with pytest.raises(stack.StackError, match="does not answer PING"):
         stack.up(repo_root=REPO_ROOT, bootstrap=False)
-    assert not list((tmp_path / "home" / "run").glob("*.pid"))
+    assert not list((stack_home / "run").glob("*.pid"))
     state = stack.status(repo_root=REPO_ROOT)
     assert (state[stack.REDIS].state, state[stack.REDIS].url, state[stack.REDIS].healthy) == ("external", nobody, False)
     assert stack.down(repo_root=REPO_ROOT) == []

@@ -1,18 +1,22 @@
-"""The local stack behind ``make up`` / ``make down`` / ``make status``: Redis, MLflow, Airflow 3 and the API.
+"""The local stack behind ``make up`` / ``make down`` / ``make status``: Redis, PostgreSQL (Airflow's metadata), MLflow,
+Airflow 3 and the API.
 
 Every service runs as its own process group (``start_new_session=True``); the group id is written to
 ``<home>/run/<service>.pid`` (first line: pgid, second line: the leader's start time in clock ticks, which guards
 against pid reuse). ``down`` sends SIGTERM to each group (to the Airflow scheduler's leader first, so that it can
 retire its LocalExecutor workers), SIGKILL to what is left after a grace period, and checks ``/proc`` until no process
-of any group is left. Nothing is ever killed by name; a pid file whose pid now belongs to another process is ignored.
+of any group is left; PostgreSQL is stopped last, once nothing uses it, with its fast-shutdown signal (SIGINT).
+Nothing is ever killed by name; a pid file whose pid now belongs to another process is ignored.
 
 All state lives below ``PathSettings().home`` (relative paths are resolved against the project folder)::
 
     run/        <service>.pid, stack.env (URLs every service and task sees), airflow.env, stack.lock
     logs/       <service>.log
     redis/      AOF and RDB files of the embedded Redis
+    postgres/   the PostgreSQL cluster of Airflow's metadata (data/; see shadowgate.local.postgres)
+    secrets/    generated local secrets (API keys, the PostgreSQL password), readable by their owner only
     mlflow/     mlflow.db (SQLite backend + registry) and artifacts/
-    airflow/    AIRFLOW_HOME (airflow.cfg, airflow.db, task logs, generated admin password)
+    airflow/    AIRFLOW_HOME (airflow.cfg, task logs, generated admin password)
 
 The module does no work at import time and imports neither airflow nor fastapi: those run as processes.
 """
@@ -36,9 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shadowgate.config import AirflowSettings, ApiSettings, MLflowSettings, PathSettings, RedisSettings, local_secret
+from shadowgate.local import postgres
 from shadowgate.local.redis import RedisLaunchError, redis_argv
 
 REDIS = "redis"
+POSTGRES = "postgres"
 MLFLOW = "mlflow"
 AIRFLOW_API_SERVER = "airflow-api-server"
 AIRFLOW_SCHEDULER = "airflow-scheduler"
@@ -47,7 +53,7 @@ AIRFLOW_TRIGGERER = "airflow-triggerer"
 API = "api"
 
 AIRFLOW_COMPONENTS: tuple[str, ...] = (AIRFLOW_API_SERVER, AIRFLOW_SCHEDULER, AIRFLOW_DAG_PROCESSOR, AIRFLOW_TRIGGERER)
-SERVICES: tuple[str, ...] = (REDIS, MLFLOW, *AIRFLOW_COMPONENTS, API)
+SERVICES: tuple[str, ...] = (REDIS, POSTGRES, MLFLOW, *AIRFLOW_COMPONENTS, API)
 """Every service of the local stack, in start order."""
 
 AIRFLOW_USER = "admin"
@@ -61,7 +67,13 @@ _AIRFLOW_HEALTH_KEYS: dict[str, str] = {
     AIRFLOW_TRIGGERER: "triggerer",
 }
 
-HEALTH_TIMEOUT_S: dict[str, float] = {REDIS: 20.0, MLFLOW: 90.0, API: 90.0, **dict.fromkeys(AIRFLOW_COMPONENTS, 120.0)}
+HEALTH_TIMEOUT_S: dict[str, float] = {
+    REDIS: 20.0,
+    POSTGRES: 60.0,
+    MLFLOW: 90.0,
+    API: 90.0,
+    **dict.fromkeys(AIRFLOW_COMPONENTS, 120.0),
+}
 """How long ``up`` waits for each service to become healthy before it shows the log tail and fails."""
 
 SETTLE_TIMEOUT_S = 60.0
@@ -72,6 +84,14 @@ STOP_GRACE_S = 20.0
 
 _LEADER_FIRST = frozenset({AIRFLOW_SCHEDULER})
 """Services whose group leader alone gets the first SIGTERM (see ``_stop_groups``)."""
+
+_STOP_SIGNAL: dict[str, signal.Signals] = {POSTGRES: signal.SIGINT}
+"""A service's own clean-stop signal where it is not SIGTERM (PostgreSQL: SIGTERM waits for every client to leave)."""
+
+_STOP_LAST: tuple[str, ...] = (POSTGRES,)
+"""Stopped by ``down`` after every other service (Airflow's components write their last state into it)."""
+
+AIRFLOW_DATABASE = "airflow"
 
 LOG_TAIL_LINES = 30
 
@@ -153,6 +173,7 @@ class Layout:
     mlflow_port: int
     airflow_port: int
     airflow_parallelism: int
+    airflow_db_port: int
     api_port: int
     venv_bin: Path = field(default_factory=lambda: Path(sys.executable).parent)
 
@@ -173,6 +194,7 @@ class Layout:
             mlflow_port=MLflowSettings().port,
             airflow_port=airflow.port,
             airflow_parallelism=airflow.parallelism,
+            airflow_db_port=airflow.db_port,
             api_port=ApiSettings().port,
         )
 
@@ -187,6 +209,15 @@ class Layout:
     @property
     def redis_dir(self) -> Path:
         return self.home / "redis"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.home / "postgres"
+
+    @property
+    def postgres_password(self) -> str:
+        """The local PostgreSQL superuser's password (made once, kept in ``secrets/``)."""
+        return local_secret(self.home / "secrets" / "postgres_password")
 
     @property
     def mlflow_dir(self) -> Path:
@@ -227,11 +258,21 @@ class Layout:
         return self.log_dir / f"{service}.log"
 
     def port(self, service: str) -> int | None:
-        ports = {REDIS: self.redis_port, MLFLOW: self.mlflow_port, AIRFLOW_API_SERVER: self.airflow_port}
+        ports = {
+            REDIS: self.redis_port,
+            POSTGRES: self.airflow_db_port,
+            MLFLOW: self.mlflow_port,
+            AIRFLOW_API_SERVER: self.airflow_port,
+        }
         return {**ports, API: self.api_port}.get(service)
 
     def url(self, service: str) -> str | None:
-        urls = {REDIS: self.redis_url, MLFLOW: self.mlflow_url, AIRFLOW_API_SERVER: self.airflow_url}
+        urls = {
+            REDIS: self.redis_url,
+            POSTGRES: f"postgresql://127.0.0.1:{self.airflow_db_port}/{AIRFLOW_DATABASE}",
+            MLFLOW: self.mlflow_url,
+            AIRFLOW_API_SERVER: self.airflow_url,
+        }
         return {**urls, API: self.api_url}.get(service)
 
     def stack_env(self) -> dict[str, str]:
@@ -245,6 +286,7 @@ class Layout:
 
     def airflow_env(self) -> dict[str, str]:
         """Airflow configuration of the local stack (env vars override $AIRFLOW_HOME/airflow.cfg)."""
+        sync_url, async_url = postgres.sqlalchemy_urls(self.airflow_db_port, self.postgres_password, AIRFLOW_DATABASE)
         return {
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.repo_root / "dags"),
@@ -255,7 +297,8 @@ class Layout:
             "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sync_url,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": async_url,
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.airflow_port),
             "AIRFLOW__API__WORKERS": "1",
@@ -397,7 +440,7 @@ def _stop_groups(groups: Mapping[str, _Recorded], *, grace_s: float = STOP_GRACE
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rec.pgid, signal.SIGTERM)
         else:
-            _signal_group(rec.pgid, signal.SIGTERM)
+            _signal_group(rec.pgid, _STOP_SIGNAL.get(name, signal.SIGTERM))
             group_termed.add(name)
     started = time.monotonic()
     while pending and time.monotonic() - started < grace_s:
@@ -528,6 +571,8 @@ def _airflow_health(layout: Layout, *, heartbeat_since: dt.datetime | None = Non
 def _health_probe(layout: Layout, service: str, *, started_at: dt.datetime | None = None) -> Callable[[], bool]:
     if service == REDIS:
         return lambda: _redis_ping(layout.redis_url)
+    if service == POSTGRES:
+        return lambda: postgres.answering(layout.airflow_db_port, layout.postgres_password)
     if service == MLFLOW:
         return lambda: _http_ok(f"{layout.mlflow_url}/health")
     if service == API:
@@ -580,7 +625,10 @@ def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 def _write_env_file(path: Path, env: Mapping[str, str], header: str) -> None:
     body = "".join(f"{key}={value}\n" for key, value in env.items())
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"# {header}\n{body}")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # airflow.env holds the database password
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"# {header}\n{body}")
     tmp.replace(path)
 
 
@@ -595,7 +643,15 @@ class _Launch:
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
-def _spawn(layout: Layout, service: str, argv: list[str], *, env: Mapping[str, str], cwd: Path) -> _Launch:
+def _spawn(
+    layout: Layout,
+    service: str,
+    argv: list[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    account: postgres.Account | None = None,
+) -> _Launch:
     log_path = layout.log_file(service)
     with log_path.open("ab") as log:
         log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
@@ -608,6 +664,9 @@ def _spawn(layout: Layout, service: str, argv: list[str], *, env: Mapping[str, s
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            user=None if account is None else account.uid,
+            group=None if account is None else account.gid,
+            extra_groups=None if account is None else [],
         )
     _write_pid_file(layout.pid_file(service), process.pid)
     _say(f"  {service}: started (pgid {process.pid}), log {log_path}")
@@ -640,6 +699,7 @@ def _wait_healthy(layout: Layout, launch: _Launch) -> None:
 
 _PORT_VARIABLES: dict[str, str] = {
     REDIS: "SHADOWGATE_REDIS_EMBEDDED_PORT",
+    POSTGRES: "SHADOWGATE_AIRFLOW_DB_PORT",
     MLFLOW: "SHADOWGATE_MLFLOW_PORT",
     AIRFLOW_API_SERVER: "SHADOWGATE_AIRFLOW_PORT",
     API: "SHADOWGATE_API_PORT",
@@ -687,6 +747,25 @@ def _start_redis(layout: Layout) -> _Launch | None:
     except RedisLaunchError as error:
         raise StackError(str(error)) from None
     return _spawn(layout, REDIS, argv, env=layout.base_env(), cwd=layout.redis_dir)
+
+
+def _start_postgres(layout: Layout) -> _Launch:
+    launch = _adopt_or_prepare(layout, POSTGRES)
+    if launch is not None:
+        return launch
+    try:
+        account = postgres.server_account()
+        if postgres.ensure_cluster(layout.postgres_dir, password=layout.postgres_password, account=account):
+            _say(f"  postgres: made a new cluster in {postgres.data_dir(layout.postgres_dir)}")
+        argv = postgres.postgres_argv(layout.airflow_db_port, layout.postgres_dir)
+    except postgres.PostgresLaunchError as error:
+        raise StackError(str(error)) from None
+    return _spawn(layout, POSTGRES, argv, env=postgres.server_env(), cwd=layout.postgres_dir, account=account)
+
+
+def _prepare_airflow_database(layout: Layout) -> None:
+    if postgres.ensure_database(layout.airflow_db_port, layout.postgres_password, AIRFLOW_DATABASE):
+        _say(f"  postgres: created database {AIRFLOW_DATABASE}")
 
 
 def _start_mlflow(layout: Layout) -> _Launch:
@@ -855,6 +934,7 @@ def _access_summary(layout: Layout, state: StackStatus) -> str:
         "",
         "shadowgate local stack",
         f"  Redis       {layout.redis_url}" + ("  (external)" if layout.redis_external_url else ""),
+        f"  PostgreSQL  {layout.url(POSTGRES)}   Airflow's metadata (password in {layout.home / 'secrets'})",
         f"  MLflow UI   {layout.mlflow_url}",
         f"  Airflow UI  {layout.airflow_url}   user {AIRFLOW_USER}  password {password}",
         *(
@@ -939,8 +1019,11 @@ def up(*, repo_root: Path, bootstrap: bool = True) -> StackStatus:
         )
 
         redis = _start_redis(layout)
+        database = _start_postgres(layout)
         if redis is not None:
             _wait_healthy(layout, redis)
+        _wait_healthy(layout, database)
+        _prepare_airflow_database(layout)
         mlflow = _start_mlflow(layout)
         airflow = _start_airflow(layout)  # migrate runs while MLflow boots
         _wait_healthy(layout, mlflow)
@@ -979,7 +1062,8 @@ def down(*, repo_root: Path) -> list[str]:
                 path.unlink(missing_ok=True)
         if groups:
             _say("stopping: " + ", ".join(f"{name} (pgid {rec.pgid})" for name, rec in groups.items()))
-            _stop_groups(groups)
+            _stop_groups({name: rec for name, rec in groups.items() if name not in _STOP_LAST})
+            _stop_groups({name: rec for name, rec in groups.items() if name in _STOP_LAST})
         for name in groups:
             layout.pid_file(name).unlink(missing_ok=True)
         for generated in (layout.env_file, layout.run_dir / "airflow.env"):
