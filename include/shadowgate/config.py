@@ -233,6 +233,11 @@ class WarehouseSettings(BaseSettings):
     """DuckDB worker threads. 1: the uploader decodes the next batch while DuckDB writes this one (more threads
     only compete for the cores); unset: one per core, for heavy analytical queries."""
 
+    duckdb_lock_timeout_s: float = Field(default=1800.0, gt=0)
+    """How long a process waits for its turn on the DuckDB file while another has it open (DuckDB takes one writing
+    process at a time; Airflow runs several tasks at once). Only the embedded warehouse waits: BigQuery runs them in
+    parallel."""
+
     upload_batch_size: int = Field(default=100_000, ge=1)
     """Stream entries per warehouse commit: memory follows it (~1 KB a decoded row, two batches in flight), not the
     backlog. DuckDB writes 100,000 rows at under half the cost per row of 10,000."""

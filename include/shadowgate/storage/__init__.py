@@ -23,6 +23,7 @@ def open_warehouse(settings: WarehouseSettings, *, home: Path) -> Warehouse:
             sql_dir=sql_dir,
             dataset=settings.dataset,
             threads=settings.duckdb_threads,
+            lock_timeout_s=settings.duckdb_lock_timeout_s,
         )
     from shadowgate.storage.bigquery import BigQueryWarehouse
 

@@ -1,12 +1,14 @@
 """The embedded warehouse: one DuckDB file, the shipped BigQuery SQL transpiled by sqlglot, Arrow in and out.
 
-DuckDB takes one writing process at a time: each pipeline task opens the file, works, and closes it.
+DuckDB takes one writing process at a time: each pipeline task opens the file, works, and closes it; a process that
+finds the file in use waits for its turn (:mod:`shadowgate.storage.turns`) instead of failing.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from shadowgate.events.schemas import bigquery_type
+from shadowgate.storage import turns
 from shadowgate.storage.warehouse import (
     MERGE_KEYS,
     RELAID_WHEN_EMPTY,
@@ -34,6 +37,23 @@ from shadowgate.storage.warehouse import (
 logger = logging.getLogger(__name__)
 
 
+def _connect(path: str, *, deadline: float) -> Any:
+    """``duckdb.connect``, retried while a process that takes no turns (a DuckDB shell, an older version of this
+    adapter) holds the file."""
+    import duckdb
+
+    delay = 0.2
+    while True:
+        try:
+            return duckdb.connect(path)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() + delay > deadline:
+                raise
+            logger.info("warehouse %s locked by a process outside the turns (%s); retrying", path, error)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 class DuckDBWarehouse:
     """The warehouse in one DuckDB file (``:memory:`` for a throw-away one).
 
@@ -43,17 +63,37 @@ class DuckDBWarehouse:
         dataset: the schema holding every table.
         threads: DuckDB worker threads (None: one per core). The uploader does best with 1: it decodes the next
             batch while DuckDB writes this one, and extra DuckDB threads only fight it for the cores.
+        lock_timeout_s: how long to wait for the file while another process has it open.
+
+    Raises:
+        turns.WarehouseBusyError: the file stayed in use for ``lock_timeout_s``.
     """
 
     def __init__(
-        self, path: Path | str, *, sql_dir: Path, dataset: str = "shadowgate", threads: int | None = None
+        self,
+        path: Path | str,
+        *,
+        sql_dir: Path,
+        dataset: str = "shadowgate",
+        threads: int | None = None,
+        lock_timeout_s: float = 1800.0,
     ) -> None:
-        import duckdb
-
+        self.path = path
+        self._turn: Path | None = None
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._con = duckdb.connect(str(path))
+            self._turn = Path(path)
+        started = time.monotonic()
+        if self._turn is not None:
+            turns.acquire(self._turn, timeout_s=lock_timeout_s)
+        try:
+            self._con = _connect(str(path), deadline=started + lock_timeout_s)
+        except BaseException:
+            if self._turn is not None:
+                turns.release(self._turn)
+            raise
+        self.waited_s = time.monotonic() - started
+        """Seconds this connection waited for the file (another process had it)."""
         # Offline: a TimeZone in connect(config=...) makes DuckDB try to download an extension; SET does not.
         self._con.execute("SET TimeZone = 'UTC'")
         if threads is not None:
@@ -69,6 +109,9 @@ class DuckDBWarehouse:
 
     def close(self) -> None:
         self._con.close()
+        if self._turn is not None:
+            turns.release(self._turn)
+            self._turn = None
 
     def __enter__(self) -> DuckDBWarehouse:
         return self
