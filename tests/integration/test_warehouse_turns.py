@@ -5,6 +5,7 @@ Real processes, a real DuckDB file: without turns the second ``duckdb.connect`` 
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -58,7 +59,7 @@ def test_four_processes_at_once_each_get_their_turn_and_none_fails(tmp_path: Pat
         rows = warehouse._con.execute("SELECT name FROM writes ORDER BY name").fetchall()
     assert rows == [(f"task-{i}",) for i in range(4)]  # every write landed, once
     ordered = sorted(spans.values())
-    for (_, end), (start, _) in zip(ordered, ordered[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(ordered):
         assert start >= end - 0.05, f"two processes had the file at once: {ordered}"  # one at a time
 
 
