@@ -1,5 +1,5 @@
 """``shadowgate`` commands: simulate, replay, plan-experiment, train, bootstrap, record-deployments, up/down/status,
-bench."""
+trigger/backfill (the local Airflow over REST), bench."""
 
 from __future__ import annotations
 
@@ -572,6 +572,85 @@ def status() -> None:
     from shadowgate.local import stack
 
     typer.echo(stack.status(repo_root=_repo_root()).render())
+
+
+def _local_airflow() -> Any:
+    """A logged-in REST client of the local stack's Airflow (the credentials `make up` printed)."""
+    from shadowgate.local import stack
+    from shadowgate.local.airflow_rest import AirflowRest, AirflowRestError
+
+    state = stack.status(repo_root=_repo_root())
+    layout = stack.Layout.resolve(_repo_root())
+    if not state[stack.AIRFLOW_API_SERVER].healthy or not state.airflow_password:
+        raise _fail(f"the local Airflow does not answer at {layout.airflow_url}: run `make up`")
+    try:
+        return AirflowRest(layout.airflow_url, username=stack.AIRFLOW_USER, password=state.airflow_password)
+    except AirflowRestError as error:
+        raise _fail(str(error)) from None
+
+
+_DATE = ["%Y-%m-%d"]
+
+
+@app.command()
+def trigger(
+    dag_id: Annotated[str, typer.Argument(help="The Dag to run now, e.g. upload_predictions.")],
+    wait: Annotated[bool, typer.Option(help="Wait for the run and report it (exit 1 unless it succeeded).")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 3600.0,
+) -> None:
+    """Trigger one run of a Dag on the local Airflow (REST API, as the UI's Trigger button does)."""
+    from shadowgate.local.airflow_rest import AirflowRestError
+
+    with _local_airflow() as airflow:
+        try:
+            airflow.wait_for_dag(dag_id)
+            run_id = airflow.trigger(dag_id)
+            typer.echo(f"{dag_id}: triggered {run_id}")
+            if wait:
+                report = airflow.wait_for_runs(dag_id, run_ids={run_id}, timeout_s=timeout)
+                typer.echo(report.render())
+                if report.states != {"success": 1}:
+                    raise typer.Exit(1)
+        except AirflowRestError as error:
+            raise _fail(str(error)) from None
+
+
+@app.command()
+def backfill(
+    dag_id: Annotated[str, typer.Argument(help="The Dag, e.g. join_ground_truth or weekly_performance.")],
+    from_: Annotated[
+        dt.datetime, typer.Option("--from", formats=_DATE, metavar="DATE", help="First data interval start (UTC).")
+    ],
+    to: Annotated[dt.datetime, typer.Option(formats=_DATE, metavar="DATE", help="Last data interval start (UTC).")],
+    max_active_runs: Annotated[int, typer.Option(help="Runs of the backfill at a time.")] = 4,
+    reprocess: Annotated[
+        str, typer.Option(help="Existing runs: none (keep), failed (redo failed), completed (redo all).")
+    ] = "completed",
+    wait: Annotated[bool, typer.Option(help="Wait for every run and report (exit 1 unless all succeeded).")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 7200.0,
+) -> None:
+    """Backfill a Dag on the local Airflow (REST API, as the UI's Backfill dialog does) and report every run."""
+    from shadowgate.local.airflow_rest import AirflowRestError
+
+    start, end = from_.replace(tzinfo=dt.UTC), to.replace(tzinfo=dt.UTC)
+    with _local_airflow() as airflow:
+        try:
+            airflow.wait_for_dag(dag_id)
+            created = time.monotonic()
+            backfill_id = airflow.create_backfill(
+                dag_id, from_date=start, to_date=end, max_active_runs=max_active_runs, reprocess_behavior=reprocess
+            )
+            typer.echo(f"{dag_id}: backfill {backfill_id} created, {start.date()} to {end.date()}")
+            if wait:
+                report = airflow.wait_for_runs(
+                    dag_id, run_type="backfill", between=(start, end), backfill_id=backfill_id, timeout_s=timeout
+                )
+                typer.echo(report.render() + f" (created → done {time.monotonic() - created:.0f} s)")
+                typer.echo(f"scheduler healthy: {airflow.scheduler_healthy()}")
+                if not report.all_succeeded_first_try:
+                    raise typer.Exit(1)
+        except AirflowRestError as error:
+            raise _fail(str(error)) from None
 
 
 @bench_app.command("features")
