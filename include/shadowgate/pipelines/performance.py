@@ -385,25 +385,73 @@ class Comparison:
         return out
 
 
+Z_95 = 1.959963984540054
+"""Two-sided 95 % normal quantile: the interval shown beside an estimate (not adjusted for the repeated looks)."""
+
+NEXT_STEP: dict[str, str] = {
+    "continue": "keep collecting",
+    "superior": "it may be promoted",
+    "futile": "retire it",
+    "not_shown": "retire it",
+    "monitoring": "the final label decides",
+}
+"""What a person (or the promotion gate) does after each verdict."""
+
+
+def _ahead(treatment: str, control: str, estimate: float, se: float, *, weeks: str) -> str:
+    lo, hi = estimate - Z_95 * se, estimate + Z_95 * se
+    if estimate > 0:
+        standing = f"{treatment} is ahead of {control} by {estimate:.4f} AUC"
+    elif estimate < 0:
+        standing = f"{treatment} is behind {control} by {-estimate:.4f} AUC"
+    else:
+        standing = f"{treatment} and {control} are level"
+    interval = f" (95 % interval {lo:+.4f} to {hi:+.4f})" if math.isfinite(se) else ""
+    return f"{standing}{interval} {weeks}"
+
+
 def verdict_sentence(c: Comparison, week: CohortWeek) -> str:
-    """What the comparison concluded this week, in one paragraph (the MLflow run's description, the summary)."""
-    head = f"{c.treatment} vs {c.control}, cohort {week.name}, {week.label} label: "
-    if c.look == 0:
-        return head + "no look yet (no usable standard error)."
-    figures = (
-        f"combined ΔAUC {c.sequential_estimate:+.4f} ± {c.sequential_se:.4f} over {c.look} week(s), information "
-        f"{c.information_fraction:.0%} of the plan, z = {c.sequential_z:.2f} against the margin {c.margin:g}"
-    )
+    """What the comparison concluded this week, in one sentence a person can act on: who is ahead and by how much
+    with its interval, the plan's look and information, and what happens next (the MLflow run's description, the
+    head of the report, the summary)."""
+    label = f"the {week.label} label"
+    if c.look == 0 or not math.isfinite(c.sequential_estimate):
+        this_week = _ahead(
+            c.treatment, c.control, c.auc_difference, c.auc_difference_se, weeks=f"on {label} of {week.name}"
+        )
+        return f"{this_week}; no look of the plan this week (no usable standard error) — keep collecting."
+    weeks = f"over {c.look} week{'s' if c.look != 1 else ''} of {label} (to {week.name})"
+    standing = _ahead(c.treatment, c.control, c.sequential_estimate, c.sequential_se, weeks=weeks)
     if c.verdict == "monitoring":
-        return head + f"monitoring only (the plan decides on the final label): {figures}."
+        return f"{standing}; shown for monitoring only: the plan decides on the final label."
     if c.plan_ended:
-        return head + f"the plan ended at look {c.look} with the verdict {c.verdict.upper()}; this week is not a look."
-    bounds = f"superior at z ≥ {c.efficacy_bound:.2f}" + (
-        f", futile below {c.futility_bound:.2f}" if math.isfinite(c.futility_bound) else ""
-    )
+        return (
+            f"{standing}; the plan ended at look {c.look} with the verdict {c.verdict.replace('_', ' ').upper()}"
+            f" — later weeks are not looks; {NEXT_STEP[c.verdict]}."
+        )
+    where = f"look {c.look} of the plan, {c.information_fraction:.0%} of its information"
     if c.verdict == "continue":
-        return head + f"look {c.look}: {figures} ({bounds}) — no verdict yet, the plan continues."
-    return head + f"look {c.look}: {figures} ({bounds}) — VERDICT {c.verdict.upper()}; the plan has ended."
+        bounds = f"superior at z ≥ {c.efficacy_bound:.2f}" + (
+            f", futile below {c.futility_bound:.2f}" if math.isfinite(c.futility_bound) else ""
+        )
+        return (
+            f"{standing}; {where}: not yet shown to beat it by the margin {c.margin:g} (z = {c.sequential_z:.2f};"
+            f" {bounds}) — keep collecting."
+        )
+    if c.verdict == "superior":
+        return (
+            f"{standing}; {where}: SUPERIOR — it beats {c.control} by more than the margin {c.margin:g}"
+            f" (z = {c.sequential_z:.2f} ≥ {c.efficacy_bound:.2f}); the plan has ended: it may be promoted."
+        )
+    if c.verdict == "futile":
+        return (
+            f"{standing}; {where}: FUTILE — it will not be shown to beat {c.control} by the margin {c.margin:g}"
+            f" (z = {c.sequential_z:.2f} < {c.futility_bound:.2f}); the plan has ended: retire it."
+        )
+    return (
+        f"{standing}; {where}: NOT SHOWN — the plan reached its last look without showing that it beats"
+        f" {c.control} by the margin {c.margin:g} (z = {c.sequential_z:.2f}); retire it."
+    )
 
 
 @dataclass(frozen=True)
