@@ -438,6 +438,10 @@ class EvaluationSettings(BaseSettings):
     sequential_lookback_weeks: int = Field(default=52, ge=1)
     """How far back a comparison no experiment of the book names looks for the start of its sequential plan."""
 
+    segment_min_defaults: int = Field(default=30, ge=0)
+    """The weekly report shows a segment's AUC only on at least this many defaults (on fewer its standard error is
+    about 0.05 or more). The figure is still computed and stored."""
+
     min_model_coverage: float = Field(default=0.5, ge=0.0, le=1.0)
     """A model version is evaluated on a cohort week when it scored at least this share of its rows (a version
     serving part of a week, e.g. one promoted mid-week, is reported as skipped, never compared on other rows)."""

@@ -22,6 +22,7 @@ from shadowgate.evaluation.report import (
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SEGMENT_MIN = 200
 HOSTILE = '<script>alert("x")</script> & co'
 
 
@@ -50,8 +51,23 @@ def week() -> dict[str, object]:
         "policy": {m: policy_outcomes(frame[c], y, thresholds=thresholds, amounts=amounts) for m, c in models.items()},
         "segments": segment_table(frame, label_col="defaulted", score_cols=models, segment_cols=["channel"]),
         "comparisons": [
-            {"challenger": "challenger-v2", "test": "DeLong", "delta_auc": -0.0123, "p_value": "<0.001"},
-            {"challenger": HOSTILE, "test": "DeLong", "delta_auc": float("nan"), "holm_reject": False, "note": None},
+            {
+                "treatment": "challenger-v2",
+                "control": "champion",
+                "auc_difference": -0.0123,
+                "delong_p_value": "<0.001",
+                "crossed": False,
+                "srm_p_value": None,
+                "verdict": "not_shown",
+            },
+            {
+                "treatment": HOSTILE,
+                "control": "champion",
+                "auc_difference": float("nan"),
+                "arm_treatment_better": False,
+                "srm_p_value": float("nan"),
+                "verdict": "continue",
+            },
         ],
     }
 
@@ -66,6 +82,8 @@ def _render(tmp_path: Path, week: dict[str, object]) -> tuple[list[Path], str]:
         comparisons=week["comparisons"],  # type: ignore[arg-type]
         segments=week["segments"],  # type: ignore[arg-type]
         policy=week["policy"],  # type: ignore[arg-type]
+        verdicts=["challenger-v2 is behind champion by 0.0123 AUC — retire it."],
+        segment_min_defaults=SEGMENT_MIN,
     )
     return paths, (tmp_path / "report" / REPORT_HTML).read_text(encoding="utf-8")
 
@@ -99,10 +117,25 @@ def test_html_names_the_cohort_every_model_and_escapes_every_value(tmp_path: Pat
     assert html.escape(HOSTILE) in page and HOSTILE not in page
     assert "&lt;b&gt;pos&lt;/b&gt;" in page and "<b>pos</b>" not in page  # a segment value
     assert "&lt;0.001" in page  # a comparison value
-    # One column per comparison, one row per figure: the figures are the union of the rows' keys, a figure a
-    # comparison lacks shows n/a.
-    assert '<tr><td class="text">holm_reject</td><td>n/a</td><td>False</td></tr>' in page
+    # The verdict sentence comes first, before any table.
+    assert page.index('<p class="verdict">challenger-v2 is behind champion by 0.0123 AUC — retire it.</p>') < (
+        page.index("<table>")
+    )
+    # One column per comparison, one row per figure in words; a figure one comparison lacks shows a dash, a figure
+    # none has (a canary's split test in a shadow experiment) and the internal flags are left out.
+    assert (
+        '<tr><td class="text">canary: the challenger&#x27;s arm did better per applicant</td><td>—</td><td>no</td></tr>'
+        in page
+    )
+    assert '<td class="text">verdict of the plan</td><td>not shown</td><td>continue</td>' in page
+    assert "SRM" not in page and "crossed" not in page and "srm_p_value" not in page
     assert "-0.0123" in page
+    # A segment's AUC on fewer defaults than the threshold is not shown, its counts are.
+    segments = week["segments"]  # type: ignore[index]
+    thin = segments[segments["n_positive"] < SEGMENT_MIN]
+    assert len(thin) > 0 and page.count("not shown (") == len(thin)
+    for row in thin.itertuples():
+        assert f"not shown ({row.n_positive} defaults)" in page
     m = week["metrics"]["champion"]  # type: ignore[index]
     assert f"<td>{m.auc:.4g}</td>" in page
     assert "<td>3,000</td>" in page  # counts stay integers

@@ -53,7 +53,62 @@ th { background: #f0f0f0; }
 td.text, th.text { text-align: left; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 .note { color: #555; font-size: 0.9em; }
+.verdict { font-size: 1.1em; background: #f4f8ff; border-left: 4px solid #2c6fd1; padding: 0.6em 0.9em; }
+td.thin { color: #999; }
 """
+
+SEGMENT_MIN_DEFAULTS = 30
+"""Default for ``segment_min_defaults``: a segment's AUC on fewer defaults is not shown (its standard error is
+about 0.05 or more: noise, not a finding)."""
+
+COMPARISON_LABELS: dict[str, str] = {
+    "experiment_id": "experiment",
+    "treatment": "challenger (treatment)",
+    "control": "champion (control)",
+    "n": "requests compared (identical for both)",
+    "n_positive": "defaults among them",
+    "auc_treatment": "AUC of the challenger",
+    "auc_control": "AUC of the champion",
+    "auc_difference": "AUC difference this week (challenger − champion)",
+    "auc_difference_ci_low": "… its 95 % interval, low",
+    "auc_difference_ci_high": "… its 95 % interval, high",
+    "auc_difference_se": "… its standard error (DeLong, clustered by customer)",
+    "delong_z": "DeLong z this week",
+    "delong_p_value": "DeLong p-value this week (two-sided)",
+    "holm_p_value": "… adjusted across challengers (Holm)",
+    "brier_difference": "Brier score difference (negative: challenger better calibrated)",
+    "brier_difference_ci_low": "… its 95 % bootstrap interval, low",
+    "brier_difference_ci_high": "… its 95 % bootstrap interval, high",
+    "decisions_disagree": "requests the two would decide differently at the policy's cut-off",
+    "mcnemar_statistic": "McNemar statistic (who decides right more often)",
+    "mcnemar_p_value": "McNemar p-value",
+    "margin": "margin the challenger must beat (AUC)",
+    "look": "look of the comparison plan",
+    "information_fraction": "share of the plan's information reached",
+    "sequential_estimate": "AUC difference, all looks so far combined",
+    "sequential_se": "… its standard error",
+    "sequential_z": "z against the margin, all looks combined",
+    "efficacy_bound": "superior when z reaches",
+    "futility_bound": "futile when z falls below",
+    "verdict": "verdict of the plan",
+    "arm_approval_rate_control": "canary: approval rate of the champion's arm",
+    "arm_approval_rate_treatment": "canary: approval rate of the challenger's arm",
+    "arm_approval_rate_p_value": "canary: approval rates differ, p-value",
+    "arm_default_rate_control": "canary: defaults among the champion arm's approved (a description only)",
+    "arm_default_rate_treatment": "canary: defaults among the challenger arm's approved (a description only)",
+    "arm_loss_per_applicant_control": "canary: loss per applicant, champion's arm",
+    "arm_loss_per_applicant_treatment": "canary: loss per applicant, challenger's arm",
+    "arm_loss_per_applicant_difference": "canary: loss per applicant, difference",
+    "arm_loss_per_applicant_p_value": "canary: loss per applicant, p-value",
+    "arm_defaults_per_applicant_difference": "canary: defaults per applicant, difference",
+    "arm_defaults_per_applicant_p_value": "canary: defaults per applicant, p-value",
+    "arm_treatment_better": "canary: the challenger's arm did better per applicant",
+    "srm_p_value": "canary: observed vs designed split, p-value (SRM)",
+    "srm_flagged": "canary: split mismatch flagged",
+    "srm_periods": "canary: allocation periods combined",
+}
+"""Words for the comparison's figures, in display order; a figure not listed here is not shown in the report (it
+stays in ``model_metrics`` and MLflow)."""
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -172,13 +227,39 @@ def _table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, text_column
     return f"<table>\n<tr>{head}</tr>\n{body}</table>\n"
 
 
+def _applies(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _worded(figure: str, value: Any) -> Any:
+    if figure == "verdict" and isinstance(value, str):
+        return value.replace("_", " ")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if figure == "information_fraction" and isinstance(value, float):
+        return f"{value:.0%}"
+    return value
+
+
 def _comparison_table(comparisons: Sequence[Mapping[str, Any]]) -> str:
-    """One column per comparison, one row per figure (a comparison has ~30 figures: as columns they overflow)."""
-    figures: list[str] = []
-    for row in comparisons:
-        figures.extend(k for k in row if k not in figures)
-    header = ["figure", *(f"comparison {i}" for i in range(1, len(comparisons) + 1))]
-    return _table(header, ([f, *(row.get(f) for row in comparisons)] for f in figures))
+    """One column per comparison, one row per figure in words (a comparison has ~30 figures: as columns they
+    overflow); a figure that applies to none of them (a canary's arm figures in a shadow experiment, a look's figures
+    on a week without one) is left out."""
+    rows = []
+    for figure, words in COMPARISON_LABELS.items():
+        values = [row.get(figure) for row in comparisons]
+        if any(_applies(v) for v in values):
+            rows.append([words, *(_worded(figure, v) if _applies(v) else "—" for v in values)])
+    header = ["", *(f"{row.get('treatment', '')} vs {row.get('control', '')}" for row in comparisons)]
+    return _table(header, rows)
+
+
+def _segment_rows(segments: pd.DataFrame, min_defaults: int) -> Iterable[list[Any]]:
+    for row in segments.itertuples(index=False):
+        values = list(row)
+        if int(row.n_positive) < min_defaults:
+            values[list(segments.columns).index("auc")] = f"not shown ({int(row.n_positive)} defaults)"
+        yield values
 
 
 def _image(png: bytes, alt: str) -> str:
@@ -197,6 +278,8 @@ def render_report_html(
     policy: Mapping[str, PolicyOutcome] | None,
     images: Mapping[str, bytes],
     selection: Mapping[str, float] | None = None,
+    verdicts: Sequence[str] = (),
+    segment_min_defaults: int = SEGMENT_MIN_DEFAULTS,
 ) -> str:
     """The report page (see :func:`render_week_report`); ``images`` maps a caption to the PNG to embed."""
     n = _common_n(metrics)
@@ -207,6 +290,7 @@ def render_report_html(
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
         f"<title>{e(f'Model performance, cohort week {week}')}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n",
         f"<h1>Model performance — cohort week {e(week)}</h1>\n",
+        *(f'<p class="verdict">{e(v)}</p>\n' for v in verdicts),
         f"<p>Population: {e(population)}, N = {e(_fmt(n))}. Label: {e(label)}. Models: {e(', '.join(metrics))}.</p>\n",
         '<p class="note">Every figure is computed on this population only, the same requests for every model. '
         "For approved and matured decisions that means how each model ranks, and would re-decide, customers the "
@@ -238,7 +322,12 @@ def render_report_html(
         parts.append(_table(("figure", "computed on", *policy), rows, text_columns=2))
     if segments is not None:
         parts.append("<h2>Segments</h2>\n")
-        parts.append(_table(list(segments.columns), segments.itertuples(index=False), text_columns=3))
+        parts.append(
+            f'<p class="note">The same population split by each column. A segment\'s AUC on fewer than '
+            f"{segment_min_defaults} defaults is not shown: its standard error is about 0.05 or more, so a difference "
+            "there is noise, not a finding (the counts and rates still are).</p>\n"
+        )
+        parts.append(_table(list(segments.columns), _segment_rows(segments, segment_min_defaults), text_columns=3))
     parts.append("<h2>Charts</h2>\n")
     for caption, png in images.items():
         parts.append(f"<h3>{e(caption)}</h3>\n{_image(png, caption)}\n")
@@ -283,6 +372,8 @@ def render_week_report(
     segments: pd.DataFrame | None = None,
     policy: Mapping[str, PolicyOutcome] | None = None,
     selection: Mapping[str, float] | None = None,
+    verdicts: Sequence[str] = (),
+    segment_min_defaults: int = SEGMENT_MIN_DEFAULTS,
 ) -> list[Path]:
     """Write the week's charts and HTML report into ``out_dir`` (created if missing; files of the same name replaced).
 
@@ -300,6 +391,9 @@ def render_week_report(
         selection: the cohort week's decisions (``cohort_decisions``, ``cohort_approval_rate``, ``cohort_denied``,
             ``cohort_manual_review``: every decision, not only the labelled), shown in the header and next to each
             model's figures; None when unknown.
+        verdicts: one sentence per comparison (who is ahead, by how much, the plan's look, the next step), shown
+            first.
+        segment_min_defaults: a segment's AUC on fewer defaults is not shown.
 
     Returns:
         The files written: the ROC, calibration and score-distribution PNGs, then the HTML report.
@@ -323,6 +417,8 @@ def render_week_report(
         policy=policy,
         images=dict(charts.values()),
         selection=selection,
+        verdicts=verdicts,
+        segment_min_defaults=segment_min_defaults,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

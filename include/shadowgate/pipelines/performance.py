@@ -1493,6 +1493,8 @@ def _log_to_mlflow(
             segments=segments,
             policy={m: evaluation.policy[served_policy][m] for m in models} if served_policy else None,
             selection=selection or None,
+            verdicts=[verdict_sentence(c, week) for c in comparisons],
+            segment_min_defaults=plan.settings.segment_min_defaults,
         )
         c = comparisons[0] if comparisons else None
         metrics = {}
