@@ -1466,10 +1466,10 @@ def _log_to_mlflow(
             experiment_id,
             RunRecord(
                 key=f"{base}/{model}",
-                name=f"{week.name} {week.label} {model}",
+                name=f"model: {model} · {week.name} {week.label}",
                 params={"cohort_week": week.name, "label": week.label, "model": model},
                 tags={**common_tags, "shadowgate.role": "model", "shadowgate.model": model},
-                metrics=metrics,
+                metrics=_shown(metrics),
                 step=step,
                 timestamp_ms=stamp,
             ),
@@ -1508,7 +1508,7 @@ def _log_to_mlflow(
             experiment_id,
             RunRecord(
                 key=f"{base}/comparison",
-                name=f"{week.name} {week.label} {name}",
+                name=f"comparison: {name} · {week.name} {week.label}",
                 params={"cohort_week": week.name, "label": week.label, "comparison": name},
                 tags={
                     **common_tags,
@@ -1521,14 +1521,29 @@ def _log_to_mlflow(
                         sum(1 for r in evaluation.reversals if r["experiment_id"] == experiment.experiment_id)
                     ),
                 },
-                metrics=metrics,
+                metrics=_shown(metrics),
                 step=step,
                 timestamp_ms=stamp,
                 artifacts_dir=out,
             ),
         )
         run_ids[name] = recorded.run_id
+        url = results.run_url(experiment_id, recorded.run_id)
+        if url is not None:  # where the task log sends a person: the comparison run, its report in Artifacts
+            logger.info("%s %s — MLflow: %s", week.name, week.label, url)
+        if c is not None:
+            logger.info("%s", verdict_sentence(c, week))
     return run_ids
+
+
+def _shown(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Metrics as MLflow shows them: four significant digits (the UI prints every digit; the exact figures are in
+    ``model_metrics``); counts stay exact."""
+    out = {}
+    for key, value in metrics.items():
+        v = float(value)
+        out[key] = v if (not math.isfinite(v) or v == int(v)) else float(f"{v:.4g}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ wiring

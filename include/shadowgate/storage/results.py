@@ -75,6 +75,10 @@ class ResultsStore(Protocol):
         ``keep`` (what a re-run no longer produces); returns their ids."""
         ...
 
+    def run_url(self, experiment_id: str, run_id: str | None = None) -> str | None:
+        """Where a person opens the experiment (or one of its runs) in the UI; None when the store has no UI."""
+        ...
+
 
 class MlflowResultsStore:
     """:class:`ResultsStore` on an MLflow tracking server (or a ``sqlite:///`` store).
@@ -113,6 +117,12 @@ class MlflowResultsStore:
         for key, value in tags.items():
             self._client.set_experiment_tag(experiment_id, key, value)
         return str(experiment_id)
+
+    def run_url(self, experiment_id: str, run_id: str | None = None) -> str | None:
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        base = f"{self.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}"
+        return f"{base}/runs/{run_id}" if run_id else base
 
     def find(self, experiment_id: str, key: str) -> str | None:
         """The id of the run keyed ``key`` in the experiment (the oldest one, should two exist), else None. A run
@@ -184,7 +194,8 @@ class MlflowResultsStore:
             last = max(found.info.end_time or 0, record.timestamp_ms)
             stamp = max(int(self._clock() * 1000), last + 1) if revised else last
             metrics = [Metric(key, value, stamp, record.step) for key, value in revised.items()]
-        tags = [RunTag(k, str(v)) for k, v in record.tags.items()]
+        # The name is a tag too: a run named by an earlier version of the code gets the current name.
+        tags = [RunTag(k, str(v)) for k, v in {**record.tags, "mlflow.runName": record.name}.items()]
         # log_batch takes at most 1000 metrics and 100 tags a call.
         for start in range(0, len(metrics), 1000):
             self._client.log_batch(run_id, metrics=metrics[start : start + 1000])
