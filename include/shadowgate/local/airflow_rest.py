@@ -30,7 +30,8 @@ class RunReport:
     runs: int
     states: dict[str, int]
     retried: list[str] = field(default_factory=list)
-    """``run_id/task_id (try n)`` of every task instance that needed more than one try."""
+    """``run_id/task_id (try n)`` of every task instance that failed a try before its last one (a try that a
+    backfill's reprocessing added after a success is not a retry)."""
     seconds: float = 0.0
 
     @property
@@ -142,6 +143,12 @@ class AirflowRest:
             if not page["dag_runs"] or (total is not None and len(out) >= total) or len(page["dag_runs"]) < 100:
                 return out
 
+    def tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        """Every try of a task instance, with the state each ended in."""
+        page = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries")
+        result: list[dict[str, Any]] = page["task_instances"]
+        return result
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         page = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
         result: list[dict[str, Any]] = page["task_instances"]
@@ -180,12 +187,16 @@ class AirflowRest:
                 states = Counter(r["state"] for r in chosen)
                 raise AirflowRestError(f"{dag_id}: runs not finished after {timeout_s:.0f} s: {dict(states)}")
             time.sleep(poll_s)
-        retried = [
-            f"{r['dag_run_id']}/{ti['task_id']} (try {ti['try_number']})"
-            for r in chosen
-            for ti in self.task_instances(dag_id, r["dag_run_id"])
-            if int(ti.get("try_number") or 0) > 1
-        ]
+        retried = []
+        for r in chosen:
+            for ti in self.task_instances(dag_id, r["dag_run_id"]):
+                if int(ti.get("try_number") or 0) <= 1:
+                    continue
+                earlier = [
+                    t for t in self.tries(dag_id, r["dag_run_id"], ti["task_id"]) if t["try_number"] < ti["try_number"]
+                ]
+                if any(t.get("state") != "success" for t in earlier):
+                    retried.append(f"{r['dag_run_id']}/{ti['task_id']} (try {ti['try_number']})")
         return RunReport(
             dag_id=dag_id,
             runs=len(chosen),
