@@ -47,9 +47,10 @@ later run wrote): the UI's *Backfill* on this DAG, or
 airflow backfill create --dag-id join_ground_truth --from-date 2026-03-01 --to-date 2026-03-31
 ```
 
-(add `--reprocess-behavior completed` to run days again; a paused DAG's backfill waits until it is unpaused). On the
-local stack (Airflow on SQLite) use the UI's *Backfill*: when it answers "Database is locked", submit it again; the
-CLI writes the SQLite database beside the scheduler and can stop it (`make up` restarts it).
+(add `--reprocess-behavior completed` to run days again; a paused DAG's backfill waits until it is unpaused), or the
+UI's *Backfill*, or `shadowgate backfill join_ground_truth --from … --to …` (the REST API; it waits and reports every
+run). The local stack's Airflow runs on PostgreSQL: backfills are accepted while the scheduler runs; runs that write
+the embedded DuckDB warehouse take turns on its file instead of failing on its lock.
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ warehouse table `model_metrics`.
   the validation AUC on all applicants), or its defaults 15 % and 3 SE above what it predicts relative to those weeks
   (a concept shift) — the final label an error, the early label a warning; a comparison's **verdict**, once, at the look
   that reached it (with the next step: promote, retire, keep); a sample-ratio mismatch. A failed task alerts too.
+  An alert raised by a run is written into **that run's note** (the run stays green: the figures are right, the note
+  says what to look at and what to do) and into the description of the MLflow run it concerns.
   How long a comparison will take: `shadowgate plan-experiment`.
 * **Schedule:** weekly, Monday 00:00 UTC (one week per run); no catch-up on its own — **backfill** past weeks:
 
@@ -39,9 +41,9 @@ warehouse table `model_metrics`.
 airflow backfill create --dag-id weekly_performance --from-date 2026-04-06 --to-date 2026-06-29
 ```
 
-(the dates are the runs' interval starts; add `--reprocess-behavior completed` to evaluate weeks again). On the
-local stack (Airflow on SQLite) use the UI's *Backfill*: when it answers "Database is locked", submit it again; the
-CLI writes the SQLite database beside the scheduler and can stop it (`make up` restarts it).
+(the dates are the runs' interval starts; add `--reprocess-behavior completed` to evaluate weeks again), or the
+UI's *Backfill*, or `shadowgate backfill weekly_performance --from … --to …` (the REST API; it waits and reports
+every run). The local stack's Airflow runs on PostgreSQL: backfills are accepted while the scheduler runs.
 
 * **Params:** `cohort_week` (a Monday: evaluate that week instead of the ones due), `labels`.
 * **Consumes** the asset `labeled_predictions`; **produces** `model_metrics` (for the promotion gate, which is not
@@ -104,7 +106,14 @@ def weekly_performance() -> None:
             summary = run(**inputs)
         return summary.as_dict()
 
-    evaluate_matured_weeks()
+    @task
+    def note_alerts(summary: dict[str, object]) -> str | None:
+        from shadowgate.pipelines.run_notes import note_alerts as write_note
+
+        context = get_current_context()
+        return write_note(summary, dag_id=context["dag"].dag_id, run_id=context["run_id"])
+
+    note_alerts(evaluate_matured_weeks())
 
 
 weekly_performance()

@@ -540,6 +540,7 @@ def bootstrap() -> None:
     for alias, result in summary.trained.items():
         typer.echo(
             f"trained {result.kind.value}: version {result.model_version} @{alias}, valid AUC {result.metrics.auc:.4f}"
+            + (f"\n  MLflow: {result.mlflow_url}" if result.mlflow_url else "")
         )
     typer.echo(f"aliases: {json.dumps(summary.aliases)}")
 

@@ -96,6 +96,16 @@ class AirflowSettings(BaseSettings):
     parallelism: int = Field(default=4, ge=1, le=64)
     """``AIRFLOW__CORE__PARALLELISM`` for the local stack; low to fit a 2-core machine."""
 
+    api_url: str | None = None
+    """Airflow's REST API as tasks reach it (``make up`` sets it for its own Airflow). Set: a run that raises an alert
+    puts it in the run's note, where people look. Unset: alerts are logged, recorded and sent only."""
+
+    api_user: str = "admin"
+    """The account tasks use on ``api_url`` (a service account in production)."""
+
+    api_password_file: Path | None = None
+    """File holding that account's password: plain text, or the simple auth manager's JSON (user → password)."""
+
     db_port: int = Field(default=5434, ge=1, le=65535)
     """Port of the PostgreSQL server ``make up`` runs for Airflow's metadata (127.0.0.1 only; its own port, so a
     PostgreSQL already on 5432 is left alone)."""

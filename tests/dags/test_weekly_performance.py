@@ -152,7 +152,9 @@ def test_a_cohort_week_that_is_not_a_monday_fails_at_once_and_writes_nothing(boo
         logical_date=AS_OF.to_pydatetime(), run_conf={"cohort_week": "2026-02-03"}
     )
     assert run.state == DagRunState.FAILED
-    [ti] = run.get_task_instances()
+    tis = {t.task_id: t for t in run.get_task_instances()}
+    ti = tis["evaluate_matured_weeks"]
     # Failed for good on its first try (AirflowFailException): a wrong Param is not retried three times.
     assert (ti.state, ti.try_number) == (TaskInstanceState.FAILED, 1)
+    assert tis["note_alerts"].state == TaskInstanceState.UPSTREAM_FAILED
     assert book.metrics() == []

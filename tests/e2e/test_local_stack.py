@@ -196,6 +196,30 @@ def test_up_bootstraps_serves_model_decisions_is_idempotent_and_down_leaves_noth
         assert token.status_code in (200, 201), token.text
         assert token.json()["access_token"]
 
+        # Alerts reach the run that raised them: a task writes the run's note through the REST API with the account
+        # make up configured for tasks (read here from the same airflow.env the tasks get).
+        from shadowgate.config import AirflowSettings
+        from shadowgate.local.airflow_rest import AirflowRest
+        from shadowgate.pipelines.run_notes import note_alerts
+
+        task_env = dict(
+            line.split("=", 1) for line in airflow_env.read_text().splitlines() if line and not line.startswith("#")
+        )
+        settings = AirflowSettings(
+            api_url=task_env["SHADOWGATE_AIRFLOW_API_URL"],
+            api_password_file=Path(task_env["SHADOWGATE_AIRFLOW_API_PASSWORD_FILE"]),
+        )
+        alert = {"cohort": "2026-W36", "label": "final", "severity": "error", "title": "t", "text": "next: x"}
+        with AirflowRest(airflow, username="admin", password=first.airflow_password) as rest:
+            rest.wait_for_dag("upload_predictions")
+            run_id = rest.trigger("upload_predictions")
+            note = note_alerts(
+                {"alerts_raised": [alert]}, dag_id="upload_predictions", run_id=run_id, settings=settings
+            )
+            assert note is not None
+            [run] = [r for r in rest.runs("upload_predictions") if r["dag_run_id"] == run_id]
+            assert run["note"] == note and "**ERROR** [2026-W36 final] t: next: x" in note
+
         # Bootstrap: history seeded under the home, both aliases registered, and the API decides with the champion.
         assert sorted(p.name for p in (home / "data").glob("*.parquet")) == [
             "labels.parquet",

@@ -104,6 +104,12 @@ class AirflowRest:
         body = {"logical_date": _iso(logical_date) if logical_date else None, "conf": dict(conf or {})}
         return str(self._call("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
 
+    def set_note(self, dag_id: str, run_id: str, note: str) -> None:
+        """The run's note (shown on the run in the UI; at most 1,000 characters)."""
+        self._call(
+            "PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", json={"note": note}, params={"update_mask": "note"}
+        )
+
     def create_backfill(
         self,
         dag_id: str,

@@ -302,6 +302,9 @@ class Layout:
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.airflow_port),
             "AIRFLOW__API__WORKERS": "1",
+            # Tasks put the alerts a run raised into its note through the REST API (shadowgate.pipelines.run_notes).
+            "SHADOWGATE_AIRFLOW_API_URL": self.airflow_url,
+            "SHADOWGATE_AIRFLOW_API_PASSWORD_FILE": str(self.airflow_password_file),
             # New DAG files show up within 30 s instead of the default 5 min.
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         }
@@ -935,7 +938,8 @@ def _access_summary(layout: Layout, state: StackStatus) -> str:
         "shadowgate local stack",
         f"  Redis       {layout.redis_url}" + ("  (external)" if layout.redis_external_url else ""),
         f"  PostgreSQL  {layout.url(POSTGRES)}   Airflow's metadata (password in {layout.home / 'secrets'})",
-        f"  MLflow UI   {layout.mlflow_url}",
+        f"  MLflow UI   {layout.mlflow_url}/#/experiments?workflowType=machine_learning   (the 'Model training' view;"
+        " MLflow 3 opens on GenAI traces otherwise)",
         f"  Airflow UI  {layout.airflow_url}   user {AIRFLOW_USER}  password {password}",
         *(
             (

@@ -1064,6 +1064,9 @@ class WeeklyPerformanceSummary:
     """Run key → run id."""
     alerts_sent: list[str] = field(default_factory=list)
     """Titles of the alerts sent this run: conditions that began to hold (each is sent once while it holds)."""
+    alerts_raised: list[dict[str, str]] = field(default_factory=list)
+    """The alerts sent this run in full (cohort, label, title, text with the next step, severity, subject): what
+    the Airflow run's note and the MLflow runs they concern show."""
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as strict JSON values: a figure that is not a number (an empty week's approval rate) is None
@@ -1126,6 +1129,7 @@ def weekly_performance(
     todo = list(weeks) if weeks is not None else cohort_weeks(as_of, plan=plan)
     alerts: list[str] = []
     alerts_sent: list[str] = []
+    alerts_raised: list[dict[str, str]] = []
     mlflow_runs: dict[str, str] = {}
     done: list[dict[str, Any]] = []
     total_rows = 0
@@ -1152,13 +1156,22 @@ def weekly_performance(
         alerts += [f"{c.alert.title}: {c.alert.text}" for c in checks if c.alert is not None]
         # Each condition is sent once while it holds (the alerts table remembers); without a sender, only logged.
         sender = alert if alert is not None else functools.partial(send_alert, webhook_url=None)
-        alerts_sent += record_alerts(warehouse, checks, at=week.as_of, send=sender).sent
+        recorded_alerts = record_alerts(warehouse, checks, at=week.as_of, send=sender)
+        alerts_sent += recorded_alerts.sent
+        raised = [c.alert for c in checks if c.alert is not None and c.alert.title in recorded_alerts.sent]
+        alerts_raised += [{"cohort": week.name, "label": week.label, **_alert_fields(a)} for a in raised]
         run_ids: dict[str, dict[str, str]] = {}
         for experiment in week_plans:
             if results is not None and any(c.experiment_id == experiment.experiment_id for c in evaluation.comparisons):
                 plan_tags = comparison_plan(warehouse, experiment, week, plan=plan).tags()
                 ids = _log_to_mlflow(
-                    results, evaluation, experiment, plan=plan, plan_tags=plan_tags, report_root=report_root
+                    results,
+                    evaluation,
+                    experiment,
+                    plan=plan,
+                    plan_tags=plan_tags,
+                    report_root=report_root,
+                    alerts=raised,
                 )
                 run_ids[experiment.experiment_id] = ids
                 base = f"{experiment.experiment_id}/{week.start}/{week.label}"
@@ -1211,7 +1224,12 @@ def weekly_performance(
         alerts=alerts,
         mlflow_runs=mlflow_runs,
         alerts_sent=alerts_sent,
+        alerts_raised=alerts_raised,
     )
+
+
+def _alert_fields(alert: Alert) -> dict[str, str]:
+    return {"title": alert.title, "text": alert.text, "severity": alert.severity, "subject": alert.subject or ""}
 
 
 def _with_srm(c: Comparison, arms: Sequence[Mapping[str, Any]]) -> Comparison:
@@ -1298,6 +1316,8 @@ def _alerts(
                         f"{where}: AUC {drop.value:.4f} vs {drop.reference:.4f} on {since}, same population and "
                         f"label; drop {drop.change:.1%}, z = {drop.z:.1f} ({bounds.format(settings.auc_drop_alert)})"
                         + ("" if week.label == "final" else " — early label: a warning; the final label decides")
+                        + ". Next: look for drift in its inputs and at its segments in this week's report; if the "
+                        "final label confirms it, retrain or roll back"
                     ),
                     severity=severity,
                     source="weekly_performance",
@@ -1413,9 +1433,12 @@ def _log_to_mlflow(
     plan: EvaluationPlan,
     plan_tags: Mapping[str, str],
     report_root: Path | None,
+    alerts: Sequence[Alert] = (),
 ) -> dict[str, str]:
     """One run per model and one comparison run (report + charts) in the experiment's MLflow experiment (tagged with
-    the comparison's recorded plan)."""
+    the comparison's recorded plan). An alert raised this week is shown on the run it concerns (a model's on its
+    run, a verdict's or a split's on the comparison) and, all of them, on the comparison run: a ``shadowgate.alerts``
+    tag and a paragraph of its description."""
     from shadowgate.evaluation.report import render_week_report
 
     week = evaluation.week
@@ -1455,7 +1478,9 @@ def _log_to_mlflow(
     }
     run_ids: dict[str, str] = {}
     selection = evaluation.selection.figures() if evaluation.selection is not None else {}
+    concerned = [a for a in alerts if a.subject in models or (a.subject or "").startswith(experiment.experiment_id)]
     for model in models:
+        own = [a for a in concerned if a.subject == model]
         perf = evaluation.models[model]
         metrics: dict[str, float] = dict(perf.scalars())
         for policy_name, outcomes in evaluation.policy.items():
@@ -1468,7 +1493,13 @@ def _log_to_mlflow(
                 key=f"{base}/{model}",
                 name=f"model: {model} · {week.name} {week.label}",
                 params={"cohort_week": week.name, "label": week.label, "model": model},
-                tags={**common_tags, "shadowgate.role": "model", "shadowgate.model": model},
+                tags={
+                    **common_tags,
+                    "shadowgate.role": "model",
+                    "shadowgate.model": model,
+                    "shadowgate.alerts": _alert_tag(own),
+                    "mlflow.note.content": _with_alerts(f"{model} on cohort {week.name}, {week.label} label.", own),
+                },
                 metrics=_shown(metrics),
                 step=step,
                 timestamp_ms=stamp,
@@ -1516,7 +1547,10 @@ def _log_to_mlflow(
                     "shadowgate.crossed_boundary": str(bool(c and c.crossed)).lower(),
                     "shadowgate.verdict": c.verdict if c else "none",
                     "shadowgate.look": str(c.look) if c else "0",
-                    "mlflow.note.content": verdict_sentence(c, week) if c else "No comparison this week.",
+                    "mlflow.note.content": _with_alerts(
+                        verdict_sentence(c, week) if c else "No comparison this week.", concerned
+                    ),
+                    "shadowgate.alerts": _alert_tag(concerned),
                     "shadowgate.simpsons_reversals": str(
                         sum(1 for r in evaluation.reversals if r["experiment_id"] == experiment.experiment_id)
                     ),
@@ -1534,6 +1568,18 @@ def _log_to_mlflow(
         if c is not None:
             logger.info("%s", verdict_sentence(c, week))
     return run_ids
+
+
+def _alert_tag(alerts: Sequence[Alert]) -> str:
+    return " | ".join(a.title for a in alerts) if alerts else "none"
+
+
+def _with_alerts(description: str, alerts: Sequence[Alert]) -> str:
+    """A run's description with the alerts raised this week on what it concerns (MLflow renders it as Markdown)."""
+    if not alerts:
+        return description
+    lines = [f"- **{a.severity.upper()}** {a.title}: {a.text}" for a in alerts]
+    return description + "\n\n**Alerts raised this week** (each sent once while it holds):\n" + "\n".join(lines)
 
 
 def _shown(metrics: Mapping[str, float]) -> dict[str, float]:

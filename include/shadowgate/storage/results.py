@@ -121,8 +121,7 @@ class MlflowResultsStore:
     def run_url(self, experiment_id: str, run_id: str | None = None) -> str | None:
         if not self.tracking_uri.startswith(("http://", "https://")):
             return None
-        base = f"{self.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}"
-        return f"{base}/runs/{run_id}" if run_id else base
+        return mlflow_ui_url(self.tracking_uri, experiment_id, run_id)
 
     def find(self, experiment_id: str, key: str) -> str | None:
         """The id of the run keyed ``key`` in the experiment (the oldest one, should two exist), else None. A run
@@ -205,6 +204,17 @@ class MlflowResultsStore:
             self._client.log_artifacts(run_id, str(record.artifacts_dir))
         self._client.set_terminated(run_id, status="FINISHED", end_time=stamp)
         return RecordedRun(experiment_id=experiment_id, run_id=run_id, created=created)
+
+
+UI_VIEW = "workflowType=machine_learning"
+"""MLflow 3's UI opens in its GenAI view (traces) unless the link asks for the model-training one; the choice is the
+browser's, made by its switch or by this query parameter (an experiment's ``mlflow.experimentKind`` tag does not)."""
+
+
+def mlflow_ui_url(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The UI link of an experiment (or one of its runs) that opens on its runs, not on the GenAI traces."""
+    base = f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}"
+    return f"{base}/runs/{run_id}?{UI_VIEW}" if run_id else f"{base}?{UI_VIEW}"
 
 
 def revisions(current: Mapping[str, float], wanted: Mapping[str, float]) -> dict[str, float]:

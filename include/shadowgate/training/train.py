@@ -25,7 +25,7 @@ from shadowgate.evaluation.metrics import BinaryMetrics, binary_metrics
 from shadowgate.events.deployment import DeploymentAction
 from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_frame
 from shadowgate.registry import CHAMPION, AliasMoveRefusedError, DeploymentLog, ModelRegistry
-from shadowgate.storage.results import RUN_KEY_TAG
+from shadowgate.storage.results import RUN_KEY_TAG, mlflow_ui_url
 
 FEATURE_SET_TAG = "shadowgate.feature_set"
 
@@ -104,6 +104,13 @@ class TrainingResult:
     metrics: BinaryMetrics
     n_train: int
     n_valid: int
+    mlflow_url: str | None = None
+    """The run in MLflow's UI, in its model-training view (None for a store without a UI)."""
+
+
+def _ui_url(mlflow_settings: MLflowSettings, experiment_id: str, run_id: str) -> str | None:
+    uri = mlflow_settings.tracking_uri
+    return mlflow_ui_url(uri, experiment_id, run_id) if uri.startswith(("http://", "https://")) else None
 
 
 def _find_keyed(
@@ -133,6 +140,7 @@ def _find_keyed(
                 metrics=BinaryMetrics.from_dict(m),
                 n_train=int(run.data.params["n_train"]),
                 n_valid=int(run.data.params["n_valid"]),
+                mlflow_url=_ui_url(mlflow_settings, experiment.experiment_id, run.info.run_id),
             )
     return None
 
@@ -331,6 +339,7 @@ def train_and_register(
         metrics=metrics,
         n_train=len(split.train),
         n_valid=len(split.valid),
+        mlflow_url=_ui_url(mlflow_settings, experiment.experiment_id, run.info.run_id),
     )
     if alias is not None and action is not None:
         registry.move_alias(
