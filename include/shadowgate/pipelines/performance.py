@@ -661,7 +661,7 @@ def evaluate_week(
         control, treatment = cohort.model(p.control_alias), cohort.model(p.treatment_alias)
         if control is None or treatment is None or thresholds is None or cohort.n == 0:
             continue
-        if 0 < cohort.y.sum() < cohort.n:
+        if min(int(cohort.y.sum()), cohort.n - int(cohort.y.sum())) >= 2:  # DeLong needs two of each outcome
             c = compare(cohort, control, treatment, experiment_id=p.experiment_id, thresholds=thresholds, plan=plan)
             comparisons.append(c)
         if segments is not None:
