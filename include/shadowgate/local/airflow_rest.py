@@ -155,6 +155,11 @@ class AirflowRest:
         result: list[dict[str, Any]] = page["task_instances"]
         return result
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """A task's XCom value (its return value by default), deserialized."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        return self._call("GET", path, params={"deserialize": "true", "stringify": "false"})["value"]
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         page = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
         result: list[dict[str, Any]] = page["task_instances"]
