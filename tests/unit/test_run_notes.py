@@ -25,13 +25,17 @@ VERDICT = {
 }
 
 
-def test_the_note_lists_errors_first_with_cohort_and_next_step() -> None:
+def test_the_note_leads_with_the_worst_alert_then_lists_errors_first_with_cohort_and_next_step() -> None:
     note = render_note([VERDICT, RISE])
     assert note.splitlines() == [
-        "**2 alerts raised by this run** (sent once while it holds):",
+        f"**ERROR** {RISE['title']} (+1 more alert)",
+        "",
         f"- **ERROR** [2026-W35 final] {RISE['title']}: {RISE['text']}",
         f"- **INFO** [2026-W36 final] {VERDICT['title']}: {VERDICT['text']}",
+        "",
+        "Raised by this run; each condition is sent once while it holds.",
     ]
+    assert render_note([VERDICT]).splitlines()[0] == f"**INFO** {VERDICT['title']}"
 
 
 def test_a_long_note_is_cut_to_airflows_limit_and_says_where_the_rest_is() -> None:

@@ -27,14 +27,18 @@ NOTE_LIMIT = 1000
 
 
 def render_note(alerts: Sequence[Mapping[str, Any]], *, limit: int = NOTE_LIMIT) -> str:
-    """The note (Markdown) for the alerts a run raised: one line each, errors first; cut to ``limit`` characters."""
+    """The note (Markdown) for the alerts a run raised. Airflow shows a note's first line on the run's page and the
+    rest on a click, so the first line is the most severe alert's title; then every alert, errors first, with its
+    cohort, what happened and the next step. Cut to ``limit`` characters."""
     order = {"error": 0, "warning": 1, "info": 2}
     ranked = sorted(alerts, key=lambda a: order.get(str(a.get("severity")), 3))
-    head = f"**{len(ranked)} alert{'s' if len(ranked) != 1 else ''} raised by this run** (sent once while it holds):"
-    lines = [head]
+    first = ranked[0]
+    more = f" (+{len(ranked) - 1} more alert{'s' if len(ranked) > 2 else ''})" if len(ranked) > 1 else ""
+    lines = [f"**{str(first.get('severity', '')).upper()}** {first['title']}{more}", ""]
     for a in ranked:
         where = f" [{a['cohort']} {a['label']}]" if a.get("cohort") else ""
         lines.append(f"- **{str(a.get('severity', '')).upper()}**{where} {a['title']}: {a['text']}")
+    lines += ["", "Raised by this run; each condition is sent once while it holds."]
     note = "\n".join(lines)
     if len(note) > limit:
         note = note[: limit - 40].rstrip() + "\n… (the task log has every alert)"
