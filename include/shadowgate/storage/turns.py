@@ -89,7 +89,7 @@ def acquire(database: Path, *, timeout_s: float) -> float:
                         " (SHADOWGATE_WAREHOUSE_DUCKDB_LOCK_TIMEOUT_S)"
                     ) from None
                 if not announced:
-                    logger.info("warehouse %s in use by %s: waiting for its turn", key, _holder(handle))
+                    logger.warning("warehouse %s in use by %s: waiting for its turn", key, _holder(handle))
                     announced = True
                 time.sleep(POLL_S)
     except BaseException:
