@@ -312,7 +312,10 @@ def render_report_html(
         parts.append(
             '<p class="note">Deny at PD ≥ high, manual review at PD ≥ medium, approve below; segment overrides and '
             'business rules are not replayed. Each figure names the rows it is computed on; "all rows given" is the '
-            "population above.</p>\n"
+            "population above — purchases the serving model already approved, so the serving model re-approves "
+            "(nearly) all of them by construction: its approval rate here is close to 100 %, and another model's "
+            "rate says how many of those approvals it would have declined or referred, not how many applicants it "
+            "would approve.</p>\n"
         )
         setting = [("high", "cut-off"), ("medium", "cut-off"), ("lgd", "assumption")]
         rows: list[list[Any]] = [[name, kind, *(getattr(o, name) for o in policy.values())] for name, kind in setting]
