@@ -1,6 +1,7 @@
 """The end-to-end tests reuse the API fixtures (models in a real MLflow store, a private Redis, the app's runtime)
 and the DAG tests' throw-away Airflow metadata DB, rather than building a second copy of either."""
 
+import os
 import shutil
 import socket
 import tempfile
@@ -62,7 +63,7 @@ def _free_ports(count: int) -> list[int]:
 def stack_home() -> Iterator[Path]:
     """A SHADOWGATE_HOME below a folder every user may traverse: under root, PostgreSQL runs as `nobody`, and
     pytest's tmp_path sits in a 0700 folder."""
-    base = Path(tempfile.mkdtemp(prefix="shadowgate-stack-"))
+    base = Path(tempfile.mkdtemp(prefix="shadowgate-stack-", dir="/tmp" if os.path.isdir("/tmp") else None))
     base.chmod(0o755)
     try:
         yield base / "home"

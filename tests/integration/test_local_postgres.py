@@ -23,7 +23,7 @@ from shadowgate.local.redis import free_port
 @pytest.fixture
 def cluster_home() -> Iterator[Path]:
     """A folder every user can traverse (under root the server runs as `nobody`; pytest's tmp_path is 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="shadowgate-pg-"))
+    base = Path(tempfile.mkdtemp(prefix="shadowgate-pg-", dir="/tmp" if os.path.isdir("/tmp") else None))
     base.chmod(0o755)
     try:
         yield base / "postgres"
