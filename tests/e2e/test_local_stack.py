@@ -262,3 +262,16 @@ def test_an_external_redis_is_only_checked(
     state = stack.status(repo_root=REPO_ROOT)
     assert (state[stack.REDIS].state, state[stack.REDIS].url, state[stack.REDIS].healthy) == ("external", nobody, False)
     assert stack.down(repo_root=REPO_ROOT) == []
+
+
+def test_airflow_components_ignore_the_callers_airflow_variables(
+    private_stack: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test session's (or another installation's) AIRFLOW_* variables must not reach the stack's Airflow: the DAG
+    tests' unit-test mode leaked into a stack once and every task died on "Invalid auth token"."""
+    monkeypatch.setenv("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+    monkeypatch.setenv("AIRFLOW_HOME", "/somewhere/else")
+    env = stack.Layout.resolve(REPO_ROOT).airflow_process_env()
+    assert "AIRFLOW__CORE__UNIT_TEST_MODE" not in env
+    assert env["AIRFLOW_HOME"] == str(stack.Layout.resolve(REPO_ROOT).airflow_home)
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg://")

@@ -309,6 +309,13 @@ class Layout:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         }
 
+    def airflow_process_env(self) -> dict[str, str]:
+        """The environment of Airflow's components: :meth:`base_env` without any ``AIRFLOW_*`` variable of the caller
+        (an ``AIRFLOW_HOME`` or ``AIRFLOW__…`` meant for another Airflow — or a test session's unit-test mode, which
+        made the task runner's tokens invalid — must not reconfigure this one), then :meth:`airflow_env`."""
+        env = {k: v for k, v in self.base_env().items() if not k.startswith("AIRFLOW_")}
+        return {**env, **self.airflow_env()}
+
     def base_env(self) -> dict[str, str]:
         """The caller's environment + the venv on PATH + stack.env."""
         env = dict(os.environ)
@@ -826,7 +833,7 @@ def _start_airflow(layout: Layout) -> list[_Launch]:
             launches[component] = launch
     if missing:
         layout.airflow_home.mkdir(parents=True, exist_ok=True)
-        env = {**layout.base_env(), **layout.airflow_env()}
+        env = layout.airflow_process_env()
         _airflow_migrate(layout, env)  # idempotent; also writes airflow.cfg (shared JWT secret) before anyone reads it
         airflow = layout.executable("airflow")
         commands = {
