@@ -9,6 +9,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -593,11 +594,19 @@ def _local_airflow() -> Any:
 _DATE = ["%Y-%m-%d"]
 
 
+class Reprocess(StrEnum):
+    """What a backfill does with runs that exist already (Airflow's ``reprocess_behavior``)."""
+
+    NONE = "none"
+    FAILED = "failed"
+    COMPLETED = "completed"
+
+
 @app.command()
 def trigger(
     dag_id: Annotated[str, typer.Argument(help="The Dag to run now, e.g. upload_predictions.")],
     wait: Annotated[bool, typer.Option(help="Wait for the run and report it (exit 1 unless it succeeded).")] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 3600.0,
+    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait.")] = 3600.0,
 ) -> None:
     """Trigger one run of a Dag on the local Airflow (REST API, as the UI's Trigger button does)."""
     from shadowgate.local.airflow_rest import AirflowRestError
@@ -623,12 +632,12 @@ def backfill(
         dt.datetime, typer.Option("--from", formats=_DATE, metavar="DATE", help="First data interval start (UTC).")
     ],
     to: Annotated[dt.datetime, typer.Option(formats=_DATE, metavar="DATE", help="Last data interval start (UTC).")],
-    max_active_runs: Annotated[int, typer.Option(help="Runs of the backfill at a time.")] = 4,
+    max_active_runs: Annotated[int, typer.Option(min=1, max=64, help="Runs of the backfill at a time.")] = 4,
     reprocess: Annotated[
-        str, typer.Option(help="Existing runs: none (keep), failed (redo failed), completed (redo all).")
-    ] = "completed",
+        Reprocess, typer.Option(help="Existing runs: none (keep), failed (redo failed), completed (redo all).")
+    ] = Reprocess.COMPLETED,
     wait: Annotated[bool, typer.Option(help="Wait for every run and report (exit 1 unless all succeeded).")] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 7200.0,
+    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait.")] = 7200.0,
 ) -> None:
     """Backfill a Dag on the local Airflow (REST API, as the UI's Backfill dialog does) and report every run."""
     from shadowgate.local.airflow_rest import AirflowRestError
@@ -639,7 +648,11 @@ def backfill(
             airflow.wait_for_dag(dag_id)
             created = time.monotonic()
             backfill_id = airflow.create_backfill(
-                dag_id, from_date=start, to_date=end, max_active_runs=max_active_runs, reprocess_behavior=reprocess
+                dag_id,
+                from_date=start,
+                to_date=end,
+                max_active_runs=max_active_runs,
+                reprocess_behavior=reprocess.value,
             )
             typer.echo(f"{dag_id}: backfill {backfill_id} created, {start.date()} to {end.date()}")
             if wait:

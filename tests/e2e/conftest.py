@@ -1,10 +1,7 @@
 """The end-to-end tests reuse the API fixtures (models in a real MLflow store, a private Redis, the app's runtime)
 and the DAG tests' throw-away Airflow metadata DB, rather than building a second copy of either."""
 
-import os
-import shutil
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +11,7 @@ from shadowgate.config import DriftScenario
 from shadowgate.simulation import SimulationResult
 from tests.api.conftest import redis_server, registry, runtime_factory
 from tests.dags.conftest import airflow_db
+from tests.tempdirs import traversable_tempdir
 
 __all__ = ["airflow_db", "baseline", "private_stack", "redis_server", "registry", "runtime_factory", "stack_home"]
 
@@ -63,12 +61,8 @@ def _free_ports(count: int) -> list[int]:
 def stack_home() -> Iterator[Path]:
     """A SHADOWGATE_HOME below a folder every user may traverse: under root, PostgreSQL runs as `nobody`, and
     pytest's tmp_path sits in a 0700 folder."""
-    base = Path(tempfile.mkdtemp(prefix="shadowgate-stack-", dir="/tmp" if os.path.isdir("/tmp") else None))
-    base.chmod(0o755)
-    try:
+    with traversable_tempdir("shadowgate-stack-") as base:
         yield base / "home"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,22 +17,21 @@ import pytest
 
 from shadowgate.local import postgres
 from shadowgate.local.redis import free_port
+from tests.tempdirs import traversable_tempdir
 
 
 @pytest.fixture
 def cluster_home() -> Iterator[Path]:
     """A folder every user can traverse (under root the server runs as `nobody`; pytest's tmp_path is 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="shadowgate-pg-", dir="/tmp" if os.path.isdir("/tmp") else None))
-    base.chmod(0o755)
-    try:
+    with traversable_tempdir("shadowgate-pg-") as base:
         yield base / "postgres"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
-def _start(directory: Path, port: int, account: postgres.Account | None) -> subprocess.Popen[bytes]:
+def _start(
+    directory: Path, port: int, account: postgres.Account | None, bin_path: Path | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        postgres.postgres_argv(port, directory),
+        postgres.postgres_argv(port, directory, bin_path=bin_path),
         env=postgres.server_env(),
         cwd=directory,
         stdout=subprocess.DEVNULL,
@@ -135,17 +133,7 @@ def test_binaries_the_server_account_cannot_reach_are_copied_where_it_can(
     assert postgres.server_bin_dir(cluster_home, account) == binaries  # made once
     assert postgres.ensure_cluster(cluster_home, password="pw", account=account, bin_path=binaries) is True
     port = free_port()
-    process = subprocess.Popen(
-        postgres.postgres_argv(port, cluster_home, bin_path=binaries),
-        env=postgres.server_env(),
-        cwd=cluster_home,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        user=account.uid if account else None,
-        group=account.gid if account else None,
-        extra_groups=[] if account else None,
-    )
+    process = _start(cluster_home, port, account, binaries)
     try:
         _wait_answering(port, "pw", process)
     finally:

@@ -44,6 +44,12 @@ class RunReport:
         return f"{self.dag_id}: {self.runs} runs ({states}) in {self.seconds:.0f} s{retries}"
 
 
+def _logical_between(run: Mapping[str, Any], between: tuple[dt.datetime, dt.datetime]) -> bool:
+    """The run's logical date lies in the closed range (a run without one, e.g. asset-triggered, does not)."""
+    logical = run.get("logical_date")
+    return logical is not None and between[0] <= dt.datetime.fromisoformat(logical) <= between[1]
+
+
 def _iso(value: dt.datetime) -> str:
     if value.tzinfo is None:
         raise ValueError(f"{value} is naive: give Airflow an aware instant")
@@ -94,7 +100,10 @@ class AirflowRest:
         deadline = time.monotonic() + timeout_s
         while not self.dag_ready(dag_id):
             if time.monotonic() > deadline:
-                raise AirflowRestError(f"Dag {dag_id} not parsed within {timeout_s:.0f} s")
+                raise AirflowRestError(
+                    f"Airflow does not know a Dag {dag_id!r} after {timeout_s:.0f} s (a typo? the Dag ids are in the"
+                    " UI's Dags page; a new Dag file shows up within 30 s)"
+                )
             time.sleep(1.0)
 
     def trigger(
@@ -186,8 +195,7 @@ class AirflowRest:
             chosen = [
                 r
                 for r in self.runs(dag_id, run_type=run_type)
-                if (run_ids is None or r["dag_run_id"] in run_ids)
-                and (between is None or between[0] <= dt.datetime.fromisoformat(r["logical_date"]) <= between[1])
+                if (run_ids is None or r["dag_run_id"] in run_ids) and (between is None or _logical_between(r, between))
             ]
             done = all(r["state"] in TERMINAL_RUN_STATES for r in chosen)
             if backfill_id is not None:

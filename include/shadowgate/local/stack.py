@@ -582,7 +582,8 @@ def _health_probe(layout: Layout, service: str, *, started_at: dt.datetime | Non
     if service == REDIS:
         return lambda: _redis_ping(layout.redis_url)
     if service == POSTGRES:
-        return lambda: postgres.answering(layout.airflow_db_port, layout.postgres_password)
+        password = layout.postgres_password  # read once, not on every probe
+        return lambda: postgres.answering(layout.airflow_db_port, password)
     if service == MLFLOW:
         return lambda: _http_ok(f"{layout.mlflow_url}/health")
     if service == API:

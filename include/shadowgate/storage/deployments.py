@@ -26,11 +26,12 @@ class WarehouseDeploymentLog:
     """Writes deployment events to the warehouse; re-sending an event is harmless (MERGE on ``event_id``).
 
     The warehouse is opened for each write and closed after it: alias moves are rare, and the embedded DuckDB file
-    takes one writing process at a time (the uploader holds it while it drains a batch, hence the retries).
+    takes one writing process at a time (opening it waits for the process that has it: ``storage.turns``). The
+    retries cover a write that still fails (a warehouse briefly unreachable).
 
     Args:
         open_warehouse: opens the warehouse (``shadowgate.storage.open_warehouse`` with the settings).
-        timeout_s: how long to keep retrying a write that fails (a DuckDB file locked by the uploader).
+        timeout_s: how long to keep retrying a write that fails.
     """
 
     def __init__(self, open_warehouse: Callable[[], Warehouse], *, timeout_s: float = 30.0) -> None:
