@@ -392,6 +392,36 @@ class TrainingSettings(BaseSettings):
     """Seed for model fitting and sampling."""
 
 
+class DriftSettings(BaseSettings):
+    """The daily drift check (``drift_check``): served inputs and scores against the models' training references.
+    The rates these settings give are measured in ``tests/model/test_drift_worlds.py`` (README, "Drift")."""
+
+    model_config = _config("SHADOWGATE_DRIFT_")
+
+    psi_floor: float = Field(default=0.1, gt=0.0)
+    """The smallest PSI that counts as drift whatever the day's size (0.1: the credit-risk convention for a shift
+    worth a look). A column that moved more than this inside its own training window needs more (its wander)."""
+
+    alpha: float = Field(default=0.01, gt=0.0, lt=0.5)
+    """Chance of a false alarm on a day from sampling noise alone, spread over the columns checked (Bonferroni)."""
+
+    unseen_alert_share: float = Field(default=0.05, gt=0.0, le=1.0)
+    """Alert when more than this share of a categorical's values on a day were never seen in training."""
+
+    bins: int = Field(default=10, ge=2, le=100)
+    """Quantile bins of a numeric column (fixed by the reference, once per model version)."""
+
+    min_rows: int = Field(default=200, ge=1)
+    """A day with fewer decisions is reported, never judged."""
+
+    report_rows: int = Field(default=20_000, ge=100)
+    """The Evidently report renders on a seeded sample of at most this many of the day's rows (the decision uses
+    every row; the report says so)."""
+
+    experiment: str = "shadowgate/drift"
+    """MLflow experiment of the daily drift runs."""
+
+
 class EvaluationSettings(BaseSettings):
     """The weekly evaluation (``weekly_performance``): what a comparison is powered for, its sequential plan, the
     alerts and the cost bounds. When labels mature is ``GroundTruthSettings``'."""

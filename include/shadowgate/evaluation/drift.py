@@ -101,6 +101,7 @@ class ReferenceProfile:
     rows: int
     columns: tuple[ColumnProfile, ...]
     source: str = ""
+    bins: int = 10
     version: int = PROFILE_VERSION
 
     def column(self, name: str) -> ColumnProfile:
@@ -133,6 +134,7 @@ class ReferenceProfile:
             rows=int(data["rows"]),
             columns=columns,
             source=str(data.get("source", "")),
+            bins=int(data.get("bins", 10)),
         )
 
 
@@ -228,7 +230,7 @@ def build_profile(
             calibrated.append(replace(profile, wander=max(0.0, max(finite, default=0.0))))
         profiles = calibrated
     rows = max((p.rows for p in profiles), default=0)
-    return ReferenceProfile(model_version=model_version, rows=rows, columns=tuple(profiles), source=source)
+    return ReferenceProfile(model_version=model_version, rows=rows, columns=tuple(profiles), source=source, bins=bins)
 
 
 def _expected_noise(occupied_bins: int, n: int, m: int) -> float:
@@ -435,3 +437,27 @@ def check_day(
         rows=rows,
         settings={"floor": floor, "alpha": alpha, "unseen_alert_share": unseen_alert_share},
     )
+
+
+REPORT_FILE = "drift_report.html"
+
+
+def render_evidently_report(reference: Any, current: Any, out_dir: Any, *, columns: Sequence[str] | None = None) -> str:
+    """Evidently's data-drift report of ``current`` against ``reference`` (pandas frames), written self-contained
+    (offline: its scripts are inside the file) as ``out_dir / drift_report.html``; returns the file name.
+
+    The report is for people to read; it never decides. Evidently picks its own test per column; the day's verdict
+    is :func:`check_day`'s.
+    """
+    from pathlib import Path
+
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    keep = [c for c in (columns or current.columns) if c in reference.columns and c in current.columns]
+    snapshot = Report([DataDriftPreset(columns=keep)]).run(
+        current_data=current[keep].reset_index(drop=True), reference_data=reference[keep].reset_index(drop=True)
+    )
+    path = Path(out_dir) / REPORT_FILE
+    snapshot.save_html(str(path))
+    return REPORT_FILE

@@ -43,6 +43,7 @@ LABEL_REVISIONS = "label_revisions"
 MODEL_METRICS = "model_metrics"
 COMPARISON_PLANS = "comparison_plans"
 ALERTS = "alerts"
+DRIFT_REPORTS = "drift_reports"
 TABLES = (
     PREDICTION_LOGS,
     OUTCOMES,
@@ -51,7 +52,7 @@ TABLES = (
     LABEL_REVISIONS,
     MODEL_METRICS,
     COMPARISON_PLANS,
-    "drift_reports",
+    DRIFT_REPORTS,
     DEPLOYMENT_EVENTS,
     "experiments",
     ALERTS,
@@ -65,6 +66,7 @@ MERGE_KEYS = {
     MODEL_METRICS: "metric_id",
     COMPARISON_PLANS: "experiment_id",
     ALERTS: "alert_key",
+    DRIFT_REPORTS: "report_id",
 }
 """Tables loaded by stage + MERGE, and the key each is merged on (``merge/<table>.sql``)."""
 
@@ -72,7 +74,7 @@ DERIVED_TABLES = (LABELED_PREDICTIONS, LABEL_REVISIONS)
 """Tables a pipeline computes from other tables inside the warehouse. Their columns are declared here too
 (:func:`arrow_schema`)."""
 
-RELAID_WHEN_EMPTY = (*DERIVED_TABLES, MODEL_METRICS)
+RELAID_WHEN_EMPTY = (*DERIVED_TABLES, MODEL_METRICS, DRIFT_REPORTS)
 """Tables an earlier version created empty with another layout (placeholders no code wrote): ``ensure_tables``
 re-creates such a table while it is empty, and stops with a clear error once it holds rows (:func:`outdated_layout`),
 before it adds missing columns to the loaded tables."""
@@ -143,6 +145,24 @@ _COMPARISON_PLANS_SCHEMA = pa.schema(
 )
 
 
+_DRIFT_REPORTS_SCHEMA = pa.schema(
+    [
+        pa.field("report_id", pa.string(), nullable=False),
+        pa.field("window_start", pa.date32(), nullable=False),
+        pa.field("window_end", pa.date32(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("column_name", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("statistic", pa.float64()),
+        pa.field("threshold", pa.float64()),
+        pa.field("drifted", pa.bool_(), nullable=False),
+        pa.field("n", pa.int64(), nullable=False),
+        pa.field("unseen_share", pa.float64()),
+        pa.field("mlflow_run_id", pa.string()),
+        pa.field("computed_at", TIMESTAMP, nullable=False),
+    ]
+)
+
 _ALERTS_SCHEMA = pa.schema(
     [
         *(pa.field(name, pa.string(), nullable=False) for name in ("alert_key", "kind", "subject", "condition")),
@@ -185,6 +205,8 @@ def arrow_schema(table: str) -> pa.Schema:
         return _COMPARISON_PLANS_SCHEMA
     if table == ALERTS:
         return _ALERTS_SCHEMA
+    if table == DRIFT_REPORTS:
+        return _DRIFT_REPORTS_SCHEMA
     if table == DEPLOYMENT_EVENTS:
         # evidence is JSON text here: Parquet has no JSON type (the MERGE parses it into the JSON column).
         return pa.schema(

@@ -1,4 +1,6 @@
--- One column's drift test on one window against the champion's frozen reference (written by drift_check).
+-- One column's drift check on one day against its model's training reference (written by drift_check): the PSI
+-- (statistic), the threshold it had to pass that day, the verdict, the day's rows with a value and, for a
+-- categorical, the share of values never seen in training. A re-run of the day replaces the day's rows.
 CREATE TABLE IF NOT EXISTS `${dataset}.drift_reports` (
   report_id STRING NOT NULL,
   window_start DATE NOT NULL,
@@ -9,6 +11,8 @@ CREATE TABLE IF NOT EXISTS `${dataset}.drift_reports` (
   statistic FLOAT64,
   threshold FLOAT64,
   drifted BOOL NOT NULL,
+  n INT64 NOT NULL,
+  unseen_share FLOAT64,
   mlflow_run_id STRING,
   computed_at TIMESTAMP NOT NULL
 )

@@ -1,0 +1,383 @@
+"""``drift_check``: one day of served decisions against the models' training references (statistics in
+:mod:`shadowgate.evaluation.drift`).
+
+The day's inputs exactly as logged in ``prediction_logs`` (the contract's drift columns) are compared with the
+**champion's** reference, and every model's score with **its own** reference's scores. One decision for the day;
+per column its PSI, threshold and verdict go to the warehouse table ``drift_reports`` (the day's rows replaced on a
+re-run) and to one MLflow run per day (found by its key ``drift/<day>``: a re-run updates it), whose description says
+the verdict in a sentence. Drift and unseen categories are alert conditions like the evaluation's: sent once while
+they hold, with a next step.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from shadowgate.config import DriftSettings
+from shadowgate.contract import drift_columns
+from shadowgate.evaluation.drift import CATEGORICAL, DriftDecision, ReferenceProfile, check_day
+from shadowgate.pipelines.alerts import Alert, Check, record_alerts
+from shadowgate.pipelines.performance import pivot_scores
+from shadowgate.registry import CHAMPION
+from shadowgate.storage.references import SCORE, MlflowReferenceStore, ReferenceMissingError
+from shadowgate.storage.results import ResultsStore, RunRecord
+from shadowgate.storage.warehouse import DRIFT_REPORTS, Warehouse, arrow_schema
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "drift_check"
+METHOD = "psi"
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """What one day's check did (JSON-able through :meth:`as_dict`, shown in the Airflow UI)."""
+
+    day: str
+    rows: int
+    verdict: str
+    """``drift``, ``unseen_categories``, ``stable``, ``too_few_rows`` or ``no_champion``."""
+    drifted_columns: tuple[str, ...] = ()
+    unseen_columns: tuple[str, ...] = ()
+    champion: str | None = None
+    models: tuple[str, ...] = ()
+    profiles_computed: tuple[str, ...] = ()
+    mlflow_run_id: str | None = None
+    mlflow_url: str | None = None
+    alerts_raised: tuple[str, ...] = ()
+    sentence: str = ""
+    skipped: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def found(self) -> bool:
+        return self.verdict in ("drift", "unseen_categories")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day,
+            "rows": self.rows,
+            "verdict": self.verdict,
+            "drift_found": self.found,
+            "drifted_columns": list(self.drifted_columns),
+            "unseen_columns": list(self.unseen_columns),
+            "champion": self.champion,
+            "models": list(self.models),
+            "profiles_computed": list(self.profiles_computed),
+            "mlflow_run_id": self.mlflow_run_id,
+            "mlflow_url": self.mlflow_url,
+            "alerts_raised": list(self.alerts_raised),
+            "alerts": list(self.alerts_raised),
+            "sentence": self.sentence,
+            "skipped": list(self.skipped),
+        }
+
+
+def score_column(alias: str, version: str) -> str:
+    return f"score:{alias}@{version}"
+
+
+def metric_name(column: str) -> str:
+    """A column's name as MLflow takes it in a metric name (no ``@``): ``score:champion@1`` → ``score:champion/v1``."""
+    return column.replace("@", "/v")
+
+
+def combined_profile(champion: ReferenceProfile, scores: Mapping[str, ReferenceProfile]) -> ReferenceProfile:
+    """The champion's input columns and every model's own ``score`` column (renamed ``score:<alias>@<version>``)."""
+    columns = [c for c in champion.columns if c.name != SCORE]
+    for name, profile in scores.items():
+        try:
+            columns.append(replace(profile.column(SCORE), name=name))
+        except KeyError:
+            logger.warning("the reference of %s holds no score column: its score is not checked", name)
+    return replace(champion, columns=tuple(columns))
+
+
+def verdict_sentence(day: dt.date, decision: DriftDecision, *, champion: str) -> str:
+    """The day's verdict in one sentence, with the next step."""
+    if decision.drift or decision.unseen_columns:
+        parts = []
+        for name in decision.drifted_columns:
+            c = decision.column(name)
+            parts.append(f"{name} (PSI {c.psi:.3f} > {c.threshold:.3f})")
+        for name in decision.unseen_columns:
+            c = decision.column(name)
+            seen = ", ".join(f"{v} ×{k}" for v, k in c.unseen_values)
+            parts.append(f"{name} has {100 * c.unseen_share:.1f}% values never seen in training ({seen})")
+        return (
+            f"{day}: the inputs moved away from {champion}'s training reference on {decision.rows:,} decisions — "
+            + "; ".join(parts)
+            + ". Check the feed of these columns; if the change is real, the retraining DAG follows the drift asset."
+        )
+    return (
+        f"{day}: no drift on {decision.rows:,} decisions against {champion}'s training reference "
+        f"({len(decision.columns)} columns checked; largest PSI "
+        f"{max((c.psi for c in decision.columns if not math.isnan(c.psi)), default=float('nan')):.3f})."
+    )
+
+
+def _checks(day: dt.date, decision: DriftDecision, *, champion: str, at: str) -> list[Check]:
+    checks = []
+    for c in decision.columns:
+        alert = None
+        if c.drifted:
+            alert = Alert(
+                title=f"drift: {c.column} moved away from {champion}'s training reference",
+                text=(
+                    f"{day}: PSI {c.psi:.3f} above its threshold {c.threshold:.3f} on {c.n:,} values. "
+                    "Check the feed of this column; if the change is real, retrain (retrain_challenger follows "
+                    "the drift asset) and watch the weekly evaluation."
+                ),
+                severity="warning",
+                source=SOURCE,
+                details={"day": day.isoformat(), "psi": c.psi, "threshold": c.threshold, "n": c.n},
+                at=at,
+                kind="drift",
+                subject=champion,
+                condition=c.column,
+            )
+        checks.append(Check(kind="drift", subject=champion, condition=c.column, alert=alert))
+        if c.kind == CATEGORICAL:
+            unseen = None
+            if c.column in decision.unseen_columns:
+                unseen = Alert(
+                    title=f"unseen categories: {100 * c.unseen_share:.1f}% of {c.column} never seen in training",
+                    text=(
+                        f"{day}: {', '.join(f'{v} ×{k}' for v, k in c.unseen_values)}. The models score these as "
+                        "'other'. Check whether the values are new business (retrain) or a feed error."
+                    ),
+                    severity="warning",
+                    source=SOURCE,
+                    details={"day": day.isoformat(), "share": c.unseen_share, "values": list(c.unseen_values)},
+                    at=at,
+                    kind="unseen_category",
+                    subject=champion,
+                    condition=c.column,
+                )
+            checks.append(Check(kind="unseen_category", subject=champion, condition=c.column, alert=unseen))
+    return checks
+
+
+def _report_rows(
+    day: dt.date, decision: DriftDecision, *, versions: Mapping[str, str], run_id: str | None, at: dt.datetime
+) -> pa.Table:
+    rows = [
+        {
+            "report_id": f"{day.isoformat()}/{c.column}",
+            "window_start": day,
+            "window_end": day + dt.timedelta(days=1),
+            "model_version": versions.get(c.column, versions["inputs"]),
+            "column_name": c.column,
+            "method": METHOD,
+            "statistic": None if math.isnan(c.psi) else c.psi,
+            "threshold": None if math.isinf(c.threshold) else c.threshold,
+            "drifted": c.drifted,
+            "n": c.n,
+            "unseen_share": c.unseen_share if c.kind == CATEGORICAL else None,
+            "mlflow_run_id": run_id,
+            "computed_at": at,
+        }
+        for c in decision.columns
+    ]
+    return pa.Table.from_pylist(rows, schema=arrow_schema(DRIFT_REPORTS))
+
+
+def _columns_csv(decision: DriftDecision, path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["column", "kind", "n", "psi", "threshold", "noise", "drifted", "unseen_share", "unseen"])
+        for c in decision.columns:
+            writer.writerow(
+                [
+                    c.column,
+                    c.kind,
+                    c.n,
+                    f"{c.psi:.6f}",
+                    f"{c.threshold:.6f}",
+                    f"{c.noise:.6f}",
+                    c.drifted,
+                    f"{c.unseen_share:.6f}",
+                    "; ".join(f"{v}={k}" for v, k in c.unseen_values),
+                ]
+            )
+
+
+def check_drift(
+    *,
+    warehouse: Warehouse,
+    models: Mapping[str, tuple[str, str | None]],
+    references: MlflowReferenceStore,
+    results: ResultsStore,
+    day: dt.date,
+    settings: DriftSettings,
+    send: Callable[[Alert], object],
+    render_report: Callable[[Any, Any, Path], str] | None = None,
+) -> DriftSummary:
+    """Check one day (purchase time in ``[day, day + 1)``).
+
+    Args:
+        warehouse: holds ``prediction_logs``; receives ``drift_reports`` and ``alerts``.
+        models: alias → (version, training run id) of the registered models (the champion's reference holds the
+            inputs; every model's its own scores).
+        references: reads (and the first time bins and stores) each version's reference.
+        results: the MLflow experiment of the daily runs.
+        day: the day checked.
+        settings: thresholds and the report's sample size.
+        send: delivers an alert that begins to hold.
+        render_report: (reference sample, day sample, out dir) → the HTML file's name; None: no report.
+    """
+    at = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    stamp = at.isoformat()
+    if CHAMPION not in models:
+        return DriftSummary(day=day.isoformat(), rows=0, verdict="no_champion", sentence="no @champion registered")
+    champion_version, champion_run = models[CHAMPION]
+    champion = f"{CHAMPION}@{champion_version}"
+    computed, skipped = [], []
+    champion_ref = references.profile(champion_version, champion_run)
+    if champion_ref.computed:
+        computed.append(champion)
+    score_profiles: dict[str, ReferenceProfile] = {}
+    versions = {"inputs": champion_version}
+    for alias, (version, run_id) in sorted(models.items()):
+        name = score_column(alias, version)
+        try:
+            ref = champion_ref if alias == CHAMPION else references.profile(version, run_id)
+        except ReferenceMissingError as error:
+            skipped.append(f"{alias}@{version}: {error}")
+            continue
+        if ref.computed and alias != CHAMPION:
+            computed.append(f"{alias}@{version}")
+        score_profiles[name] = ref.profile
+        versions[name] = version
+    profile = combined_profile(champion_ref.profile, score_profiles)
+
+    columns = drift_columns()
+    names = [*columns.numerical, *columns.categorical]
+    table = warehouse.run(
+        "queries/drift_day",
+        {"day_start": at - dt.timedelta(days=1), "day_end": at},
+        columns=", ".join(names),
+    )
+    rows = table.num_rows
+    if rows < settings.min_rows:
+        sentence = f"{day}: {rows} decisions, fewer than {settings.min_rows}: not judged"
+        logger.info(sentence)
+        return DriftSummary(
+            day=day.isoformat(),
+            rows=rows,
+            verdict="too_few_rows",
+            champion=champion,
+            sentence=sentence,
+            skipped=tuple(skipped),
+        )
+    current: dict[str, Any] = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
+    for key, values in pivot_scores(table.column("scores"), rows).items():
+        name = score_column(key.alias, key.version)
+        if name in versions:
+            current[name] = values[~np.isnan(values)]
+    decision = check_day(
+        profile,
+        current,
+        floor=settings.psi_floor,
+        alpha=settings.alpha,
+        unseen_alert_share=settings.unseen_alert_share,
+    )
+    verdict = "drift" if decision.drift else ("unseen_categories" if decision.unseen_columns else "stable")
+    sentence = verdict_sentence(day, decision, champion=champion)
+    recorded = record_alerts(warehouse, _checks(day, decision, champion=champion, at=stamp), at=at, send=send)
+
+    experiment_id = results.ensure_experiment(
+        settings.experiment,
+        tags={
+            "mlflow.note.content": "One run per day: the served inputs and every model's score against the "
+            "models' training references (PSI per column, one decision per day). Written by drift_check.",
+            "mlflow.experimentKind": "custom_model_development",
+        },
+    )
+    metrics: dict[str, float] = {
+        "rows": float(rows),
+        "drift": float(decision.drift),
+        "unseen_alert": float(bool(decision.unseen_columns)),
+    }
+    for c in decision.columns:
+        name = metric_name(c.column)
+        metrics[f"psi.{name}"] = c.psi
+        metrics[f"threshold.{name}"] = c.threshold
+        if c.kind == CATEGORICAL:
+            metrics[f"unseen_share.{name}"] = c.unseen_share
+    description = sentence
+    if recorded.sent:
+        description += "\n\n**Alerts raised this day** (each sent once while it holds):\n\n" + "\n".join(
+            f"- {title}" for title in recorded.sent
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        _columns_csv(decision, out / "drift_columns.csv")
+        if render_report is not None:
+            sample_day = _sample(table, names, settings.report_rows, seed=day.toordinal())
+            render_report(references.sample(champion_run)[names], sample_day, out)
+        run = results.record(
+            experiment_id,
+            RunRecord(
+                key=f"drift/{day.isoformat()}",
+                name=f"drift: {day.isoformat()} · {champion}",
+                params={"day": day.isoformat(), "method": METHOD},
+                tags={
+                    "shadowgate.verdict": verdict,
+                    "shadowgate.day": day.isoformat(),
+                    "shadowgate.champion": champion,
+                    "shadowgate.models": ", ".join(sorted(f"{a}@{v}" for a, (v, _) in models.items())),
+                    "shadowgate.drifted_columns": ", ".join(decision.drifted_columns) or "-",
+                    "shadowgate.unseen_columns": ", ".join(decision.unseen_columns) or "-",
+                    "shadowgate.psi_floor": str(settings.psi_floor),
+                    "shadowgate.alpha": str(settings.alpha),
+                    "shadowgate.report_sample": f"at most {settings.report_rows:,} of the day's rows, seeded; "
+                    "the verdict uses every row",
+                    "mlflow.note.content": description,
+                },
+                metrics=metrics,
+                step=0,
+                timestamp_ms=int(at.timestamp() * 1000) - 1,
+                artifacts_dir=out,
+            ),
+        )
+    batch = _report_rows(day, decision, versions=versions, run_id=run.run_id, at=at)
+    warehouse.merge(
+        DRIFT_REPORTS,
+        staging=warehouse.stage(DRIFT_REPORTS, batch, batch_id=f"drift_{day:%Y%m%d}"),
+        params={"window_start": day},
+    )
+    return DriftSummary(
+        day=day.isoformat(),
+        rows=rows,
+        verdict=verdict,
+        drifted_columns=decision.drifted_columns,
+        unseen_columns=decision.unseen_columns,
+        champion=champion,
+        models=tuple(sorted(f"{a}@{v}" for a, (v, _) in models.items())),
+        profiles_computed=tuple(computed),
+        mlflow_run_id=run.run_id,
+        mlflow_url=results.run_url(experiment_id, run.run_id),
+        alerts_raised=recorded.sent,
+        sentence=sentence,
+        skipped=tuple(skipped),
+    )
+
+
+def _sample(table: pa.Table, names: list[str], limit: int, *, seed: int) -> Any:
+    """At most ``limit`` of the day's rows (seeded), as a pandas frame of the input columns, for the report."""
+    rows = table.num_rows
+    if rows > limit:
+        pick = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
+        table = table.take(pa.array(pick))
+    return table.select(names).to_pandas()
