@@ -10,3 +10,6 @@ LABELED_PREDICTIONS = Asset(name="labeled_predictions", uri="x-shadowgate://ware
 MODEL_METRICS = Asset(name="model_metrics", uri="x-shadowgate://warehouse/model_metrics")
 """The warehouse table ``model_metrics``: written by ``weekly_performance``; the promotion gate (not built yet) will
 read it."""
+
+DRIFT = Asset(name="drift", uri="x-shadowgate://drift/found")
+"""An event when ``drift_check`` found drift or unseen categories on a day; ``retrain_challenger`` will follow it."""

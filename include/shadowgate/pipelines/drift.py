@@ -11,12 +11,13 @@ they hold, with a next step.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,8 @@ class DriftSummary:
     profiles_computed: tuple[str, ...] = ()
     mlflow_run_id: str | None = None
     mlflow_url: str | None = None
-    alerts_raised: tuple[str, ...] = ()
+    alerts_raised: tuple[dict[str, str], ...] = ()
+    """The alerts this run sent (severity, title, text): the run's note."""
     sentence: str = ""
     skipped: tuple[str, ...] = field(default_factory=tuple)
 
@@ -76,8 +78,7 @@ class DriftSummary:
             "profiles_computed": list(self.profiles_computed),
             "mlflow_run_id": self.mlflow_run_id,
             "mlflow_url": self.mlflow_url,
-            "alerts_raised": list(self.alerts_raised),
-            "alerts": list(self.alerts_raised),
+            "alerts_raised": [dict(a) for a in self.alerts_raised],
             "sentence": self.sentence,
             "skipped": list(self.skipped),
         }
@@ -294,7 +295,13 @@ def check_drift(
     )
     verdict = "drift" if decision.drift else ("unseen_categories" if decision.unseen_columns else "stable")
     sentence = verdict_sentence(day, decision, champion=champion)
-    recorded = record_alerts(warehouse, _checks(day, decision, champion=champion, at=stamp), at=at, send=send)
+    checks = _checks(day, decision, champion=champion, at=stamp)
+    recorded = record_alerts(warehouse, checks, at=at, send=send)
+    raised = tuple(
+        {"severity": c.alert.severity, "title": c.alert.title, "text": c.alert.text}
+        for c in checks
+        if c.alert is not None and c.alert.title in recorded.sent
+    )
 
     experiment_id = results.ensure_experiment(
         settings.experiment,
@@ -368,7 +375,7 @@ def check_drift(
         profiles_computed=tuple(computed),
         mlflow_run_id=run.run_id,
         mlflow_url=results.run_url(experiment_id, run.run_id),
-        alerts_raised=recorded.sent,
+        alerts_raised=raised,
         sentence=sentence,
         skipped=tuple(skipped),
     )
@@ -381,3 +388,47 @@ def _sample(table: pa.Table, names: list[str], limit: int, *, seed: int) -> Any:
         pick = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
         table = table.take(pa.array(pick))
     return table.select(names).to_pandas()
+
+
+@contextlib.contextmanager
+def drift_inputs(day: dt.date) -> Iterator[dict[str, Any]]:
+    """The arguments of :func:`check_drift` resolved from the environment's settings, for the DAG: the warehouse,
+    the registered models (alias → version and training run), the reference store, the MLflow results store, the
+    settings, the shared alert path and Evidently's report."""
+    from shadowgate.config import AlertSettings, MLflowSettings, PathSettings, WarehouseSettings
+    from shadowgate.evaluation.drift import render_evidently_report
+    from shadowgate.pipelines.alerts import send_alert
+    from shadowgate.registry import ModelRegistry
+    from shadowgate.storage import open_warehouse
+    from shadowgate.storage.results import MlflowResultsStore
+
+    settings = DriftSettings()
+    mlflow_settings = MLflowSettings()
+    registry = ModelRegistry(tracking_uri=mlflow_settings.tracking_uri, model_name=mlflow_settings.model_name)
+    models: dict[str, tuple[str, str | None]] = {}
+    for alias in registry.aliases():
+        version = registry.version(alias)
+        if version is not None:
+            models[alias] = (version.version, version.run_id)
+    columns = drift_columns()
+    url = AlertSettings().webhook_url
+    webhook = url.get_secret_value() if url else None
+    warehouse = open_warehouse(WarehouseSettings(), home=PathSettings().home)
+    try:
+        yield {
+            "warehouse": warehouse,
+            "models": models,
+            "references": MlflowReferenceStore(
+                mlflow_settings.tracking_uri,
+                categorical=columns.categorical,
+                numerical=columns.numerical,
+                bins=settings.bins,
+            ),
+            "results": MlflowResultsStore(mlflow_settings.tracking_uri),
+            "day": day,
+            "settings": settings,
+            "send": lambda alert: send_alert(alert, webhook_url=webhook),
+            "render_report": render_evidently_report,
+        }
+    finally:
+        warehouse.close()
