@@ -88,7 +88,7 @@ def test_the_library_lists_every_shipped_statement() -> None:
         + ["queries/comparison_plan"]
         + ["queries/alert_state", "queries/cohort_decisions", "queries/model_baseline"]
         + ["queries/outcome_arrivals", "queries/label_revisions", "queries/weeks_to_reevaluate"]
-        + ["queries/signal_profile"]
+        + ["queries/signal_profile", "queries/drift_day"]
     )
 
 
@@ -113,7 +113,7 @@ def test_every_ddl_creates_its_table_with_the_batch_columns(warehouse: DuckDBWar
 _DUCKDB_NAMES = {"TEXT": "VARCHAR", "TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
 
 
-@pytest.mark.parametrize("table", sorted(set(MERGE_KEYS) - {MODEL_METRICS, ALERTS}))  # those two replace a row
+@pytest.mark.parametrize("table", sorted(set(MERGE_KEYS) - {MODEL_METRICS, ALERTS, "drift_reports"}))  # they replace
 def test_every_merge_inserts_once(warehouse: DuckDBWarehouse, table: str) -> None:
     twice = pa.Table.from_pylist(_rows(table) * 2, schema=arrow_schema(table))
     with pytest.raises(ValueError, match="more than once"):  # the MERGE would insert both copies
@@ -259,6 +259,34 @@ def test_the_cohort_decisions_count_every_decision_once_and_the_baseline_reads_a
     assert len(baseline) == 4 * 3  # auc, auc_se and mean_score of its first four weeks, once each
     before = warehouse.run("queries/model_baseline", {**params, "before_date": dt.date(2026, 1, 19)}).to_pylist()
     assert sorted({r["cohort_start"] for r in before}) == [dt.date(2026, 1, 5), dt.date(2026, 1, 12)]
+
+
+def _drift_row(day: dt.date, column: str, psi: float) -> dict[str, Any]:
+    return {
+        "report_id": f"{day}/{column}", "window_start": day, "window_end": day + dt.timedelta(days=1),
+        "model_version": "1", "column_name": column, "method": "psi", "statistic": psi, "threshold": 0.1,
+        "drifted": psi > 0.1, "n": 1000, "unseen_share": None, "mlflow_run_id": "r", "computed_at": NOW,
+    }  # fmt: skip
+
+
+def test_the_drift_reports_merge_replaces_its_day_and_nothing_else(warehouse: DuckDBWarehouse) -> None:
+    day, other = dt.date(2026, 11, 2), dt.date(2026, 11, 3)
+
+    def write(rows: list[dict[str, Any]], when: dt.date) -> None:
+        batch = pa.Table.from_pylist(rows, schema=arrow_schema("drift_reports"))
+        staging = warehouse.stage("drift_reports", batch, batch_id=f"d{len(rows)}{when:%d}")
+        warehouse.merge("drift_reports", staging=staging, params={"window_start": when})
+
+    write([_drift_row(day, "amount", 0.05), _drift_row(day, "channel", 0.2)], day)
+    write([_drift_row(other, "amount", 0.01)], other)
+    write([_drift_row(day, "amount", 0.3)], day)  # a re-run of the day that no longer checks channel
+    rows = warehouse.query(
+        "SELECT window_start, column_name, statistic, drifted FROM shadowgate.drift_reports ORDER BY 1, 2"
+    ).to_pylist()
+    assert rows == [
+        {"window_start": day, "column_name": "amount", "statistic": 0.3, "drifted": True},
+        {"window_start": other, "column_name": "amount", "statistic": 0.01, "drifted": False},
+    ]
 
 
 def test_the_queries(warehouse: DuckDBWarehouse) -> None:
