@@ -743,6 +743,23 @@ def bench_performance(
     _report_bench(result)
 
 
+@bench_app.command("drift")
+def bench_drift(
+    rows: Annotated[int, typer.Option(min=1_000, help="Decisions of the synthetic day.")] = 500_000,
+) -> None:
+    """One day of decisions (3 models) checked for drift end to end, the statistics alone, and Evidently's default
+    preset on the same frame (BENCH_JSON=<file> writes seconds, statistics_seconds, evidently_seconds, peak_rss_mb)."""
+
+    from shadowgate.bench.drift import run_drift_bench
+
+    try:
+        result = run_drift_bench(rows=rows, echo=typer.echo)
+    except RuntimeError as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1) from None
+    _report_bench(result)
+
+
 @bench_app.command("serving")
 def bench_serving(
     duration: Annotated[float, typer.Option(help="Seconds of each measured wrk run (after a 3 s warm-up).")] = 10.0,

@@ -80,16 +80,18 @@ def _zero(kind: pa.DataType, n: int) -> pa.Array:
     return pa.array(np.zeros(n)).cast(kind)
 
 
-def synthetic_week(*, per_day: int, seed: int = 7, start: dt.date = WEEK_START) -> tuple[pa.Table, pa.Table]:
-    """(prediction_logs rows, outcomes rows) of one week at ``per_day`` decisions a day."""
+def synthetic_week(
+    *, per_day: int, seed: int = 7, start: dt.date = WEEK_START, days: int = 7
+) -> tuple[pa.Table, pa.Table]:
+    """(prediction_logs rows, outcomes rows) of one week (or ``days`` days) at ``per_day`` decisions a day."""
     from shadowgate.storage.warehouse import arrow_schema
 
-    n = per_day * 7
+    n = per_day * days
     rng = np.random.default_rng(seed)
     risk = rng.normal(size=n)
     logit = -3.0 + 1.2 * risk
     is_default = rng.random(n) < sigmoid(logit)
-    seconds = np.sort(rng.uniform(0, 7 * 86_400 - 1, n))
+    seconds = np.sort(rng.uniform(0, days * 86_400 - 1, n))
     stamps = _timestamps(start, seconds)
     scores = {alias: sigmoid(logit + rng.normal(scale=noise, size=n)) for alias, _, noise in MODELS}
     champion = scores["champion"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ class MlflowReferenceStore:
     ) -> None:
         from mlflow import MlflowClient
 
+        # MLflow draws a progress bar per download on stderr: noise in a task log (process-wide, so only when unset).
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.categorical = tuple(categorical)
         self.numerical = tuple(numerical)
