@@ -421,6 +421,10 @@ class DriftSettings(BaseSettings):
     experiment: str = "shadowgate/drift"
     """MLflow experiment of the daily drift runs."""
 
+    estimate_maturity_days: int = Field(default=90, ge=1, le=366)
+    """A run also writes the realised figures beside the estimates of the day this many days back (its final labels
+    have matured: keep it equal to ``SHADOWGATE_GROUND_TRUTH_MATURITY_DAYS``)."""
+
 
 class EvaluationSettings(BaseSettings):
     """The weekly evaluation (``weekly_performance``): what a comparison is powered for, its sequential plan, the

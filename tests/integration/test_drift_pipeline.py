@@ -122,6 +122,19 @@ def test_a_day_is_checked_recorded_once_and_its_drift_alerted_once(shifted: Simu
         ]
         assert counts[0]["drifted"] == 0
         assert counts[1]["drifted"] == len(drifted.drifted_columns)
+        # The early estimates: one row per day and model, on the day's approved decisions.
+        estimated = warehouse.query(
+            "SELECT day, alias, n, default_rate, auc FROM shadowgate.performance_estimates ORDER BY day, alias"
+        ).to_pylist()
+        day_of = {d: first + dt.timedelta(days=d) for d in (110, 125, 126)}
+        approved = {
+            d: int(((day == d) & (champion < 0.5)).sum()) for d in (110, 125, 126)
+        }  # the decisions loaded above
+        assert [(r["day"], r["alias"], r["n"]) for r in estimated] == [
+            (day_of[d], alias, approved[d]) for d in (110, 125, 126) for alias in ("challenger", "champion")
+        ]
+        assert all(0 < r["default_rate"] < 1 and 0.5 <= r["auc"] <= 1 for r in estimated)
+        assert drifted.estimates["champion@1"]["n"] == approved[125]
 
     from mlflow import MlflowClient
 
@@ -143,3 +156,62 @@ def test_a_day_is_checked_recorded_once_and_its_drift_alerted_once(shifted: Simu
     # Offline: no script or stylesheet is fetched from anywhere (Evidently inlines them).
     assert re.findall(r"<script[^>]*\bsrc=", text) == []
     assert re.findall(r"<link[^>]*\bhref=\"https?:", text) == []
+
+
+def test_the_estimates_of_a_day_get_their_realised_figures_when_its_final_labels_mature(
+    shifted: SimulationResult, tmp_path: Path
+) -> None:
+    from shadowgate.config import GroundTruthSettings
+    from shadowgate.pipelines.drift import realised_on_matured_day
+    from shadowgate.pipelines.ground_truth import join_ground_truth
+    from tests.warehouse_rows import simulated_outcomes
+
+    tx = shifted.transactions
+    first = tx["event_timestamp"].min().normalize()
+    day = (tx["event_timestamp"] - first).dt.days.to_numpy()
+    champion = np.clip(shifted.labels["default_probability"].to_numpy(), 0.001, 0.999)  # a perfectly calibrated model
+    keep = day == 40
+    decisions = np.where(champion[keep] < 0.2, "approve", "deny")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    window = np.flatnonzero(day < 40)
+    pick = np.sort(np.random.default_rng(4).choice(window, 2_000, replace=False))
+    run_id = _reference_run(uri, tx.iloc[pick], champion[pick], tmp_path, "champion")
+    ground_truth = GroundTruthSettings()
+    labelled_as_of = (first + pd.Timedelta(days=40 + ground_truth.maturity_days + 1)).to_pydatetime()
+    with DuckDBWarehouse(tmp_path / "warehouse.duckdb", sql_dir=default_sql_dir()) as warehouse:
+        warehouse.ensure_tables()
+        frame = tx.loc[keep].reset_index(drop=True)
+        load(warehouse, "prediction_logs", simulated_prediction_logs(frame, decisions, champion[keep]))
+        granted = set(frame.loc[decisions == "approve", "transaction_id"])
+        outcomes = shifted.outcomes[shifted.outcomes["transaction_id"].isin(granted)].reset_index(drop=True)
+        load(warehouse, "outcomes", simulated_outcomes(outcomes))
+        references = MlflowReferenceStore(uri, categorical=COLUMNS.categorical, numerical=COLUMNS.numerical)
+        common = {
+            "warehouse": warehouse,
+            "models": {"champion": ("1", run_id)},
+            "references": references,
+            "results": MlflowResultsStore(uri),
+            "settings": DriftSettings(min_rows=10),
+            "send": lambda alert: True,
+        }
+        estimated = check_drift(day=(first + pd.Timedelta(days=40)).date(), **common)
+        assert estimated.estimates["champion@1"]["n"] == int((decisions == "approve").sum())
+        join_ground_truth(
+            warehouse,
+            interval_start=labelled_as_of - dt.timedelta(days=60),
+            interval_end=labelled_as_of,
+            settings=ground_truth,
+        )
+        matured_day = (first + pd.Timedelta(days=40)).date()
+        realised = realised_on_matured_day(warehouse, matured_day, as_of=labelled_as_of)
+        truth = shifted.labels["is_default"].to_numpy()[keep][decisions == "approve"]
+        assert realised[("champion", "1")]["realised_n"] == len(truth)
+        assert realised[("champion", "1")]["realised_defaults"] == int(truth.sum())
+        # The run on the day the labels matured writes them beside the estimate and shows both.
+        later = check_drift(day=matured_day + dt.timedelta(days=ground_truth.maturity_days), **common)
+        assert later.verdict == "too_few_rows"  # no decision that day, yet the matured day is reported
+        shown = later.matured["champion@1"]
+        assert shown["realised_n"] == len(truth)
+        assert shown["default_rate"] == pytest.approx(estimated.estimates["champion@1"]["default_rate"])
+        assert shown["realised_default_rate"] == pytest.approx(truth.mean())
+        assert shown["default_rate_low"] <= shown["default_rate"] <= shown["default_rate_high"]

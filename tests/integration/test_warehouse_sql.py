@@ -88,7 +88,7 @@ def test_the_library_lists_every_shipped_statement() -> None:
         + ["queries/comparison_plan"]
         + ["queries/alert_state", "queries/cohort_decisions", "queries/model_baseline"]
         + ["queries/outcome_arrivals", "queries/label_revisions", "queries/weeks_to_reevaluate"]
-        + ["queries/signal_profile", "queries/drift_day"]
+        + ["queries/signal_profile", "queries/drift_day", "queries/estimates_of_day"]
     )
 
 
@@ -113,7 +113,9 @@ def test_every_ddl_creates_its_table_with_the_batch_columns(warehouse: DuckDBWar
 _DUCKDB_NAMES = {"TEXT": "VARCHAR", "TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
 
 
-@pytest.mark.parametrize("table", sorted(set(MERGE_KEYS) - {MODEL_METRICS, ALERTS, "drift_reports"}))  # they replace
+@pytest.mark.parametrize(
+    "table", sorted(set(MERGE_KEYS) - {MODEL_METRICS, ALERTS, "drift_reports", "performance_estimates"})
+)
 def test_every_merge_inserts_once(warehouse: DuckDBWarehouse, table: str) -> None:
     twice = pa.Table.from_pylist(_rows(table) * 2, schema=arrow_schema(table))
     with pytest.raises(ValueError, match="more than once"):  # the MERGE would insert both copies
@@ -287,6 +289,28 @@ def test_the_drift_reports_merge_replaces_its_day_and_nothing_else(warehouse: Du
         {"window_start": day, "column_name": "amount", "statistic": 0.3, "drifted": True},
         {"window_start": other, "column_name": "amount", "statistic": 0.01, "drifted": False},
     ]
+
+
+def test_an_estimate_and_its_realised_figures_are_written_by_two_passes_and_kept(warehouse: DuckDBWarehouse) -> None:
+    day = dt.date(2026, 11, 2)
+    key = {"estimate_id": f"{day}/champion@1", "day": day, "alias": "champion", "model_version": "1",
+           "population": "approved"}  # fmt: skip
+
+    def write(row: dict[str, Any], batch: str) -> None:
+        table = pa.Table.from_pylist([{**key, **row}], schema=arrow_schema("performance_estimates"))
+        warehouse.merge(
+            "performance_estimates", staging=warehouse.stage("performance_estimates", table, batch_id=batch)
+        )
+
+    write({"n": 900, "default_rate": 0.031, "auc": 0.74, "computed_at": NOW}, "e1")
+    write({"realised_n": 880, "realised_default_rate": 0.036, "realised_auc": 0.71, "realised_as_of": NOW}, "r1")
+    write({"n": 901, "default_rate": 0.032, "auc": 0.75, "computed_at": NOW}, "e2")  # a re-run of the estimate
+    rows = warehouse.run("queries/estimates_of_day", {"day": day}).to_pylist()
+    assert rows == [
+        {"alias": "champion", "model_version": "1", "default_rate": 0.032, "default_rate_low": None,
+         "default_rate_high": None, "auc": 0.75, "auc_low": None, "auc_high": None, "realised_default_rate": 0.036,
+         "realised_auc": 0.71, "realised_n": 880}
+    ]  # fmt: skip
 
 
 def test_the_queries(warehouse: DuckDBWarehouse) -> None:

@@ -28,12 +28,13 @@ import pyarrow as pa
 from shadowgate.config import DriftSettings
 from shadowgate.contract import drift_columns
 from shadowgate.evaluation.drift import CATEGORICAL, DriftDecision, ReferenceProfile, check_day
+from shadowgate.evaluation.estimates import Estimate, estimate
 from shadowgate.pipelines.alerts import Alert, Check, record_alerts
 from shadowgate.pipelines.performance import pivot_scores
 from shadowgate.registry import CHAMPION
 from shadowgate.storage.references import SCORE, MlflowReferenceStore, ReferenceMissingError
 from shadowgate.storage.results import ResultsStore, RunRecord
-from shadowgate.storage.warehouse import DRIFT_REPORTS, Warehouse, arrow_schema
+from shadowgate.storage.warehouse import DRIFT_REPORTS, PERFORMANCE_ESTIMATES, Warehouse, arrow_schema
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class DriftSummary:
     """The alerts this run sent (severity, title, text): the run's note."""
     sentence: str = ""
     skipped: tuple[str, ...] = field(default_factory=tuple)
+    estimates: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per model (``alias@version``): the estimated default rate and AUC on the day's approved decisions."""
+    matured: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per model: the estimate of the day whose final labels matured with this run, beside the realised figures."""
 
     @property
     def found(self) -> bool:
@@ -81,6 +86,8 @@ class DriftSummary:
             "alerts_raised": [dict(a) for a in self.alerts_raised],
             "sentence": self.sentence,
             "skipped": list(self.skipped),
+            "estimates": self.estimates,
+            "matured": self.matured,
         }
 
 
@@ -193,6 +200,93 @@ def _report_rows(
     return pa.Table.from_pylist(rows, schema=arrow_schema(DRIFT_REPORTS))
 
 
+def _estimate_rows(
+    day: dt.date, estimates: Mapping[tuple[str, str], Estimate], *, at: dt.datetime
+) -> list[dict[str, Any]]:
+    def finite(value: float) -> float | None:
+        return None if math.isnan(value) else value
+
+    return [
+        {
+            "estimate_id": f"{day.isoformat()}/{alias}@{version}",
+            "day": day,
+            "alias": alias,
+            "model_version": version,
+            "population": "approved",
+            "n": e.n,
+            "expected_defaults": e.expected_defaults,
+            "default_rate": finite(e.default_rate),
+            "default_rate_low": finite(e.default_rate_low),
+            "default_rate_high": finite(e.default_rate_high),
+            "auc": finite(e.auc),
+            "auc_low": finite(e.auc_low),
+            "auc_high": finite(e.auc_high),
+            "computed_at": at,
+        }
+        for (alias, version), e in estimates.items()
+    ]
+
+
+def _write_estimates(warehouse: Warehouse, rows: list[dict[str, Any]], *, batch_id: str) -> None:
+    if not rows:
+        return
+    batch = pa.Table.from_pylist(rows, schema=arrow_schema(PERFORMANCE_ESTIMATES))
+    warehouse.merge(PERFORMANCE_ESTIMATES, staging=warehouse.stage(PERFORMANCE_ESTIMATES, batch, batch_id=batch_id))
+
+
+def realised_on_matured_day(
+    warehouse: Warehouse, matured: dt.date, *, as_of: dt.datetime
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per model, the realised default rate and AUC of the approved decisions of ``matured`` whose final label is
+    known at ``as_of`` (the weekly evaluation's query, for one day)."""
+    from shadowgate.evaluation.metrics import binary_metrics
+
+    start = dt.datetime.combine(matured, dt.time(), dt.UTC)
+    table = warehouse.run(
+        "queries/weekly_cohort",
+        {"cohort_start": start, "cohort_end": start + dt.timedelta(days=1), "label": "final", "as_of": as_of},
+    )
+    if table.num_rows == 0:
+        return {}
+    y = np.asarray(table.column("defaulted").to_numpy(zero_copy_only=False), dtype=bool)
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, values in pivot_scores(table.column("scores"), table.num_rows).items():
+        scored = ~np.isnan(values)
+        truth = y[scored]
+        auc = binary_metrics(truth.astype(int), values[scored]).auc if 0 < truth.sum() < len(truth) else float("nan")
+        out[(key.alias, key.version)] = {
+            "realised_n": int(scored.sum()),
+            "realised_defaults": int(truth.sum()),
+            "realised_default_rate": float(truth.mean()) if len(truth) else None,
+            "realised_auc": None if math.isnan(auc) else auc,
+        }
+    return out
+
+
+def _matured_pass(warehouse: Warehouse, matured: dt.date, *, as_of: dt.datetime) -> dict[str, dict[str, float]]:
+    """Write the realised figures of ``matured`` beside its estimates; returns both per model for the run's page."""
+    realised = realised_on_matured_day(warehouse, matured, as_of=as_of)
+    rows = [
+        {
+            "estimate_id": f"{matured.isoformat()}/{alias}@{version}",
+            "day": matured,
+            "alias": alias,
+            "model_version": version,
+            "population": "approved",
+            **figures,
+            "realised_as_of": as_of,
+        }
+        for (alias, version), figures in realised.items()
+    ]
+    _write_estimates(warehouse, rows, batch_id=f"realised_{matured:%Y%m%d}")
+    if not realised:
+        return {}
+    found = warehouse.run("queries/estimates_of_day", {"day": matured}).to_pylist()
+    return {
+        f"{r.pop('alias')}@{r.pop('model_version')}": r for r in found if (r["alias"], r["model_version"]) in realised
+    }
+
+
 def _columns_csv(decision: DriftDecision, path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -270,6 +364,9 @@ def check_drift(
         columns=", ".join(names),
     )
     rows = table.num_rows
+    # The day whose final labels matured with this run: its estimates get the realised figures beside them.
+    matured_day = day - dt.timedelta(days=settings.estimate_maturity_days)
+    matured = _matured_pass(warehouse, matured_day, as_of=at)
     if rows < settings.min_rows:
         sentence = f"{day}: {rows} decisions, fewer than {settings.min_rows}: not judged"
         logger.info(sentence)
@@ -277,6 +374,7 @@ def check_drift(
             day=day.isoformat(),
             rows=rows,
             verdict="too_few_rows",
+            matured=matured,
             champion=champion,
             sentence=sentence,
             skipped=tuple(skipped),
@@ -293,6 +391,12 @@ def check_drift(
         alpha=settings.alpha,
         unseen_alert_share=settings.unseen_alert_share,
     )
+    approved = np.asarray(table.column("decision").to_numpy(zero_copy_only=False)) == "approve"
+    estimates: dict[tuple[str, str], Estimate] = {}
+    for key, values in pivot_scores(table.column("scores"), rows).items():
+        if score_column(key.alias, key.version) in versions:
+            chosen = values[approved & ~np.isnan(values)]
+            estimates[(key.alias, key.version)] = estimate(chosen, seed=day.toordinal())
     verdict = "drift" if decision.drift else ("unseen_categories" if decision.unseen_columns else "stable")
     sentence = verdict_sentence(day, decision, champion=champion)
     checks = _checks(day, decision, champion=champion, at=stamp)
@@ -322,7 +426,11 @@ def check_drift(
         metrics[f"threshold.{name}"] = c.threshold
         if c.kind == CATEGORICAL:
             metrics[f"unseen_share.{name}"] = c.unseen_share
-    description = sentence
+    for (alias, version), e in estimates.items():
+        name = f"{alias}/v{version}"
+        for figure in ("default_rate", "default_rate_low", "default_rate_high", "auc", "auc_low", "auc_high"):
+            metrics[f"estimate.{figure}.{name}"] = getattr(e, figure)
+    description = sentence + "\n\n" + _estimates_text(day, estimates, matured_day, matured)
     if recorded.sent:
         description += "\n\n**Alerts raised this day** (each sent once while it holds):\n\n" + "\n".join(
             f"- {title}" for title in recorded.sent
@@ -358,6 +466,7 @@ def check_drift(
                 artifacts_dir=out,
             ),
         )
+    _write_estimates(warehouse, _estimate_rows(day, estimates, at=at), batch_id=f"estimates_{day:%Y%m%d}")
     batch = _report_rows(day, decision, versions=versions, run_id=run.run_id, at=at)
     warehouse.merge(
         DRIFT_REPORTS,
@@ -378,7 +487,48 @@ def check_drift(
         alerts_raised=raised,
         sentence=sentence,
         skipped=tuple(skipped),
+        estimates={
+            f"{a}@{v}": {"default_rate": e.default_rate, "auc": e.auc, "n": float(e.n)}
+            for (a, v), e in estimates.items()
+        },
+        matured=matured,
     )
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _estimates_text(
+    day: dt.date,
+    estimates: Mapping[tuple[str, str], Estimate],
+    matured_day: dt.date,
+    matured: Mapping[str, Mapping[str, Any]],
+) -> str:
+    """The estimates in words (labelled as estimates), and the matured day's estimate beside what happened."""
+    lines = [
+        f"**Estimates** from each model's own scores on {day}'s approved decisions (not measured; they cannot see a "
+        "concept shift and never feed the promotion gate):",
+        "",
+    ]
+    for (alias, version), e in sorted(estimates.items()):
+        lines.append(
+            f"- {alias}@{version}: default rate {_pct(e.default_rate)} (95 % range {_pct(e.default_rate_low)}–"
+            f"{_pct(e.default_rate_high)}), AUC {_num(e.auc)} ({_num(e.auc_low)}–{_num(e.auc_high)}) on {e.n:,}"
+        )
+    if matured:
+        lines += ["", f"**{matured_day}: final labels matured** — estimated then, realised now:", ""]
+        for name, r in sorted(matured.items()):
+            lines.append(
+                f"- {name}: default rate estimated {_pct(r.get('default_rate'))}, realised "
+                f"{_pct(r.get('realised_default_rate'))}; AUC estimated {_num(r.get('auc'))}, realised "
+                f"{_num(r.get('realised_auc'))} ({r.get('realised_n') or 0:,} decisions)"
+            )
+    return "\n".join(lines)
 
 
 def _sample(table: pa.Table, names: list[str], limit: int, *, seed: int) -> Any:

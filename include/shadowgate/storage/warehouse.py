@@ -44,6 +44,7 @@ MODEL_METRICS = "model_metrics"
 COMPARISON_PLANS = "comparison_plans"
 ALERTS = "alerts"
 DRIFT_REPORTS = "drift_reports"
+PERFORMANCE_ESTIMATES = "performance_estimates"
 TABLES = (
     PREDICTION_LOGS,
     OUTCOMES,
@@ -53,6 +54,7 @@ TABLES = (
     MODEL_METRICS,
     COMPARISON_PLANS,
     DRIFT_REPORTS,
+    PERFORMANCE_ESTIMATES,
     DEPLOYMENT_EVENTS,
     "experiments",
     ALERTS,
@@ -67,6 +69,7 @@ MERGE_KEYS = {
     COMPARISON_PLANS: "experiment_id",
     ALERTS: "alert_key",
     DRIFT_REPORTS: "report_id",
+    PERFORMANCE_ESTIMATES: "estimate_id",
 }
 """Tables loaded by stage + MERGE, and the key each is merged on (``merge/<table>.sql``)."""
 
@@ -163,6 +166,28 @@ _DRIFT_REPORTS_SCHEMA = pa.schema(
     ]
 )
 
+_PERFORMANCE_ESTIMATES_SCHEMA = pa.schema(
+    [
+        pa.field("estimate_id", pa.string(), nullable=False),
+        pa.field("day", pa.date32(), nullable=False),
+        pa.field("alias", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("population", pa.string(), nullable=False),
+        pa.field("n", pa.int64()),
+        *(
+            pa.field(name, pa.float64())
+            for name in ("expected_defaults", "default_rate", "default_rate_low", "default_rate_high")
+        ),
+        *(pa.field(name, pa.float64()) for name in ("auc", "auc_low", "auc_high")),
+        pa.field("computed_at", TIMESTAMP),
+        pa.field("realised_n", pa.int64()),
+        pa.field("realised_defaults", pa.int64()),
+        pa.field("realised_default_rate", pa.float64()),
+        pa.field("realised_auc", pa.float64()),
+        pa.field("realised_as_of", TIMESTAMP),
+    ]
+)
+
 _ALERTS_SCHEMA = pa.schema(
     [
         *(pa.field(name, pa.string(), nullable=False) for name in ("alert_key", "kind", "subject", "condition")),
@@ -207,6 +232,8 @@ def arrow_schema(table: str) -> pa.Schema:
         return _ALERTS_SCHEMA
     if table == DRIFT_REPORTS:
         return _DRIFT_REPORTS_SCHEMA
+    if table == PERFORMANCE_ESTIMATES:
+        return _PERFORMANCE_ESTIMATES_SCHEMA
     if table == DEPLOYMENT_EVENTS:
         # evidence is JSON text here: Parquet has no JSON type (the MERGE parses it into the JSON column).
         return pa.schema(
