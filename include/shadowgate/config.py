@@ -508,6 +508,7 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     SimulationSettings,
     TrainingSettings,
     EvaluationSettings,
+    DriftSettings,
 )
 
 
