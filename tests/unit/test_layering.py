@@ -143,6 +143,18 @@ def test_every_module_keeps_the_layering() -> None:
     assert broken == []
 
 
+def test_evidently_is_imported_by_the_drift_module_only() -> None:
+    """The architecture's rule: ``shadowgate.evaluation.drift`` is the one Evidently import (its report); the
+    decision is the package's own statistics."""
+    importers = sorted(
+        name
+        for name, path in _all_modules()
+        for imp in imports_of(path.read_text(encoding="utf-8"), module=name, is_package=path.name == "__init__.py")
+        if imp.target.split(".")[0] == "evidently"
+    )
+    assert set(importers) == {"shadowgate.evaluation.drift"}
+
+
 def test_the_old_serving_paths_are_gone() -> None:
     # No compatibility shims: what moved out of serving cannot be imported from there any more.
     serving = PACKAGE_DIR / "serving"
