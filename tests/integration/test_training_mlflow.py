@@ -120,7 +120,8 @@ def test_training_registers_loadable_models_under_both_aliases(
             mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="reference/reference.parquet")
         )
         assert len(reference) == min(TrainingSettings().reference_rows, result.n_train)
-        assert {"amount", "channel", "score"} <= set(reference.columns)
+        assert {"event_timestamp", "amount", "channel", "score"} <= set(reference.columns)
+        assert not {"customer_id", "transaction_id", "merchant_id"} & set(reference.columns)  # no identifier
         plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
         assert plots == {"plots/roc.png", "plots/calibration.png"}
         # The feature set is recorded with every version (checked when the API loads it).

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from shadowgate.config import MLflowSettings, TrainingSettings
-from shadowgate.contract import field_names
+from shadowgate.contract import drift_columns
 from shadowgate.decisioning.model_trust import artifact_metadata, checked_skops_types
 from shadowgate.evaluation.metrics import BinaryMetrics, binary_metrics
 from shadowgate.events.deployment import DeploymentAction
@@ -368,13 +368,17 @@ def _evidence(result: TrainingResult, *, kind: ModelKind, run_key: str | None) -
 
 
 def _log_reference(train_rows: pd.DataFrame, model: Any, features: pd.DataFrame, training: TrainingSettings) -> None:
-    """Freeze a sample of the training data (contract columns + the model's score) for later drift checks."""
+    """Freeze a sample of the training data for later drift checks: the purchase time (each column's wander inside
+    the window is measured on it), the contract's drift columns and the model's score. No identifier (customer,
+    purchase, merchant) is kept: the sample is read by anyone who reads the run."""
     import mlflow
 
     n = min(training.reference_rows, len(train_rows))
     pick = np.random.default_rng(training.seed).choice(len(train_rows), n, replace=False)
     pick.sort()
-    reference = train_rows.iloc[pick][list(field_names())].reset_index(drop=True)
+    watched = drift_columns()
+    kept = ["event_timestamp", *watched.numerical, *watched.categorical]
+    reference = train_rows.iloc[pick][kept].reset_index(drop=True)
     reference["score"] = model.predict_proba(features.iloc[pick])[:, 1]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference.parquet"
