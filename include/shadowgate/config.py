@@ -385,6 +385,13 @@ class TrainingSettings(BaseSettings):
     """Purchases younger than this at the cut-off may still change outcome and are not trained on (the slowest
     purchase, pay-in-6 with a default on its last instalment, settles after 87 days)."""
 
+    min_defaults: int = Field(default=20, ge=1)
+    """A training refuses to fit (nothing registered, an alert) with fewer defaults than this in its training rows or
+    in its validation rows: a model fitted or validated on a handful of defaults is noise."""
+
+    min_valid_auc: float = Field(default=0.6, ge=0.5, lt=1.0)
+    """A training whose validation AUC is below this registers nothing (a broken feature feed, a wrong join)."""
+
     reference_rows: int = Field(default=20_000, ge=100)
     """Size of the frozen reference sample of training features (and the model's scores, with their timestamps)
     logged for drift checks: 20,000 is the size the drift check's rates were measured with; on fewer rows each

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -106,6 +107,31 @@ class TrainingResult:
     n_valid: int
     mlflow_url: str | None = None
     """The run in MLflow's UI, in its model-training view (None for a store without a UI)."""
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a training fits on, however it was gathered (the simulated tables, or the decisions as logged).
+
+    Attributes:
+        inputs: one row per purchase, in time order: ``event_timestamp`` and the contract's drift columns (the new
+            reference sample is drawn from them).
+        x: the engineered features of the same rows, columns :data:`~shadowgate.features.FEATURE_NAMES`.
+        y: 1 for a default.
+        keys: the rows' identities (hashed into the run's data fingerprint).
+        source: what to record about where the rows came from (MLflow params, ``data_*``).
+    """
+
+    inputs: pd.DataFrame
+    x: pd.DataFrame
+    y: np.ndarray
+    keys: pd.Series
+    source: dict[str, str]
+
+
+class TrainingRefusedError(ValueError):
+    """The fit would be degenerate (too few defaults, a feature missing or constant, a validation AUC below the
+    floor): nothing is registered."""
 
 
 def _ui_url(mlflow_settings: MLflowSettings, experiment_id: str, run_id: str) -> str | None:
@@ -230,10 +256,6 @@ def train_and_register(
         AliasMoveRefusedError: the alias move is not allowed (nothing was trained).
         DeploymentNotRecordedError: the alias moved but its deployment event did not reach the warehouse.
     """
-    import matplotlib.pyplot as plt
-    import mlflow
-    import sklearn
-    from mlflow.models import infer_signature
 
     registry = ModelRegistry(
         tracking_uri=mlflow_settings.tracking_uri, model_name=mlflow_settings.model_name, deployments=deployments
@@ -259,14 +281,73 @@ def train_and_register(
     labels = matured_labels(transactions, outcomes, as_of=as_of, maturity_days=training.maturity_days)
     data = transactions.merge(labels[["transaction_id", "is_default"]], on="transaction_id", validate="one_to_one")
     data = data.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
-    split = temporal_split(data["event_timestamp"], validation_days=training.validation_days)
-    x = pd.DataFrame(features_frame(data), columns=list(FEATURE_NAMES))
-    y = data["is_default"].to_numpy(dtype=np.int64)
+    watched = drift_columns()
+    prepared = TrainingData(
+        inputs=data[["event_timestamp", *watched.numerical, *watched.categorical]],
+        x=pd.DataFrame(features_frame(data), columns=list(FEATURE_NAMES)),
+        y=data["is_default"].to_numpy(dtype=np.int64),
+        keys=data["transaction_id"].astype(str) + ":" + data["is_default"].astype(str),
+        source={"data_source": "simulated tables (transactions + outcome events)"},
+    )
+    return fit_and_register(
+        prepared,
+        kind=kind,
+        as_of=as_of,
+        alias=alias,
+        training=training,
+        mlflow_settings=mlflow_settings,
+        registry=registry,
+        action=action,
+        actor=actor,
+        force_reason=force_reason,
+        run_key=run_key,
+    )
 
+
+def fit_and_register(
+    data: TrainingData,
+    *,
+    kind: ModelKind,
+    as_of: dt.datetime,
+    alias: str | None,
+    training: TrainingSettings,
+    mlflow_settings: MLflowSettings,
+    registry: ModelRegistry,
+    action: DeploymentAction | None,
+    actor: str,
+    force_reason: str | None = None,
+    run_key: str | None = None,
+    tags: dict[str, str] | None = None,
+    check: Callable[[Any, TemporalSplit], dict[str, Any] | None] | None = None,
+) -> TrainingResult:
+    """Fit ``kind`` on ``data`` (temporal split), log the run, register a version and move ``alias`` (if any).
+
+    ``check`` (optional) sees the fitted model and the split before anything is registered. It returns None to
+    register as planned, or a dict ``{"archive": reason, ...}``: the version is then registered with the tag
+    ``shadowgate.archived`` and the reason, and no alias moves. The dict's other keys are logged as metrics.
+
+    Raises:
+        TrainingRefusedError: a degenerate fit (nothing registered; the run is logged as FAILED with the reason).
+    """
+    import matplotlib.pyplot as plt
+    import mlflow
+    import sklearn
+    from mlflow.models import infer_signature
+
+    split = temporal_split(data.inputs["event_timestamp"], validation_days=training.validation_days)
+    x, y = data.x, data.y
+    _refuse_degenerate(x, y, split, training)
     model = build_estimator(kind, seed=training.seed)
     model.fit(x.iloc[split.train], y[split.train])
     valid_scores = model.predict_proba(x.iloc[split.valid])[:, 1]
     metrics = binary_metrics(y[split.valid], valid_scores)
+    if metrics.auc < training.min_valid_auc:
+        raise TrainingRefusedError(
+            f"validation AUC {metrics.auc:.4f} below the floor {training.min_valid_auc} "
+            "(SHADOWGATE_TRAIN_MIN_VALID_AUC): nothing registered"
+        )
+    verdict = check(model, split) if check is not None else None
+    archived = (verdict or {}).get("archive")
 
     mlflow.set_tracking_uri(mlflow_settings.tracking_uri)
     mlflow.set_registry_uri(mlflow_settings.tracking_uri)
@@ -276,9 +357,17 @@ def train_and_register(
         tracking_uri=mlflow_settings.tracking_uri, registry_uri=mlflow_settings.tracking_uri
     ).set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", "custom_model_development")
     registry.ensure_model()
-    window = data["event_timestamp"]
+    window = data.inputs["event_timestamp"]
     with mlflow.start_run(run_name=f"train-{kind.value}-{pd.Timestamp(as_of):%Y%m%d}") as run:
-        mlflow.set_tags({"shadowgate.kind": kind.value, "shadowgate.alias": alias or "", RUN_KEY_TAG: run_key or ""})
+        mlflow.set_tags(
+            {
+                "shadowgate.kind": kind.value,
+                "shadowgate.alias": "" if archived else (alias or ""),
+                RUN_KEY_TAG: run_key or "",
+                **(tags or {}),
+                **({"shadowgate.archived": str(archived)} if archived else {}),
+            }
+        )
         mlflow.log_params(
             {
                 "model_kind": kind.value,
@@ -292,13 +381,18 @@ def train_and_register(
                 "n_valid": len(split.valid),
                 "n_features": len(FEATURE_NAMES),
                 "feature_set": FEATURE_SET,
-                "data_fingerprint": _fingerprint(data[["transaction_id", "is_default"]]),
+                "data_fingerprint": _fingerprint(data.keys.to_frame()),
+                **data.source,
                 "seed": training.seed,
                 **{f"est_{k}": v for k, v in model.get_params().items() if isinstance(v, int | float | str | bool)},
             }
         )
         mlflow.log_metrics({f"valid_{k}": v for k, v in metrics.as_dict().items()})
         mlflow.log_metric("train_default_rate", float(y[split.train].mean()))
+        mlflow.log_metric("train_defaults", float(y[split.train].sum()))
+        for name, value in (verdict or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                mlflow.log_metric(name, float(value))
         for path, figure in _plots(y[split.valid], valid_scores, kind.value).items():
             mlflow.log_figure(figure, path)
             plt.close(figure)
@@ -307,7 +401,7 @@ def train_and_register(
             mlflow.log_dict(
                 {"intercept": float(model.named_steps["logit"].intercept_[0]), **coefficients}, "scorecard.json"
             )
-        _log_reference(data.iloc[split.train], model, x.iloc[split.train], training)
+        _log_reference(data.inputs.iloc[split.train], model, x.iloc[split.train], training)
 
         example = x.iloc[split.valid[:5]]
         info = mlflow.sklearn.log_model(
@@ -331,6 +425,11 @@ def train_and_register(
     mlflow.MlflowClient(
         tracking_uri=mlflow_settings.tracking_uri, registry_uri=mlflow_settings.tracking_uri
     ).set_model_version_tag(mlflow_settings.model_name, version, FEATURE_SET_TAG, FEATURE_SET)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_settings.tracking_uri, registry_uri=mlflow_settings.tracking_uri)
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(mlflow_settings.model_name, version, key, value)
+    if archived:
+        client.set_model_version_tag(mlflow_settings.model_name, version, "shadowgate.archived", str(archived))
     result = TrainingResult(
         kind=kind,
         alias=alias,
@@ -341,7 +440,7 @@ def train_and_register(
         n_valid=len(split.valid),
         mlflow_url=_ui_url(mlflow_settings, experiment.experiment_id, run.info.run_id),
     )
-    if alias is not None and action is not None:
+    if alias is not None and action is not None and not archived:
         registry.move_alias(
             alias,
             version,
@@ -351,6 +450,30 @@ def train_and_register(
             evidence=_evidence(result, kind=kind, run_key=run_key),
         )
     return result
+
+
+def _refuse_degenerate(x: pd.DataFrame, y: np.ndarray, split: TemporalSplit, training: TrainingSettings) -> None:
+    """Refuse a fit that could only be wrong: too few defaults on either side of the split, a feature missing or
+    constant over the training rows."""
+    for part, rows in (("training", split.train), ("validation", split.valid)):
+        positives = int(y[rows].sum())
+        if positives < training.min_defaults:
+            raise TrainingRefusedError(
+                f"{positives} defaults in the {part} rows, fewer than {training.min_defaults} "
+                "(SHADOWGATE_TRAIN_MIN_DEFAULTS): nothing registered"
+            )
+    train = x.iloc[split.train]
+    missing = [c for c in FEATURE_NAMES if c not in train.columns or bool(train[c].isna().all())]
+    if missing:
+        raise TrainingRefusedError(f"features missing from every training row: {', '.join(missing)}")
+    constant = [c for c in FEATURE_NAMES if train[c].nunique(dropna=True) <= 1 and not _one_hot(c)]
+    if constant:
+        raise TrainingRefusedError(f"features constant over the training rows: {', '.join(constant)}")
+
+
+def _one_hot(name: str) -> bool:
+    """A category's indicator (``channel=social``) may be constant in a window: the category simply did not occur."""
+    return "=" in name
 
 
 def _evidence(result: TrainingResult, *, kind: ModelKind, run_key: str | None) -> dict[str, Any]:
