@@ -435,6 +435,24 @@ class DriftSettings(BaseSettings):
     have matured: keep it equal to ``SHADOWGATE_GROUND_TRUTH_MATURITY_DAYS``)."""
 
 
+class RetrainSettings(BaseSettings):
+    """``retrain_challenger`` on the warehouse: the window it trains on and what it needs before it trains."""
+
+    model_config = _config("SHADOWGATE_RETRAIN_")
+
+    training_days: int = Field(default=182, ge=28, le=1095)
+    """Days of matured decisions a retraining reads (ending at the Monday on or before ``as_of − maturity``)."""
+
+    replay_days: int = Field(default=28, ge=7, le=182)
+    """The window's last days, held out: the new version and the champion are compared on them before shadowing."""
+
+    min_training_defaults: int = Field(default=200, ge=1)
+    """Skip (nothing trained) with fewer matured defaults than this before the replay days."""
+
+    min_replay_defaults: int = Field(default=50, ge=1)
+    """Skip with fewer matured defaults than this in the replay days (the replay could not tell a worse model)."""
+
+
 class EvaluationSettings(BaseSettings):
     """The weekly evaluation (``weekly_performance``): what a comparison is powered for, its sequential plan, the
     alerts and the cost bounds. When labels mature is ``GroundTruthSettings``'."""
@@ -518,6 +536,7 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     TrainingSettings,
     EvaluationSettings,
     DriftSettings,
+    RetrainSettings,
 )
 
 

@@ -123,7 +123,7 @@ def test_drift_check_finds_the_shift_once_and_emits_its_asset(
     assert {"kind": "drift", "condition": "amount"} in alerts
     assert {"kind": "unseen_category", "condition": "channel"} in alerts
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     experiment = client.get_experiment_by_name("shadowgate/drift")
     assert experiment is not None
     runs = {r.data.tags["shadowgate.day"]: r for r in client.search_runs([experiment.experiment_id])}

@@ -30,7 +30,7 @@ N_CHECKED = len(COLUMNS.numerical) + len(COLUMNS.categorical) + 2  # inputs + tw
 def _reference_run(uri: str, frame: pd.DataFrame, score: np.ndarray, tmp: Path, name: str) -> str:
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name("training") or None
     experiment_id = experiment.experiment_id if experiment else client.create_experiment("training")
     run = client.create_run(experiment_id, run_name=name)
@@ -138,7 +138,7 @@ def test_a_day_is_checked_recorded_once_and_its_drift_alerted_once(shifted: Simu
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name(settings.experiment)
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])

@@ -334,6 +334,20 @@ def fit_and_register(
     import sklearn
     from mlflow.models import infer_signature
 
+    if run_key is not None:
+        existing = _find_keyed(run_key, registry=registry, mlflow_settings=mlflow_settings, kind=kind)
+        if existing is not None:  # a re-run: the version registered the first time, its alias re-pointed
+            archived_before = archived_reason(mlflow_settings, existing.model_version)
+            if alias is not None and action is not None and not archived_before:
+                registry.move_alias(
+                    alias,
+                    existing.model_version,
+                    reason=force_reason or f"re-run of {run_key}",
+                    actor=actor,
+                    action=action,
+                    evidence=_evidence(existing, kind=kind, run_key=run_key),
+                )
+            return TrainingResult(**{**existing.__dict__, "alias": None if archived_before else alias})
     split = temporal_split(data.inputs["event_timestamp"], validation_days=training.validation_days)
     x, y = data.x, data.y
     _refuse_degenerate(x, y, split, training)
@@ -450,6 +464,14 @@ def fit_and_register(
             evidence=_evidence(result, kind=kind, run_key=run_key),
         )
     return result
+
+
+def archived_reason(mlflow_settings: MLflowSettings, version: str) -> str | None:
+    """Why ``version`` was archived at registration (it never took an alias), or None."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_settings.tracking_uri, registry_uri=mlflow_settings.tracking_uri)
+    return client.get_model_version(mlflow_settings.model_name, version).tags.get("shadowgate.archived")
 
 
 def _refuse_degenerate(x: pd.DataFrame, y: np.ndarray, split: TemporalSplit, training: TrainingSettings) -> None:

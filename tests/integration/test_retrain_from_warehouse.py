@@ -1,0 +1,146 @@
+"""Retraining on the decisions as logged (real DuckDB warehouse, real MLflow store): the window's matured decisions
+with their logged features, labelled by ``join_ground_truth``; a champion's logged scores to replay against."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from shadowgate.config import GroundTruthSettings, MLflowSettings, TrainingSettings
+from shadowgate.events import DeploymentEvent
+from shadowgate.pipelines.ground_truth import join_ground_truth
+from shadowgate.pipelines.retrain import retrain_from_warehouse, training_window
+from shadowgate.registry import CHALLENGER, ModelRegistry
+from shadowgate.simulation import SimulationResult
+from shadowgate.storage.duckdb import DuckDBWarehouse
+from shadowgate.storage.warehouse import default_sql_dir
+from shadowgate.training.train import ModelKind, TrainingRefusedError
+from tests.warehouse_rows import load, simulated_outcomes, simulated_prediction_logs
+
+
+class Recorded:
+    """A deployment log that keeps the events (the warehouse one is tested in test_deployments)."""
+
+    def __init__(self) -> None:
+        self.events: list[DeploymentEvent] = []
+
+    def record(self, event: DeploymentEvent) -> None:
+        self.events.append(event)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p))
+
+
+def _warehouse(world: SimulationResult, path: Path, *, champion_noise: float) -> tuple[pd.Timestamp, dt.datetime]:
+    """Every purchase decided by a champion seeing the true probability through ``champion_noise``; the approved
+    ones' outcomes; labels written as known 91 days after the last purchase."""
+    p = np.clip(world.labels["default_probability"].to_numpy(), 1e-4, 1 - 1e-4)
+    noise = np.random.default_rng(8).normal(scale=champion_noise, size=p.size) if champion_noise else 0.0
+    champion = 1 / (1 + np.exp(-(_logit(p) + noise)))
+    decisions = np.where(champion < 0.2, "approve", "deny")
+    first = world.transactions["event_timestamp"].min().normalize()
+    as_of = (first + pd.Timedelta(days=182 + 91)).to_pydatetime()
+    with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
+        warehouse.ensure_tables()
+        load(warehouse, "prediction_logs", simulated_prediction_logs(world.transactions, decisions, champion))
+        granted = set(world.transactions.loc[decisions == "approve", "transaction_id"])
+        outcomes = world.outcomes[world.outcomes["transaction_id"].isin(granted)].reset_index(drop=True)
+        load(warehouse, "outcomes", simulated_outcomes(outcomes))
+        join_ground_truth(
+            warehouse, interval_start=first.to_pydatetime(), interval_end=as_of, settings=GroundTruthSettings()
+        )
+    return first, as_of
+
+
+def _run(path: Path, as_of: dt.datetime, uri: str, log: Recorded, **overrides: object) -> dict[str, object]:
+    settings = {"min_training_defaults": 200, "min_replay_defaults": 50, **overrides}
+    training = settings.pop("training", TrainingSettings(reference_rows=2_000))
+    window = training_window(as_of, maturity_days=90, training_days=126, replay_days=28)
+    with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
+        return retrain_from_warehouse(
+            warehouse=warehouse,
+            window=window,
+            kind=ModelKind.GRADIENT_BOOSTING,
+            training=training,  # type: ignore[arg-type]
+            mlflow_settings=MLflowSettings(tracking_uri=uri),
+            deployments=log,
+            actor="test",
+            margin=0.01,
+            **settings,  # type: ignore[arg-type]
+        )
+
+
+def test_a_challenger_trained_on_the_logs_takes_its_alias_once_per_window(
+    world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = tmp_path / "warehouse.duckdb"
+    first, as_of = _warehouse(world(), path, champion_noise=1.2)
+    log = Recorded()
+    summary = _run(path, as_of, uri, log)
+    assert summary["outcome"] == "registered", summary
+    assert summary["alias"] == CHALLENGER and summary["model_version"] == "1"
+    assert summary["train_defaults"] >= 200 and summary["replay_defaults"] >= 50
+    assert summary["replay_delta_auc"] > 0  # a noisy champion: the logs teach a better ranking
+    registry = ModelRegistry(tracking_uri=uri, model_name="bnpl_default")
+    assert registry.version(CHALLENGER).version == "1"  # type: ignore[union-attr]
+    assert [(e.alias, e.to_version) for e in log.events] == [(CHALLENGER, "1")]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = client.get_run(str(summary["run_id"]))
+    assert run.data.tags["shadowgate.window"] == summary["window"]
+    assert run.data.tags["shadowgate.data_query"] == "queries/training_rows"
+    assert run.data.params["data_query"] == "queries/training_rows"
+    assert run.data.metrics["replay_n"] == summary["replay_n"]
+    version = client.get_model_version("bnpl_default", "1")
+    assert version.tags["shadowgate.window"] == summary["window"]
+    # A run a day later in the same week (a drift-triggered one) reads the same window: the same version, no second.
+    again = _run(path, as_of + dt.timedelta(days=1), uri, log)
+    assert again["model_version"] == "1" and again["window"] == summary["window"]
+    assert len(client.search_model_versions("name = 'bnpl_default'")) == 1
+
+
+def test_a_version_worse_than_the_champion_on_the_replay_is_archived_not_shadowed(
+    world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = tmp_path / "warehouse.duckdb"
+    _, as_of = _warehouse(world(), path, champion_noise=0.0)  # the champion knows the truth: nothing beats it
+    log = Recorded()
+    summary = _run(path, as_of, uri, log)
+    assert summary["outcome"] == "archived", summary
+    assert summary["replay_delta_ci_high"] < -0.01
+    assert "archived instead of taking @challenger" in str(summary["reason"])
+    assert log.events == []  # no alias moved
+    assert ModelRegistry(tracking_uri=uri, model_name="bnpl_default").version(CHALLENGER) is None
+    version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(
+        "bnpl_default", str(summary["model_version"])
+    )
+    assert version.tags["shadowgate.archived"].startswith("worse than")
+
+
+def test_too_few_matured_defaults_is_a_skip_and_a_degenerate_fit_a_refusal(
+    world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = tmp_path / "warehouse.duckdb"
+    _, as_of = _warehouse(world(), path, champion_noise=1.2)
+    log = Recorded()
+    skipped = _run(path, as_of, uri, log, min_training_defaults=1_000_000)
+    assert skipped["outcome"] == "skipped" and "SHADOWGATE_RETRAIN_MIN_TRAINING_DEFAULTS" in str(skipped["reason"])
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("bnpl_training")
+    runs = client.search_runs([experiment.experiment_id])  # type: ignore[union-attr]
+    assert [r.data.tags["shadowgate.skipped"] for r in runs] == [skipped["reason"]]
+    with pytest.raises(TrainingRefusedError, match="validation AUC"):
+        _run(path, as_of, uri, log, training=TrainingSettings(reference_rows=2_000, min_valid_auc=0.99))
+    assert client.search_model_versions("name = 'bnpl_default'") == []
+    assert log.events == []
