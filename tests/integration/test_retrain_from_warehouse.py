@@ -82,7 +82,7 @@ def test_a_challenger_trained_on_the_logs_takes_its_alias_once_per_window(
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = tmp_path / "warehouse.duckdb"
-    first, as_of = _warehouse(world(), path, champion_noise=1.2)
+    _, as_of = _warehouse(world(), path, champion_noise=1.2)
     log = Recorded()
     summary = _run(path, as_of, uri, log)
     assert summary["outcome"] == "registered", summary
