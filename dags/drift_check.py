@@ -19,8 +19,8 @@ model's score against **its own** reference's scores.
     at most `SHADOWGATE_DRIFT_REPORT_ROWS` rows; the verdict uses every row);
   * the warehouse table `drift_reports` (a re-run replaces the day);
   * the alerts `drift` and `unseen_category`, each sent once while it holds, written into this run's note.
-* **Produces** the asset `drift` on a day with drift or unseen categories. Retraining will follow it (issue 15,
-  not wired yet).
+* **Produces** the asset `drift` on a day with drift or unseen categories; `retrain_challenger` runs on it (one
+  version per training window, however many drift days trigger it).
 * **Schedule:** daily at 02:00 UTC for the day before. **Backfill** days from the UI or
   `shadowgate backfill drift_check --from … --to …`.
 * **Params:** `day` (YYYY-MM-DD): check that day instead of the run's interval.

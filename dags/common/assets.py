@@ -12,4 +12,4 @@ MODEL_METRICS = Asset(name="model_metrics", uri="x-shadowgate://warehouse/model_
 read it."""
 
 DRIFT = Asset(name="drift", uri="x-shadowgate://drift/found")
-"""An event when ``drift_check`` found drift or unseen categories on a day; ``retrain_challenger`` will follow it."""
+"""An event when ``drift_check`` found drift or unseen categories on a day; ``retrain_challenger`` runs on it."""

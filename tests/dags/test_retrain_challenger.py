@@ -1,51 +1,83 @@
-"""retrain_challenger end to end with dag.test(): real Airflow metadata DB, real MLflow store, real data files."""
+"""retrain_challenger with dag.test(): real Airflow metadata DB, a DuckDB warehouse file holding a simulated half
+year of decisions as logged (labelled by join_ground_truth), a real MLflow store."""
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from shadowgate.config import SimulationSettings
+from shadowgate.config import GroundTruthSettings
 from shadowgate.registry import CHALLENGER, ModelRegistry
-from shadowgate.simulation import simulate, write_parquet
-from tests.conftest import SMALL
+from shadowgate.simulation import SimulationResult
+from shadowgate.storage.duckdb import DuckDBWarehouse
+from shadowgate.storage.warehouse import default_sql_dir
+from tests.warehouse_rows import load, simulated_outcomes, simulated_prediction_logs
 
 
-def test_retrain_challenger_registers_and_is_idempotent(
-    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _logged_half_year(world: SimulationResult, path: Path) -> dt.datetime:
+    p = np.clip(world.labels["default_probability"].to_numpy(), 1e-4, 1 - 1e-4)
+    noise = np.random.default_rng(8).normal(scale=1.2, size=p.size)
+    champion = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + noise)))
+    decisions = np.where(champion < 0.2, "approve", "deny")
+    first = world.transactions["event_timestamp"].min().normalize()
+    as_of = (first + pd.Timedelta(days=182 + 91)).to_pydatetime()
+    from shadowgate.pipelines.ground_truth import join_ground_truth
+
+    with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
+        warehouse.ensure_tables()
+        load(warehouse, "prediction_logs", simulated_prediction_logs(world.transactions, decisions, champion))
+        granted = set(world.transactions.loc[decisions == "approve", "transaction_id"])
+        outcomes = world.outcomes[world.outcomes["transaction_id"].isin(granted)].reset_index(drop=True)
+        load(warehouse, "outcomes", simulated_outcomes(outcomes))
+        join_ground_truth(
+            warehouse, interval_start=first.to_pydatetime(), interval_end=as_of, settings=GroundTruthSettings()
+        )
+    return as_of
+
+
+def test_retrain_challenger_trains_on_the_logs_once_per_window(
+    airflow_db: Path, world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     from airflow.utils.state import DagRunState
 
     from tests.dags.conftest import load_dag
 
-    write_parquet(simulate(SimulationSettings(**{**SMALL, "transactions": 60_000})), tmp_path / "home" / "data")  # type: ignore[arg-type]
+    home = tmp_path / "home"
+    as_of = _logged_half_year(world(), home / "warehouse" / "warehouse.duckdb")
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)  # a sqlite store keeps artifacts in ./mlruns
-    monkeypatch.setenv("SHADOWGATE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SHADOWGATE_HOME", str(home))
     monkeypatch.setenv("SHADOWGATE_MLFLOW_TRACKING_URI", tracking_uri)
+    monkeypatch.setenv("SHADOWGATE_RETRAIN_TRAINING_DAYS", "126")
+    monkeypatch.setenv("SHADOWGATE_TRAIN_REFERENCE_ROWS", "2000")
     dag = load_dag("retrain_challenger")
-    as_of = "2026-07-06T00:00:00+00:00"
 
-    first = dag.test(run_conf={"as_of": as_of})
+    first = dag.test(run_conf={"as_of": as_of.isoformat()})
     assert first.state == DagRunState.SUCCESS
-    second = dag.test(run_after=dt.datetime(2026, 11, 1, tzinfo=dt.UTC), run_conf={"as_of": as_of})
+    # The run a day later in the same week (as a drift-triggered run would be): the same window, the same version.
+    second = dag.test(
+        run_after=as_of + dt.timedelta(days=1), run_conf={"as_of": (as_of + dt.timedelta(days=1)).isoformat()}
+    )
     assert second.state == DagRunState.SUCCESS
 
     registry = ModelRegistry(tracking_uri=tracking_uri, model_name="bnpl_default")
     challenger = registry.version(CHALLENGER)
     assert challenger is not None and challenger.version == "1"
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    assert len(client.search_model_versions("name = 'bnpl_default'")) == 1  # the re-run reused the first version
+    assert len(client.search_model_versions("name = 'bnpl_default'")) == 1
     run = client.get_run(challenger.run_id or "")
-    assert run.data.tags["shadowgate.run_key"] == f"retrain_challenger/{as_of}"
-    assert run.data.params["as_of"] == as_of
+    window = run.data.tags["shadowgate.window"]
+    assert run.data.tags["shadowgate.run_key"] == f"retrain_challenger/hist_gradient_boosting/{window}"
+    assert run.data.params["data_query"] == "queries/training_rows"
+    assert run.data.metrics["replay_n"] > 0
+    reference = {a.path for a in client.list_artifacts(run.info.run_id, "reference")}
+    assert "reference/reference.parquet" in reference
     # The move of @challenger is in the warehouse the settings name, once although the task ran twice.
-    from shadowgate.storage.duckdb import DuckDBWarehouse
-    from shadowgate.storage.warehouse import default_sql_dir
-
-    with DuckDBWarehouse(tmp_path / "home" / "warehouse" / "warehouse.duckdb", sql_dir=default_sql_dir()) as warehouse:
+    with DuckDBWarehouse(home / "warehouse" / "warehouse.duckdb", sql_dir=default_sql_dir()) as warehouse:
         rows = warehouse.query("SELECT action, alias, to_version, actor FROM shadowgate.deployment_events").to_pylist()
     assert rows == [{"action": "assign", "alias": CHALLENGER, "to_version": "1", "actor": "airflow:retrain_challenger"}]

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from shadowgate.config import GroundTruthSettings, MLflowSettings, TrainingSettings
 from shadowgate.events import DeploymentEvent
 from shadowgate.pipelines.ground_truth import join_ground_truth
-from shadowgate.pipelines.retrain import retrain_from_warehouse, training_window
+from shadowgate.pipelines.retrain import logged_rows, retrain_from_warehouse, training_window
 from shadowgate.registry import CHALLENGER, ModelRegistry
 from shadowgate.simulation import SimulationResult
 from shadowgate.storage.duckdb import DuckDBWarehouse
@@ -63,17 +63,18 @@ def _run(path: Path, as_of: dt.datetime, uri: str, log: Recorded, **overrides: o
     training = settings.pop("training", TrainingSettings(reference_rows=2_000))
     window = training_window(as_of, maturity_days=90, training_days=126, replay_days=28)
     with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
-        return retrain_from_warehouse(
-            warehouse=warehouse,
-            window=window,
-            kind=ModelKind.GRADIENT_BOOSTING,
-            training=training,  # type: ignore[arg-type]
-            mlflow_settings=MLflowSettings(tracking_uri=uri),
-            deployments=log,
-            actor="test",
-            margin=0.01,
-            **settings,  # type: ignore[arg-type]
-        )
+        rows = logged_rows(warehouse, window)
+    return retrain_from_warehouse(
+        rows=rows,
+        window=window,
+        kind=ModelKind.GRADIENT_BOOSTING,
+        training=training,  # type: ignore[arg-type]
+        mlflow_settings=MLflowSettings(tracking_uri=uri),
+        deployments=log,
+        actor="test",
+        margin=0.01,
+        **settings,  # type: ignore[arg-type]
+    )
 
 
 def test_a_challenger_trained_on_the_logs_takes_its_alias_once_per_window(

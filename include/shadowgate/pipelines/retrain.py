@@ -23,11 +23,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,6 @@ from shadowgate.events.schemas import column_name
 from shadowgate.features import FEATURE_NAMES, FEATURE_SET
 from shadowgate.pipelines.performance import pivot_scores
 from shadowgate.registry import CHALLENGER, CHAMPION, DeploymentLog, ModelRegistry
-from shadowgate.simulation import read_parquet
 from shadowgate.storage.warehouse import Warehouse
 from shadowgate.training.train import (
     ModelKind,
@@ -50,7 +50,6 @@ from shadowgate.training.train import (
     alias_action,
     archived_reason,
     fit_and_register,
-    train_and_register,
 )
 
 logger = logging.getLogger(__name__)
@@ -188,7 +187,7 @@ def replay_check(model: Any, rows: LoggedRows, *, margin: float, champion: str) 
 
 def retrain_from_warehouse(
     *,
-    warehouse: Warehouse,
+    rows: LoggedRows,
     window: RetrainWindow,
     kind: ModelKind,
     training: TrainingSettings,
@@ -198,8 +197,10 @@ def retrain_from_warehouse(
     margin: float,
     min_training_defaults: int,
     min_replay_defaults: int,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Train ``kind`` on the window's logged decisions; register it as ``@challenger`` (or archived, or skip).
+    """Train ``kind`` on the window's logged decisions (``rows``: :func:`logged_rows`, read before: the warehouse is
+    not held while the model fits); register it as ``@challenger`` (or archived, or skip).
 
     Returns a JSON-able summary for the Airflow UI: ``outcome`` (``registered``, ``archived``, ``skipped``), the
     version, the counts, the replay's figures and the reasons.
@@ -210,7 +211,6 @@ def retrain_from_warehouse(
     action = alias_action(registry, CHALLENGER, force_reason=None, actor=actor)
     champion = registry.version(CHAMPION)
     champion_name = f"{CHAMPION}@{champion.version}" if champion else "no champion"
-    rows = logged_rows(warehouse, window)
     train_defaults, replay_defaults = int(rows.train.y.sum()), int(rows.replay_y.sum())
     counts: dict[str, Any] = {
         "window": window.key,
@@ -233,6 +233,8 @@ def retrain_from_warehouse(
             f"{min_replay_defaults} (SHADOWGATE_RETRAIN_MIN_REPLAY_DEFAULTS)"
         )
     run_key = f"retrain_challenger/{kind.value}/{window.key}"
+    if force:  # a new version even though this window has one (a fixed feed, a changed recipe)
+        run_key += f"/forced-{window.as_of.isoformat()}"
     if reasons:
         reason = "; ".join(reasons) + ": not trained"
         logger.warning("retrain_challenger skipped: %s", reason)
@@ -301,36 +303,50 @@ def _record_skip(mlflow_settings: MLflowSettings, *, run_key: str, reason: str, 
     client.set_terminated(run.info.run_id, status="FINISHED")
 
 
-def retrain_challenger(
+@contextlib.contextmanager
+def retrain_inputs(
     *,
-    data_dir: Path,
     as_of: dt.datetime,
-    run_key: str,
-    training: TrainingSettings,
-    mlflow_settings: MLflowSettings,
-    deployments: DeploymentLog,
-    actor: str,
-) -> dict[str, Any]:
-    """Train a gradient-boosting challenger on the simulated Parquet tables (the cold start, before any decision is
-    logged) and register it as ``@challenger``. :func:`retrain_from_warehouse` is the production path."""
-    tables = read_parquet(data_dir)
-    result = train_and_register(
-        transactions=tables["transactions"],
-        outcomes=tables["outcomes"],
-        kind=ModelKind.GRADIENT_BOOSTING,
-        as_of=as_of,
-        alias=CHALLENGER,
-        training=training,
-        mlflow_settings=mlflow_settings,
-        deployments=deployments,
-        actor=actor,
-        run_key=run_key,
+    window_end: dt.date | None = None,
+    training_days: int | None = None,
+    kind: str | None = None,
+    force: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """The arguments of :func:`retrain_from_warehouse` resolved from the environment's settings (for the DAG)."""
+    from shadowgate.config import (
+        EvaluationSettings,
+        GroundTruthSettings,
+        PathSettings,
+        RetrainSettings,
+        WarehouseSettings,
     )
-    return {
-        "model_version": result.model_version,
-        "alias": CHALLENGER,
-        "valid_auc": round(result.metrics.auc, 6),
-        "n_train": result.n_train,
-        "n_valid": result.n_valid,
-        "run_id": result.run_id,
+    from shadowgate.storage import open_warehouse
+    from shadowgate.storage.deployments import WarehouseDeploymentLog
+
+    retrain = RetrainSettings()
+    window = training_window(
+        as_of,
+        maturity_days=GroundTruthSettings().maturity_days,
+        training_days=training_days or retrain.training_days,
+        replay_days=retrain.replay_days,
+        end=window_end,
+    )
+    home = PathSettings().home
+    warehouse = open_warehouse(WarehouseSettings(), home=home)
+    try:
+        rows = logged_rows(warehouse, window)
+    finally:
+        warehouse.close()  # not held while the model fits: other tasks take their turn on the file
+    yield {
+        "rows": rows,
+        "window": window,
+        "kind": ModelKind(kind) if kind else ModelKind.GRADIENT_BOOSTING,
+        "training": TrainingSettings(),
+        "mlflow_settings": MLflowSettings(),
+        "deployments": WarehouseDeploymentLog.from_settings(WarehouseSettings(), home=home),
+        "actor": "airflow:retrain_challenger",
+        "margin": EvaluationSettings().auc_margin,
+        "min_training_defaults": retrain.min_training_defaults,
+        "min_replay_defaults": retrain.min_replay_defaults,
+        "force": force,
     }
