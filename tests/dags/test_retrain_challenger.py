@@ -76,7 +76,7 @@ def test_retrain_challenger_trains_on_the_logs_once_per_window(
     assert run.data.params["data_query"] == "queries/training_rows"
     assert run.data.metrics["replay_n"] > 0
     reference = {a.path for a in client.list_artifacts(run.info.run_id, "reference")}
-    assert "reference/reference.parquet" in reference
+    assert {"reference/reference.parquet", "reference/profile.json"} <= reference  # the sample and its statistics
     # The move of @challenger is in the warehouse the settings name, once although the task ran twice.
     with DuckDBWarehouse(home / "warehouse" / "warehouse.duckdb", sql_dir=default_sql_dir()) as warehouse:
         rows = warehouse.query("SELECT action, alias, to_version, actor FROM shadowgate.deployment_events").to_pylist()

@@ -42,6 +42,7 @@ from shadowgate.events.schemas import column_name
 from shadowgate.features import FEATURE_NAMES, FEATURE_SET
 from shadowgate.pipelines.performance import pivot_scores
 from shadowgate.registry import CHALLENGER, CHAMPION, DeploymentLog, ModelRegistry
+from shadowgate.storage.references import MlflowReferenceStore
 from shadowgate.storage.warehouse import Warehouse
 from shadowgate.training.train import (
     ModelKind,
@@ -269,6 +270,11 @@ def retrain_from_warehouse(
         check=check,
     )
     archived = verdict.get("archive") if verdict else archived_reason(mlflow_settings, result.model_version)
+    # The new reference's statistics, binned now (once per version) rather than by the first drift check.
+    watched = drift_columns()
+    MlflowReferenceStore(
+        mlflow_settings.tracking_uri, categorical=watched.categorical, numerical=watched.numerical
+    ).profile(result.model_version, result.run_id)
     return {
         "outcome": "archived" if archived else "registered",
         "model_version": result.model_version,
