@@ -215,3 +215,24 @@ def test_the_estimates_of_a_day_get_their_realised_figures_when_its_final_labels
         assert shown["default_rate"] == pytest.approx(estimated.estimates["champion@1"]["default_rate"])
         assert shown["realised_default_rate"] == pytest.approx(truth.mean())
         assert shown["default_rate_low"] <= shown["default_rate"] <= shown["default_rate_high"]
+
+
+def test_a_champion_without_a_reference_is_reported_not_failed(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = client.create_run(client.create_experiment("training"))  # a run without a reference sample
+    with DuckDBWarehouse(tmp_path / "warehouse.duckdb", sql_dir=default_sql_dir()) as warehouse:
+        warehouse.ensure_tables()
+        summary = check_drift(
+            warehouse=warehouse,
+            models={"champion": ("1", run.info.run_id)},
+            references=MlflowReferenceStore(uri, categorical=COLUMNS.categorical, numerical=COLUMNS.numerical),
+            results=MlflowResultsStore(uri),
+            day=dt.date(2026, 3, 2),
+            settings=DriftSettings(),
+            send=lambda alert: True,
+        )
+    assert summary.verdict == "no_reference"
+    assert "has no training reference" in summary.sentence

@@ -49,7 +49,7 @@ class DriftSummary:
     day: str
     rows: int
     verdict: str
-    """``drift``, ``unseen_categories``, ``stable``, ``too_few_rows`` or ``no_champion``."""
+    """``drift``, ``unseen_categories``, ``stable``, ``too_few_rows``, ``no_champion`` or ``no_reference``."""
     drifted_columns: tuple[str, ...] = ()
     unseen_columns: tuple[str, ...] = ()
     champion: str | None = None
@@ -338,7 +338,14 @@ def check_drift(
     champion_version, champion_run = models[CHAMPION]
     champion = f"{CHAMPION}@{champion_version}"
     computed, skipped = [], []
-    champion_ref = references.profile(champion_version, champion_run)
+    try:
+        champion_ref = references.profile(champion_version, champion_run)
+    except ReferenceMissingError as error:
+        # A champion registered by hand (or trained before references were logged): nothing to compare with. Said
+        # every day, never a failed task that retries to no end.
+        sentence = f"{day}: {champion} has no training reference ({error}): not checked; retrain it to get one"
+        logger.warning(sentence)
+        return DriftSummary(day=day.isoformat(), rows=0, verdict="no_reference", champion=champion, sentence=sentence)
     if champion_ref.computed:
         computed.append(champion)
     score_profiles: dict[str, ReferenceProfile] = {}
