@@ -19,8 +19,9 @@ touched: only the first deployment, the promotion gate (a later issue) or an aud
     The window is the run's key, so a drift-triggered run and the monthly run of the same week register **one**
     version.
 * **Before training:**
-  * Too few matured defaults to train on or to replay (`SHADOWGATE_RETRAIN_MIN_*_DEFAULTS`) is a **skip**. The
-    reason goes to this log and to an MLflow run of `bnpl_training`.
+  * A **skip** happens on too few matured defaults to train on or to replay (`SHADOWGATE_RETRAIN_MIN_*_DEFAULTS`). It
+    also happens when the window's defaults a week are too few for the weekly comparison plan to reach its power
+    within its looks. The reason goes to this log and to an MLflow run of `bnpl_training`.
   * A degenerate fit is **refused** and the task fails with its reason, which alerts; nothing is registered. That
     covers too few defaults after the split, a feature missing or constant, and a validation AUC below
     `SHADOWGATE_TRAIN_MIN_VALID_AUC`.

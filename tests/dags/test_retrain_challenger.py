@@ -48,7 +48,7 @@ def test_retrain_challenger_trains_on_the_logs_once_per_window(
     from tests.dags.conftest import load_dag
 
     home = tmp_path / "home"
-    as_of = _logged_half_year(world(), home / "warehouse" / "warehouse.duckdb")
+    as_of = _logged_half_year(world(transactions=150_000, customers=15_000), home / "warehouse" / "warehouse.duckdb")
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)  # a sqlite store keeps artifacts in ./mlruns
     monkeypatch.setenv("SHADOWGATE_HOME", str(home))

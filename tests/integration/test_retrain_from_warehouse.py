@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from shadowgate.config import GroundTruthSettings, MLflowSettings, TrainingSettings
+from shadowgate.config import EvaluationSettings, GroundTruthSettings, MLflowSettings, TrainingSettings
 from shadowgate.events import DeploymentEvent
 from shadowgate.pipelines.ground_truth import join_ground_truth
 from shadowgate.pipelines.retrain import logged_rows, retrain_from_warehouse, training_window
@@ -21,6 +21,9 @@ from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.warehouse import default_sql_dir
 from shadowgate.training.train import ModelKind, TrainingRefusedError
 from tests.warehouse_rows import load, simulated_outcomes, simulated_prediction_logs
+
+DENSE = {"transactions": 150_000, "customers": 15_000}
+"""A half year dense enough (about 120 matured defaults a week) for the comparison plan to reach its power."""
 
 
 class Recorded:
@@ -59,7 +62,12 @@ def _warehouse(world: SimulationResult, path: Path, *, champion_noise: float) ->
 
 
 def _run(path: Path, as_of: dt.datetime, uri: str, log: Recorded, **overrides: object) -> dict[str, object]:
-    settings = {"min_training_defaults": 200, "min_replay_defaults": 50, **overrides}
+    settings = {
+        "min_training_defaults": 200,
+        "min_replay_defaults": 50,
+        "evaluation": EvaluationSettings(),
+        **overrides,
+    }
     training = settings.pop("training", TrainingSettings(reference_rows=2_000))
     window = training_window(as_of, maturity_days=90, training_days=126, replay_days=28)
     with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
@@ -83,7 +91,7 @@ def test_a_challenger_trained_on_the_logs_takes_its_alias_once_per_window(
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = tmp_path / "warehouse.duckdb"
-    _, as_of = _warehouse(world(), path, champion_noise=1.2)
+    _, as_of = _warehouse(world(**DENSE), path, champion_noise=1.2)
     log = Recorded()
     summary = _run(path, as_of, uri, log)
     assert summary["outcome"] == "registered", summary
@@ -113,7 +121,7 @@ def test_a_version_worse_than_the_champion_on_the_replay_is_archived_not_shadowe
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = tmp_path / "warehouse.duckdb"
-    _, as_of = _warehouse(world(), path, champion_noise=0.0)  # the champion knows the truth: nothing beats it
+    _, as_of = _warehouse(world(**DENSE), path, champion_noise=0.0)  # the champion knows the truth: nothing beats it
     log = Recorded()
     summary = _run(path, as_of, uri, log)
     assert summary["outcome"] == "archived", summary
@@ -133,14 +141,17 @@ def test_too_few_matured_defaults_is_a_skip_and_a_degenerate_fit_a_refusal(
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = tmp_path / "warehouse.duckdb"
-    _, as_of = _warehouse(world(), path, champion_noise=1.2)
+    _, as_of = _warehouse(world(**DENSE), path, champion_noise=1.2)
     log = Recorded()
     skipped = _run(path, as_of, uri, log, min_training_defaults=1_000_000)
     assert skipped["outcome"] == "skipped" and "SHADOWGATE_RETRAIN_MIN_TRAINING_DEFAULTS" in str(skipped["reason"])
+    # Traffic too thin for the weekly comparison plan: it could never reach its power within its looks.
+    thin = _run(path, as_of, uri, log, evaluation=EvaluationSettings(max_looks=2))
+    assert thin["outcome"] == "skipped" and "could not reach its power" in str(thin["reason"]), thin["reason"]
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name("bnpl_training")
     runs = client.search_runs([experiment.experiment_id])  # type: ignore[union-attr]
-    assert [r.data.tags["shadowgate.skipped"] for r in runs] == [skipped["reason"]]
+    assert sorted(r.data.tags["shadowgate.skipped"] for r in runs) == sorted([skipped["reason"], thin["reason"]])
     with pytest.raises(TrainingRefusedError, match="validation AUC"):
         _run(path, as_of, uri, log, training=TrainingSettings(reference_rows=2_000, min_valid_auc=0.99))
     assert client.search_model_versions("name = 'bnpl_default'") == []

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from shadowgate.config import MLflowSettings, TrainingSettings
+from shadowgate.config import EvaluationSettings, MLflowSettings, TrainingSettings
 from shadowgate.contract import drift_columns
 from shadowgate.evaluation.stats import delong_test
 from shadowgate.events.schemas import column_name
@@ -186,6 +186,50 @@ def replay_check(model: Any, rows: LoggedRows, *, margin: float, champion: str) 
     return figures
 
 
+def plan_shortfall(
+    rows: LoggedRows, *, window: RetrainWindow, evaluation: EvaluationSettings, correlation: float = 0.85
+) -> str | None:
+    """Why the weekly comparison plan could not reach its power on the traffic this window shows (or None).
+
+    The window's matured, approved decisions a week and their default rate stand for what a challenger's shadow
+    evaluation would see; the champion's AUC is its logged one on them. With the plan's settings (margin, MDE, α,
+    power, looks) :func:`~shadowgate.evaluation.planning.plan_experiment` says whether the plan's information is
+    reached within its looks. If it is not, a new challenger could never be shown superior at the planned power.
+    """
+    from shadowgate.evaluation.metrics import binary_metrics
+    from shadowgate.evaluation.planning import plan_experiment
+
+    y = np.concatenate([rows.train.y, rows.replay_y])
+    weeks = max((window.end - window.start).days / 7.0, 1.0)
+    if len(y) == 0 or not 0 < y.mean() < 1:
+        return f"no matured defaults and repaid purchases both in {window.key}"
+    scored = ~np.isnan(rows.replay_champion)
+    champion_auc = 0.75  # when the replay days hold no logged champion score (stated in the reason)
+    if scored.any() and 0 < rows.replay_y[scored].sum() < scored.sum():
+        champion_auc = binary_metrics(rows.replay_y[scored], rows.replay_champion[scored]).auc
+    summary = plan_experiment(
+        decisions_per_week=len(y) / weeks,
+        default_rate=float(y.mean()),
+        champion_auc=float(min(max(champion_auc, 0.5), 0.98)),
+        margin=evaluation.auc_margin,
+        mde=evaluation.minimum_detectable_auc_difference,
+        alpha=evaluation.alpha,
+        power=evaluation.power,
+        max_looks=evaluation.max_looks,
+        correlation=correlation,
+        futility=evaluation.futility,
+    )
+    if summary.reaches_max_information:
+        return None
+    defaults_a_week = len(y) / weeks * float(y.mean())
+    reached = summary.weeks_to_end * summary.info.information / summary.plan.max_information
+    return (
+        f"{defaults_a_week:.0f} matured defaults a week (champion AUC {champion_auc:.3f}) give the comparison plan "
+        f"{100 * reached:.0f}% of its information in its {evaluation.max_looks} weekly looks: it could not reach "
+        f"its power {evaluation.power} (about {defaults_a_week / max(reached, 1e-9):.0f} defaults a week would)"
+    )
+
+
 def retrain_from_warehouse(
     *,
     rows: LoggedRows,
@@ -199,6 +243,7 @@ def retrain_from_warehouse(
     min_training_defaults: int,
     min_replay_defaults: int,
     force: bool = False,
+    evaluation: EvaluationSettings | None = None,
 ) -> dict[str, Any]:
     """Train ``kind`` on the window's logged decisions (``rows``: :func:`logged_rows`, read before: the warehouse is
     not held while the model fits); register it as ``@challenger`` (or archived, or skip).
@@ -233,6 +278,10 @@ def retrain_from_warehouse(
             f"{counts['replay_defaults']} matured defaults to replay from {window.replay_start}, fewer than "
             f"{min_replay_defaults} (SHADOWGATE_RETRAIN_MIN_REPLAY_DEFAULTS)"
         )
+    if not reasons and evaluation is not None:
+        shortfall = plan_shortfall(rows, window=window, evaluation=evaluation)
+        if shortfall:
+            reasons.append(shortfall)
     run_key = f"retrain_challenger/{kind.value}/{window.key}"
     if force:  # a new version even though this window has one (a fixed feed, a changed recipe)
         run_key += f"/forced-{window.as_of.isoformat()}"
@@ -320,7 +369,6 @@ def retrain_inputs(
 ) -> Iterator[dict[str, Any]]:
     """The arguments of :func:`retrain_from_warehouse` resolved from the environment's settings (for the DAG)."""
     from shadowgate.config import (
-        EvaluationSettings,
         GroundTruthSettings,
         PathSettings,
         RetrainSettings,
@@ -352,6 +400,7 @@ def retrain_inputs(
         "deployments": WarehouseDeploymentLog.from_settings(WarehouseSettings(), home=home),
         "actor": "airflow:retrain_challenger",
         "margin": EvaluationSettings().auc_margin,
+        "evaluation": EvaluationSettings(),
         "min_training_defaults": retrain.min_training_defaults,
         "min_replay_defaults": retrain.min_replay_defaults,
         "force": force,
