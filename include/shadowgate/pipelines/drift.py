@@ -318,7 +318,8 @@ def check_drift(
     send: Callable[[Alert], object],
     render_report: Callable[[Any, Any, Path], str] | None = None,
 ) -> DriftSummary:
-    """Check one day (purchase time in ``[day, day + 1)``).
+    """Check one day (purchase time in ``[day, day + 1)``), estimate each model's figures on its approved decisions,
+    and put the realised figures beside the estimates of the day whose final labels matured with this run.
 
     Args:
         warehouse: holds ``prediction_logs``; receives ``drift_reports`` and ``alerts``.
@@ -387,7 +388,8 @@ def check_drift(
             skipped=tuple(skipped),
         )
     current: dict[str, Any] = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
-    for key, values in pivot_scores(table.column("scores"), rows).items():
+    scores = pivot_scores(table.column("scores"), rows)
+    for key, values in scores.items():
         name = score_column(key.alias, key.version)
         if name in versions:
             current[name] = values[~np.isnan(values)]
@@ -400,7 +402,7 @@ def check_drift(
     )
     approved = np.asarray(table.column("decision").to_numpy(zero_copy_only=False)) == "approve"
     estimates: dict[tuple[str, str], Estimate] = {}
-    for key, values in pivot_scores(table.column("scores"), rows).items():
+    for key, values in scores.items():
         if score_column(key.alias, key.version) in versions:
             chosen = values[approved & ~np.isnan(values)]
             estimates[(key.alias, key.version)] = estimate(chosen, seed=day.toordinal())
