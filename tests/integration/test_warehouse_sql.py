@@ -89,6 +89,7 @@ def test_the_library_lists_every_shipped_statement() -> None:
         + ["queries/alert_state", "queries/cohort_decisions", "queries/model_baseline"]
         + ["queries/outcome_arrivals", "queries/label_revisions", "queries/weeks_to_reevaluate"]
         + ["queries/signal_profile", "queries/drift_day", "queries/estimates_of_day", "queries/training_rows"]
+        + ["queries/model_latency"]
     )
 
 
