@@ -17,11 +17,14 @@ reference is binned again every day. Here:
   ``threshold(n) = max(floor, wander, χ²_{K−1}(1 − α/C) · (1/n + 1/m))``. Under no change
   ``PSI · n m / (n + m)`` is asymptotically χ² with K − 1 degrees of freedom (K bins of the reference, m its rows,
   n the day's), so the second term is the noise PSI reaches by chance at the family level α spread over the C
-  columns checked (Bonferroni): one decision per day that accounts for the number of columns. At 500k rows the noise
-  term is tiny and the floor decides (a shift must matter, not merely exist); at 5k rows the noise term decides (the
-  day cannot show a small shift, and a threshold below the noise would fire on chance). Both are settings; the
-  false-alarm and detection rates they give are measured on simulated worlds (``tests/model/test_drift_worlds.py``)
-  and printed in the README.
+  columns checked (Bonferroni): one decision per day that accounts for the number of columns. On large days the noise
+  term is tiny and the floor decides (a shift must matter, not merely exist; measured: at 500k and at 5k rows alike);
+  on days of a few hundred rows the noise term decides (the day cannot show a small shift, and a threshold below the
+  noise would fire on chance). The **wander** is the column's own movement inside the training window (the largest
+  PSI between two chronological chunks of the reference, less their noise): a column that drifts by nature, as a
+  customer's tenure does, needs more than the floor — the calibration on chunks of the reference period that NannyML
+  uses instead of p-values. The floor and α are settings; the false-alarm and detection rates they give are measured
+  on simulated worlds (``tests/model/test_drift_worlds.py``) and printed in the README.
 * **Unseen categories are their own check**: PSI compares a categorical column over the categories seen in training
   (the day's seen values renormalised), and the share of values never seen in training is reported per column and
   alerts above ``unseen_alert_share`` (5 %). One stray row in 500k is a share of 2e-6: it never makes a verdict.
