@@ -69,7 +69,7 @@ def drift_check() -> None:
         context = get_current_context()
         given = context["params"].get("day")
         start = context.get("data_interval_start") or context["dag_run"].run_after
-        day = dt.date.fromisoformat(given) if given else start.date()
+        day = dt.date.fromisoformat(given) if given else start.date()  # Airflow checked the Param's date format
         with drift_inputs(day) as inputs:
             summary = check_drift(**inputs)
         return summary.as_dict()

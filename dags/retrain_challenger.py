@@ -92,15 +92,21 @@ def retrain_challenger() -> None:
     def train_challenger() -> dict[str, object]:
         import datetime as dt
 
+        from airflow.sdk.exceptions import AirflowFailException
+
         from shadowgate.pipelines.retrain import retrain_from_warehouse, retrain_inputs
 
         context = get_current_context()
         params = context["params"]
         given = params.get("as_of") or ""
-        as_of = dt.datetime.fromisoformat(given) if given else context["dag_run"].run_after
+        try:
+            as_of = dt.datetime.fromisoformat(given) if given else context["dag_run"].run_after
+            end = dt.date.fromisoformat(params["window_end"]) if params.get("window_end") else None
+        except ValueError as error:
+            # A wrong Param is not worth three retries: fail at once, saying why.
+            raise AirflowFailException(f"as_of must be ISO 8601 and window_end YYYY-MM-DD: {error}") from None
         if as_of.tzinfo is None:
             as_of = as_of.replace(tzinfo=dt.UTC)
-        end = dt.date.fromisoformat(params["window_end"]) if params.get("window_end") else None
         with retrain_inputs(
             as_of=as_of,
             window_end=end,

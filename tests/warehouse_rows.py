@@ -155,3 +155,32 @@ def simulated_outcomes(outcomes: pd.DataFrame) -> pa.Table:
     }
     schema = arrow_schema("outcomes")
     return pa.Table.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
+
+
+def logged_half_year(world: Any, path: Any, *, champion_noise: float) -> Any:
+    """A simulated half year as production would have logged and labelled it, in the DuckDB file ``path``: every
+    purchase decided by a champion seeing the true default probability through ``champion_noise`` (logit scale;
+    0: the truth itself), the approved purchases' outcomes, and their labels written by ``join_ground_truth`` as known
+    91 days after the last purchase. Returns that instant (the as-of of a retraining that can read them all)."""
+
+    from shadowgate.config import GroundTruthSettings
+    from shadowgate.pipelines.ground_truth import join_ground_truth
+    from shadowgate.storage.duckdb import DuckDBWarehouse
+    from shadowgate.storage.warehouse import default_sql_dir
+
+    p = np.clip(world.labels["default_probability"].to_numpy(), 1e-4, 1 - 1e-4)
+    noise = np.random.default_rng(8).normal(scale=champion_noise, size=p.size) if champion_noise else 0.0
+    champion = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + noise)))
+    decisions = np.where(champion < 0.2, "approve", "deny")
+    first = world.transactions["event_timestamp"].min().normalize()
+    as_of: dt.datetime = (first + pd.Timedelta(days=182 + 91)).to_pydatetime()
+    with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
+        warehouse.ensure_tables()
+        load(warehouse, "prediction_logs", simulated_prediction_logs(world.transactions, decisions, champion))
+        granted = set(world.transactions.loc[decisions == "approve", "transaction_id"])
+        outcomes = world.outcomes[world.outcomes["transaction_id"].isin(granted)].reset_index(drop=True)
+        load(warehouse, "outcomes", simulated_outcomes(outcomes))
+        join_ground_truth(
+            warehouse, interval_start=first.to_pydatetime(), interval_end=as_of, settings=GroundTruthSettings()
+        )
+    return as_of

@@ -132,3 +132,20 @@ def test_drift_check_finds_the_shift_once_and_emits_its_asset(
     assert runs[stable_day.isoformat()].data.tags["shadowgate.verdict"] == "stable"
     artifacts = {a.path for a in client.list_artifacts(runs[shifted_day.isoformat()].info.run_id)}
     assert artifacts == {"drift_columns.csv", "drift_report.html"}
+
+
+def test_a_wrong_day_param_is_refused_before_any_run(airflow_db: Path) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = load_dag("drift_check")
+    with pytest.raises(ParamValidationError, match="is not a 'date'"):
+        dag.test(run_conf={"day": "2026-13-40"})
+
+
+def test_a_wrong_as_of_fails_the_retraining_at_once_without_retries(airflow_db: Path) -> None:
+    from airflow.utils.state import DagRunState
+
+    run = load_dag("retrain_challenger").test(run_conf={"as_of": "yesterday"})
+    assert run.state == DagRunState.FAILED
+    (task,) = run.get_task_instances()
+    assert task.try_number == 1  # a wrong Param is not worth three retries

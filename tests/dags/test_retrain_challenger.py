@@ -6,38 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from shadowgate.config import GroundTruthSettings
 from shadowgate.registry import CHALLENGER, ModelRegistry
-from shadowgate.simulation import SimulationResult
 from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.warehouse import default_sql_dir
-from tests.warehouse_rows import load, simulated_outcomes, simulated_prediction_logs
-
-
-def _logged_half_year(world: SimulationResult, path: Path) -> dt.datetime:
-    p = np.clip(world.labels["default_probability"].to_numpy(), 1e-4, 1 - 1e-4)
-    noise = np.random.default_rng(8).normal(scale=1.2, size=p.size)
-    champion = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + noise)))
-    decisions = np.where(champion < 0.2, "approve", "deny")
-    first = world.transactions["event_timestamp"].min().normalize()
-    as_of = (first + pd.Timedelta(days=182 + 91)).to_pydatetime()
-    from shadowgate.pipelines.ground_truth import join_ground_truth
-
-    with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
-        warehouse.ensure_tables()
-        load(warehouse, "prediction_logs", simulated_prediction_logs(world.transactions, decisions, champion))
-        granted = set(world.transactions.loc[decisions == "approve", "transaction_id"])
-        outcomes = world.outcomes[world.outcomes["transaction_id"].isin(granted)].reset_index(drop=True)
-        load(warehouse, "outcomes", simulated_outcomes(outcomes))
-        join_ground_truth(
-            warehouse, interval_start=first.to_pydatetime(), interval_end=as_of, settings=GroundTruthSettings()
-        )
-    return as_of
+from tests.warehouse_rows import logged_half_year
 
 
 def test_retrain_challenger_trains_on_the_logs_once_per_window(
@@ -48,7 +23,9 @@ def test_retrain_challenger_trains_on_the_logs_once_per_window(
     from tests.dags.conftest import load_dag
 
     home = tmp_path / "home"
-    as_of = _logged_half_year(world(transactions=150_000, customers=15_000), home / "warehouse" / "warehouse.duckdb")
+    as_of = logged_half_year(
+        world(transactions=150_000, customers=15_000), home / "warehouse" / "warehouse.duckdb", champion_noise=1.2
+    )
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)  # a sqlite store keeps artifacts in ./mlruns
     monkeypatch.setenv("SHADOWGATE_HOME", str(home))

@@ -6,21 +6,17 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from shadowgate.config import EvaluationSettings, GroundTruthSettings, MLflowSettings, TrainingSettings
+from shadowgate.config import EvaluationSettings, MLflowSettings, TrainingSettings
 from shadowgate.events import DeploymentEvent
-from shadowgate.pipelines.ground_truth import join_ground_truth
 from shadowgate.pipelines.retrain import logged_rows, retrain_from_warehouse, training_window
 from shadowgate.registry import CHALLENGER, ModelRegistry
-from shadowgate.simulation import SimulationResult
 from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.warehouse import default_sql_dir
 from shadowgate.training.train import ModelKind, TrainingRefusedError
-from tests.warehouse_rows import load, simulated_outcomes, simulated_prediction_logs
+from tests.warehouse_rows import logged_half_year
 
 DENSE = {"transactions": 150_000, "customers": 15_000}
 """A half year dense enough (about 120 matured defaults a week) for the comparison plan to reach its power."""
@@ -34,31 +30,6 @@ class Recorded:
 
     def record(self, event: DeploymentEvent) -> None:
         self.events.append(event)
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    return np.log(p / (1 - p))
-
-
-def _warehouse(world: SimulationResult, path: Path, *, champion_noise: float) -> tuple[pd.Timestamp, dt.datetime]:
-    """Every purchase decided by a champion seeing the true probability through ``champion_noise``; the approved
-    ones' outcomes; labels written as known 91 days after the last purchase."""
-    p = np.clip(world.labels["default_probability"].to_numpy(), 1e-4, 1 - 1e-4)
-    noise = np.random.default_rng(8).normal(scale=champion_noise, size=p.size) if champion_noise else 0.0
-    champion = 1 / (1 + np.exp(-(_logit(p) + noise)))
-    decisions = np.where(champion < 0.2, "approve", "deny")
-    first = world.transactions["event_timestamp"].min().normalize()
-    as_of = (first + pd.Timedelta(days=182 + 91)).to_pydatetime()
-    with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
-        warehouse.ensure_tables()
-        load(warehouse, "prediction_logs", simulated_prediction_logs(world.transactions, decisions, champion))
-        granted = set(world.transactions.loc[decisions == "approve", "transaction_id"])
-        outcomes = world.outcomes[world.outcomes["transaction_id"].isin(granted)].reset_index(drop=True)
-        load(warehouse, "outcomes", simulated_outcomes(outcomes))
-        join_ground_truth(
-            warehouse, interval_start=first.to_pydatetime(), interval_end=as_of, settings=GroundTruthSettings()
-        )
-    return first, as_of
 
 
 def _run(path: Path, as_of: dt.datetime, uri: str, log: Recorded, **overrides: object) -> dict[str, object]:
@@ -80,7 +51,6 @@ def _run(path: Path, as_of: dt.datetime, uri: str, log: Recorded, **overrides: o
         mlflow_settings=MLflowSettings(tracking_uri=uri),
         deployments=log,
         actor="test",
-        margin=0.01,
         **settings,  # type: ignore[arg-type]
     )
 
@@ -91,7 +61,7 @@ def test_a_challenger_trained_on_the_logs_takes_its_alias_once_per_window(
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = tmp_path / "warehouse.duckdb"
-    _, as_of = _warehouse(world(**DENSE), path, champion_noise=1.2)
+    as_of = logged_half_year(world(**DENSE), path, champion_noise=1.2)
     log = Recorded()
     summary = _run(path, as_of, uri, log)
     assert summary["outcome"] == "registered", summary
@@ -121,7 +91,7 @@ def test_a_version_worse_than_the_champion_on_the_replay_is_archived_not_shadowe
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = tmp_path / "warehouse.duckdb"
-    _, as_of = _warehouse(world(**DENSE), path, champion_noise=0.0)  # the champion knows the truth: nothing beats it
+    as_of = logged_half_year(world(**DENSE), path, champion_noise=0.0)  # the champion knows the truth: nothing beats it
     log = Recorded()
     summary = _run(path, as_of, uri, log)
     assert summary["outcome"] == "archived", summary
@@ -141,7 +111,7 @@ def test_too_few_matured_defaults_is_a_skip_and_a_degenerate_fit_a_refusal(
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = tmp_path / "warehouse.duckdb"
-    _, as_of = _warehouse(world(**DENSE), path, champion_noise=1.2)
+    as_of = logged_half_year(world(**DENSE), path, champion_noise=1.2)
     log = Recorded()
     skipped = _run(path, as_of, uri, log, min_training_defaults=1_000_000)
     assert skipped["outcome"] == "skipped" and "SHADOWGATE_RETRAIN_MIN_TRAINING_DEFAULTS" in str(skipped["reason"])

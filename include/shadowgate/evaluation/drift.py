@@ -347,16 +347,30 @@ def noise_level(occupied_bins: int, n: int, m: int, *, alpha: float, n_columns: 
     return float(sps.chi2.isf(alpha / max(n_columns, 1), dof) * (1.0 / n + 1.0 / m))
 
 
-def _numeric_day(
-    profile: ColumnProfile, values: Any, *, floor: float, alpha: float, n_columns: int, m: int
-) -> ColumnDrift:
-    x = _as_float(values)
-    counts, _ = _column_counts(profile, x)
+def _column_day(profile: ColumnProfile, values: Any, *, floor: float, alpha: float, n_columns: int) -> ColumnDrift:
+    """One column's PSI, threshold and verdict on the day (categorical: on the categories seen in training, with the
+    share and the most frequent of those never seen)."""
+    counts, unseen = _column_counts(profile, values)
     n = int(counts.sum())
     value = psi(np.asarray(profile.counts), counts)
-    noise = noise_level(profile.occupied_bins, n, m, alpha=alpha, n_columns=n_columns)
+    noise = noise_level(profile.occupied_bins, n, profile.rows, alpha=alpha, n_columns=n_columns)
     threshold = max(floor, profile.wander, noise)
-    finite = x[~np.isnan(x)]
+    drifted = bool(value > threshold) if not math.isnan(value) else False
+    if profile.kind == CATEGORICAL:
+        total = n + sum(unseen.values())
+        return ColumnDrift(
+            column=profile.name,
+            kind=CATEGORICAL,
+            n=n,
+            psi=value,
+            threshold=threshold,
+            noise=noise,
+            drifted=drifted,
+            unseen_share=sum(unseen.values()) / total if total else 0.0,
+            unseen_values=tuple(sorted(unseen.items(), key=lambda kv: (-kv[1], kv[0]))[:5]),
+        )
+    finite = _as_float(values)
+    finite = finite[~np.isnan(finite)]
     return ColumnDrift(
         column=profile.name,
         kind=NUMERIC,
@@ -364,32 +378,9 @@ def _numeric_day(
         psi=value,
         threshold=threshold,
         noise=noise,
-        drifted=bool(value > threshold) if not math.isnan(value) else False,
+        drifted=drifted,
         mean_reference=float("nan") if profile.mean is None else profile.mean,
         mean_current=float(finite.mean()) if len(finite) else float("nan"),
-    )
-
-
-def _categorical_day(
-    profile: ColumnProfile, values: Any, *, floor: float, alpha: float, n_columns: int, m: int, top: int = 5
-) -> ColumnDrift:
-    counts, unseen = _column_counts(profile, values)
-    n_seen = int(counts.sum())
-    total = n_seen + sum(unseen.values())
-    value = psi(np.asarray(profile.counts), counts)
-    noise = noise_level(profile.occupied_bins, n_seen, m, alpha=alpha, n_columns=n_columns)
-    threshold = max(floor, profile.wander, noise)
-    share = sum(unseen.values()) / total if total else 0.0
-    return ColumnDrift(
-        column=profile.name,
-        kind=CATEGORICAL,
-        n=n_seen,
-        psi=value,
-        threshold=threshold,
-        noise=noise,
-        drifted=bool(value > threshold) if not math.isnan(value) else False,
-        unseen_share=share,
-        unseen_values=tuple(sorted(unseen.items(), key=lambda kv: (-kv[1], kv[0]))[:top]),
     )
 
 
@@ -423,10 +414,7 @@ def check_day(
     for profile in checked:
         values = current[profile.name]
         rows = max(rows, len(values))
-        if profile.kind == CATEGORICAL:
-            result = _categorical_day(profile, values, floor=floor, alpha=alpha, n_columns=n_columns, m=profile.rows)
-        else:
-            result = _numeric_day(profile, values, floor=floor, alpha=alpha, n_columns=n_columns, m=profile.rows)
+        result = _column_day(profile, values, floor=floor, alpha=alpha, n_columns=n_columns)
         if result.n < min_rows:
             result = replace(result, drifted=False)
         results.append(result)

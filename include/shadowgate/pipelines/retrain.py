@@ -239,17 +239,17 @@ def retrain_from_warehouse(
     mlflow_settings: MLflowSettings,
     deployments: DeploymentLog,
     actor: str,
-    margin: float,
+    evaluation: EvaluationSettings,
     min_training_defaults: int,
     min_replay_defaults: int,
     force: bool = False,
-    evaluation: EvaluationSettings | None = None,
 ) -> dict[str, Any]:
     """Train ``kind`` on the window's logged decisions (``rows``: :func:`logged_rows`, read before: the warehouse is
     not held while the model fits); register it as ``@challenger`` (or archived, or skip).
 
     Returns a JSON-able summary for the Airflow UI: ``outcome`` (``registered``, ``archived``, ``skipped``), the
-    version, the counts, the replay's figures and the reasons.
+    version, the counts, the replay's figures and the reasons. ``evaluation`` is the comparison plan's settings: its
+    margin δ judges the replay, and its power and looks decide whether the traffic is enough.
     """
     registry = ModelRegistry(
         tracking_uri=mlflow_settings.tracking_uri, model_name=mlflow_settings.model_name, deployments=deployments
@@ -278,7 +278,7 @@ def retrain_from_warehouse(
             f"{counts['replay_defaults']} matured defaults to replay from {window.replay_start}, fewer than "
             f"{min_replay_defaults} (SHADOWGATE_RETRAIN_MIN_REPLAY_DEFAULTS)"
         )
-    if not reasons and evaluation is not None:
+    if not reasons:
         shortfall = plan_shortfall(rows, window=window, evaluation=evaluation)
         if shortfall:
             reasons.append(shortfall)
@@ -301,7 +301,7 @@ def retrain_from_warehouse(
     verdict: dict[str, Any] = {}
 
     def check(model: Any, split: TemporalSplit) -> dict[str, Any]:
-        verdict.update(replay_check(model, rows, margin=margin, champion=champion_name))
+        verdict.update(replay_check(model, rows, margin=evaluation.auc_margin, champion=champion_name))
         return verdict
 
     result = fit_and_register(
@@ -399,7 +399,6 @@ def retrain_inputs(
         "mlflow_settings": MLflowSettings(),
         "deployments": WarehouseDeploymentLog.from_settings(WarehouseSettings(), home=home),
         "actor": "airflow:retrain_challenger",
-        "margin": EvaluationSettings().auc_margin,
         "evaluation": EvaluationSettings(),
         "min_training_defaults": retrain.min_training_defaults,
         "min_replay_defaults": retrain.min_replay_defaults,
