@@ -33,10 +33,13 @@ def labeled_rows(
     default_rate_logit: float = -2.2,
     experiment_id: str | None = None,
     noise: Mapping[str, float] | None = None,
+    versions: Mapping[str, str] | None = None,
 ) -> pa.Table:
     """``n`` approved, fully matured decisions of the week starting ``week_start`` (both labels set); ``noise``
-    overrides a model's noise level (:data:`NOISE`), e.g. to make it rank worse in some weeks."""
+    overrides a model's noise level (:data:`NOISE`), e.g. to make it rank worse in some weeks; ``versions`` a
+    model's version (:data:`VERSIONS`), e.g. a retrained challenger."""
     levels = {**NOISE, **(noise or {})}
+    version_of = {**VERSIONS, **(versions or {})}
     rng = np.random.default_rng(seed)
     risk = rng.normal(size=n)
     p_true = _sigmoid(default_rate_logit + 1.3 * risk)
@@ -52,7 +55,7 @@ def labeled_rows(
             [
                 {
                     "alias": m,
-                    "model_version": VERSIONS[m],
+                    "model_version": version_of[m],
                     "score": float(model_scores[m][i]),
                     "latency_us": 10.0,
                     "status": "ok",

@@ -507,7 +507,7 @@ class EvaluationSettings(BaseSettings):
     subsample, a little wider); the cost of a resample grows with the rows."""
 
     sequential_lookback_weeks: int = Field(default=52, ge=1)
-    """How far back a comparison no experiment of the book names looks for the start of its sequential plan."""
+    """How far back a comparison looks for the week its two versions first scored a decision (its plan's start)."""
 
     segment_min_defaults: int = Field(default=30, ge=0)
     """The weekly report shows a segment's AUC only on at least this many defaults (on fewer its standard error is

@@ -78,7 +78,11 @@ def test_the_pipeline_takes_the_looks_the_simulation_takes(tmp_path: Path, treat
 
     seen = [run(start) for start in starts]  # the weekly DAG, one run a week
     recorded = comparison_plan(
-        warehouse, experiment, cohort_week(START, "final", as_of=dt.datetime.now(dt.UTC)), plan=PLAN
+        warehouse,
+        experiment,
+        cohort_week(START, "final", as_of=dt.datetime.now(dt.UTC)),
+        plan=PLAN,
+        comparison=f"{treatment}@1 vs champion@1",
     )
     series = [_week_delong(start, 100 + k, treatment) for k, start in enumerate(starts)]
     looks = run_looks(recorded.plan, series)
@@ -103,4 +107,55 @@ def test_the_pipeline_takes_the_looks_the_simulation_takes(tmp_path: Path, treat
             seen[k]["plan_ended"],
         )
         assert again["sequential_z"] == pytest.approx(seen[k]["sequential_z"], abs=1e-9)
+    warehouse.close()
+
+
+def test_a_retrained_challenger_starts_a_plan_of_its_own(tmp_path: Path) -> None:
+    """The challenger alias moves to a new version (a retraining) after its plan ended futile: the new version is a
+    new comparison with its own plan, started at the week it first scored; its looks count only its own weeks, and
+    the old version's verdict is not carried over."""
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb", sql_dir=default_sql_dir())
+    warehouse.ensure_tables()
+    starts = [START + dt.timedelta(weeks=k) for k in range(WEEKS)]
+    retrained_from = 5
+    for k, start in enumerate(starts):
+        # Weeks 0-4: challenger@2 as noisy as the champion (an A/A: futile); weeks 5-7: challenger@9, far better.
+        old = k < retrained_from
+        rows = labeled_rows(
+            start,
+            N,
+            seed=300 + k,
+            noise={"challenger": 1.2} if old else None,
+            versions=None if old else {"challenger": "9"},
+        )
+        insert_labeled(warehouse, rows)
+    experiment = ComparisonPlan(
+        experiment_id="shadow-challenger", treatment_alias="challenger", started_at=dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    )
+    seen = []
+    for start in starts:
+        as_of = dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC) + dt.timedelta(days=7 + 90)
+        summary = weekly_performance(
+            warehouse,
+            None,
+            as_of=as_of,
+            plan=PLAN,
+            policies=POLICIES,
+            experiments=[experiment],
+            weeks=[cohort_week(start, "final", as_of=as_of)],
+        )
+        (comparison,) = summary.weeks[0]["comparisons"]
+        seen.append(comparison)
+    plans = warehouse.query(
+        "SELECT plan_id, comparison, started_on FROM shadowgate.comparison_plans ORDER BY started_on"
+    ).to_pylist()
+    assert [(p["plan_id"], p["started_on"]) for p in plans] == [
+        ("shadow-challenger/challenger@2 vs champion@1", START),
+        ("shadow-challenger/challenger@9 vs champion@1", starts[retrained_from]),
+    ]
+    # The new version's first week is look 1 of its own plan, whatever the old one concluded.
+    new = seen[retrained_from:]
+    assert seen[retrained_from - 1]["verdict"] == "not_shown"
+    assert [c["look"] for c in new][:2] == [1, 2]
+    assert "superior" in {c["verdict"] for c in new}
     warehouse.close()

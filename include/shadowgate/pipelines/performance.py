@@ -698,21 +698,22 @@ def sequential_look(
 ) -> Comparison:
     """This week's look of the comparison's recorded plan (:mod:`shadowgate.evaluation.sequential`).
 
-    The plan is read from ``comparison_plans`` (made from the settings and recorded at the comparison's first
-    evaluation, never changed after). Its weeks are the cohort weeks from its start through this one with a usable
+    The plan is that of the two versions compared (``treatment@v vs control@v``), read from ``comparison_plans`` (made
+    from the settings and recorded at the pair's first evaluation, never changed after). Its weeks are the cohort weeks from its start through this one with a usable
     DeLong SE: weeks evaluated before are read back from ``model_metrics``, a week never evaluated (an out-of-order
     backfill) is computed from its rows, so a look reads one week's rows and every run of a week takes the same look.
     On the plan's label the looks run until the verdict; a later week is not a look and carries the verdict. On the
     other label (early) the same combination is shown as monitoring, with no boundary and no verdict.
     """
-    recorded = comparison_plan(warehouse, experiment, week, plan=plan, challengers=challengers)
+    pair = comparison_name(comparison)
+    recorded = comparison_plan(warehouse, experiment, week, plan=plan, challengers=challengers, comparison=pair)
     stats_plan = recorded.plan
     params = {k: v for k, v in week.params().items() if k != "cohort_start"}
     counts = warehouse.run("queries/weekly_positives", {**params, "since": _midnight(recorded.started_on)}).to_pylist()
     earlier = [_as_date(r["cohort_start"]) for r in counts if int(r["n_positive"]) > 0]
     earlier = [d for d in earlier if d < week.start]
     series = [
-        *_earlier_differences(warehouse, experiment, week, earlier),
+        *_earlier_differences(warehouse, experiment, week, earlier, comparison=pair),
         (comparison.auc_difference, comparison.auc_difference_se),
     ]
     common: dict[str, Any] = {"margin": stats_plan.margin}
@@ -753,6 +754,8 @@ class RecordedPlan:
     """A comparison's plan as recorded in ``comparison_plans``."""
 
     experiment_id: str
+    comparison: str
+    """``treatment@v vs control@v``: the two versions the plan compares."""
     started_on: dt.date
     """Monday of the first cohort week the plan counts."""
     plan: SequentialPlan
@@ -773,34 +776,58 @@ class RecordedPlan:
             "shadowgate.plan.spending": f"{p.spending} efficacy" + (", non-binding futility" if p.futility else ""),
             "shadowgate.plan.label": p.label,
             "shadowgate.plan.started_on": self.started_on.isoformat(),
+            "shadowgate.plan.comparison": self.comparison,
             "shadowgate.plan.rows": "rows every compared model scored, cohort weeks from started_on",
         }
 
 
-def comparison_plan(
-    warehouse: Warehouse, experiment: ComparisonPlan, week: CohortWeek, *, plan: EvaluationPlan, challengers: int = 1
-) -> RecordedPlan:
-    """The comparison's recorded plan; the first call makes it from the settings and records it (a MERGE that
-    inserts only a missing plan: whoever records first fixes it, later settings changes do not move it).
+def plan_id(experiment_id: str, comparison: str) -> str:
+    """The key of a comparison's plan: the experiment and the two versions (``treatment@v vs control@v``)."""
+    return f"{experiment_id}/{comparison}"
 
-    It starts at the Monday of the experiment's ``started_at``; a comparison no experiment names starts at the first
-    cohort week with matured rows within ``sequential_lookback_weeks`` of the week that first evaluates it.
+
+def comparison_name(c: Comparison) -> str:
+    """``treatment@v vs control@v``: the model name of a comparison's rows in ``model_metrics``."""
+    return f"{c.treatment} vs {c.control}"
+
+
+def comparison_plan(
+    warehouse: Warehouse,
+    experiment: ComparisonPlan,
+    week: CohortWeek,
+    *,
+    plan: EvaluationPlan,
+    comparison: str,
+    challengers: int = 1,
+) -> RecordedPlan:
+    """The plan of one pair of versions in ``experiment``; the first call makes it from the settings and records it
+    (a MERGE that inserts only a missing plan: whoever records first fixes it, later settings changes do not move it).
+
+    It starts at the Monday of the week both versions first scored a labelled decision (``queries/first_scored``,
+    looking back ``sequential_lookback_weeks`` from ``week``), and never before the Monday of the experiment's ``started_at``: a retrained challenger (or a new
+    champion) starts a new plan, its verdict never borrows an older version's weeks.
     """
-    found = warehouse.run("queries/comparison_plan", {"experiment_id": experiment.experiment_id}).to_pylist()
+    key = plan_id(experiment.experiment_id, comparison)
+    found = warehouse.run("queries/comparison_plan", {"plan_id": key}).to_pylist()
     if not found:
         settings = plan.settings
+        since = _midnight(week.start - dt.timedelta(weeks=settings.sequential_lookback_weeks))
         if experiment.started_at is not None:
-            started = _utc(experiment.started_at).date()
-            started_on = started - dt.timedelta(days=started.weekday())
-        else:
-            since = week.start - dt.timedelta(weeks=settings.sequential_lookback_weeks)
-            params = {k: v for k, v in week.params().items() if k != "cohort_start"}
-            counts = warehouse.run("queries/weekly_positives", {**params, "since": _midnight(since)}).to_pylist()
-            weeks = [_as_date(r["cohort_start"]) for r in counts if int(r["n_positive"]) > 0]
-            started_on = min([*weeks, week.start])
+            since = max(since, _utc(experiment.started_at))
+        treatment, _, control = comparison.partition(" vs ")
+        first = warehouse.run(
+            "queries/first_scored",
+            {"since": since, "before": _midnight(week.end), "models": [treatment, control]},
+        ).to_pylist()
+        firsts = [_utc(r["first_scored_at"]).date() for r in first]
+        # Both scored: from the later of their first weeks; else (never both scored before this week) this week.
+        started = max([since.date(), *firsts]) if len(firsts) == 2 else week.start
+        started_on = min(started - dt.timedelta(days=started.weekday()), week.start)
         designed = _designed_plan(settings, challengers)
         row = {
+            "plan_id": key,
             "experiment_id": experiment.experiment_id,
+            "comparison": comparison,
             "control_alias": experiment.control_alias,
             "treatment_alias": experiment.treatment_alias,
             "started_on": started_on,
@@ -818,13 +845,17 @@ def comparison_plan(
             "description": designed.describe(),
         }
         batch = pa.Table.from_pylist([row], schema=arrow_schema(COMPARISON_PLANS))
-        warehouse.merge(
-            COMPARISON_PLANS, staging=warehouse.stage(COMPARISON_PLANS, batch, batch_id=experiment.experiment_id)
-        )
-        found = warehouse.run("queries/comparison_plan", {"experiment_id": experiment.experiment_id}).to_pylist()
+        warehouse.merge(COMPARISON_PLANS, staging=warehouse.stage(COMPARISON_PLANS, batch, batch_id=key))
+        found = warehouse.run("queries/comparison_plan", {"plan_id": key}).to_pylist()
     r = found[0]
+    return recorded_plan(r)
+
+
+def recorded_plan(r: Mapping[str, Any]) -> RecordedPlan:
+    """A ``comparison_plans`` row as a :class:`RecordedPlan`."""
     return RecordedPlan(
         experiment_id=r["experiment_id"],
+        comparison=r["comparison"],
         started_on=_as_date(r["started_on"]),
         plan=SequentialPlan(
             margin=float(r["margin"]),
@@ -861,14 +892,16 @@ def _as_date(value: dt.date | dt.datetime) -> dt.date:
 
 
 def _earlier_differences(
-    warehouse: Warehouse, experiment: ComparisonPlan, week: CohortWeek, weeks: Sequence[dt.date]
+    warehouse: Warehouse, experiment: ComparisonPlan, week: CohortWeek, weeks: Sequence[dt.date], *, comparison: str
 ) -> list[tuple[float, float]]:
-    """(AUC difference, its SE) of each earlier cohort week of the plan: as recorded in ``model_metrics``, else
-    computed from the week's rows (by alias: a version change during the plan does not break the series)."""
+    """(AUC difference, its SE) of each earlier cohort week of the plan: as recorded in ``model_metrics`` for the same
+    two versions, else computed from the week's rows those two versions scored (a week they did not both score has
+    no usable difference: it is no look)."""
     if not weeks:
         return []
     params = {
         "experiment_id": experiment.experiment_id,
+        "comparison": comparison,
         "label": week.label,
         "since_date": min(weeks),
         "before_date": week.start,
@@ -883,21 +916,24 @@ def _earlier_differences(
             out.append((figures["auc_difference"], figures["auc_difference_se"]))
         else:
             earlier = CohortWeek(start=start, end=start + dt.timedelta(days=7), label=week.label, as_of=week.as_of)
-            out.append(_week_difference(warehouse, earlier, experiment))
+            out.append(_week_difference(warehouse, earlier, comparison))
     return out
 
 
-def _week_difference(warehouse: Warehouse, week: CohortWeek, experiment: ComparisonPlan) -> tuple[float, float]:
-    """DeLong's (treatment − control, SE) on one week's matured rows, by alias."""
+def _model_key(name: str) -> ModelKey:
+    alias, _, version = name.partition("@")
+    return ModelKey(alias, version)
+
+
+def _week_difference(warehouse: Warehouse, week: CohortWeek, comparison: str) -> tuple[float, float]:
+    """DeLong's (treatment − control, SE) on one week's matured rows both versions of ``comparison`` scored."""
     table = warehouse.run("queries/weekly_cohort", week.params())
     if table.num_rows == 0:
         return math.nan, math.nan
     y = pc.fill_null(table.column("defaulted"), False).to_numpy(zero_copy_only=False).astype(np.int8)
-    by_alias: dict[str, np.ndarray] = {}
-    for key, column in pivot_scores(table.column("scores"), table.num_rows).items():
-        merged = by_alias.setdefault(key.alias, np.full(table.num_rows, math.nan))
-        np.copyto(merged, column, where=~np.isnan(column))
-    control, treatment = by_alias.get(experiment.control_alias), by_alias.get(experiment.treatment_alias)
+    scores = pivot_scores(table.column("scores"), table.num_rows)
+    treatment_name, _, control_name = comparison.partition(" vs ")
+    control, treatment = scores.get(_model_key(control_name)), scores.get(_model_key(treatment_name))
     if control is None or treatment is None:
         return math.nan, math.nan
     both = ~np.isnan(control) & ~np.isnan(treatment)
@@ -1163,7 +1199,10 @@ def weekly_performance(
         run_ids: dict[str, dict[str, str]] = {}
         for experiment in week_plans:
             if results is not None and any(c.experiment_id == experiment.experiment_id for c in evaluation.comparisons):
-                plan_tags = comparison_plan(warehouse, experiment, week, plan=plan).tags()
+                pair = next(
+                    comparison_name(c) for c in evaluation.comparisons if c.experiment_id == experiment.experiment_id
+                )
+                plan_tags = comparison_plan(warehouse, experiment, week, plan=plan, comparison=pair).tags()
                 ids = _log_to_mlflow(
                     results,
                     evaluation,

@@ -66,7 +66,7 @@ MERGE_KEYS = {
     QUARANTINE: "quarantine_id",
     DEPLOYMENT_EVENTS: "event_id",
     MODEL_METRICS: "metric_id",
-    COMPARISON_PLANS: "experiment_id",
+    COMPARISON_PLANS: "plan_id",
     ALERTS: "alert_key",
     DRIFT_REPORTS: "report_id",
     PERFORMANCE_ESTIMATES: "estimate_id",
@@ -128,7 +128,9 @@ _MODEL_METRICS_SCHEMA = pa.schema(
 
 _COMPARISON_PLANS_SCHEMA = pa.schema(
     [
+        pa.field("plan_id", pa.string(), nullable=False),
         pa.field("experiment_id", pa.string(), nullable=False),
+        pa.field("comparison", pa.string(), nullable=False),
         pa.field("control_alias", pa.string(), nullable=False),
         pa.field("treatment_alias", pa.string(), nullable=False),
         pa.field("started_on", pa.date32(), nullable=False),

@@ -1,10 +1,16 @@
--- The plan of each comparison (one experiment: a challenger against the champion), fixed when weekly_performance
--- first evaluates it and never changed after (shadowgate.evaluation.sequential): the hypothesis H0: ΔAUC <= margin
+-- The plan of each comparison (one experiment's treatment version against its control version), fixed when
+-- weekly_performance first evaluates the pair and never changed after (shadowgate.evaluation.sequential). A new
+-- version on either side (a retrained challenger, a promotion, a rollback) is a new comparison with a plan of its own:
+-- a verdict speaks for the two versions whose weeks it combined, never for a version that took an alias later.
+-- * plan_id: '<experiment_id>/<comparison>', the key; comparison: the two versions, e.g. 'challenger@2 vs champion@1';
+-- The hypothesis H0: ΔAUC <= margin
 -- against H1: ΔAUC >= margin + mde, the one-sided alpha (already divided by the challengers compared with the same
 -- champion), the power, the most weekly looks, the maximum information (Σ 1/SE² of the weekly DeLong differences at
 -- which the plan ends), the spending, the label whose looks decide, and the Monday of the first cohort week it counts.
 CREATE TABLE IF NOT EXISTS `${dataset}.comparison_plans` (
+  plan_id STRING NOT NULL,
   experiment_id STRING NOT NULL,
+  comparison STRING NOT NULL,
   control_alias STRING NOT NULL,
   treatment_alias STRING NOT NULL,
   started_on DATE NOT NULL,
@@ -21,4 +27,4 @@ CREATE TABLE IF NOT EXISTS `${dataset}.comparison_plans` (
   created_at TIMESTAMP NOT NULL,
   description STRING NOT NULL
 )
-CLUSTER BY experiment_id
+CLUSTER BY experiment_id, plan_id

@@ -2,5 +2,5 @@
 -- backfill or a later change of the settings never moves it.
 MERGE `${dataset}.comparison_plans` AS t
 USING ${source} AS s
-ON t.experiment_id = s.experiment_id
+ON t.plan_id = s.plan_id
 WHEN NOT MATCHED THEN INSERT (${columns}) VALUES (${source_columns})

@@ -1,4 +1,4 @@
--- The recorded plan of one comparison (no row: none recorded yet).
+-- The recorded plan of one comparison (a pair of versions in one experiment; no row: none recorded yet).
 SELECT *
 FROM `${dataset}.comparison_plans`
-WHERE experiment_id = @experiment_id
+WHERE plan_id = @plan_id
