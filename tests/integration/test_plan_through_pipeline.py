@@ -130,7 +130,9 @@ def test_a_retrained_challenger_starts_a_plan_of_its_own(tmp_path: Path) -> None
         )
         insert_labeled(warehouse, rows)
     experiment = ComparisonPlan(
-        experiment_id="shadow-challenger", treatment_alias="challenger", started_at=dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+        experiment_id="shadow-challenger",
+        treatment_alias="challenger",
+        started_at=dt.datetime(2026, 1, 5, tzinfo=dt.UTC),
     )
     seen = []
     for start in starts:

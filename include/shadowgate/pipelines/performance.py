@@ -699,8 +699,8 @@ def sequential_look(
     """This week's look of the comparison's recorded plan (:mod:`shadowgate.evaluation.sequential`).
 
     The plan is that of the two versions compared (``treatment@v vs control@v``), read from ``comparison_plans`` (made
-    from the settings and recorded at the pair's first evaluation, never changed after). Its weeks are the cohort weeks from its start through this one with a usable
-    DeLong SE: weeks evaluated before are read back from ``model_metrics``, a week never evaluated (an out-of-order
+    from the settings and recorded at the pair's first evaluation, never changed after). Its weeks are the cohort
+    weeks from its start through this one with a usable DeLong SE: weeks evaluated before are read back from ``model_metrics``, a week never evaluated (an out-of-order
     backfill) is computed from its rows, so a look reads one week's rows and every run of a week takes the same look.
     On the plan's label the looks run until the verdict; a later week is not a look and carries the verdict. On the
     other label (early) the same combination is shown as monitoring, with no boundary and no verdict.
@@ -804,8 +804,9 @@ def comparison_plan(
     (a MERGE that inserts only a missing plan: whoever records first fixes it, later settings changes do not move it).
 
     It starts at the Monday of the week both versions first scored a labelled decision (``queries/first_scored``,
-    looking back ``sequential_lookback_weeks`` from ``week``), and never before the Monday of the experiment's ``started_at``: a retrained challenger (or a new
-    champion) starts a new plan, its verdict never borrows an older version's weeks.
+    looking back ``sequential_lookback_weeks`` from ``week``), and never before the Monday of the experiment's
+    ``started_at``: a retrained challenger (or a new champion) starts a new plan, its verdict never borrows an older
+    version's weeks.
     """
     key = plan_id(experiment.experiment_id, comparison)
     found = warehouse.run("queries/comparison_plan", {"plan_id": key}).to_pylist()
