@@ -66,7 +66,8 @@ def _rows(table: str) -> list[dict[str, Any]]:
         return [
             {
                 "plan_id": "champion-vs-challenger/challenger@2 vs champion@1",
-                "experiment_id": "champion-vs-challenger", "comparison": "challenger@2 vs champion@1", "control_alias": "champion",
+                "experiment_id": "champion-vs-challenger", "comparison": "challenger@2 vs champion@1",
+                "control_alias": "champion",
                 "treatment_alias": "challenger", "started_on": dt.date(2026, 1, 5), "decision_label": "final",
                 "margin": 0.01, "mde": 0.01, "alpha": 0.025, "power": 0.8, "max_looks": 26,
                 "max_information": 96_134.0, "futility": True, "comparisons": 1, "spending": "obrien_fleming",

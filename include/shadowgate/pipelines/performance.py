@@ -698,12 +698,13 @@ def sequential_look(
 ) -> Comparison:
     """This week's look of the comparison's recorded plan (:mod:`shadowgate.evaluation.sequential`).
 
-    The plan is that of the two versions compared (``treatment@v vs control@v``), read from ``comparison_plans`` (made
-    from the settings and recorded at the pair's first evaluation, never changed after). Its weeks are the cohort
-    weeks from its start through this one with a usable DeLong SE: weeks evaluated before are read back from ``model_metrics``, a week never evaluated (an out-of-order
-    backfill) is computed from its rows, so a look reads one week's rows and every run of a week takes the same look.
-    On the plan's label the looks run until the verdict; a later week is not a look and carries the verdict. On the
-    other label (early) the same combination is shown as monitoring, with no boundary and no verdict.
+    The plan is that of the two versions compared (``treatment@v vs control@v``), read from ``comparison_plans``
+    (made from the settings and recorded at the pair's first evaluation, never changed after). Its weeks are the
+    cohort weeks from its start through this one with a usable DeLong SE: weeks evaluated before are read back from
+    ``model_metrics``, a week never evaluated (an out-of-order backfill) is computed from its rows, so a look reads
+    one week's rows and every run of a week takes the same look. On the plan's label the looks run until the
+    verdict; a later week is not a look and carries the verdict. On the other label (early) the same combination is
+    shown as monitoring, with no boundary and no verdict.
     """
     pair = comparison_name(comparison)
     recorded = comparison_plan(warehouse, experiment, week, plan=plan, challengers=challengers, comparison=pair)
