@@ -5,8 +5,10 @@ move goes through :meth:`ModelRegistry.move_alias`, which enforces who may move 
 twice: as tags in MLflow (on the model version and the registered model) and as a
 :class:`~shadowgate.events.DeploymentEvent` in the warehouse's ``deployment_events`` table.
 
-Only three things move ``@champion``: the first deployment (``@champion`` not set yet), the promotion gate
-(:meth:`ModelRegistry.promote_champion`) and an operator's explicit, reasoned ``force_champion``.
+Only four things move ``@champion``: the first deployment (``@champion`` not set yet), the promotion gate
+(:meth:`ModelRegistry.promote_champion`), a rollback to ``@previous`` (:meth:`ModelRegistry.rollback`) and an
+operator's explicit, reasoned ``force_champion``. A challenger alias is removed when the gate retires its version or
+promotes it (:meth:`ModelRegistry.remove_alias`); ``@previous`` when a rollback uses it.
 """
 
 from __future__ import annotations
@@ -202,10 +204,16 @@ class ModelRegistry:
             raise AliasMoveRefusedError("an alias move needs a reason")
         if not actor.strip():
             raise AliasMoveRefusedError("an alias move needs an actor (who moves it)")
+        if action == "retire" and (alias in (CHAMPION, PREVIOUS)):
+            raise AliasMoveRefusedError(f"retire removes a challenger alias, not @{alias}")
+        if action == "rollback" and alias not in (CHAMPION, PREVIOUS):
+            raise AliasMoveRefusedError(f"a rollback moves @champion and @previous only, not @{alias}")
         if alias != CHAMPION:
             if action == "force_champion":
                 raise AliasMoveRefusedError(f"force_champion moves @champion only, not @{alias}")
             return
+        if action == "retire":
+            raise AliasMoveRefusedError("@champion is never retired: a rollback or a promotion replaces it")
         if action == "assign":
             raise AliasMoveRefusedError(
                 "@champion is not moved by training: only the first deployment, the promotion gate or an explicit "
@@ -313,7 +321,13 @@ class ModelRegistry:
         return event
 
     def promote_champion(
-        self, version: str, *, reason: str, actor: str, evidence: Mapping[str, Any]
+        self,
+        version: str,
+        *,
+        reason: str,
+        actor: str,
+        evidence: Mapping[str, Any],
+        challenger_alias: str | None = None,
     ) -> list[DeploymentEvent]:
         """The promotion gate's move: the current champion becomes ``@previous``, ``version`` becomes ``@champion``.
 
@@ -322,9 +336,11 @@ class ModelRegistry:
             reason: the gate's verdict.
             actor: the gate (e.g. ``airflow:promote_challenger``).
             evidence: the statistics the verdict rests on (required: a promotion without evidence is refused).
+            challenger_alias: the alias the version was compared under; removed once it is champion (a version is
+                not its own challenger), if it still points at ``version``.
 
         Returns:
-            The recorded moves (``@previous`` first, then ``@champion``).
+            The recorded moves (``@previous`` first, then ``@champion``, then the challenger alias's removal).
 
         Raises:
             AliasMoveRefusedError: no evidence, or no champion yet (the first deployment is the bootstrap's).
@@ -352,6 +368,131 @@ class ModelRegistry:
         )
         if champion is not None:
             events.append(champion)
+        if challenger_alias is not None and challenger_alias != CHAMPION:
+            still = self.version(challenger_alias)
+            if still is not None and still.version == str(version):
+                removed = self.remove_alias(
+                    challenger_alias,
+                    reason=f"promoted to champion: {reason}",
+                    actor=actor,
+                    action="promote",
+                    evidence=evidence,
+                )
+                if removed is not None:
+                    events.append(removed)
+        return events
+
+    def remove_alias(
+        self,
+        alias: str,
+        *,
+        reason: str,
+        actor: str,
+        action: DeploymentAction,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> DeploymentEvent | None:
+        """Remove ``alias`` (a retired or promoted challenger, ``@previous`` after a rollback), recorded like a move:
+        tags on the version it pointed at and on the registered model first, then the alias is deleted, then the
+        event (``to_version`` None) is written to the warehouse.
+
+        Returns:
+            The recorded removal, or None when the alias was not set (nothing to remove).
+
+        Raises:
+            AliasMoveRefusedError: the rules forbid it (``@champion`` is never removed).
+            DeploymentNotRecordedError: the alias was removed but the event did not reach the warehouse (the
+                registered model's ``removed.<alias>`` tag holds it: :meth:`resend_recorded` sends it again).
+        """
+        if self.deployments is None:
+            raise ValueError("this registry was opened without a deployment log: it cannot move aliases")
+        if alias == CHAMPION:
+            raise AliasMoveRefusedError("@champion is never removed: a promotion or a rollback replaces it")
+        current = self.version(alias)
+        if current is None:
+            return None
+        self.check_move(alias, action=action, reason=reason, actor=actor, current=current.version)
+        occurred_at = dt.datetime.now(dt.UTC)
+        event = DeploymentEvent(
+            event_id=deployment_event_id(
+                model_name=self.model_name,
+                alias=alias,
+                from_version=current.version,
+                to_version=None,
+                action=action,
+                occurred_at=occurred_at,
+            ),
+            occurred_at=occurred_at,
+            action=action,
+            model_name=self.model_name,
+            alias=alias,
+            from_version=current.version,
+            to_version=None,
+            reason=reason.strip(),
+            actor=actor.strip(),
+            evidence=dict(evidence) if evidence is not None else None,
+        )
+        payload = event.model_dump_json()
+        if len(payload) > MAX_EVENT_CHARS:
+            raise AliasMoveRefusedError(
+                f"the removal's record is {len(payload):,} characters (max {MAX_EVENT_CHARS:,})"
+            )
+        self._client.set_model_version_tag(self.model_name, current.version, _tag(alias, "removed"), payload)
+        self._client.set_registered_model_tag(self.model_name, f"removed.{alias}", payload)
+        self._client.delete_registered_model_alias(self.model_name, alias)
+        logger.info(
+            "@%s of %s removed from version %s (%s by %s: %s)",
+            alias,
+            self.model_name,
+            current.version,
+            action,
+            actor,
+            reason,
+        )
+        self._send(event)
+        return event
+
+    def rollback(self, *, reason: str, actor: str) -> list[DeploymentEvent]:
+        """``@champion`` back to the version of ``@previous``; ``@previous`` is removed (a second rollback has nowhere
+        to go until a promotion sets it again). The rolled-back version keeps its tags (``alias.champion.*``) and is
+        tagged ``shadowgate.rolled_back`` with the reason.
+
+        Args:
+            reason: why, in at least :data:`MIN_FORCE_REASON_CHARS` characters (recorded verbatim).
+            actor: who (``user@host``, ``api:<key id>``).
+
+        Returns:
+            The recorded moves (``@champion`` first, then the removal of ``@previous``).
+
+        Raises:
+            AliasMoveRefusedError: no ``@previous`` (nothing to roll back to), no ``@champion``, or a short reason.
+            DeploymentNotRecordedError: an alias moved but its event did not reach the warehouse.
+        """
+        if len(reason.strip()) < MIN_FORCE_REASON_CHARS:
+            raise AliasMoveRefusedError(
+                f"a rollback needs a reason of at least {MIN_FORCE_REASON_CHARS} characters (got {len(reason.strip())})"
+            )
+        previous, champion = self.version(PREVIOUS), self.version(CHAMPION)
+        if champion is None:
+            raise AliasMoveRefusedError("@champion is not set: nothing to roll back")
+        if previous is None:
+            raise AliasMoveRefusedError("@previous is not set: there is no earlier champion to roll back to")
+        evidence = {"rolled_back_version": champion.version, "restored_version": previous.version}
+        self._client.set_model_version_tag(self.model_name, champion.version, "shadowgate.rolled_back", reason.strip())
+        events = []
+        moved = self.move_alias(
+            CHAMPION, previous.version, reason=reason, actor=actor, action="rollback", evidence=evidence
+        )
+        if moved is not None:
+            events.append(moved)
+        removed = self.remove_alias(
+            PREVIOUS,
+            reason=f"restored as champion by a rollback: {reason.strip()}",
+            actor=actor,
+            action="rollback",
+            evidence=evidence,
+        )
+        if removed is not None:
+            events.append(removed)
         return events
 
     def recorded_move(self, alias: str) -> DeploymentEvent | None:
@@ -379,9 +520,31 @@ class ModelRegistry:
         if self.deployments is None:
             raise ValueError("this registry was opened without a deployment log")
         events = [event for alias in aliases if (event := self.recorded_move(alias)) is not None]
+        events += self._recorded_removals(aliases)
         for event in events:
             self._send(event)
         return events
+
+    def _recorded_removals(self, aliases: Iterable[str]) -> list[DeploymentEvent]:
+        """The last recorded removal of each alias that is still unset (its tag on the registered model)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = dict(self._client.get_registered_model(self.model_name).tags)
+        except MlflowException as error:
+            if error.error_code in _NOT_FOUND:
+                return []
+            raise
+        out = []
+        for alias in aliases:
+            raw = tags.get(f"removed.{alias}")
+            if not raw or self.version(alias) is not None:
+                continue
+            try:
+                out.append(DeploymentEvent.model_validate_json(raw))
+            except ValueError:
+                logger.warning("the removal recorded for @%s is unreadable", alias)
+        return out
 
     def _send(self, event: DeploymentEvent) -> None:
         assert self.deployments is not None  # checked by every caller

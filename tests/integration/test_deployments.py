@@ -314,3 +314,81 @@ def test_moving_back_and_forth_is_one_row_per_move(store: Store) -> None:
     rows = _rows(store.duckdb_path)
     assert [(r["from_version"], r["to_version"]) for r in rows] == [(None, "1"), ("1", "2"), ("2", "1"), ("1", "2")]
     assert len({r["event_id"] for r in rows}) == 4
+
+
+def test_a_promotion_removes_the_promoted_challenger_alias(store: Store) -> None:
+    registry = _registry(store)
+    registry.move_alias(CHAMPION, "1", reason="first model", actor="bootstrap", action="first_deployment")
+    registry.move_alias(CHALLENGER, "3", reason="trained", actor="t", action="assign")
+    events = registry.promote_champion(
+        "3",
+        reason="superior by the margin",
+        actor="gate",
+        evidence={"verdict": "superior"},
+        challenger_alias=CHALLENGER,
+    )
+    assert [(e.alias, e.from_version, e.to_version, e.action) for e in events] == [
+        (PREVIOUS, None, "1", "promote"),
+        (CHAMPION, "1", "3", "promote"),
+        (CHALLENGER, "3", None, "promote"),
+    ]
+    assert registry.aliases() == {CHAMPION: "3", PREVIOUS: "1"}
+    rows = _rows(store.duckdb_path)
+    assert [(r["alias"], r["from_version"], r["to_version"]) for r in rows][-1] == (CHALLENGER, "3", None)
+
+
+def test_retire_removes_a_challenger_alias_and_never_the_champion(store: Store) -> None:
+    registry = _registry(store)
+    registry.move_alias(CHAMPION, "1", reason="first model", actor="bootstrap", action="first_deployment")
+    registry.move_alias(CHALLENGER, "2", reason="trained", actor="t", action="assign")
+    with pytest.raises(AliasMoveRefusedError, match="never removed"):
+        registry.remove_alias(CHAMPION, reason="futile", actor="gate", action="retire")
+    with pytest.raises(AliasMoveRefusedError, match="not @previous"):
+        registry.move_alias(PREVIOUS, "2", reason="futile", actor="gate", action="retire")
+    event = registry.remove_alias(CHALLENGER, reason="futile at look 5", actor="gate", action="retire")
+    assert event is not None and (event.from_version, event.to_version, event.action) == ("2", None, "retire")
+    assert registry.aliases() == {CHAMPION: "1"}
+    assert registry.remove_alias(CHALLENGER, reason="again", actor="gate", action="retire") is None
+    assert [(r["alias"], r["action"], r["to_version"]) for r in _rows(store.duckdb_path)][-1] == (
+        CHALLENGER,
+        "retire",
+        None,
+    )
+
+
+def test_a_removal_whose_warehouse_write_failed_is_sent_again(store: Store) -> None:
+    registry = _registry(store)
+    registry.move_alias(CHALLENGER, "2", reason="trained", actor="t", action="assign")
+    broken = _registry(store, BrokenLog())
+    with pytest.raises(DeploymentNotRecordedError) as failure:
+        broken.remove_alias(CHALLENGER, reason="futile at look 5", actor="gate", action="retire")
+    assert registry.aliases() == {}
+    assert registry.resend_recorded() == [failure.value.event]
+    assert registry.resend_recorded() == [failure.value.event]  # stored once
+    rows = _rows(store.duckdb_path)
+    assert [(r["action"], r["to_version"]) for r in rows] == [("assign", "2"), ("retire", None)]
+
+
+def test_rollback_restores_previous_and_needs_one(store: Store) -> None:
+    registry = _registry(store)
+    registry.move_alias(CHAMPION, "1", reason="first model", actor="bootstrap", action="first_deployment")
+    with pytest.raises(AliasMoveRefusedError, match="@previous is not set"):
+        registry.rollback(reason=REASON, actor="bob@ops")
+    registry.promote_champion("3", reason="gate passed", actor="gate", evidence={"verdict": "superior"})
+    with pytest.raises(AliasMoveRefusedError, match="at least 20 characters"):
+        registry.rollback(reason="bad", actor="bob@ops")
+    events = registry.rollback(reason=REASON, actor="bob@ops")
+    assert [(e.alias, e.from_version, e.to_version, e.action) for e in events] == [
+        (CHAMPION, "3", "1", "rollback"),
+        (PREVIOUS, "1", None, "rollback"),
+    ]
+    assert registry.aliases() == {CHAMPION: "1"}
+    client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+    assert client.get_model_version(store.model_name, "3").tags["shadowgate.rolled_back"] == REASON
+    with pytest.raises(AliasMoveRefusedError, match="@previous is not set"):  # no second rollback
+        registry.rollback(reason=REASON, actor="bob@ops")
+    rows = _rows(store.duckdb_path)
+    assert [(r["alias"], r["action"], r["to_version"]) for r in rows][-2:] == [
+        (CHAMPION, "rollback", "1"),
+        (PREVIOUS, "rollback", None),
+    ]

@@ -48,7 +48,10 @@ def test_the_id_is_the_move() -> None:
 
 def test_the_event_is_frozen_strict_and_versioned() -> None:
     event = _event()
-    assert event.schema_version == DEPLOYMENT_SCHEMA_VERSION == 1
+    assert event.schema_version == DEPLOYMENT_SCHEMA_VERSION == 2
+    # A move recorded by the first version (its actions, no removed alias) still reads.
+    first = DeploymentEvent.model_validate({**event.model_dump(), "schema_version": 1})
+    assert first.action == "force_champion"
     with pytest.raises(pydantic.ValidationError):
         event.reason = "changed"  # type: ignore[misc]
     with pytest.raises(pydantic.ValidationError, match="extra"):
@@ -57,6 +60,8 @@ def test_the_event_is_frozen_strict_and_versioned() -> None:
         DeploymentEvent.model_validate({**event.model_dump(), "schema_version": DEPLOYMENT_SCHEMA_VERSION + 1})
     with pytest.raises(pydantic.ValidationError):
         _event(action="rollback_by_hand")
+    removed = _event(action="retire", alias="challenger", to_version=None)
+    assert (removed.action, removed.to_version) == ("retire", None)
     with pytest.raises(pydantic.ValidationError):
         DeploymentEvent.model_validate({**event.model_dump(), "occurred_at": "2026-11-29T10:00:00"})  # naive
     assert DeploymentEvent.model_validate_json(event.model_dump_json()) == event

@@ -15,21 +15,33 @@ from typing import Any, Literal
 import pydantic
 from pydantic import AwareDatetime, Field
 
-DEPLOYMENT_SCHEMA_VERSION = 1
+DEPLOYMENT_SCHEMA_VERSION = 2
 """Version of the deployment event schema. Bump it on any change a reader of the previous version would misread.
 
-1. The first: the columns of ``deployment_events`` (``include/sql/ddl/deployment_events.sql``)."""
+1. The first: the columns of ``deployment_events`` (``include/sql/ddl/deployment_events.sql``).
+2. The actions ``retire`` and ``rollback``, and ``to_version`` None for an alias removed (same columns)."""
 
-DeploymentAction = Literal["first_deployment", "assign", "promote", "force_champion"]
+DeploymentAction = Literal["first_deployment", "assign", "promote", "force_champion", "retire", "rollback"]
 """Why an alias moved:
 
 * ``first_deployment`` — ``@champion`` was not set (the bootstrap of a new system);
 * ``assign`` — a training pointed a non-champion alias (``@challenger``, ``@challenger-<suffix>``) at its version;
-* ``promote`` — the promotion gate moved ``@champion`` (and the replaced version to ``@previous``);
-* ``force_champion`` — an operator moved ``@champion`` by hand (``shadowgate train --force-champion --reason …``).
+* ``promote`` — the promotion gate moved ``@champion`` (the replaced version to ``@previous``, and the promoted
+  version's challenger alias removed);
+* ``force_champion`` — an operator moved ``@champion`` by hand (``shadowgate train --force-champion --reason …``);
+* ``retire`` — the promotion gate removed a challenger alias: its comparison ended futile or not shown;
+* ``rollback`` — an operator moved ``@champion`` back to ``@previous`` (``shadowgate rollback --reason …``, or the
+  admin endpoint), and ``@previous`` was removed.
 """
 
-DEPLOYMENT_ACTIONS: tuple[DeploymentAction, ...] = ("first_deployment", "assign", "promote", "force_champion")
+DEPLOYMENT_ACTIONS: tuple[DeploymentAction, ...] = (
+    "first_deployment",
+    "assign",
+    "promote",
+    "force_champion",
+    "retire",
+    "rollback",
+)
 
 
 class DeploymentEvent(pydantic.BaseModel):
@@ -61,7 +73,8 @@ class DeploymentEvent(pydantic.BaseModel):
     """Version the alias pointed at before (None: it was not set)."""
 
     to_version: str | None
-    """Version the alias points at now (None is reserved for a removed alias; no code removes one yet)."""
+    """Version the alias points at now (None: the alias was removed — a challenger retired or promoted, ``@previous``
+    after a rollback)."""
 
     reason: str = Field(min_length=1)
     """Why, in words: the operator's reason for a forced move, the gate's verdict, the training's summary."""
