@@ -8,8 +8,7 @@ LABELED_PREDICTIONS = Asset(name="labeled_predictions", uri="x-shadowgate://ware
 """The warehouse table ``labeled_predictions``: updated by ``join_ground_truth``, read by ``weekly_performance``."""
 
 MODEL_METRICS = Asset(name="model_metrics", uri="x-shadowgate://warehouse/model_metrics")
-"""The warehouse table ``model_metrics``: written by ``weekly_performance``; the promotion gate (not built yet) will
-read it."""
+"""The warehouse table ``model_metrics``: written by ``weekly_performance``; ``promote_challenger`` runs on it."""
 
 DRIFT = Asset(name="drift", uri="x-shadowgate://drift/found")
 """An event when ``drift_check`` found drift or unseen categories on a day; ``retrain_challenger`` runs on it."""

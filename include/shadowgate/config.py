@@ -453,6 +453,16 @@ class RetrainSettings(BaseSettings):
     """Skip with fewer matured defaults than this in the replay days (the replay could not tell a worse model)."""
 
 
+class PromotionSettings(BaseSettings):
+    """``promote_challenger``: the gate file it decides by."""
+
+    model_config = _config("SHADOWGATE_PROMOTION_")
+
+    gates_path: Path | None = None
+    """The promotion gate's YAML file (version and hash recorded with every verdict). Empty: the shipped
+    ``decisioning/config/gates.yaml``."""
+
+
 class EvaluationSettings(BaseSettings):
     """The weekly evaluation (``weekly_performance``): what a comparison is powered for, its sequential plan, the
     alerts and the cost bounds. When labels mature is ``GroundTruthSettings``'."""
@@ -537,6 +547,7 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     EvaluationSettings,
     DriftSettings,
     RetrainSettings,
+    PromotionSettings,
 )
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -453,3 +454,69 @@ def _log_decision(
         ),
     )
     return recorded.run_id
+
+
+@contextlib.contextmanager
+def promotion_inputs(*, as_of: dt.datetime, dry_run: bool = False) -> Iterator[dict[str, Any]]:
+    """The arguments of :func:`promote_challengers` resolved from the environment's settings (for the DAG): the
+    warehouse, the registry with its deployment log, the book's active experiments (from Redis; the shipped book when
+    Redis cannot be reached), the gate file, the MLflow results store, and ending a canary through the book."""
+    from shadowgate.config import (
+        ExperimentSettings,
+        MLflowSettings,
+        PathSettings,
+        PromotionSettings,
+        RedisSettings,
+        WarehouseSettings,
+    )
+    from shadowgate.decisioning.experiments import ExperimentStatus, load_book, plan_transition
+    from shadowgate.pipelines.performance import plans_from_book
+    from shadowgate.promotion import load_gates
+    from shadowgate.storage import open_warehouse
+    from shadowgate.storage.deployments import WarehouseDeploymentLog
+    from shadowgate.storage.experiment_store import ExperimentStore, ExperimentStoreUnavailableError, redis_client
+    from shadowgate.storage.results import MlflowResultsStore
+
+    home = PathSettings().home
+    warehouse_settings = WarehouseSettings()
+    mlflow_settings = MLflowSettings()
+    client = redis_client(RedisSettings().resolved_url, timeout_s=5.0)
+    store = ExperimentStore(client, key_prefix=ExperimentSettings().key_prefix)
+    try:
+        try:
+            stored = store.load()
+            book = stored.book if stored is not None else load_book()
+        except ExperimentStoreUnavailableError as error:
+            logger.warning("experiment book: Redis unreachable (%s); using the shipped experiments.yaml", error)
+            book = load_book()
+        actor = "airflow:promote_challenger"
+
+        def end_experiment(experiment_id: str, reason: str) -> None:
+            store.commit(
+                lambda b: plan_transition(
+                    b,
+                    experiment_id,
+                    to=ExperimentStatus.COMPLETED,
+                    actor=actor,
+                    reason=reason,
+                    at=dt.datetime.now(dt.UTC),
+                )
+            )
+
+        yield {
+            "open_warehouse": lambda: open_warehouse(warehouse_settings, home=home),
+            "registry": ModelRegistry(
+                tracking_uri=mlflow_settings.tracking_uri,
+                model_name=mlflow_settings.model_name,
+                deployments=WarehouseDeploymentLog.from_settings(warehouse_settings, home=home),
+            ),
+            "experiments": plans_from_book(e for e in book.experiments if e.is_active),
+            "gates": load_gates(PromotionSettings().gates_path),
+            "as_of": as_of,
+            "dry_run": dry_run,
+            "actor": actor,
+            "results": MlflowResultsStore(mlflow_settings.tracking_uri),
+            "end_experiment": end_experiment,
+        }
+    finally:
+        client.close()

@@ -75,6 +75,27 @@ def note_alerts(
         return None
     note = render_note(raised)
     logger.warning("alerts raised by this run:\n%s", note)
+    return write_note(note, dag_id=dag_id, run_id=run_id, settings=settings)
+
+
+def render_promotion_note(summary: Mapping[str, Any], *, limit: int = NOTE_LIMIT) -> str:
+    """The note of a ``promote_challenger`` run: its sentence first (the line the run's page shows), then each
+    decision with its gates."""
+    lines = [str(summary.get("sentence", ""))]
+    for d in summary.get("decisions") or []:
+        lines += ["", f"**{str(d.get('action', '')).upper()}** {d.get('challenger')} vs {d.get('champion')}"]
+        for g in d.get("gates") or []:
+            lines.append(f"- {g['gate']}: {'pass' if g['passed'] else 'FAIL'} — {g['reason']}")
+        for m in d.get("moves") or []:
+            lines.append(f"- moved @{m['alias']}: {m['from']} → {m['to']} ({m['action']})")
+        lines.append(f"- gate file version {d.get('gate_config_version')}, hash {d.get('gate_config_digest')}")
+    note = "\n".join(lines)
+    return note if len(note) <= limit else note[: limit - 40].rstrip() + "\n… (the task log has every gate)"
+
+
+def write_note(note: str, *, dag_id: str, run_id: str, settings: AirflowSettings | None = None) -> str | None:
+    """Set ``note`` on the Airflow run through the REST API. Returns it, or None: no API configured, or the API
+    refused (logged, never raised: a note must never fail the task)."""
     settings = settings or AirflowSettings()
     password = _password(settings)
     if settings.api_url is None or password is None:
@@ -86,8 +107,6 @@ def note_alerts(
         with AirflowRest(settings.api_url, username=settings.api_user, password=password, timeout_s=10) as api:
             api.set_note(dag_id, run_id, note)
     except Exception as error:  # a note must never fail the task: whatever went wrong, say so and go on
-        logger.warning(
-            "could not write the run's note (%s): the alerts are in the log, the table and the webhook", error
-        )
+        logger.warning("could not write the run's note (%s): what it says is in the task log", error)
         return None
     return note
