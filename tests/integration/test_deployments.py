@@ -392,3 +392,15 @@ def test_rollback_restores_previous_and_needs_one(store: Store) -> None:
         (CHAMPION, "rollback", "1"),
         (PREVIOUS, "rollback", None),
     ]
+
+
+def test_the_api_source_tells_a_recorded_move_from_a_move_by_hand(store: Store) -> None:
+    from shadowgate.serving.models import MlflowModelSource
+
+    registry = _registry(store)
+    registry.move_alias(CHAMPION, "1", reason="first model", actor="bootstrap", action="first_deployment")
+    source = MlflowModelSource(tracking_uri=store.uri, model_name=store.model_name)
+    assert source.resolve(CHAMPION).move_recorded is True  # type: ignore[union-attr]
+    client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+    client.set_registered_model_alias(store.model_name, CHAMPION, "4")  # around the registry's rules
+    assert source.resolve(CHAMPION).move_recorded is False  # type: ignore[union-attr]

@@ -245,3 +245,41 @@ def test_registry_answers_never_leave_the_cache_folder(source: DictSource, tmp_p
     assert not (tmp_path / "escaped").exists()
     (stored,) = (tmp_path / "cache" / "bnpl_default" / "versions" / "1").iterdir()
     assert stored.name.startswith("h-")
+
+
+def test_a_champion_no_recorded_move_explains_is_served_and_alerted_once(source: DictSource, tmp_path: Path) -> None:
+    class Unrecorded(DictSource):
+        def __init__(self) -> None:
+            super().__init__()
+            self.recorded: set[str] = set()
+
+        def resolve(self, alias: str) -> ModelRef | None:
+            ref = super().resolve(alias)
+            if ref is None:
+                return None
+            return ModelRef(ref.version, ref.run_id, move_recorded=ref.version in self.recorded)
+
+    moved = Unrecorded()
+    moved.versions, moved.aliases, moved.recorded = source.versions, {"champion": "1"}, {"1"}
+    alerts: list[tuple[str, str]] = []
+    manager = ModelManager(
+        source=moved,
+        cache_dir=tmp_path,
+        aliases=("champion",),
+        cache_key=KEY,
+        poll_interval_s=60,
+        on_unexplained=lambda alias, version: alerts.append((alias, version)),
+    )
+    manager.refresh()
+    assert alerts == [] and manager.stats.unexplained == {}
+    moved.aliases["champion"] = "3"  # moved by hand: version 3 carries no recorded move
+    manager.refresh()
+    manager.refresh()
+    assert manager.snapshot.versions() == {"champion": "3"}  # served all the same
+    assert alerts == [("champion", "3")]  # once per version
+    registry = CollectorRegistry()
+    registry.register(ModelManagerCollector(manager))
+    assert 'shadowgate_model_alias_unexplained{alias="champion"} 1.0' in generate_latest(registry).decode()
+    moved.recorded.add("3")  # the move recorded after all (e.g. a rollback onto it)
+    manager.refresh()
+    assert manager.stats.unexplained == {}

@@ -29,15 +29,16 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shadowgate.decisioning.model_trust import ModelRefusedError, RefusalReason
+from shadowgate.registry import CHAMPION
 from shadowgate.serving.artifacts import load_trusted_model
 from shadowgate.serving.scorer import (
     CompiledModel,
@@ -58,6 +59,9 @@ class ModelRef:
 
     version: str
     run_id: str
+    move_recorded: bool | None = field(default=None, compare=False)
+    """Whether the version's tags hold the recorded move (:mod:`shadowgate.registry`) that put the alias on it;
+    None: the source cannot tell (a test double, the disk cache)."""
 
 
 class ModelSource(Protocol):
@@ -109,7 +113,11 @@ class MlflowModelSource:
             if error.error_code in _NOT_FOUND:
                 return None
             raise
-        return ModelRef(version=str(found.version), run_id=str(found.run_id or ""))
+        return ModelRef(
+            version=str(found.version),
+            run_id=str(found.run_id or ""),
+            move_recorded=_move_recorded(dict(found.tags or {}), alias, str(found.version)),
+        )
 
     def fetch(self, version: str) -> CompiledModel:
         """Download the version's files and load them as :func:`~shadowgate.serving.artifacts.load_trusted_model`
@@ -133,6 +141,19 @@ class MlflowModelSource:
             return compile_model(model)
         except UnsupportedModelError as error:
             raise ModelRefusedError(RefusalReason.UNSUPPORTED, str(error)) from error
+
+
+def _move_recorded(tags: Mapping[str, str], alias: str, version: str) -> bool:
+    """Whether ``tags`` (a version's) hold the move that put ``alias`` on ``version``, as the registry records every
+    move (``alias.<alias>.event``)."""
+    raw = tags.get(f"alias.{alias}.event")
+    if not raw:
+        return False
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(event, dict) and event.get("alias") == alias and str(event.get("to_version")) == version
 
 
 def _path_part(name: str) -> str:
@@ -182,6 +203,9 @@ class ManagerStats:
     history: list[dict[str, str]] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)
     """Models refused, by :class:`~shadowgate.decisioning.model_trust.RefusalReason` value (each version once)."""
+    unexplained: dict[str, str] = field(default_factory=dict)
+    """alias → version served under it that no recorded move explains (an alias moved around the registry's rules:
+    by hand in the MLflow UI, or by a script). Alerted once per version."""
 
 
 class ModelManager:
@@ -193,6 +217,8 @@ class ModelManager:
         aliases: aliases to serve (``champion`` first).
         cache_key: secret HMAC key of the disk cache (a local secret; see ``runtime.model_cache_key``).
         poll_interval_s: seconds between registry polls in the background thread.
+        on_unexplained: (alias, version) → an alert, called once per version when ``@champion`` points at a version
+            no recorded move explains (it is served all the same: refusing it would take the service down).
     """
 
     def __init__(
@@ -203,12 +229,14 @@ class ModelManager:
         aliases: Iterable[str],
         cache_key: bytes,
         poll_interval_s: float = 10.0,
+        on_unexplained: Callable[[str, str], object] | None = None,
     ) -> None:
         if not cache_key:
             raise ValueError("the model cache needs a non-empty key")
         self.source = source
         self.aliases = tuple(dict.fromkeys(aliases))
         self.poll_interval_s = poll_interval_s
+        self.on_unexplained = on_unexplained
         self.root = cache_dir / source.model_name
         self.stats = ManagerStats()
         self._key = cache_key
@@ -369,12 +397,36 @@ class ModelManager:
             if errors:
                 self.stats.refresh_failures += 1
                 logger.warning("could not load: %s", self.stats.last_error)
+            self._check_explained(resolved)
             changed = self._swap(models)
             refs = {a: ModelRef(m.version, m.run_id) for a, m in models.items()}
             if not errors and refs != self._saved:  # the file changes only when an alias moves
                 self._write_aliases(refs)
                 self._saved = refs
             return changed
+
+    def _check_explained(self, resolved: Mapping[str, ModelRef | None]) -> None:
+        """Alert (once per version) when ``@champion`` points at a version no recorded move explains: only the first
+        deployment, the promotion gate and a rollback move it, and each records the move on the version."""
+        ref = resolved.get(CHAMPION)
+        if ref is None or ref.move_recorded is not False:
+            self.stats.unexplained.pop(CHAMPION, None)
+            return
+        if self.stats.unexplained.get(CHAMPION) == ref.version:
+            return
+        self.stats.unexplained[CHAMPION] = ref.version
+        logger.error(
+            "ALERT @%s of %s points at version %s, and no recorded move explains it (moved outside the promotion "
+            "gate, the first deployment and rollback); served all the same",
+            CHAMPION,
+            self.source.model_name,
+            ref.version,
+        )
+        if self.on_unexplained is not None:
+            try:
+                self.on_unexplained(CHAMPION, ref.version)
+            except Exception:  # an alert path that fails must not stop the poller
+                logger.exception("could not send the unexplained-champion alert")
 
     def _load_from_cache(self) -> bool:
         models = {}
@@ -441,3 +493,10 @@ class ModelManagerCollector(Collector):
         for reason in RefusalReason:
             refused.add_metric([reason.value], float(counts.get(reason.value, 0)))
         yield refused
+        unexplained = GaugeMetricFamily(
+            "shadowgate_model_alias_unexplained",
+            "1 when the alias serves a version no recorded move explains (moved around the promotion gate).",
+            labels=["alias"],
+        )
+        unexplained.add_metric([CHAMPION], float(CHAMPION in self._manager.stats.unexplained))
+        yield unexplained

@@ -7,6 +7,7 @@ with their own settings and model source. Nothing here imports fastapi.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gc
 import logging
 from dataclasses import dataclass, field
@@ -89,6 +90,31 @@ class Runtime:
         return exposition(self.registry, self.shadow)
 
 
+def alert_unexplained_move(alias: str, version: str, *, model_name: str) -> None:
+    """The alert when the API finds ``@alias`` on a version no recorded move explains (through the shared alert path:
+    logged, and posted to ``SHADOWGATE_ALERT_WEBHOOK_URL`` when set)."""
+    from shadowgate.config import AlertSettings
+    from shadowgate.pipelines.alerts import Alert, send_alert
+
+    alert = Alert(
+        title=f"@{alias} of {model_name} moved outside the promotion gate",
+        text=(
+            f"The API found @{alias} on version {version} and no recorded move explains it: only the first "
+            "deployment, promote_challenger and `shadowgate rollback` move it, and each records the move on the "
+            "version. It is served all the same. Find who moved it (the registry's history), then either roll back "
+            "or let the gate decide."
+        ),
+        severity="error",
+        source="api",
+        details={"alias": alias, "version": version, "model": model_name},
+        kind="unexplained_alias_move",
+        subject=f"{alias}@{version}",
+        condition="no recorded move",
+    )
+    url = AlertSettings().webhook_url
+    send_alert(alert, webhook_url=url.get_secret_value() if url else None)
+
+
 def build_runtime(
     *,
     paths: PathSettings | None = None,
@@ -112,6 +138,7 @@ def build_runtime(
         aliases=(CHAMPION, *serving.challenger_aliases),
         cache_key=model_cache_key(serving, home),
         poll_interval_s=serving.model_poll_interval_s,
+        on_unexplained=functools.partial(alert_unexplained_move, model_name=mlflow.model_name),
     )
     live_experiments = LiveExperiments(
         store=ExperimentStore(
