@@ -226,6 +226,19 @@ class ExperimentShare(ExperimentChange):
     )
 
 
+class RollbackRequest(BaseModel):
+    """Move ``@champion`` back to the version of ``@previous`` (the champion before the last promotion)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        min_length=20,
+        max_length=2000,
+        description="Why, in at least 20 characters (a ticket id alone is not a reason): recorded with the move.",
+    )
+    actor: str = Field(default="api", min_length=1, max_length=100, description="Who rolls back (audit trail).")
+
+
 _CONTRACT_NAMES = tuple(field_names())
 
 

@@ -9,8 +9,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminDep, RuntimeDep
 from api.errors import JsonBodyRoute, error_responses
-from api.schemas import ExperimentShare, ExperimentTransition
+from api.schemas import ExperimentShare, ExperimentTransition, RollbackRequest
 from shadowgate.decisioning.experiments import ExperimentNotFoundError, IllegalTransitionError
+from shadowgate.registry import AliasMoveRefusedError, DeploymentNotRecordedError
 from shadowgate.storage.experiment_store import ExperimentBookConflictError, ExperimentStoreUnavailableError
 
 router = APIRouter(tags=["experiments"], route_class=JsonBodyRoute)
@@ -113,4 +114,53 @@ async def reload_models(runtime: RuntimeDep) -> dict[str, Any]:
         "aliases": runtime.models.snapshot.versions(),
         "registry_up": stats.source_up,
         "last_error": stats.last_error,
+    }
+
+
+@router.post(
+    "/v1/admin/models/rollback",
+    dependencies=[AdminDep],
+    tags=["models"],
+    responses=error_responses(
+        status.HTTP_401_UNAUTHORIZED,
+        status.HTTP_409_CONFLICT,
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        e401="No valid admin key in `X-API-Key` (always, when the service has none configured).",
+        e409="Refused: no `@previous` to roll back to (none yet, or a rollback already used it), or no champion.",
+        e503="The model registry (or this replica's access to it) is unavailable; nothing was moved.",
+    ),
+)
+async def rollback_champion(body: RollbackRequest, runtime: RuntimeDep) -> dict[str, Any]:
+    """Move `@champion` back to `@previous` and remove `@previous`: audited (a `deployment_events` row and tags on
+    the versions, with the reason), then this replica swaps at once (others within their registry poll). Requests
+    keep being answered throughout. The same as `shadowgate rollback --reason …`."""
+    if runtime.rollback is None:
+        raise HTTPException(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail="this replica has no model registry to move"
+        )
+    recorded = True
+    warning = None
+    try:
+        events = await run_in_threadpool(runtime.rollback, body.reason, f"api:{body.actor}")
+    except AliasMoveRefusedError as error:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=f"refused: {error}") from None
+    except DeploymentNotRecordedError as error:
+        # The alias moved (recorded in MLflow); the warehouse row will be sent again (record-deployments).
+        events, recorded, warning = [error.event], False, str(error)
+    except Exception as error:  # the registry is down: nothing moved
+        raise HTTPException(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"model registry unavailable: {type(error).__name__}: {error}"[:500],
+            headers={"Retry-After": "5"},
+        ) from None
+    await run_in_threadpool(runtime.models.refresh)
+    return {
+        "moves": [
+            {"alias": e.alias, "from_version": e.from_version, "to_version": e.to_version, "event_id": e.event_id}
+            for e in events
+        ],
+        "aliases": runtime.models.snapshot.versions(),
+        "recorded_in_warehouse": recorded,
+        "warning": warning,
     }

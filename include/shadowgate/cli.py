@@ -1,4 +1,5 @@
-"""``shadowgate`` commands: simulate, replay, plan-experiment, train, bootstrap, record-deployments, up/down/status,
+"""``shadowgate`` commands: simulate, replay, plan-experiment, train, bootstrap, record-deployments, rollback,
+up/down/status,
 trigger/backfill (the local Airflow over REST), bench."""
 
 from __future__ import annotations
@@ -301,20 +302,9 @@ def train(
     alias: Annotated[
         str | None,
         typer.Option(
-            help="Alias for the new version (default: challenger). @champion only with --force-champion: the "
-            "promotion gate moves it."
+            help="Alias for the new version (default: challenger). @champion only while it is not set (the first "
+            "deployment): the promotion gate and `shadowgate rollback` move it."
         ),
-    ] = None,
-    force_champion: Annotated[
-        bool,
-        typer.Option(
-            "--force-champion",
-            help="Point @champion at the new version, bypassing the promotion gate (audited; needs --reason).",
-        ),
-    ] = False,
-    reason: Annotated[
-        str | None,
-        typer.Option(help="Why @champion is forced (at least 20 characters; recorded with the move)."),
     ] = None,
     actor: Annotated[str | None, typer.Option(help="Who moves the alias (recorded; default: user@host).")] = None,
     data: Annotated[Path | None, typer.Option(help="Folder with the simulated Parquet tables.")] = None,
@@ -324,33 +314,18 @@ def train(
 ) -> None:
     """Train, log to MLflow and register a model version under @challenger (or the given non-champion alias).
 
-    @champion never moves here unless forced: `--force-champion --reason "..."` (recorded in MLflow and as a
-    deployment event in the warehouse, with the actor). Without it, `--alias champion` is refused.
+    @champion never moves here once it is set: only the promotion gate (the promote_challenger DAG) and
+    `shadowgate rollback` move it. `--alias champion` is refused then.
     """
     from shadowgate.local.bootstrap import history_as_of
-    from shadowgate.registry import CHALLENGER, CHAMPION
+    from shadowgate.registry import CHALLENGER
     from shadowgate.simulation import read_parquet
     from shadowgate.training.train import ModelKind, train_and_register
 
     kinds = {"scorecard": ModelKind.SCORECARD, "gradient-boosting": ModelKind.GRADIENT_BOOSTING}
     if kind not in kinds:
         raise typer.BadParameter(f"kind must be one of {sorted(kinds)}")
-    if force_champion:
-        if alias not in (None, CHAMPION):
-            raise _fail(f"--force-champion moves @champion; it cannot be combined with --alias {alias}", code=2)
-        if not reason or not reason.strip():
-            raise _fail('--force-champion needs --reason "why the promotion gate is bypassed"', code=2)
-        target = CHAMPION
-    else:
-        if alias == CHAMPION:
-            raise _fail(
-                "refused: @champion is moved only by the first deployment (`shadowgate bootstrap`), the promotion "
-                'gate, or explicitly with `--force-champion --reason "..."`',
-                code=2,
-            )
-        if reason is not None:
-            raise _fail("--reason goes with --force-champion (other moves record the training's summary)", code=2)
-        target = alias or CHALLENGER
+    target = alias or CHALLENGER
     tables = read_parquet(data or PathSettings().data_dir)
     instant = as_of.replace(tzinfo=dt.UTC) if as_of else history_as_of(SimulationSettings())
     with _registry_errors():
@@ -364,7 +339,6 @@ def train(
             mlflow_settings=MLflowSettings(),
             deployments=_deployment_log(),
             actor=actor or _operator(),
-            force_reason=reason if force_champion else None,
         )
     typer.echo(
         f"{result.kind.value}: version {result.model_version} @{result.alias}  valid AUC {result.metrics.auc:.4f}  "
@@ -519,6 +493,30 @@ def record_deployments(
             f"{event.occurred_at.isoformat()}, event {event.event_id})"
         )
     typer.echo(f"{len(events)} recorded move(s) sent")
+
+
+@app.command()
+def rollback(
+    reason: Annotated[
+        str, typer.Option(help="Why, in at least 20 characters (a ticket id alone is not a reason): recorded.")
+    ],
+) -> None:
+    """Move @champion back to @previous (the champion before the last promotion) and remove @previous.
+
+    Audited like every alias move (a deployment_events row, tags on the versions); the running API swaps within its
+    registry poll (SHADOWGATE_SERVING_MODEL_POLL_INTERVAL_S), answering every request meanwhile.
+    """
+    from shadowgate.registry import ModelRegistry
+
+    settings = MLflowSettings()
+    registry = ModelRegistry(
+        tracking_uri=settings.tracking_uri, model_name=settings.model_name, deployments=_deployment_log()
+    )
+    with _registry_errors():
+        events = registry.rollback(reason=reason, actor=_operator())
+    for event in events:
+        typer.echo(f"@{event.alias}: {event.from_version} → {event.to_version or '(removed)'}  [{event.event_id}]")
+    typer.echo(f"serving after the next poll: {registry.aliases()}")
 
 
 @app.command()

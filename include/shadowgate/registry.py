@@ -5,10 +5,12 @@ move goes through :meth:`ModelRegistry.move_alias`, which enforces who may move 
 twice: as tags in MLflow (on the model version and the registered model) and as a
 :class:`~shadowgate.events.DeploymentEvent` in the warehouse's ``deployment_events`` table.
 
-Only four things move ``@champion``: the first deployment (``@champion`` not set yet), the promotion gate
-(:meth:`ModelRegistry.promote_champion`), a rollback to ``@previous`` (:meth:`ModelRegistry.rollback`) and an
-operator's explicit, reasoned ``force_champion``. A challenger alias is removed when the gate retires its version or
-promotes it (:meth:`ModelRegistry.remove_alias`); ``@previous`` when a rollback uses it.
+Only three things move ``@champion``: the first deployment (``@champion`` not set yet), the promotion gate
+(:meth:`ModelRegistry.promote_champion`) and a rollback to ``@previous`` (:meth:`ModelRegistry.rollback`). Any other
+move is refused (``force_champion``, which an earlier version allowed, is read in old records and never made now);
+a move made around these rules (by hand in the MLflow UI) is found and alerted by the API. A challenger alias is
+removed when the gate retires its version or promotes it (:meth:`ModelRegistry.remove_alias`); ``@previous`` when a
+rollback uses it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 """The fixed aliases. Further challengers are named ``challenger-<suffix>`` (see :func:`is_known_alias`)."""
 
 MIN_FORCE_REASON_CHARS = 20
-"""A forced champion move must say why in at least this many characters (a ticket id alone is not a reason)."""
+"""A rollback must say why in at least this many characters (a ticket id alone is not a reason)."""
 
 MAX_EVENT_CHARS = 90_000
 """Largest recorded move (JSON): MLflow caps a registry tag value at 100,000 characters."""
@@ -183,8 +185,8 @@ class ModelRegistry:
         """Refuse a move the rules do not allow, before anything changes.
 
         ``@champion`` moves only as the first deployment (while it is not set), by the promotion gate (with
-        evidence: :meth:`promote_champion`) or by force with a reason of at least :data:`MIN_FORCE_REASON_CHARS`
-        characters; other aliases move by ``assign``, ``first_deployment`` or ``promote`` (``@previous``).
+        evidence: :meth:`promote_champion`) or by a rollback (:meth:`rollback`); other aliases move by ``assign``,
+        ``first_deployment``, ``promote`` (``@previous``), ``retire`` (a challenger removed) or ``rollback``.
 
         Args:
             alias: the alias to move.
@@ -208,26 +210,24 @@ class ModelRegistry:
             raise AliasMoveRefusedError(f"retire removes a challenger alias, not @{alias}")
         if action == "rollback" and alias not in (CHAMPION, PREVIOUS):
             raise AliasMoveRefusedError(f"a rollback moves @champion and @previous only, not @{alias}")
+        if action == "force_champion":
+            raise AliasMoveRefusedError(
+                "forcing @champion is no longer allowed: it moves only by the first deployment, the promotion gate "
+                "(promote_challenger) or `shadowgate rollback --reason …`"
+            )
         if alias != CHAMPION:
-            if action == "force_champion":
-                raise AliasMoveRefusedError(f"force_champion moves @champion only, not @{alias}")
             return
         if action == "retire":
             raise AliasMoveRefusedError("@champion is never retired: a rollback or a promotion replaces it")
         if action == "assign":
             raise AliasMoveRefusedError(
-                "@champion is not moved by training: only the first deployment, the promotion gate or an explicit "
-                "force_champion with a reason may move it (train registers @challenger)"
+                "@champion is not moved by training: only the first deployment, the promotion gate "
+                "(promote_challenger) or `shadowgate rollback` move it (train registers @challenger)"
             )
         if action == "first_deployment" and current is not None:
             raise AliasMoveRefusedError(
                 f"@champion is already set (version {current}): the first deployment cannot move it; only the "
-                "promotion gate or an explicit force_champion with a reason may"
-            )
-        if action == "force_champion" and len(reason.strip()) < MIN_FORCE_REASON_CHARS:
-            raise AliasMoveRefusedError(
-                f"forcing @champion needs a reason of at least {MIN_FORCE_REASON_CHARS} characters "
-                f"(got {len(reason.strip())}): say why the promotion gate is bypassed"
+                "promotion gate (promote_challenger) or `shadowgate rollback` may"
             )
 
     def move_alias(

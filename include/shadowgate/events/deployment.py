@@ -28,7 +28,8 @@ DeploymentAction = Literal["first_deployment", "assign", "promote", "force_champ
 * ``assign`` — a training pointed a non-champion alias (``@challenger``, ``@challenger-<suffix>``) at its version;
 * ``promote`` — the promotion gate moved ``@champion`` (the replaced version to ``@previous``, and the promoted
   version's challenger alias removed);
-* ``force_champion`` — an operator moved ``@champion`` by hand (``shadowgate train --force-champion --reason …``);
+* ``force_champion`` — an operator moved ``@champion`` by hand (``shadowgate train --force-champion``, removed: read
+  in the records of earlier versions, never made now);
 * ``retire`` — the promotion gate removed a challenger alias: its comparison ended futile or not shown;
 * ``rollback`` — an operator moved ``@champion`` back to ``@previous`` (``shadowgate rollback --reason …``, or the
   admin endpoint), and ``@previous`` was removed.

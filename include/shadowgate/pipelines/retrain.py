@@ -254,7 +254,7 @@ def retrain_from_warehouse(
     registry = ModelRegistry(
         tracking_uri=mlflow_settings.tracking_uri, model_name=mlflow_settings.model_name, deployments=deployments
     )
-    action = alias_action(registry, CHALLENGER, force_reason=None, actor=actor)
+    action = alias_action(registry, CHALLENGER, actor=actor)
     champion = registry.version(CHAMPION)
     champion_name = f"{CHAMPION}@{champion.version}" if champion else "no champion"
     train_defaults, replay_defaults = int(rows.train.y.sum()), int(rows.replay_y.sum())

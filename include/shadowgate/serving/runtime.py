@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from shadowgate.config import (
     local_secret,
 )
 from shadowgate.decisioning.policies import DecisionPolicy, load_policy
+from shadowgate.events.deployment import DeploymentEvent
 from shadowgate.registry import CHAMPION
 from shadowgate.serving.journal import FsyncPolicy
 from shadowgate.serving.models import MlflowModelSource, ModelManager, ModelManagerCollector, ModelSource
@@ -60,6 +62,9 @@ class Runtime:
     shadow: Sidecar
     registry: CollectorRegistry
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    rollback: Callable[[str, str], list[DeploymentEvent]] | None = None
+    """(reason, actor) → the recorded moves of ``@champion`` back to ``@previous`` (None: no registry to move, as
+    with a test source). Blocking: call it off the event loop."""
 
     def start(self) -> None:
         # The shadow process first: it is forked from a fork server that has loaded only this package (no threads,
@@ -113,6 +118,20 @@ def alert_unexplained_move(alias: str, version: str, *, model_name: str) -> None
     )
     url = AlertSettings().webhook_url
     send_alert(alert, webhook_url=url.get_secret_value() if url else None)
+
+
+def rollback_champion(reason: str, actor: str, *, mlflow: MLflowSettings, home: Path) -> list[DeploymentEvent]:
+    """``@champion`` back to ``@previous`` through the registry's rules, recorded in MLflow and the warehouse."""
+    from shadowgate.config import WarehouseSettings
+    from shadowgate.registry import ModelRegistry
+    from shadowgate.storage.deployments import WarehouseDeploymentLog
+
+    registry = ModelRegistry(
+        tracking_uri=mlflow.tracking_uri,
+        model_name=mlflow.model_name,
+        deployments=WarehouseDeploymentLog.from_settings(WarehouseSettings(), home=home),
+    )
+    return registry.rollback(reason=reason, actor=actor)
 
 
 def build_runtime(
@@ -185,4 +204,5 @@ def build_runtime(
         service=service,
         shadow=shadow,
         registry=registry,
+        rollback=None if source is not None else functools.partial(rollback_champion, mlflow=mlflow, home=home),
     )

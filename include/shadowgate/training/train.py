@@ -25,7 +25,7 @@ from shadowgate.decisioning.model_trust import artifact_metadata, checked_skops_
 from shadowgate.evaluation.metrics import BinaryMetrics, binary_metrics
 from shadowgate.events.deployment import DeploymentAction
 from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_frame
-from shadowgate.registry import CHAMPION, AliasMoveRefusedError, DeploymentLog, ModelRegistry
+from shadowgate.registry import CHAMPION, DeploymentLog, ModelRegistry
 from shadowgate.storage.results import RUN_KEY_TAG, mlflow_ui_url
 
 FEATURE_SET_TAG = "shadowgate.feature_set"
@@ -191,27 +191,20 @@ def _plots(y: np.ndarray, scores: np.ndarray, title: str) -> dict[str, Any]:
     return {"plots/roc.png": roc, "plots/calibration.png": calibration}
 
 
-def alias_action(registry: ModelRegistry, alias: str, *, force_reason: str | None, actor: str) -> DeploymentAction:
+def alias_action(registry: ModelRegistry, alias: str, *, actor: str) -> DeploymentAction:
     """How a training may move ``alias``, or refused before anything is trained.
 
-    A non-champion alias is assigned. ``@champion`` is the first deployment while it is not set, a forced move with
-    ``force_reason``, and refused otherwise (the promotion gate moves it).
+    A non-champion alias is assigned. ``@champion`` only as the first deployment, while it is not set (then the
+    promotion gate and rollbacks move it).
 
     Raises:
-        AliasMoveRefusedError: the move is not allowed (a champion move without force, a force reason that is too short,
-            ``force_reason`` for another alias).
+        AliasMoveRefusedError: the move is not allowed (``@champion`` already set).
     """
-    if alias != CHAMPION:
-        if force_reason is not None:
-            raise AliasMoveRefusedError(f"a forced move is for @champion only, not @{alias}")
-        action: DeploymentAction = "assign"
-    elif force_reason is not None:
-        action = "force_champion"
-    else:
-        action = "first_deployment"
+    action: DeploymentAction = "assign" if alias != CHAMPION else "first_deployment"
     current = registry.version(alias)
-    reason = force_reason if force_reason is not None else "trained by shadowgate"
-    registry.check_move(alias, action=action, reason=reason, actor=actor, current=current.version if current else None)
+    registry.check_move(
+        alias, action=action, reason="trained by shadowgate", actor=actor, current=current.version if current else None
+    )
     return action
 
 
@@ -226,14 +219,13 @@ def train_and_register(
     mlflow_settings: MLflowSettings,
     deployments: DeploymentLog | None = None,
     actor: str = "shadowgate",
-    force_reason: str | None = None,
     run_key: str | None = None,
 ) -> TrainingResult:
     """Train one model on matured purchases, log it to MLflow, register a version and optionally move an alias.
 
     A non-champion alias (``@challenger``, ``@challenger-<suffix>``) is simply assigned. ``@champion`` is set only
-    as the first deployment (while unset) or with ``force_reason`` (an operator bypassing the promotion gate);
-    otherwise the call is refused before training. Every alias move is recorded (MLflow tags and a deployment event
+    as the first deployment (while unset); otherwise the call is refused before training (the promotion gate and
+    rollbacks move it). Every alias move is recorded (MLflow tags and a deployment event
     in ``deployments``: see :meth:`~shadowgate.registry.ModelRegistry.move_alias`).
 
     With a ``run_key`` the call is idempotent: when a run with that key already registered a version, that version is
@@ -249,7 +241,6 @@ def train_and_register(
         mlflow_settings: tracking URI, experiment and registered model name.
         deployments: where alias moves are recorded (required with an alias).
         actor: who trains (recorded with the alias move).
-        force_reason: why ``@champion`` is forced (only with ``alias="champion"``).
         run_key: deterministic identity of this training (e.g. DAG id + as-of instant).
 
     Raises:
@@ -264,7 +255,7 @@ def train_and_register(
     if alias is not None:
         if deployments is None:
             raise ValueError("moving an alias needs a deployment log (deployments=...)")
-        action = alias_action(registry, alias, force_reason=force_reason, actor=actor)
+        action = alias_action(registry, alias, actor=actor)
     if run_key is not None:
         existing = _find_keyed(run_key, registry=registry, mlflow_settings=mlflow_settings, kind=kind)
         if existing is not None:
@@ -272,7 +263,7 @@ def train_and_register(
                 registry.move_alias(
                     alias,
                     existing.model_version,
-                    reason=force_reason or f"re-run of {run_key}",
+                    reason=f"re-run of {run_key}",
                     actor=actor,
                     action=action,
                     evidence=_evidence(existing, kind=kind, run_key=run_key),
@@ -299,7 +290,6 @@ def train_and_register(
         registry=registry,
         action=action,
         actor=actor,
-        force_reason=force_reason,
         run_key=run_key,
     )
 
@@ -315,7 +305,6 @@ def fit_and_register(
     registry: ModelRegistry,
     action: DeploymentAction | None,
     actor: str,
-    force_reason: str | None = None,
     run_key: str | None = None,
     tags: dict[str, str] | None = None,
     check: Callable[[Any, TemporalSplit], dict[str, Any] | None] | None = None,
@@ -342,7 +331,7 @@ def fit_and_register(
                 registry.move_alias(
                     alias,
                     existing.model_version,
-                    reason=force_reason or f"re-run of {run_key}",
+                    reason=f"re-run of {run_key}",
                     actor=actor,
                     action=action,
                     evidence=_evidence(existing, kind=kind, run_key=run_key),
@@ -458,7 +447,7 @@ def fit_and_register(
         registry.move_alias(
             alias,
             version,
-            reason=force_reason or f"trained by shadowgate ({kind.value}), valid AUC {metrics.auc:.4f}",
+            reason=f"trained by shadowgate ({kind.value}), valid AUC {metrics.auc:.4f}",
             actor=actor,
             action=action,
             evidence=_evidence(result, kind=kind, run_key=run_key),
