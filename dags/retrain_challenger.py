@@ -3,8 +3,7 @@
 
 Trains the next **challenger** on the decisions **exactly as production logged them**. It points `@challenger` at
 the new version of `bnpl_default` only if a replay says it is not worse than the champion. `@champion` is never
-touched: only the first deployment, the promotion gate (a later issue) or an audited `shadowgate train
---force-champion --reason …` moves it.
+touched: only the first deployment, the promotion gate (`promote_challenger`) or `shadowgate rollback` moves it.
 
 * **Trigger:**
   * the asset `drift`: `drift_check` found drift or unseen categories;
