@@ -10,6 +10,8 @@ model's score against **its own** reference's scores.
 * **Threshold per column and day:** `max(floor, the column's own wander inside its training window, chance level at
   the day's size)`. `SHADOWGATE_DRIFT_PSI_FLOOR` is 0.1. The chance level spreads `SHADOWGATE_DRIFT_ALPHA` (0.01) over
   the columns, so the day gets **one decision**.
+* **Each challenger's inputs against its own reference** too: its drift and unseen-category alerts carry its name
+  (`challenger@<version>`) and block its promotion while they hold (`promote_challenger`).
 * **Unseen categories are their own check.** A categorical with more than 5 % of its values never seen in training
   alerts (`SHADOWGATE_DRIFT_UNSEEN_ALERT_SHARE`). One stray row is never a verdict.
 * **Results:**

@@ -106,6 +106,14 @@ def test_a_day_is_checked_recorded_once_and_its_drift_alerted_once(shifted: Simu
         assert drifted.profiles_computed == ()  # binned once per version, read back since
         alerts_first = len(sent)
         assert alerts_first == len(drifted.alerts_raised) > 0
+        # The challenger's inputs against its own reference (the same period here): drifted too, alerted under its
+        # own name (what the promotion gate blocks on); a stable day is stable for it as well.
+        assert stable.challengers == {"challenger@2": "stable"}
+        assert drifted.challengers == {"challenger@2": "drift"}
+        by_subject = {(a.subject, a.kind, a.condition) for a in sent}
+        assert ("challenger@2", "drift", "amount") in by_subject and ("champion@1", "drift", "amount") in by_subject
+        assert ("challenger@2", "unseen_category", "channel") in by_subject
+        assert not any(a.subject == "challenger@2" and a.condition.startswith("score:") for a in sent)
 
         again = run(126)  # the same conditions hold the next day: nothing sent again
         assert again.verdict == "drift" and again.alerts_raised == ()

@@ -65,6 +65,9 @@ class DriftSummary:
     """Per model (``alias@version``): the estimated default rate and AUC on the day's approved decisions."""
     matured: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per model: the estimate of the day whose final labels matured with this run, beside the realised figures."""
+    challengers: dict[str, str] = field(default_factory=dict)
+    """Per challenger (``alias@version``): the verdict on the day's inputs against its own training reference (its
+    drift and unseen-category alerts block its promotion)."""
 
     @property
     def found(self) -> bool:
@@ -84,6 +87,7 @@ class DriftSummary:
             "mlflow_run_id": self.mlflow_run_id,
             "mlflow_url": self.mlflow_url,
             "alerts_raised": [dict(a) for a in self.alerts_raised],
+            "challengers": dict(self.challengers),
             "sentence": self.sentence,
             "skipped": list(self.skipped),
             "estimates": self.estimates,
@@ -134,13 +138,14 @@ def verdict_sentence(day: dt.date, decision: DriftDecision, *, champion: str) ->
     )
 
 
-def _checks(day: dt.date, decision: DriftDecision, *, champion: str, at: str) -> list[Check]:
+def _checks(day: dt.date, decision: DriftDecision, *, model: str, at: str) -> list[Check]:
+    """The alert conditions of one model's check (``model``: whose training reference the day was compared with)."""
     checks = []
     for c in decision.columns:
         alert = None
         if c.drifted:
             alert = Alert(
-                title=f"drift: {c.column} moved away from {champion}'s training reference",
+                title=f"drift: {c.column} moved away from {model}'s training reference",
                 text=(
                     f"{day}: PSI {c.psi:.3f} above its threshold {c.threshold:.3f} on {c.n:,} values. "
                     "Check the feed of this column; if the change is real, retrain (retrain_challenger follows "
@@ -151,10 +156,10 @@ def _checks(day: dt.date, decision: DriftDecision, *, champion: str, at: str) ->
                 details={"day": day.isoformat(), "psi": c.psi, "threshold": c.threshold, "n": c.n},
                 at=at,
                 kind="drift",
-                subject=champion,
+                subject=model,
                 condition=c.column,
             )
-        checks.append(Check(kind="drift", subject=champion, condition=c.column, alert=alert))
+        checks.append(Check(kind="drift", subject=model, condition=c.column, alert=alert))
         if c.kind == CATEGORICAL:
             unseen = None
             if c.column in decision.unseen_columns:
@@ -169,10 +174,10 @@ def _checks(day: dt.date, decision: DriftDecision, *, champion: str, at: str) ->
                     details={"day": day.isoformat(), "share": c.unseen_share, "values": list(c.unseen_values)},
                     at=at,
                     kind="unseen_category",
-                    subject=champion,
+                    subject=model,
                     condition=c.column,
                 )
-            checks.append(Check(kind="unseen_category", subject=champion, condition=c.column, alert=unseen))
+            checks.append(Check(kind="unseen_category", subject=model, condition=c.column, alert=unseen))
     return checks
 
 
@@ -350,6 +355,7 @@ def check_drift(
     if champion_ref.computed:
         computed.append(champion)
     score_profiles: dict[str, ReferenceProfile] = {}
+    challenger_profiles: dict[str, ReferenceProfile] = {}
     versions = {"inputs": champion_version}
     for alias, (version, run_id) in sorted(models.items()):
         name = score_column(alias, version)
@@ -362,6 +368,8 @@ def check_drift(
             computed.append(f"{alias}@{version}")
         score_profiles[name] = ref.profile
         versions[name] = version
+        if alias != CHAMPION:
+            challenger_profiles[f"{alias}@{version}"] = ref.profile
     profile = combined_profile(champion_ref.profile, score_profiles)
 
     columns = drift_columns()
@@ -408,7 +416,21 @@ def check_drift(
             estimates[(key.alias, key.version)] = estimate(chosen, seed=day.toordinal())
     verdict = "drift" if decision.drift else ("unseen_categories" if decision.unseen_columns else "stable")
     sentence = verdict_sentence(day, decision, champion=champion)
-    checks = _checks(day, decision, champion=champion, at=stamp)
+    checks = _checks(day, decision, model=champion, at=stamp)
+    # Each challenger's inputs against its own training reference: what the promotion gate blocks on (a challenger
+    # trained on data from before a shift is not promoted while the shift holds; one trained after it is).
+    challenger_drift: dict[str, str] = {}
+    for name, own_profile in sorted(challenger_profiles.items()):
+        inputs_only = replace(own_profile, columns=tuple(c for c in own_profile.columns if c.name != SCORE))
+        own = check_day(
+            inputs_only,
+            {n: current[n] for n in names},
+            floor=settings.psi_floor,
+            alpha=settings.alpha,
+            unseen_alert_share=settings.unseen_alert_share,
+        )
+        challenger_drift[name] = "drift" if own.drift else ("unseen_categories" if own.unseen_columns else "stable")
+        checks += _checks(day, own, model=name, at=stamp)
     recorded = record_alerts(warehouse, checks, at=at, send=send)
     raised = tuple(
         {"severity": c.alert.severity, "title": c.alert.title, "text": c.alert.text}
@@ -501,6 +523,7 @@ def check_drift(
             for (a, v), e in estimates.items()
         },
         matured=matured,
+        challengers=challenger_drift,
     )
 
 
