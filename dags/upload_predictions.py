@@ -14,6 +14,7 @@ and trimmed from the stream. Entries a dead uploader left pending are claimed (X
 * **Staleness:** `check_freshness` alerts when no upload has succeeded for `SHADOWGATE_ALERT_UPLOAD_STALE_AFTER_H`
   (6) hours.
 * **Reconciliation:** entries produced = rows in the table + rows in `quarantine` (see the task's return value).
+* **Produces** the asset `prediction_logs`: `canary_guard` judges the canaries on the decisions just loaded.
 * **Size:** batches of `SHADOWGATE_WAREHOUSE_UPLOAD_BATCH_SIZE` (100,000) entries, two in flight: ~0.9 GB peak
   whatever the backlog; ~60,000 events/s into DuckDB on 2 cores (`make bench-upload`).
 """
@@ -24,6 +25,7 @@ import datetime as dt
 
 import pendulum
 from airflow.sdk import dag, task
+from common.assets import PREDICTION_LOGS
 from common.defaults import DEFAULT_ARGS
 
 
@@ -66,7 +68,7 @@ def upload_predictions() -> None:
             )
         return {"age_h": round(freshness.age_h, 3), "stale": freshness.stale}
 
-    @task
+    @task(outlets=[PREDICTION_LOGS])
     def upload_streams() -> dict[str, object]:
         from shadowgate.config import PathSettings, RedisSettings, ServingSettings, WarehouseSettings
         from shadowgate.pipelines.upload import record_success, stream_readers

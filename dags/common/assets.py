@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from airflow.sdk import Asset
 
+PREDICTION_LOGS = Asset(name="prediction_logs", uri="x-shadowgate://warehouse/prediction_logs")
+"""The warehouse table ``prediction_logs``: appended by ``upload_predictions``; ``canary_guard`` runs on it."""
+
 LABELED_PREDICTIONS = Asset(name="labeled_predictions", uri="x-shadowgate://warehouse/labeled_predictions")
 """The warehouse table ``labeled_predictions``: updated by ``join_ground_truth``, read by ``weekly_performance``."""
 

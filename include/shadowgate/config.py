@@ -454,13 +454,17 @@ class RetrainSettings(BaseSettings):
 
 
 class PromotionSettings(BaseSettings):
-    """``promote_challenger``: the gate file it decides by."""
+    """``promote_challenger`` and ``canary_guard``: the files they decide by."""
 
     model_config = _config("SHADOWGATE_PROMOTION_")
 
     gates_path: Path | None = None
     """The promotion gate's YAML file (version and hash recorded with every verdict). Empty: the shipped
     ``decisioning/config/gates.yaml``."""
+
+    canary_path: Path | None = None
+    """The canary guard's YAML file (thresholds, rollout stages; version and hash recorded with every run). Empty:
+    the shipped ``decisioning/config/canary.yaml``."""
 
 
 class EvaluationSettings(BaseSettings):
