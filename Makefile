@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 REPLAY_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install bqemu up down status replay test check lint format typecheck pytest bench bench-features bench-simulate bench-scorer bench-serving bench-upload bench-performance bench-drift plan-proof drift-proof lock env-example clean
+.PHONY: help install bqemu up down status replay test check lint format typecheck pytest bench bench-features bench-simulate bench-scorer bench-serving bench-upload bench-performance bench-drift plan-proof drift-proof promotion-proof lock env-example clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -101,6 +101,10 @@ drift-proof: $(STAMP) ## The daily drift check on simulated worlds, full size: f
 plan-proof: $(STAMP) ## The comparison plan's error rates: 10,000 simulated experiments per scenario (PLAN_JSON=<file>)
 	$(BIN)/shadowgate plan-experiment --decisions-per-week 4500 --default-rate 0.05 --champion-auc 0.78 \
 		--simulate 10000 --seed 20261207 $(if $(PLAN_JSON),--json $(PLAN_JSON))
+
+promotion-proof: $(STAMP) ## The promotion gate and canary guard on simulated worlds: 2,000 experiments per world (PROOF_JSON=<file>)
+	OMP_NUM_THREADS=1 $(BIN)/shadowgate bench promotion --experiments 2000 --canary-runs 20000 --seed 20261207 \
+		$(if $(PROOF_JSON),--json $(PROOF_JSON))
 
 env-example: $(STAMP) ## Regenerate .env.example from the settings classes
 	$(BIN)/python -c "from shadowgate.config import env_example; print(env_example(), end='')" > .env.example

@@ -758,6 +758,24 @@ def bench_drift(
     _report_bench(result)
 
 
+@bench_app.command("promotion")
+def bench_promotion(
+    experiments: Annotated[int, typer.Option(help="Simulated experiments per world.")] = 2_000,
+    canary_runs: Annotated[int, typer.Option(help="Simulated guard runs per canary scenario.")] = 20_000,
+    seed: Annotated[int, typer.Option()] = 20261207,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the figures here.")] = None,
+) -> None:
+    """The promotion gate's rates on simulated worlds (promoted when better, never when worse or a twin) and the canary
+    guard's (a broken model stopped, a healthy one not), each with its Monte Carlo error."""
+    from shadowgate.bench.promotion import promotion_proof, render
+
+    result = promotion_proof(experiments=experiments, seed=seed, canary_runs=canary_runs)
+    typer.echo(render(result))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2))
+        typer.echo(f"figures written to {json_path}")
+
+
 @bench_app.command("serving")
 def bench_serving(
     duration: Annotated[float, typer.Option(help="Seconds of each measured wrk run (after a 3 s warm-up).")] = 10.0,

@@ -6,8 +6,9 @@ Signals (treatment arm against control arm, the decisions of the current allocat
 * **errors**: the share of decisions without a usable model score (the fallback served them);
 * **latency**: the p99 scoring latency of the model that served the treatment arm;
 * **approval rate**: the two arms' approval rates;
-* **score distribution**: PSI between the arms' served scores (20 equal bins on [0, 1]): a model stuck on one value,
-  or scoring on a broken feature, moves it far;
+* **score distribution**: PSI between the arms' served scores (20 equal bins on [0, 1], merged to hold 5 % of the
+  control arm each): a model stuck on one value, or scoring on a broken feature, moves it far; it breaches beyond
+  ``max_score_psi`` and beyond what two samples of the arms' sizes differ by at ``alpha`` (χ² bound);
 * **split**: customers per arm against the designed share (the sample-ratio test: the randomisation unit is the
   customer);
 * **early label**: once enough early labels exist, the early default rate among the approved.
@@ -140,13 +141,46 @@ def _two_proportions(x1: int, n1: int, x2: int, n2: int) -> float:
     return float(sps.fisher_exact([[x1, n1 - x1], [x2, n2 - x2]]).pvalue)
 
 
+def _merged_bins(control: np.ndarray, *, min_share: float = 0.05) -> list[slice]:
+    """Adjacent bins merged left to right until each holds at least ``min_share`` of the control arm's scores (the
+    last merged into its neighbour when short): PSI on near-empty bins is noise, not signal."""
+    total = control.sum()
+    groups, start, mass = [], 0, 0.0
+    for i, count in enumerate(control):
+        mass += count
+        if mass >= min_share * total:
+            groups.append(slice(start, i + 1))
+            start, mass = i + 1, 0.0
+    if start < len(control):
+        if groups:
+            groups[-1] = slice(groups[-1].start, len(control))
+        else:
+            groups.append(slice(0, len(control)))
+    return groups
+
+
 def score_psi(control: Sequence[int], treatment: Sequence[int], *, floor: float = 1e-4) -> float | None:
-    """PSI between two binned score distributions (empty bins floored, so a collapsed distribution is finite)."""
+    """PSI between two binned score distributions, on the bins merged to hold at least 5 % of the control arm each
+    (empty bins floored, so a collapsed distribution is finite)."""
     c, t = np.asarray(control, dtype=float), np.asarray(treatment, dtype=float)
     if c.sum() == 0 or t.sum() == 0 or c.shape != t.shape:
         return None
+    groups = _merged_bins(c)
+    c = np.array([c[g].sum() for g in groups])
+    t = np.array([t[g].sum() for g in groups])
     pc, pt = np.maximum(c / c.sum(), floor), np.maximum(t / t.sum(), floor)
     return float(np.sum((pt - pc) * np.log(pt / pc)))
+
+
+def psi_noise_bound(control: Sequence[int], treatment: Sequence[int], *, alpha: float) -> float:
+    """The PSI two samples of these sizes from one distribution exceed with probability ``alpha``: PSI is about
+    χ²(bins − 1)·(1/n₁ + 1/n₂) under no difference."""
+    c = np.asarray(control, dtype=float)
+    n1, n2 = float(c.sum()), float(np.sum(treatment))
+    if n1 == 0 or n2 == 0:
+        return math.inf
+    bins = len(_merged_bins(c))
+    return float(sps.chi2.ppf(1 - alpha, max(bins - 1, 1)) * (1 / n1 + 1 / n2))
 
 
 def judge(control: ArmWindow, treatment: ArmWindow, *, share: float, guard: GuardThresholds) -> tuple[Signal, ...]:
@@ -190,13 +224,15 @@ def judge(control: ArmWindow, treatment: ArmWindow, *, share: float, guard: Guar
         )
     )
     psi = score_psi(control.score_counts, treatment.score_counts)
+    bound = max(guard.max_score_psi, psi_noise_bound(control.score_counts, treatment.score_counts, alpha=guard.alpha))
     signals.append(
         Signal(
             "score_distribution",
             psi,
-            guard.max_score_psi,
-            psi is not None and psi > guard.max_score_psi,
-            "served scores: " + ("none" if psi is None else f"PSI {psi:.3f} between the arms"),
+            bound,
+            psi is not None and psi > bound,
+            "served scores: "
+            + ("none" if psi is None else f"PSI {psi:.3f} between the arms (beyond chance and the bound: {bound:.3f})"),
         )
     )
     if 0 < share < 1 and control.customers + treatment.customers > 0:
