@@ -169,6 +169,11 @@ def test_too_few_decisions_are_not_judged_and_a_dry_run_changes_nothing(tmp_path
     dry = book.run(many, _experiment(), dry_run=True)
     assert dry.canaries[0].action == "stop" and not dry.canaries[0].applied
     assert book.stopped == [] and book.alerts == []
+    # No served score in the treatment arm: the PSI is not measured and its bound is infinite; the summary (an
+    # XCom) holds strict JSON.
+    import json
+
+    json.dumps(dry.as_dict(), allow_nan=False)
 
 
 def test_judge_needs_both_a_large_and_a_significant_difference() -> None:
