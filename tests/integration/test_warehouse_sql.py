@@ -91,7 +91,8 @@ def test_the_library_lists_every_shipped_statement() -> None:
         + ["queries/alert_state", "queries/cohort_decisions", "queries/model_baseline"]
         + ["queries/outcome_arrivals", "queries/label_revisions", "queries/weeks_to_reevaluate"]
         + ["queries/signal_profile", "queries/drift_day", "queries/estimates_of_day", "queries/training_rows"]
-        + ["queries/model_latency", "queries/first_scored"]
+        + ["queries/model_latency", "queries/first_scored", "queries/promotion_evidence", "queries/open_alerts"]
+        + ["queries/canary_arms", "queries/canary_scores", "queries/canary_latency", "queries/canary_early"]
     )
 
 
