@@ -1,5 +1,5 @@
 -- The p99 scoring latency of the model that served each decision of one canary arm over [since, until), for one
--- allocation period (a served score: its alias and version are the decision's served_by, 'alias@v<version>').
+-- allocation period (a served score: its alias and version are the decision's served_by, alias-at-v-version).
 SELECT
   a.arm,
   COUNT(*) AS scored,

@@ -1,6 +1,6 @@
 -- The served scores of one canary experiment's arms over [since, until), for one allocation period: counts in 20
 -- equal bins on [0, 1] per arm (the canary guard's score-distribution signal); a served score is the one whose alias
--- and version are the decision's served_by ('alias@v<version>').
+-- and version are the decision's served_by (alias-at-v-version).
 SELECT
   a.arm,
   CAST(FLOOR(LEAST(GREATEST(s.score, 0), 0.999999) * 20) AS INT64) AS bin,
