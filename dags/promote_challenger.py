@@ -14,7 +14,8 @@ final label, over the weeks of their comparison plan:
 * **calibration:** Brier difference (challenger − champion), pooled over the plan's weeks, below 0.002 at 95 %;
 * **business:** at each policy's cut-offs on the same matured requests, the approval rate moves by at most 5 points
   and the realised loss per applicant grows by at most 10 %;
-* **latency:** the challenger's p99 scoring latency over the last 7 days (from the logged latencies) within 5 ms;
+* **latency:** the challenger's p99 scoring latency (from the logged latencies, since the plan's first week) within
+  5 ms;
 * **split:** a canary's sample-ratio check passes;
 * **drift:** no open drift or unseen-category alert about the challenger.
 

@@ -52,7 +52,7 @@ GATE_ALERT_KINDS = ("drift", "unseen_category")
 """Open alerts of these kinds about a challenger block its promotion (``gates.yaml``: ``drift``)."""
 
 LATENCY_WINDOW = dt.timedelta(days=7)
-"""The challenger's p99 latency is taken over the week before the run."""
+"""The challenger's p99 latency is taken from its plan's first week to the run (at least the week before the run)."""
 
 Z_95 = 1.959963984540054
 
@@ -136,10 +136,15 @@ def comparison_evidence(
     the warehouse holds it at ``as_of``: the verdict of the pair's plan at its latest look on the final label; over
     the plan's looked weeks, the pooled Brier difference's upper bound and, per policy, the approval-rate and
     realised-loss-per-applicant changes (the worst policy counts); the split check of a canary (Bonferroni over the
-    weeks); the challenger's p99 latency over the last week; its open drift and unseen-category alerts."""
+    weeks); the challenger's p99 latency from the plan's first week (at least the last 7 days); its open drift and
+    unseen-category alerts."""
     pair = f"{challenger} vs {champion}"
     found = warehouse.run("queries/comparison_plan", {"plan_id": plan_id(experiment.experiment_id, pair)}).to_pylist()
-    latency = model_latencies(warehouse, start=as_of - LATENCY_WINDOW, end=as_of).get(challenger)
+    # The latency of the decisions the comparison rests on (from the plan's first week; the last week without a plan).
+    since = as_of - LATENCY_WINDOW
+    if found:
+        since = min(since, dt.datetime.combine(found[0]["started_on"], dt.time(), dt.UTC))
+    latency = model_latencies(warehouse, start=since, end=as_of).get(challenger)
     open_alerts = warehouse.run(
         "queries/open_alerts", {"kinds": list(GATE_ALERT_KINDS), "subjects": [challenger]}
     ).to_pylist()
