@@ -67,10 +67,12 @@ def simulated_prediction_logs(
     scores: np.ndarray,
     *,
     shadow: dict[str, tuple[str, np.ndarray]] | None = None,
+    first_id: int = 0,
 ) -> pa.Table:
     """prediction_logs rows of simulated purchases as the champion served them: decided at their purchase time
     (as in production), ``decisions[i]`` with ``scores[i]``, the features the serving path computes; ``shadow``:
-    alias → (version, scores) of challengers that scored the same requests."""
+    alias → (version, scores) of challengers that scored the same requests; ids from ``first_id`` (to load a later
+    period of the same world beside an earlier one)."""
     from shadowgate.events import SCHEMA_VERSION
     from shadowgate.features import FEATURE_NAMES, FEATURE_SET, features_frame
 
@@ -89,7 +91,7 @@ def simulated_prediction_logs(
     assert [f.name for f in struct_type] == [column_name(x) for x in feature_union()]
     ts = pd.DatetimeIndex(transactions["event_timestamp"]).tz_convert("UTC")
     columns: dict[str, Any] = {
-        "prediction_id": [f"{k:032x}" for k in range(n)],
+        "prediction_id": [f"{first_id + k:032x}" for k in range(n)],
         "schema_version": np.full(n, SCHEMA_VERSION),
         "customer_id_hash": [f"h{c}" for c in transactions["customer_id"]],
         "served_at": ts,
@@ -114,7 +116,7 @@ def simulated_prediction_logs(
         "assignments": [[] for _ in range(n)],
         "policy_name": ["conservative"] * n,
         "policy_version": ["1"] * n,
-        "stream_entry_id": [f"{k + 1}-0" for k in range(n)],
+        "stream_entry_id": [f"{first_id + k + 1}-0" for k in range(n)],
         "loaded_at": [LOADED_AT] * n,
     }
     arrays = []

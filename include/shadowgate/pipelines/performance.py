@@ -1011,7 +1011,9 @@ def metric_rows(
             }
         )
 
-    for model in _experiment_models(evaluation, None):
+    # Every evaluated model's own figures, compared with another or not: a champion with no challenger is still
+    # watched (its baseline and its alerts read these rows).
+    for model in _evaluated_models(evaluation):
         perf = evaluation.models[model]
         for name, value in perf.scalars().items():
             if name not in ("n", "n_positive"):
@@ -1050,7 +1052,7 @@ def metric_rows(
     if selection is not None:
         # Next to every model's and comparison's figures: how many applicants the labelled rows stand for.
         # Beside each model's figures (under every experiment) and each comparison's (under its experiment).
-        for model in _experiment_models(evaluation, None):
+        for model in _evaluated_models(evaluation):
             for metric, value in selection.figures().items():
                 add(model, metric, value, selection.decisions, None, population=SELECTION_POPULATION)
         for c in evaluation.comparisons:
@@ -1065,6 +1067,12 @@ def metric_rows(
                     experiment_id=c.experiment_id,
                 )
     return rows
+
+
+def _evaluated_models(evaluation: WeekEvaluation) -> list[str]:
+    """Every model evaluated on the week: those of the comparisons first (in their order), then any other."""
+    names = _experiment_models(evaluation, None)
+    return names + [m for m in evaluation.models if m not in names]
 
 
 def _experiment_models(evaluation: WeekEvaluation, experiment_id: str | None) -> list[str]:
