@@ -193,6 +193,33 @@ class OutcomeRequest(BaseModel):
         return value
 
 
+class OutcomeBatchItem(OutcomeRequest):
+    """One outcome of a batch: the single endpoint's body, and its own optional idempotency key."""
+
+    idempotency_key: str | None = Field(
+        default=None,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Optional: your own id for this outcome, as the single endpoint's `Idempotency-Key` header.",
+    )
+
+
+class OutcomeBatchRequest(BaseModel):
+    """Up to ``SHADOWGATE_SERVING_MAX_BATCH`` outcomes (1000 by default) in one call: a feed's bulk delivery."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcomes: list[OutcomeBatchItem] = Field(
+        min_length=1, description="The outcomes, each exactly as the single endpoint takes it (plus its own key)."
+    )
+
+
+class OutcomeBatchAccepted(BaseModel):
+    """Every outcome of the batch is recorded (or was already: then nothing new is stored)."""
+
+    accepted: int = Field(description="Outcomes in the batch.")
+    event_ids: list[str] = Field(description="Each outcome's event id, in the request's order.")
+
+
 class OutcomeAccepted(BaseModel):
     """The outcome is queued for the outcomes stream (or was already recorded: then nothing new is stored)."""
 

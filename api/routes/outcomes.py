@@ -5,11 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Header, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
 
 from api.deps import IngestDep, RuntimeDep
 from api.errors import JsonBodyRoute, error_responses
-from api.schemas import IDEMPOTENCY_KEY_PATTERN, OutcomeAccepted, OutcomeRequest
+from api.schemas import (
+    IDEMPOTENCY_KEY_PATTERN,
+    OutcomeAccepted,
+    OutcomeBatchAccepted,
+    OutcomeBatchRequest,
+    OutcomeRequest,
+)
 from shadowgate.events import OUTCOME_TYPE_ALIASES, OutcomeEvent, OutcomeType, outcome_event_id, to_stream_fields
 
 router = APIRouter(prefix="/v1", tags=["outcomes"], route_class=JsonBodyRoute)
@@ -72,8 +78,19 @@ async def record_outcome(
     ] = None,
 ) -> OutcomeAccepted:
     received_at = dt.datetime.now(dt.UTC)
+    event = _event(body, idempotency_key=idempotency_key, received_at=received_at)
+    runtime.shadow.submit(runtime.serving.outcomes_stream, to_stream_fields(event), event.event_id)
+    return OutcomeAccepted(
+        event_id=event.event_id,
+        transaction_id=event.transaction_id,
+        event_type=event.event_type,
+        received_at=received_at,
+    )
+
+
+def _event(body: OutcomeRequest, *, idempotency_key: str | None, received_at: dt.datetime) -> OutcomeEvent:
     event_type = OUTCOME_TYPE_ALIASES.get(body.event_type, cast(OutcomeType, body.event_type))
-    event = OutcomeEvent(
+    return OutcomeEvent(
         event_id=outcome_event_id(
             body.transaction_id, event_type, body.instalment_number, idempotency_key=idempotency_key
         ),
@@ -85,10 +102,53 @@ async def record_outcome(
         received_at=received_at,
         delivered_at=body.delivered_at,
     )
-    runtime.shadow.submit(runtime.serving.outcomes_stream, to_stream_fields(event), event.event_id)
-    return OutcomeAccepted(
-        event_id=event.event_id,
-        transaction_id=event.transaction_id,
-        event_type=event.event_type,
-        received_at=received_at,
-    )
+
+
+async def _limit_batch(request: Request, runtime: RuntimeDep) -> None:
+    """413 for an oversized batch, before the outcomes are validated (dependencies run before the body)."""
+    try:
+        payload = await request.json()
+    except ValueError:
+        return  # not JSON: the body validation answers 422
+    items = payload.get("outcomes") if isinstance(payload, dict) else None
+    limit = runtime.serving.max_batch
+    if isinstance(items, list) and len(items) > limit:
+        raise HTTPException(
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+            detail=f"batch of {len(items)} outcomes exceeds the limit of {limit}",
+        )
+
+
+@router.post(
+    "/outcomes:batch",
+    response_model=OutcomeBatchAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Report a batch of outcomes",
+    description="""\
+Report up to `SHADOWGATE_SERVING_MAX_BATCH` outcomes (1000 by default) in one call: a feed's bulk delivery or a
+replay of history. Each is validated and recorded exactly as `POST /v1/outcomes` would (its id derived from
+(transaction_id, event_type, instalment_number), or with its own `idempotency_key`).
+
+A 422 names the invalid outcome by its index (`["body", "outcomes", i, field]`) and records none of the batch. A 503
+may come after part of the batch was journaled: **re-send the whole batch**; an outcome already recorded is recorded
+once, whatever is sent again.
+""",
+    responses=error_responses(
+        status.HTTP_401_UNAUTHORIZED,
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        e401="No valid ingest key in `X-Ingest-Key` (always, when the service has none configured).",
+        e413="More outcomes than `SHADOWGATE_SERVING_MAX_BATCH` (1000 by default).",
+        e422="An invalid outcome (located by its index under `outcomes`), an empty list, or a body that is not JSON.",
+        e503="The outcome log cannot take them (the journal is over its limit, or the disk refused the write): retry "
+        "the whole batch after `Retry-After` (each outcome is recorded once).",
+    ),
+    dependencies=[IngestDep, Depends(_limit_batch)],
+)
+async def record_outcomes(body: OutcomeBatchRequest, runtime: RuntimeDep) -> OutcomeBatchAccepted:
+    received_at = dt.datetime.now(dt.UTC)
+    events = [_event(o, idempotency_key=o.idempotency_key, received_at=received_at) for o in body.outcomes]
+    for event in events:
+        runtime.shadow.submit(runtime.serving.outcomes_stream, to_stream_fields(event), event.event_id)
+    return OutcomeBatchAccepted(accepted=len(events), event_ids=[e.event_id for e in events])

@@ -223,3 +223,36 @@ def test_a_delivery_after_the_receipt_or_before_the_outcome_was_known_is_refused
     assert answer.status_code == 422, answer.text
     [error] = answer.json()["detail"]
     assert error["loc"] == ["body", "delivered_at"] and message in error["msg"]
+
+
+def test_a_batch_records_each_outcome_once_as_the_single_endpoint_would(
+    client: TestClient, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    late = {**PAID, "event_type": "instalment_late", "instalment_number": 3, "event_timestamp": "2026-05-01T10:00:00Z"}
+    keyed = {**PAID, "amount": 10.0, "idempotency_key": "pay-7f3a"}
+    batch = {"outcomes": [PAID, late, keyed, {**PAID, "event_type": "repayment"}]}
+    assert client.post(f"{OUTCOMES}:batch", json=batch).status_code == 401  # the ingest key is required
+    answer = client.post(f"{OUTCOMES}:batch", json=batch, headers=INGEST)
+    assert answer.status_code == 202, answer.text
+    ids = answer.json()["event_ids"]
+    assert answer.json()["accepted"] == 4
+    assert ids == [
+        outcome_event_id("tx_0000042", "instalment_paid", 2),
+        outcome_event_id("tx_0000042", "instalment_late", 3),
+        outcome_event_id("tx_0000042", "instalment_paid", 2, idempotency_key="pay-7f3a"),
+        outcome_event_id("tx_0000042", "instalment_paid", 2),  # the alias: the same outcome as the first
+    ]
+    assert _post(client, PAID) == ids[0]  # the single endpoint gives the same id
+    resent = client.post(f"{OUTCOMES}:batch", json=batch, headers=INGEST)  # a retry of the whole batch
+    assert resent.status_code == 202 and resent.json()["event_ids"] == ids
+    _settle(client)
+    assert redis_server.client().xlen(STREAM) == 3  # three distinct outcomes, each once
+
+    bad = client.post(f"{OUTCOMES}:batch", json={"outcomes": [PAID, {**late, "amount": -1}]}, headers=INGEST)
+    assert bad.status_code == 422
+    assert [e["loc"] for e in bad.json()["detail"]] == [["body", "outcomes", 1, "amount"]]
+    assert client.post(f"{OUTCOMES}:batch", json={"outcomes": []}, headers=INGEST).status_code == 422
+    too_many = client.post(f"{OUTCOMES}:batch", json={"outcomes": [PAID] * 1_001}, headers=INGEST)
+    assert too_many.status_code == 413
+    _settle(client)
+    assert redis_server.client().xlen(STREAM) == 3  # nothing of the refused batches was recorded

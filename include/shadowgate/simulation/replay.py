@@ -6,11 +6,12 @@ Two passes, in simulated time:
    ``event_timestamp`` (the simulated purchase time, sent as the request's ``event_timestamp``). ``concurrency``
    workers take the next purchase in that order, so at most that many are in flight and the order is kept up to a
    small window; every event carries its own timestamp, so nothing downstream depends on arrival order.
-2. **Outcomes.** Then every outcome of a purchase the API **approved** goes to ``POST /v1/outcomes`` in the order it
-   became known (its ``event_timestamp``), stating its simulated delivery (``delivered_at``: labels as of a simulated
-   day use only the outcomes delivered by then). A denied purchase was never funded, so it has no outcome; a
-   purchase sent to ``manual_review`` counts as not funded either (nobody reviews it in a replay), and neither does a
-   purchase whose decision failed. Their outcome rows are skipped and counted.
+2. **Outcomes.** Then every outcome of a purchase the API **approved** goes to ``POST /v1/outcomes:batch`` (500 a
+   request, as a feed delivers in bulk) in the order it became known (its ``event_timestamp``), stating its simulated
+   delivery (``delivered_at``: labels as of a simulated day use only the outcomes delivered by then). A denied
+   purchase was never funded, so it has no outcome; a purchase sent to ``manual_review`` counts as not funded either
+   (nobody reviews it in a replay), and neither does a purchase whose decision failed. Their outcome rows are skipped
+   and counted.
 
 The API takes any time-zone-aware ``event_timestamp``, past or future: it is the purchase's own time (features use
 its time of day), while the service records when it saw the request (``served_at`` / ``received_at``).
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
 
 DECISION_PATH = "/v1/bnpl/risk-assessment"
 OUTCOME_PATH = "/v1/outcomes"
+OUTCOME_BATCH_PATH = "/v1/outcomes:batch"
+OUTCOME_BATCH = 500
+"""Outcomes per ``POST /v1/outcomes:batch`` request (a feed delivers in bulk; one request each would take minutes)."""
 INGEST_KEY_HEADER = "X-Ingest-Key"
 DECISIONS, OUTCOMES = "decisions", "outcomes"
 """The two passes (progress and error phases are named after them)."""
@@ -343,6 +347,18 @@ def outcome_bodies(outcomes: pd.DataFrame) -> Iterator[tuple[str, bytes]]:
             yield transaction_id, orjson.dumps(body)
 
 
+def _batched(bodies: Iterator[tuple[str, bytes]], size: int) -> Iterator[tuple[str, bytes]]:
+    """Outcome bodies grouped into ``POST /v1/outcomes:batch`` bodies: ``(rows in it, body)``, in order."""
+    chunk: list[bytes] = []
+    for _, body in bodies:
+        chunk.append(body)
+        if len(chunk) == size:
+            yield str(len(chunk)), b'{"outcomes":[' + b",".join(chunk) + b"]}"
+            chunk = []
+    if chunk:
+        yield str(len(chunk)), b'{"outcomes":[' + b",".join(chunk) + b"]}"
+
+
 # ------------------------------------------------------------------------------------------------ sending
 
 
@@ -435,6 +451,7 @@ class Replayer:
         transport: an httpx transport in place of the network (tests).
         progress: told about each pass and each request done.
         sleep: how waits are done (tests record them instead).
+        outcome_batch: outcomes per ``POST /v1/outcomes:batch`` request.
     """
 
     def __init__(
@@ -449,6 +466,7 @@ class Replayer:
         transport: httpx.BaseTransport | None = None,
         progress: ReplayProgress | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        outcome_batch: int = OUTCOME_BATCH,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -460,6 +478,7 @@ class Replayer:
         self.transport = transport
         self.progress = progress
         self._sleep = sleep
+        self.outcome_batch = outcome_batch
         self._pacer = _Pacer(rate, sleep=sleep)
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
@@ -565,15 +584,16 @@ class Replayer:
         headers = {**_JSON, INGEST_KEY_HEADER: self.ingest_key}
         tally = _Tally()
 
-        def handle(client: httpx.Client, _transaction_id: str, body: bytes) -> None:
-            answer = self._send(client, OUTCOME_PATH, body, headers=headers, tally=tally, ambiguous_counts=False)
+        def handle(client: httpx.Client, count: str, body: bytes) -> int:
+            answer = self._send(client, OUTCOME_BATCH_PATH, body, headers=headers, tally=tally, ambiguous_counts=False)
             if answer.status != 202:
-                self._failed(tally, answer, OUTCOMES)
-                return
+                self._failed(tally, answer, OUTCOMES)  # one request: its outcomes are counted as one failure
+                return int(count)
             with tally.lock:
-                tally.ok += 1
+                tally.ok += int(count)
+            return int(count)
 
-        elapsed = self._run(OUTCOMES, len(funded), outcome_bodies(funded), handle, tally)
+        elapsed = self._run(OUTCOMES, len(funded), _batched(outcome_bodies(funded), self.outcome_batch), handle, tally)
         return OutcomePass(
             rows=len(outcomes),
             sent=tally.ok,
@@ -596,10 +616,11 @@ class Replayer:
         phase: str,
         total: int,
         items: Iterator[tuple[str, bytes]],
-        handle: Callable[[httpx.Client, str, bytes], None],
+        handle: Callable[[httpx.Client, str, bytes], int | None],
         tally: _Tally,
     ) -> float:
-        """Run ``handle`` over ``items`` on the workers, in order; the pass's wall time in seconds."""
+        """Run ``handle`` over ``items`` on the workers, in order; the pass's wall time in seconds. ``handle`` returns
+        how many rows the item carried (None: one)."""
         if self.progress is not None:
             self.progress.start(phase, total)
         started = time.perf_counter()
@@ -614,9 +635,9 @@ class Replayer:
                             item = next(items, None)
                         if item is None:
                             return
-                        handle(client, *item)
+                        rows = handle(client, *item)
                         if self.progress is not None:
-                            self.progress.advance(phase)
+                            self.progress.advance(phase, 1 if rows is None else rows)
             except BaseException as error:
                 # A worker that died must not end the pass as if it were done: stop the others, raise it below.
                 with tally.lock:
