@@ -108,3 +108,20 @@ def insert_labeled(warehouse: DuckDBWarehouse, rows: pa.Table) -> None:
         con.execute(f"INSERT INTO {ref} SELECT * FROM incoming_rows")
     finally:
         con.unregister("incoming_rows")
+
+
+def as_logged(rows: pa.Table) -> pa.Table:
+    """The ``prediction_logs`` rows of labelled decisions (same ids, times, amounts, policy and scores; the other
+    columns those of a valid example decision): what the promotion gate's applicant figures and latencies read."""
+    import datetime as dt
+
+    from shadowgate.storage.warehouse import arrow_schema
+    from tests.warehouse_rows import prediction_row
+
+    base = prediction_row(0, at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    out = []
+    for r in rows.select(
+        ["prediction_id", "transaction_id", "customer_id_hash", "event_timestamp", "amount", "policy_name", "scores"]
+    ).to_pylist():
+        out.append({**base, **r, "served_at": r["event_timestamp"], "served_by": "champion@v1"})
+    return pa.Table.from_pylist(out, schema=arrow_schema("prediction_logs"))

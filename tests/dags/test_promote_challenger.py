@@ -21,7 +21,7 @@ from shadowgate.storage.deployments import WarehouseDeploymentLog
 from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.warehouse import default_sql_dir
 from tests.dags.conftest import load_dag
-from tests.labeled_rows import insert_labeled, labeled_rows
+from tests.labeled_rows import as_logged, insert_labeled, labeled_rows
 from tests.warehouse_rows import load, prediction_row
 
 START = dt.date(2026, 1, 5)
@@ -47,7 +47,8 @@ def test_weekly_evaluation_then_the_gate_promotes_the_better_challenger(
 ) -> None:
     home = tmp_path / "home"
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    # The shipped gates but a wider approval-rate bound: the simulated challenger is sharper and approves more.
+    # The shipped gates but a wider approval-rate bound: the simulated challenger is far sharper and approves far
+    # more applicants at the same cut-off.
     gates = yaml.safe_load(config_resource("gates.yaml").read_text())
     gates["business"]["max_approval_rate_change"] = 0.5
     gates_path = tmp_path / "gates.yaml"
@@ -68,7 +69,9 @@ def test_weekly_evaluation_then_the_gate_promotes_the_better_challenger(
     with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
         warehouse.ensure_tables()
         for k, start in enumerate(starts):
-            insert_labeled(warehouse, labeled_rows(start, 1_500, seed=700 + k, noise={"challenger": 0.4}))
+            rows = labeled_rows(start, 1_500, seed=700 + k, noise={"challenger": 0.4})
+            insert_labeled(warehouse, rows)
+            load(warehouse, "prediction_logs", as_logged(rows))  # every applicant, as served
         load(warehouse, "prediction_logs", [prediction_row(i, at=as_of - dt.timedelta(hours=i + 1)) for i in range(50)])
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     client.create_registered_model("bnpl_default")

@@ -27,7 +27,7 @@ from shadowgate.storage.deployments import WarehouseDeploymentLog
 from shadowgate.storage.duckdb import DuckDBWarehouse
 from shadowgate.storage.results import MlflowResultsStore
 from shadowgate.storage.warehouse import default_sql_dir
-from tests.labeled_rows import insert_labeled, labeled_rows
+from tests.labeled_rows import as_logged, insert_labeled, labeled_rows
 from tests.warehouse_rows import load, prediction_row
 
 START = dt.date(2026, 1, 5)
@@ -37,8 +37,8 @@ PLAN = EvaluationPlan(settings=EvaluationSettings(max_looks=4), early_maturity_d
 EXPERIMENT = ComparisonPlan(
     experiment_id="shadow-challenger", treatment_alias=CHALLENGER, started_at=dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 )
-# The business bounds are the shipped ones but for the approval-rate change: the simulated challenger is sharper, so
-# it approves more at the same cut-offs (a real gate would hold it back; tested below).
+# The approval-rate bound widened: the simulated challenger is much sharper, so at the same cut-off it approves far
+# more applicants (the shipped gate holds it back: tested below).
 GATES = load_gates()
 LOOSE = GATES.model_copy(update={"business": GATES.business.model_copy(update={"max_approval_rate_change": 0.5})})
 
@@ -83,7 +83,9 @@ def _world(tmp_path: Path, *, weeks: int, challenger_noise: float) -> World:
     with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
         warehouse.ensure_tables()
         for k, start in enumerate(starts):
-            insert_labeled(warehouse, labeled_rows(start, N, seed=500 + k, noise={"challenger": challenger_noise}))
+            rows = labeled_rows(start, N, seed=500 + k, noise={"challenger": challenger_noise})
+            insert_labeled(warehouse, rows)
+            load(warehouse, "prediction_logs", as_logged(rows))  # every applicant, as served
         as_of = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
         for start in starts:  # the weekly DAG, one run a week, each as of the week's maturity
             as_of = dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC) + dt.timedelta(days=7 + 90)
@@ -139,7 +141,7 @@ def test_a_superior_challenger_is_promoted_with_its_evidence_recorded(tmp_path: 
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.tags["shadowgate.action"] == "promote"
     assert run.data.tags["shadowgate.gate.comparison"].startswith("pass: the comparison plan's verdict")
-    assert run.data.metrics["gate.latency.value"] == pytest.approx(0.02)
+    assert run.data.metrics["gate.latency.value"] == pytest.approx(0.01)  # 10 µs logged with each score
     assert run.data.tags["shadowgate.moves"] == "@previous None→1; @champion 1→2; @challenger 2→None"
     # Nothing left to decide: a second run moves nothing.
     again = world.promote()
@@ -159,6 +161,9 @@ def test_the_business_bound_holds_a_challenger_that_approves_far_more(tmp_path: 
     (decision,) = world.promote(GATES).decisions
     assert decision["action"] == "wait"
     assert [g["gate"] for g in decision["gates"] if not g["passed"]] == ["approval_rate"]
+    figures = decision["figures"]["policies"]
+    assert set(figures) == {"conservative"}  # the policy that decided them, on every applicant
+    assert figures["conservative"]["applicants"] == N * len(decision["figures"]["weeks"])  # the plan's weeks
     assert world.registry().aliases() == {CHAMPION: "1", CHALLENGER: "2"}
 
 

@@ -93,6 +93,7 @@ def test_the_library_lists_every_shipped_statement() -> None:
         + ["queries/signal_profile", "queries/drift_day", "queries/estimates_of_day", "queries/training_rows"]
         + ["queries/model_latency", "queries/first_scored", "queries/promotion_evidence", "queries/open_alerts"]
         + ["queries/canary_arms", "queries/canary_scores", "queries/canary_latency", "queries/canary_early"]
+        + ["queries/applicant_policy"]
     )
 
 

@@ -8,8 +8,8 @@ Each experiment runs the procedure as ``weekly_performance`` → ``promote_chall
   calibrated posterior probabilities of that model, so Brier and the policy cut-offs mean what they mean in
   production);
 * the week's paired comparison is the pipeline's own :func:`~shadowgate.pipelines.performance.compare` (DeLong
-  clustered by customer, the Brier bootstrap, McNemar), and each model's policy figures are
-  :func:`~shadowgate.evaluation.performance.policy_outcomes` at the shipped policy's cut-offs;
+  clustered by customer, the Brier bootstrap, McNemar), and each model's approvals and expected loss at the shipped
+  policy's cut-off are summed as ``queries/applicant_policy`` sums them;
 * the plan's looks are :func:`~shadowgate.evaluation.sequential.run_looks` over the weekly pairs, the plan designed
   from the shipped evaluation settings (as ``comparison_plan`` records it);
 * the gate's evidence is pooled as :func:`~shadowgate.pipelines.promotion.comparison_evidence` pools it (the same
@@ -38,7 +38,6 @@ from shadowgate.decisioning.policies import load_policy
 from shadowgate.evaluation.canary_guard import SCORE_BINS, ArmWindow, judge, load_canary_config
 from shadowgate.evaluation.canary_guard import Action as GuardAction
 from shadowgate.evaluation.canary_guard import decide as guard_decide
-from shadowgate.evaluation.performance import policy_outcomes
 from shadowgate.evaluation.sequential import SequentialPlan, design_plan, run_looks
 from shadowgate.pipelines.performance import (
     Cohort,
@@ -47,7 +46,7 @@ from shadowgate.pipelines.performance import (
     cohort_week,
     compare,
 )
-from shadowgate.pipelines.promotion import _policy_changes, _pool_brier
+from shadowgate.pipelines.promotion import PolicyFigures, _pool_brier, business_changes
 from shadowgate.promotion import Action, Evidence, GateConfig, decide, load_gates
 
 CHAMPION = ModelKey("champion", "1")
@@ -136,8 +135,7 @@ def run_experiment(
     thresholds = load_policy(POLICY).thresholds
     series: list[tuple[float, float]] = []
     brier: list[dict[str, float]] = []
-    model_rows: dict[tuple[dt.date, str, str], float] = {}
-    weeks: list[dt.date] = []
+    totals = PolicyFigures(0, 0, 0, 0.0, 0.0, 0.0, 0.0)
     start = dt.date(2026, 1, 5)
     held_back: tuple[str, ...] = ()
     for k in range(max_weeks):
@@ -147,7 +145,6 @@ def run_experiment(
         c = compare(cohort, CHAMPION, CHALLENGER, experiment_id="proof", thresholds=thresholds, plan=evaluation)
         series.append((c.auc_difference, c.auc_difference_se))
         looks = run_looks(plan, series)  # the plan never ended before this week: the gate acts on its last look
-        weeks.append(week_start)
         brier.append(
             {
                 "brier_difference": c.brier_difference,
@@ -155,15 +152,22 @@ def run_experiment(
                 "brier_difference_ci_high": c.brier_difference_ci[1],
             }
         )
-        for key in (CHAMPION, CHALLENGER):
-            outcome = policy_outcomes(scores[key], y, thresholds=thresholds, amounts=amounts)
-            for figure, value, _ in outcome.figures():
-                model_rows[(week_start, key.name, f"{POLICY}.{figure}")] = float(value)
+        # Every applicant (here every row: none is selected away), summed as queries/applicant_policy sums them.
+        t, ch = scores[CHALLENGER], scores[CHAMPION]
+        by_t, by_c = t < thresholds.medium, ch < thresholds.medium
+        totals += PolicyFigures(
+            int(y.size), int(by_t.sum()), int(by_c.sum()),
+            float(np.sum((t * amounts)[by_t])), float(np.sum((t * amounts)[by_c])),
+            float(np.sum((ch * amounts)[by_t])), float(np.sum((ch * amounts)[by_c])),
+        )  # fmt: skip
         if not looks:
             continue
         last = looks[-1]
         verdict = last.verdict
-        approval, loss, _ = _policy_changes(weeks, model_rows, CHALLENGER.name, CHAMPION.name)
+        brier_estimate = _pool_brier(brier, estimate=True)
+        approval, loss, _ = business_changes(
+            {POLICY: totals}, priced_by_challenger=brier_estimate is None or brier_estimate <= 0
+        )
         evidence = Evidence(
             challenger=CHALLENGER.name,
             champion=CHAMPION.name,

@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, astuple, dataclass, replace
 from typing import Any
 
 from shadowgate.events.deployment import DeploymentEvent
@@ -70,8 +70,9 @@ class PairEvidence:
     figures: dict[str, Any]
 
 
-def _pool_brier(weeks: Sequence[Mapping[str, float]]) -> float | None:
-    """Upper 95 % bound of the inverse-variance mean of the weekly Brier differences (SE from each week's CI)."""
+def _pool_brier(weeks: Sequence[Mapping[str, float]], *, estimate: bool = False) -> float | None:
+    """Upper 95 % bound (or, with ``estimate``, the estimate) of the inverse-variance mean of the weekly Brier
+    differences (SE from each week's CI)."""
     weights, total = 0.0, 0.0
     for w in weeks:
         low, high, value = (
@@ -86,42 +87,89 @@ def _pool_brier(weeks: Sequence[Mapping[str, float]]) -> float | None:
         total += value / se**2
     if weights == 0:
         return None
-    return total / weights + Z_95 / math.sqrt(weights)
+    return total / weights + (0.0 if estimate else Z_95 / math.sqrt(weights))
 
 
-def _policy_changes(
-    weeks: Sequence[dt.date], model_rows: Mapping[tuple[dt.date, str, str], float], challenger: str, champion: str
+@dataclass(frozen=True)
+class PolicyFigures:
+    """A challenger and the champion under one policy, over the applicants both scored in a period: how many, how
+    many each would approve at the policy's cut-off, and the expected loss (PD × amount) of each one's approvals
+    priced with the challenger's PDs and with the champion's."""
+
+    applicants: int
+    approved_challenger: int
+    approved_champion: int
+    loss_challenger_by_challenger: float
+    loss_champion_by_challenger: float
+    loss_challenger_by_champion: float
+    loss_champion_by_champion: float
+
+    def __add__(self, other: PolicyFigures) -> PolicyFigures:
+        return PolicyFigures(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+def business_changes(
+    figures: Mapping[str, PolicyFigures], *, priced_by_challenger: bool
 ) -> tuple[float | None, float | None, dict[str, Any]]:
-    """Largest |approval-rate change| and relative realised-loss change over the policies, pooled over ``weeks``."""
-    sums: dict[tuple[str, str, str], float] = {}
-    policies = set()
-    for (week, model, metric), value in model_rows.items():
-        policy, _, figure = metric.rpartition(".")
-        if week not in weeks or not policy or figure not in ("n", "n_approved", "realised_loss_approved"):
+    """Per policy (``figures``: policy → figures), the challenger's approval-rate change and the relative change of
+    its expected loss per applicant against the champion's, **both priced with the same PDs**: the challenger's when
+    ``priced_by_challenger`` (it is the better calibrated), else the champion's. A model priced with its own PD would
+    be judged by its own calibration: after a concept shock the champion underestimates the risk it takes, and an
+    honest challenger would look costlier. Returns the largest |approval change|, the largest loss change, and the
+    figures per policy."""
+    approval, loss, out = None, None, {}
+    for policy, f in sorted(figures.items()):
+        if not f.applicants:
             continue
-        policies.add(policy)
-        key = (policy, model, figure)
-        sums[key] = sums.get(key, 0.0) + (value or 0.0)
-    approval, loss, figures = None, None, {}
-    for policy in sorted(policies):
-        n_t, n_c = sums.get((policy, challenger, "n"), 0.0), sums.get((policy, champion, "n"), 0.0)
-        if not n_t or not n_c:
-            continue
-        rate_t = sums.get((policy, challenger, "n_approved"), 0.0) / n_t
-        rate_c = sums.get((policy, champion, "n_approved"), 0.0) / n_c
-        loss_t = sums.get((policy, challenger, "realised_loss_approved"), 0.0) / n_t
-        loss_c = sums.get((policy, champion, "realised_loss_approved"), 0.0) / n_c
+        rate_t, rate_c = f.approved_challenger / f.applicants, f.approved_champion / f.applicants
+        if priced_by_challenger:
+            loss_t, loss_c = f.loss_challenger_by_challenger, f.loss_champion_by_challenger
+        else:
+            loss_t, loss_c = f.loss_challenger_by_champion, f.loss_champion_by_champion
+        loss_t, loss_c = loss_t / f.applicants, loss_c / f.applicants
         change = rate_t - rate_c
         relative = (loss_t - loss_c) / loss_c if loss_c > 0 else (0.0 if loss_t == 0 else math.inf)
-        figures[policy] = {
+        out[policy] = {
+            "applicants": f.applicants,
             "approval_rate_challenger": rate_t,
             "approval_rate_champion": rate_c,
-            "loss_per_applicant_challenger": loss_t,
-            "loss_per_applicant_champion": loss_c,
+            "expected_loss_per_applicant_challenger": loss_t,
+            "expected_loss_per_applicant_champion": loss_c,
+            "priced_by": "challenger" if priced_by_challenger else "champion",
         }
         approval = change if approval is None or abs(change) > abs(approval) else approval
         loss = relative if loss is None or relative > loss else loss
-    return approval, loss, figures
+    return approval, loss, out
+
+
+def applicant_figures(
+    warehouse: Warehouse,
+    *,
+    challenger: str,
+    champion: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    policies: Mapping[str, float],
+) -> dict[str, PolicyFigures]:
+    """Every applicant of [since, until) both versions scored, per policy (``policies``: name → its medium
+    cut-off): each one's approvals and their expected loss priced both ways (``queries/applicant_policy``)."""
+    out: dict[str, PolicyFigures] = {}
+    for policy, medium in policies.items():
+        params = {
+            "since": since, "until": until, "policy": policy, "medium": medium,
+            "treatment": challenger, "control": champion,
+        }  # fmt: skip
+        (r,) = warehouse.run("queries/applicant_policy", params).to_pylist()
+        out[policy] = PolicyFigures(
+            int(r["applicants"]),
+            int(r["approved_treatment"] or 0),
+            int(r["approved_control"] or 0),
+            float(r["loss_treatment_priced_by_treatment"] or 0.0),
+            float(r["loss_control_priced_by_treatment"] or 0.0),
+            float(r["loss_treatment_priced_by_control"] or 0.0),
+            float(r["loss_control_priced_by_control"] or 0.0),
+        )
+    return out
 
 
 def comparison_evidence(
@@ -131,13 +179,17 @@ def comparison_evidence(
     challenger: str,
     champion: str,
     as_of: dt.datetime,
+    policies: Mapping[str, float] | None = None,
 ) -> PairEvidence:
     """The gate's evidence for ``challenger`` against ``champion`` (both ``alias@version``) in ``experiment``, as
     the warehouse holds it at ``as_of``: the verdict of the pair's plan at its latest look on the final label; over
-    the plan's looked weeks, the pooled Brier difference's upper bound and, per policy, the approval-rate and
-    realised-loss-per-applicant changes (the worst policy counts); the split check of a canary (Bonferroni over the
+    the plan's looked weeks, the pooled Brier difference's upper bound and, per policy (``policies``: name → its
+    medium cut-off; default the shipped policies'), the approval-rate and expected-loss-per-applicant changes on
+    every applicant of those weeks (the worst policy counts); the split check of a canary (Bonferroni over the
     weeks); the challenger's p99 latency from the plan's first week (at least the last 7 days); its open drift and
     unseen-category alerts."""
+    if policies is None:
+        policies = shipped_cutoffs()
     pair = f"{challenger} vs {champion}"
     found = warehouse.run("queries/comparison_plan", {"plan_id": plan_id(experiment.experiment_id, pair)}).to_pylist()
     # The latency of the decisions the comparison rests on (from the plan's first week; the last week without a plan).
@@ -163,17 +215,11 @@ def comparison_evidence(
             "since_date": started_on,
             "experiment_id": experiment.experiment_id,
             "comparison": pair,
-            "models": [challenger, champion],
         },
     ).to_pylist()
     comparison: dict[dt.date, dict[str, float]] = {}
-    models: dict[tuple[dt.date, str, str], float] = {}
     for r in rows:
-        week = r["cohort_start"]
-        if r["model"] == pair:
-            comparison.setdefault(week, {})[r["metric"]] = r["value"]
-        else:
-            models[(week, r["model"], r["metric"])] = r["value"]
+        comparison.setdefault(r["cohort_start"], {})[r["metric"]] = r["value"]
     looked = sorted(w for w, f in comparison.items() if (f.get("look") or 0) > 0)
     verdict, look, estimate = None, None, None
     if looked:
@@ -183,7 +229,22 @@ def comparison_evidence(
         estimate = last.get("sequential_estimate")
     # The weeks the verdict rests on: the plan's looks up to the one that ended it (later weeks carry it, no look).
     plan_weeks = [w for w in looked if not comparison[w].get("plan_ended")]
-    approval, loss, policy_figures = _policy_changes(plan_weeks, models, challenger, champion)
+    approval: float | None = None
+    loss: float | None = None
+    policy_figures: dict[str, Any] = {}
+    if plan_weeks:
+        # Business figures on every applicant of those weeks (not the approved ones only), at each policy's cut-off.
+        period = (
+            dt.datetime.combine(plan_weeks[0], dt.time(), dt.UTC),
+            dt.datetime.combine(plan_weeks[-1] + dt.timedelta(days=7), dt.time(), dt.UTC),
+        )
+        applicants = applicant_figures(
+            warehouse, challenger=challenger, champion=champion, since=period[0], until=period[1], policies=policies
+        )
+        # Both models' approvals priced with the better-calibrated one's PDs (the pooled Brier difference's sign).
+        brier_estimate = _pool_brier([comparison[w] for w in plan_weeks], estimate=True)
+        priced_by_challenger = brier_estimate is None or brier_estimate <= 0
+        approval, loss, policy_figures = business_changes(applicants, priced_by_challenger=priced_by_challenger)
     srm = None
     if experiment.mode == "canary":
         p_values = [comparison[w]["srm_p_value"] for w in plan_weeks if comparison[w].get("srm_p_value") is not None]
@@ -207,6 +268,13 @@ def comparison_evidence(
         else {"p50_ms": latency.p50_ms, "p99_ms": latency.p99_ms, "n": latency.scored},
     }
     return PairEvidence(evidence, weeks=len(plan_weeks), estimate=estimate, figures=figures)
+
+
+def shipped_cutoffs() -> dict[str, float]:
+    """Each shipped decision policy's medium cut-off (a score below it is approved)."""
+    from shadowgate.decisioning.policies import load_policy, shipped_policy_names
+
+    return {name: load_policy(name).thresholds.medium for name in shipped_policy_names()}
 
 
 # ------------------------------------------------------------------------------------------------ the decision
