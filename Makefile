@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 REPLAY_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install bqemu up down status replay test check lint format typecheck pytest bench bench-features bench-simulate bench-scorer bench-serving bench-upload bench-performance bench-drift plan-proof drift-proof promotion-proof lock env-example clean
+.PHONY: help install bqemu up down status demo replay test check lint format typecheck pytest bench bench-features bench-simulate bench-scorer bench-serving bench-upload bench-performance bench-drift plan-proof drift-proof promotion-proof lock env-example clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ down: ## Stop everything `make up` started (by process group); leaves no process
 
 status: $(STAMP) ## Show the local services: pid, URL, health
 	$(BIN)/shadowgate status
+
+demo: $(STAMP) ## On the running stack (make up): replay weeks through the API, label, evaluate, promote; prints where to look
+	$(BIN)/shadowgate demo
 
 replay: $(STAMP) ## Send the seeded history through the running API (REPLAY_ARGS="--from 2026-03-02 --to 2026-03-09")
 	$(BIN)/shadowgate replay $(REPLAY_ARGS)

@@ -520,6 +520,104 @@ def rollback(
 
 
 @app.command()
+def demo() -> None:
+    """The whole loop on the running local stack (`make up` first): replay the weeks after the seeded history through
+    the API, upload, label and evaluate them through Airflow, and let the promotion gate decide; then say where to
+    look. About 10-20 minutes on 2 cores."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from shadowgate.local import stack
+    from shadowgate.local.bootstrap import history_as_of
+    from shadowgate.local.demo import PURCHASES_PER_DAY, SEED, demo_window, run_demo
+    from shadowgate.registry import ModelRegistry
+    from shadowgate.simulation import simulate as run_simulation
+    from shadowgate.simulation.replay import Replayer, ReplayError
+    from shadowgate.simulation.replay import replay as run_replay
+
+    started = time.monotonic()
+    root = _repo_root()
+    layout = stack.Layout.resolve(root)
+    state = stack.status(repo_root=root)
+    if not state.healthy:
+        raise _fail("the local stack is not (all) running: `make up` first\n" + state.render())
+    try:
+        window = demo_window(history_end=history_as_of(SimulationSettings()).date(), today=dt.date.today())
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    local = stack.local_api(repo_root=root)
+    console = Console(stderr=True)
+
+    def replay_window(w: Any) -> str:
+        days = w.weeks * 7
+        settings = SimulationSettings(
+            transactions=PURCHASES_PER_DAY * days, customers=PURCHASES_PER_DAY * days // 10, days=days,
+            seed=SEED, start=w.start, drift_start_day=days,
+        )  # fmt: skip
+        world = run_simulation(settings)
+        columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console) as bars:
+            summary = run_replay(
+                transactions=world.transactions,
+                outcomes=world.outcomes,
+                replayer=Replayer(api_url=local.url, ingest_key=local.ingest_key, progress=_RichProgress(bars)),
+            )
+        typer.echo(summary.render())
+        if not summary.ok:
+            raise _fail("the replay did not go through: see above")
+        return f"{summary.decisions_answered:,} decisions, {summary.outcomes_sent:,} outcomes"
+
+    settings = MLflowSettings(tracking_uri=layout.mlflow_url)
+    registry = ModelRegistry(tracking_uri=settings.tracking_uri, model_name=settings.model_name)
+    with _local_airflow() as airflow:
+        try:
+            report = run_demo(
+                airflow=airflow,
+                api_url=local.url,
+                registry=registry,
+                window=window,
+                replay=replay_window,
+                say=lambda line: typer.secho(line, bold=True),
+            )
+        except ReplayError as error:
+            raise _fail(str(error)) from None
+    typer.echo("")
+    for name, seconds, what in report.steps:
+        typer.echo(f"{name:<11} {seconds:7.0f} s  {what}")
+    typer.echo(f"{'total':<11} {time.monotonic() - started:7.0f} s")
+    decision = report.decision or {}
+    typer.echo("")
+    typer.secho(f"gate: {decision.get('summary', 'no decision recorded')}", bold=True)
+    for gate in decision.get("gates") or []:
+        typer.echo(f"  {gate['gate']:<14} {'pass' if gate['passed'] else 'FAIL'}  {gate['reason']}")
+    typer.echo(
+        f"@champion: version {report.champion_before} → {report.champion_after}; @previous: {report.previous}; "
+        f"the API serves champion version {_served(local.url)}"
+    )
+    mlflow_ui = f"{layout.mlflow_url}/#/experiments?workflowType=machine_learning"
+    typer.echo(
+        "\nWhere to look:\n"
+        f"  Airflow  {layout.airflow_url}/dags/weekly_performance/runs   (the weekly comparisons, each with its note)\n"
+        f"           {layout.airflow_url}/dags/promote_challenger/runs/{report.promote_run}   (the decision, gate by "
+        "gate)\n"
+        f"  MLflow   {mlflow_ui}   (shadowgate/shadow-challenger: the weekly comparisons; shadowgate/promotion: the "
+        "decision with every gate; Models → bnpl_default: the aliases and their recorded moves)\n"
+        f"  API      curl {local.url}/v1/models"
+    )
+    if report.champion_after == report.champion_before:
+        raise _fail("no promotion: the gate's decision is above (the plan may need more weeks)")
+
+
+def _served(api_url: str) -> str | None:
+    from shadowgate.local.demo import served_champion
+
+    try:
+        return served_champion(api_url)
+    except Exception:  # the summary must print even when the API went away
+        return None
+
+
+@app.command()
 def bootstrap() -> None:
     """Seed simulated history if missing and register the first champion and challenger if their aliases are unset."""
     from shadowgate.local.bootstrap import bootstrap as run_bootstrap
