@@ -11,7 +11,7 @@
 5. **Wait** for the API to serve the new champion, and print where to look.
 
 The weeks are chosen so that their final labels (90 days) have matured by today: the last cohort is the week ending
-98 days before the latest Monday. The replayed purchases are denser than the seeded history (2,200 a day) so that a
+98 days before the latest Monday. The replayed purchases are denser than the seeded history (3,000 a day) so that a
 challenger better by the shipped pair's margin can be told apart in those weeks; whether it is, the plan decides: the
 demo reports what the gate concluded, promotion or not.
 """
@@ -28,7 +28,7 @@ import httpx
 
 DEMO_WEEKS = 9
 """Cohort weeks replayed and evaluated (their final labels matured by today)."""
-PURCHASES_PER_DAY = 2_200
+PURCHASES_PER_DAY = 3_000
 SEED = 2026
 
 
