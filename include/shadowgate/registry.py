@@ -438,6 +438,8 @@ class ModelRegistry:
             )
         self._client.set_model_version_tag(self.model_name, current.version, _tag(alias, "removed"), payload)
         self._client.set_registered_model_tag(self.model_name, f"removed.{alias}", payload)
+        summary = event.model_dump(mode="json", exclude={"evidence", "schema_version"})
+        self._client.set_registered_model_tag(self.model_name, f"deployment.{alias}", json.dumps(summary))
         self._client.delete_registered_model_alias(self.model_name, alias)
         logger.info(
             "@%s of %s removed from version %s (%s by %s: %s)",

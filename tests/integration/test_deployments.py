@@ -319,6 +319,9 @@ def test_retire_removes_a_challenger_alias_and_never_the_champion(store: Store) 
     event = registry.remove_alias(CHALLENGER, reason="futile at look 5", actor="gate", action="retire")
     assert event is not None and (event.from_version, event.to_version, event.action) == ("2", None, "retire")
     assert registry.aliases() == {CHAMPION: "1"}
+    # The registered model's last-move tag says the alias is gone (not the assignment it replaced).
+    tags = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri).get_registered_model(store.model_name).tags
+    assert json.loads(tags["deployment.challenger"])["to_version"] is None
     assert registry.remove_alias(CHALLENGER, reason="again", actor="gate", action="retire") is None
     assert [(r["alias"], r["action"], r["to_version"]) for r in _rows(store.duckdb_path)][-1] == (
         CHALLENGER,
