@@ -541,6 +541,12 @@ def demo() -> None:
     state = stack.status(repo_root=root)
     if not state.healthy:
         raise _fail("the local stack is not (all) running: `make up` first\n" + state.render())
+    marker = layout.run_dir / "demo.json"
+    if marker.exists():
+        raise _fail(
+            f"the demo ran on this stack already ({marker}): its weeks are replayed and labelled. For a fresh one: "
+            "`make down`, remove the state folder (.shadowgate/), `make up`, `make demo`"
+        )
     try:
         window = demo_window(history_end=history_as_of(SimulationSettings()).date(), today=dt.date.today())
     except ValueError as error:
@@ -581,6 +587,12 @@ def demo() -> None:
             )
         except ReplayError as error:
             raise _fail(str(error)) from None
+    marker.write_text(
+        json.dumps(
+            {"window": str(window.start), "weeks": window.weeks, "steps": report.steps, "decision": report.decision},
+            default=str,
+        )
+    )
     typer.echo("")
     for name, seconds, what in report.steps:
         typer.echo(f"{name:<11} {seconds:7.0f} s  {what}")
