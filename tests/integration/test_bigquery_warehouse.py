@@ -221,3 +221,44 @@ def test_an_empty_labeled_predictions_of_the_earlier_layout_is_recreated(warehou
     warehouse.client.create_table(bigquery.Table(ref, schema=old))
     warehouse.ensure_tables()
     assert [f.name for f in warehouse.client.get_table(ref).schema] == arrow_schema("labeled_predictions").names
+
+
+def test_the_gate_and_guard_queries_answer_as_on_duckdb(warehouse: BigQueryWarehouse, tmp_path: Path) -> None:
+    """The promotion gate's and the canary guard's statements, run through the real client on the emulator, give the
+    answers DuckDB gives on the same rows (counts exactly; approximate quantiles within their resolution)."""
+    from shadowgate.storage.duckdb import DuckDBWarehouse
+    from tests.integration.test_canary_guard import NOW as GUARD_NOW
+    from tests.integration.test_canary_guard import _rows
+    from tests.warehouse_rows import load
+
+    rows = _rows(400, start=GUARD_NOW - dt.timedelta(hours=1), hours=1, share=0.3, broken="deny_all")
+    hour = {"experiment_id": "canary-challenger", "since": GUARD_NOW - dt.timedelta(hours=2), "until": GUARD_NOW}
+    statements = {
+        "queries/canary_arms": hour,
+        "queries/canary_scores": {**hour, "experiment_version": "3"},
+        "queries/canary_latency": {**hour, "experiment_version": "3"},
+        "queries/applicant_policy": {
+            "since": hour["since"], "until": hour["until"], "policy": "conservative", "medium": 0.2,
+            "treatment": "challenger@2", "control": "champion@1",
+        },
+        "queries/model_latency": {"period_start": hour["since"], "period_end": hour["until"]},
+        "queries/open_alerts": {"kinds": ["drift"], "subjects": ["challenger@2"]},
+    }  # fmt: skip
+    load(warehouse, "prediction_logs", rows)
+    with DuckDBWarehouse(tmp_path / "w.duckdb", sql_dir=default_sql_dir()) as duck:
+        duck.ensure_tables()
+        load(duck, "prediction_logs", rows)
+        expected = {name: duck.run(name, params).to_pylist() for name, params in statements.items()}
+    for name, params in statements.items():
+        got = warehouse.run(name, params).to_pylist()
+        assert len(got) == len(expected[name]), name
+        for g, e in zip(got, expected[name], strict=True):
+            for key, value in e.items():
+                if key.startswith("p99") or key.startswith("p50"):
+                    assert g[key] == pytest.approx(value, rel=0.5), (name, key)
+                elif isinstance(value, float):
+                    assert g[key] == pytest.approx(value, rel=1e-9), (name, key)
+                else:
+                    assert g[key] == value, (name, key)
+    arms = {r["arm"]: r for r in expected["queries/canary_arms"]}
+    assert arms["treatment"]["approved"] == 0 and arms["control"]["approved"] > 0  # the broken arm denied everyone
