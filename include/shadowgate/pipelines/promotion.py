@@ -398,7 +398,17 @@ def promote_challengers(
             if events:
                 moved_versions.add(c.version)
             if events and c.experiment.mode == "canary" and end_experiment is not None:
-                end_experiment(c.experiment.experiment_id, decision.summary)
+                try:
+                    end_experiment(c.experiment.experiment_id, decision.summary)
+                except Exception as error:  # the aliases moved: say what is left to do, never fail the decision
+                    logger.error(
+                        "%s: the aliases moved but the canary %s was not completed in the book (%s): complete it "
+                        "(POST /v1/admin/experiments/%s/transition)",
+                        c.name,
+                        c.experiment.experiment_id,
+                        error,
+                        c.experiment.experiment_id,
+                    )
         if results is not None and not dry_run:
             run_id = _log_decision(results, c, decision, pair, as_of=as_of, events=events)
             mlflow_runs[f"{c.experiment.experiment_id}/{c.name}"] = run_id
