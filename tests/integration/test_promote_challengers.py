@@ -205,3 +205,31 @@ def test_no_verdict_yet_or_an_open_drift_alert_moves_nothing(tmp_path: Path) -> 
     assert decision["action"] == "wait"
     assert [g["reason"] for g in decision["gates"] if not g["passed"]] == ["open: drift: amount"]
     assert blocked.registry().aliases() == {CHAMPION: "1", CHALLENGER: "2"}
+
+
+def test_a_promoted_canary_is_completed_in_the_book_and_a_book_failure_never_undoes_the_promotion(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    world = _world(tmp_path, weeks=6, challenger_noise=0.4)
+    ended: list[tuple[str, str]] = []
+
+    def end(experiment_id: str, reason: str) -> None:
+        ended.append((experiment_id, reason))
+        raise ConnectionError("Redis unreachable")  # the book cannot be changed now
+
+    summary = promote_challengers(
+        open_warehouse=world.open,
+        registry=world.registry(),
+        experiments=[replace(EXPERIMENT, mode="canary")],
+        gates=LOOSE,
+        as_of=world.as_of,
+        dry_run=False,
+        actor="airflow:promote_challenger",
+        end_experiment=end,
+    )
+    assert summary.decisions[0]["action"] == "promote"
+    assert [e for e, _ in ended] == ["shadow-challenger"]  # asked to complete the canary, with the decision as reason
+    assert ended[0][1].startswith("challenger@2 promoted over champion@1")
+    assert world.registry().aliases() == {CHAMPION: "2", PREVIOUS: "1"}  # the promotion stands
