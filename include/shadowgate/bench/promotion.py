@@ -46,7 +46,7 @@ from shadowgate.pipelines.performance import (
     cohort_week,
     compare,
 )
-from shadowgate.pipelines.promotion import PolicyFigures, _pool_brier, business_changes
+from shadowgate.pipelines.promotion import PolicyFigures, business_changes, pool_brier
 from shadowgate.promotion import Action, Evidence, GateConfig, decide, load_gates
 
 CHAMPION = ModelKey("champion", "1")
@@ -164,7 +164,7 @@ def run_experiment(
             continue
         last = looks[-1]
         verdict = last.verdict
-        brier_estimate = _pool_brier(brier, estimate=True)
+        brier_estimate = pool_brier(brier, estimate=True)
         approval, loss, _ = business_changes(
             {POLICY: totals}, priced_by_challenger=brier_estimate is None or brier_estimate <= 0
         )
@@ -173,7 +173,7 @@ def run_experiment(
             champion=CHAMPION.name,
             plan_verdict=verdict,
             look=last.look,
-            brier_difference_high=_pool_brier(brier),
+            brier_difference_high=pool_brier(brier),
             approval_rate_change=approval,
             expected_loss_change=loss,
             latency_p99_ms=1.0,  # the simulated models have no latency: the latency gate is tested on logs

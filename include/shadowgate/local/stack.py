@@ -5,7 +5,8 @@ Every service runs as its own process group (``start_new_session=True``); the gr
 ``<home>/run/<service>.pid`` (first line: pgid, second line: the leader's start time in clock ticks, which guards
 against pid reuse). ``down`` sends SIGTERM to each group (to the Airflow scheduler's leader first, so that it can
 retire its LocalExecutor workers), SIGKILL to what is left after a grace period, and checks ``/proc`` until no process
-of any group is left; PostgreSQL is stopped last, once nothing uses it, with its fast-shutdown signal (SIGINT).
+of any group is left; clients before servers: Airflow and the API first, then Redis and MLflow, and PostgreSQL last,
+once nothing uses it, with its fast-shutdown signal (SIGINT).
 Nothing is ever killed by name; a pid file whose pid now belongs to another process is ignored.
 
 All state lives below ``PathSettings().home`` (relative paths are resolved against the project folder)::
@@ -88,8 +89,11 @@ _LEADER_FIRST = frozenset({AIRFLOW_SCHEDULER})
 _STOP_SIGNAL: dict[str, signal.Signals] = {POSTGRES: signal.SIGINT}
 """A service's own clean-stop signal where it is not SIGTERM (PostgreSQL: SIGTERM waits for every client to leave)."""
 
-_STOP_LAST: tuple[str, ...] = (POSTGRES,)
-"""Stopped by ``down`` after every other service (Airflow's components write their last state into it)."""
+_STOP_STAGES: tuple[tuple[str, ...], ...] = ((MLFLOW, REDIS), (POSTGRES,))
+"""Stopped by ``down`` in these stages after every other service, clients before servers: Airflow (its scheduler
+waits for the tasks it runs) and the API first, while the Redis and MLflow their tasks talk to still answer — a task
+cut off from them hangs on its retries and holds the scheduler past its grace period (seen: SIGKILL after 20 s) —
+then Redis and MLflow, then PostgreSQL (Airflow's components write their last state into it)."""
 
 AIRFLOW_DATABASE = "airflow"
 
@@ -1078,8 +1082,10 @@ def down(*, repo_root: Path) -> list[str]:
                 path.unlink(missing_ok=True)
         if groups:
             _say("stopping: " + ", ".join(f"{name} (pgid {rec.pgid})" for name, rec in groups.items()))
-            _stop_groups({name: rec for name, rec in groups.items() if name not in _STOP_LAST})
-            _stop_groups({name: rec for name, rec in groups.items() if name in _STOP_LAST})
+            staged = {name for stage in _STOP_STAGES for name in stage}
+            _stop_groups({name: rec for name, rec in groups.items() if name not in staged})
+            for stage in _STOP_STAGES:
+                _stop_groups({name: rec for name, rec in groups.items() if name in stage})
         for name in groups:
             layout.pid_file(name).unlink(missing_ok=True)
         for generated in (layout.env_file, layout.run_dir / "airflow.env"):

@@ -70,7 +70,7 @@ class PairEvidence:
     figures: dict[str, Any]
 
 
-def _pool_brier(weeks: Sequence[Mapping[str, float]], *, estimate: bool = False) -> float | None:
+def pool_brier(weeks: Sequence[Mapping[str, float]], *, estimate: bool = False) -> float | None:
     """Upper 95 % bound (or, with ``estimate``, the estimate) of the inverse-variance mean of the weekly Brier
     differences (SE from each week's CI)."""
     weights, total = 0.0, 0.0
@@ -242,7 +242,7 @@ def comparison_evidence(
             warehouse, challenger=challenger, champion=champion, since=period[0], until=period[1], policies=policies
         )
         # Both models' approvals priced with the better-calibrated one's PDs (the pooled Brier difference's sign).
-        brier_estimate = _pool_brier([comparison[w] for w in plan_weeks], estimate=True)
+        brier_estimate = pool_brier([comparison[w] for w in plan_weeks], estimate=True)
         priced_by_challenger = brier_estimate is None or brier_estimate <= 0
         approval, loss, policy_figures = business_changes(applicants, priced_by_challenger=priced_by_challenger)
     srm = None
@@ -253,7 +253,7 @@ def comparison_evidence(
         **common,
         plan_verdict=verdict,
         look=look,
-        brier_difference_high=_pool_brier([comparison[w] for w in plan_weeks]),
+        brier_difference_high=pool_brier([comparison[w] for w in plan_weeks]),
         approval_rate_change=approval,
         expected_loss_change=loss,
         srm_p_value=srm,
