@@ -1,4 +1,6 @@
-"""The promotion gate's evidence, gathered from the warehouse (the ``promote_challenger`` DAG is built on these)."""
+"""The ``promote_challenger`` DAG's task: each challenger's evidence from the warehouse (:func:`comparison_evidence`),
+the gate's decision (:func:`shadowgate.promotion.decide`) and its moves in the registry, recorded
+(:func:`promote_challengers`); :func:`promotion_inputs` resolves its arguments from the settings."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import asdict, astuple, dataclass, replace
 from typing import Any
 
 from shadowgate.events.deployment import DeploymentEvent
-from shadowgate.pipelines.performance import ComparisonPlan, plan_id
+from shadowgate.pipelines.performance import Z_95, ComparisonPlan, plan_id
 from shadowgate.promotion import Action, Evidence, GateConfig, PromotionDecision, decide
 from shadowgate.registry import CHALLENGER, CHAMPION, ModelRegistry
 from shadowgate.storage.results import ResultsStore, RunRecord
@@ -53,8 +55,6 @@ GATE_ALERT_KINDS = ("drift", "unseen_category")
 
 LATENCY_WINDOW = dt.timedelta(days=7)
 """The challenger's p99 latency is taken from its plan's first week to the run (at least the week before the run)."""
-
-Z_95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
