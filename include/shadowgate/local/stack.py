@@ -5,8 +5,9 @@ Every service runs as its own process group (``start_new_session=True``); the gr
 ``<home>/run/<service>.pid`` (first line: pgid, second line: the leader's start time in clock ticks, which guards
 against pid reuse). ``down`` sends SIGTERM to each group (to the Airflow scheduler's leader first, so that it can
 retire its LocalExecutor workers), SIGKILL to what is left after a grace period, and checks ``/proc`` until no process
-of any group is left; clients before servers: Airflow and the API first, then Redis and MLflow, and PostgreSQL last,
-once nothing uses it, with its fast-shutdown signal (SIGINT).
+of any group is left; clients before servers: Airflow's scheduler, triggerer and dag-processor and the API first, then
+Airflow's API server, then Redis and MLflow, and PostgreSQL last, once nothing uses it, with its fast-shutdown signal
+(SIGINT).
 Nothing is ever killed by name; a pid file whose pid now belongs to another process is ignored.
 
 All state lives below ``PathSettings().home`` (relative paths are resolved against the project folder)::
@@ -89,11 +90,12 @@ _LEADER_FIRST = frozenset({AIRFLOW_SCHEDULER})
 _STOP_SIGNAL: dict[str, signal.Signals] = {POSTGRES: signal.SIGINT}
 """A service's own clean-stop signal where it is not SIGTERM (PostgreSQL: SIGTERM waits for every client to leave)."""
 
-_STOP_STAGES: tuple[tuple[str, ...], ...] = ((MLFLOW, REDIS), (POSTGRES,))
-"""Stopped by ``down`` in these stages after every other service, clients before servers: Airflow (its scheduler
-waits for the tasks it runs) and the API first, while the Redis and MLflow their tasks talk to still answer — a task
-cut off from them hangs on its retries and holds the scheduler past its grace period (seen: SIGKILL after 20 s) —
-then Redis and MLflow, then PostgreSQL (Airflow's components write their last state into it)."""
+_STOP_STAGES: tuple[tuple[str, ...], ...] = ((AIRFLOW_API_SERVER,), (MLFLOW, REDIS), (POSTGRES,))
+"""Stopped by ``down`` in these stages after every other service, clients before servers: Airflow's scheduler,
+triggerer and dag-processor and the API first, while what they talk to still answers — the API server (their
+execution API), Redis and MLflow (a task cut off from them hangs on its retries and holds the scheduler past its grace
+period; a dag-processor whose API server was gone did too: SIGKILL after 20 s, seen in the local-stack tests) — then
+the API server, then Redis and MLflow, then PostgreSQL (Airflow's components write their last state into it)."""
 
 AIRFLOW_DATABASE = "airflow"
 
