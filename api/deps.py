@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
@@ -65,3 +65,23 @@ def require_ingest(settings: ApiSettingsDep, key: Annotated[str | None, Security
 
 AdminDep = Depends(require_admin)
 IngestDep = Depends(require_ingest)
+
+
+def batch_limit(field: str, noun: str) -> Any:
+    """A dependency answering 413 for a batch with more ``field`` items than ``SHADOWGATE_SERVING_MAX_BATCH``, before
+    the items are validated (dependencies run before the body); a body that is not JSON is left to the 422."""
+
+    async def check(request: Request, runtime: RuntimeDep) -> None:
+        try:
+            payload = await request.json()
+        except ValueError:
+            return
+        items = payload.get(field) if isinstance(payload, dict) else None
+        limit = runtime.serving.max_batch
+        if isinstance(items, list) and len(items) > limit:
+            raise HTTPException(
+                status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+                detail=f"batch of {len(items)} {noun} exceeds the limit of {limit}",
+            )
+
+    return Depends(check)

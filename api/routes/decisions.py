@@ -6,12 +6,12 @@ from typing import Any
 
 import orjson
 import pydantic
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from api.deps import RuntimeDep
+from api.deps import RuntimeDep, batch_limit
 from api.errors import JsonBodyRoute, error_responses
 from api.schemas import (
     AssessmentRequest,
@@ -130,21 +130,6 @@ async def assess(request: Request) -> Response:
     return Response(orjson.dumps(_body(assessment)), media_type="application/json")
 
 
-async def _limit_batch(request: Request, runtime: RuntimeDep) -> None:
-    """413 for an oversized batch, before the transactions are validated (dependencies run before the body)."""
-    try:
-        payload = await request.json()
-    except ValueError:
-        return  # not JSON: the body validation answers 422
-    items = payload.get("transactions") if isinstance(payload, dict) else None
-    limit = runtime.serving.max_batch
-    if isinstance(items, list) and len(items) > limit:
-        raise HTTPException(
-            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-            detail=f"batch of {len(items)} transactions exceeds the limit of {limit}",
-        )
-
-
 @router.post(
     "/risk-assessment:batch",
     response_model=BatchAssessmentResponse,
@@ -159,7 +144,7 @@ async def _limit_batch(request: Request, runtime: RuntimeDep) -> None:
         e422="An invalid transaction (located by its index under `transactions`), an empty list, or a body that is "
         "not JSON or not UTF-8.",
     ),
-    dependencies=[Depends(_limit_batch)],
+    dependencies=[batch_limit("transactions", "transactions")],
 )
 async def assess_batch(body: BatchAssessmentRequest, runtime: RuntimeDep) -> JSONResponse:
     """Decide up to `SHADOWGATE_SERVING_MAX_BATCH` purchases in one call, each exactly as the single endpoint would

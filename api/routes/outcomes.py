@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
+from fastapi import APIRouter, Header, status
 
-from api.deps import IngestDep, RuntimeDep
+from api.deps import IngestDep, RuntimeDep, batch_limit
 from api.errors import JsonBodyRoute, error_responses
 from api.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -104,21 +104,6 @@ def _event(body: OutcomeRequest, *, idempotency_key: str | None, received_at: dt
     )
 
 
-async def _limit_batch(request: Request, runtime: RuntimeDep) -> None:
-    """413 for an oversized batch, before the outcomes are validated (dependencies run before the body)."""
-    try:
-        payload = await request.json()
-    except ValueError:
-        return  # not JSON: the body validation answers 422
-    items = payload.get("outcomes") if isinstance(payload, dict) else None
-    limit = runtime.serving.max_batch
-    if isinstance(items, list) and len(items) > limit:
-        raise HTTPException(
-            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-            detail=f"batch of {len(items)} outcomes exceeds the limit of {limit}",
-        )
-
-
 @router.post(
     "/outcomes:batch",
     response_model=OutcomeBatchAccepted,
@@ -144,7 +129,7 @@ once, whatever is sent again.
         e503="The outcome log cannot take them (the journal is over its limit, or the disk refused the write): retry "
         "the whole batch after `Retry-After` (each outcome is recorded once).",
     ),
-    dependencies=[IngestDep, Depends(_limit_batch)],
+    dependencies=[IngestDep, batch_limit("outcomes", "outcomes")],
 )
 async def record_outcomes(body: OutcomeBatchRequest, runtime: RuntimeDep) -> OutcomeBatchAccepted:
     received_at = dt.datetime.now(dt.UTC)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from shadowgate.evaluation.canary_guard import (
     judge,
 )
 from shadowgate.pipelines.alerts import Alert, Check, record_alerts
+from shadowgate.pipelines.performance import json_safe
 from shadowgate.storage.warehouse import Warehouse
 
 logger = logging.getLogger(__name__)
@@ -63,17 +63,8 @@ class GuardSummary:
 
     def as_dict(self) -> dict[str, Any]:
         """Strict JSON values (Airflow's XCom refuses NaN and infinity: an unmeasured bound is None)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _windows(

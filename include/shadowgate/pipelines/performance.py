@@ -1117,16 +1117,17 @@ class WeeklyPerformanceSummary:
     def as_dict(self) -> dict[str, Any]:
         """The summary as strict JSON values: a figure that is not a number (an empty week's approval rate) is None
         (Airflow's XCom refuses NaN)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with strict JSON numbers: NaN and infinity become None (Airflow's XCom refuses them)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 

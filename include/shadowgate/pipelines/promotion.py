@@ -13,7 +13,7 @@ from dataclasses import asdict, astuple, dataclass, replace
 from typing import Any
 
 from shadowgate.events.deployment import DeploymentEvent
-from shadowgate.pipelines.performance import Z_95, ComparisonPlan, plan_id
+from shadowgate.pipelines.performance import Z_95, ComparisonPlan, json_safe, plan_id
 from shadowgate.promotion import Action, Evidence, GateConfig, PromotionDecision, decide
 from shadowgate.registry import CHALLENGER, CHAMPION, ModelRegistry
 from shadowgate.storage.results import ResultsStore, RunRecord
@@ -311,17 +311,8 @@ class PromotionSummary:
     mlflow_runs: dict[str, str]
 
     def as_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def candidates(registry: ModelRegistry, experiments: Sequence[ComparisonPlan]) -> list[Candidate]:
