@@ -66,7 +66,6 @@ class GuardSummary:
         return json_safe(asdict(self))
 
 
-
 def _windows(
     warehouse: Warehouse, experiment: Experiment, *, since: dt.datetime, until: dt.datetime
 ) -> tuple[dict[str, ArmWindow], dt.datetime | None]:

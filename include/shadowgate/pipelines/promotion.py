@@ -314,7 +314,6 @@ class PromotionSummary:
         return json_safe(asdict(self))
 
 
-
 def candidates(registry: ModelRegistry, experiments: Sequence[ComparisonPlan]) -> list[Candidate]:
     """The challengers the gate looks at: the treatment of every active experiment whose control is the champion
     (when a version is behind its alias), and ``@challenger`` under ``champion-vs-challenger`` when no experiment
