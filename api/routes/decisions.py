@@ -127,6 +127,7 @@ async def assess(request: Request) -> Response:
         raise _invalid(error) from None
     runtime: Runtime = request.app.state.runtime
     assessment = runtime.service.assess(transaction_fields(body), _context(body))
+    await runtime.shadow.durable(assessment.journaled)
     return Response(orjson.dumps(_body(assessment)), media_type="application/json")
 
 
@@ -139,7 +140,7 @@ async def assess(request: Request) -> Response:
         status.HTTP_422_UNPROCESSABLE_CONTENT,
         status.HTTP_503_SERVICE_UNAVAILABLE,
         e503="The decision log cannot take the decisions (the journal is over its limit, or the disk refused the "
-        "write); retry after `Retry-After`.",
+        "write): the batch is journaled in one write, so none of it was recorded; retry after `Retry-After`.",
         e413="More transactions than `SHADOWGATE_SERVING_MAX_BATCH` (1000 by default).",
         e422="An invalid transaction (located by its index under `transactions`), an empty list, or a body that is "
         "not JSON or not UTF-8.",
@@ -149,5 +150,6 @@ async def assess(request: Request) -> Response:
 async def assess_batch(body: BatchAssessmentRequest, runtime: RuntimeDep) -> JSONResponse:
     """Decide up to `SHADOWGATE_SERVING_MAX_BATCH` purchases in one call, each exactly as the single endpoint would
     (same models, arms, policy and logging), answered in the request's order."""
-    results = [runtime.service.assess(transaction_fields(t), _context(t)) for t in body.transactions]
+    results = runtime.service.assess_many([(transaction_fields(t), _context(t)) for t in body.transactions])
+    await runtime.shadow.durable(results[-1].journaled)
     return JSONResponse({"results": [_body(a) for a in results]})

@@ -79,7 +79,9 @@ async def record_outcome(
 ) -> OutcomeAccepted:
     received_at = dt.datetime.now(dt.UTC)
     event = _event(body, idempotency_key=idempotency_key, received_at=received_at)
-    runtime.shadow.submit(runtime.serving.outcomes_stream, to_stream_fields(event), event.event_id)
+    await runtime.shadow.durable(
+        runtime.shadow.submit(runtime.serving.outcomes_stream, to_stream_fields(event), event.event_id)
+    )
     return OutcomeAccepted(
         event_id=event.event_id,
         transaction_id=event.transaction_id,
@@ -114,9 +116,9 @@ Report up to `SHADOWGATE_SERVING_MAX_BATCH` outcomes (1000 by default) in one ca
 replay of history. Each is validated and recorded exactly as `POST /v1/outcomes` would (its id derived from
 (transaction_id, event_type, instalment_number), or with its own `idempotency_key`).
 
-A 422 names the invalid outcome by its index (`["body", "outcomes", i, field]`) and records none of the batch. A 503
-may come after part of the batch was journaled: **re-send the whole batch**; an outcome already recorded is recorded
-once, whatever is sent again.
+A 422 names the invalid outcome by its index (`["body", "outcomes", i, field]`) and records none of the batch. The
+batch is journaled in one write: a 503 means none of it was recorded. Re-send the whole batch; an outcome already
+recorded is recorded once, whatever is sent again.
 """,
     responses=error_responses(
         status.HTTP_401_UNAUTHORIZED,
@@ -126,14 +128,16 @@ once, whatever is sent again.
         e401="No valid ingest key in `X-Ingest-Key` (always, when the service has none configured).",
         e413="More outcomes than `SHADOWGATE_SERVING_MAX_BATCH` (1000 by default).",
         e422="An invalid outcome (located by its index under `outcomes`), an empty list, or a body that is not JSON.",
-        e503="The outcome log cannot take them (the journal is over its limit, or the disk refused the write): retry "
-        "the whole batch after `Retry-After` (each outcome is recorded once).",
+        e503="The outcome log cannot take them (the journal is over its limit, or the disk refused the write): none "
+        "was recorded; retry the whole batch after `Retry-After`.",
     ),
     dependencies=[IngestDep, batch_limit("outcomes", "outcomes")],
 )
 async def record_outcomes(body: OutcomeBatchRequest, runtime: RuntimeDep) -> OutcomeBatchAccepted:
     received_at = dt.datetime.now(dt.UTC)
     events = [_event(o, idempotency_key=o.idempotency_key, received_at=received_at) for o in body.outcomes]
-    for event in events:
-        runtime.shadow.submit(runtime.serving.outcomes_stream, to_stream_fields(event), event.event_id)
+    stream = runtime.serving.outcomes_stream
+    await runtime.shadow.durable(
+        runtime.shadow.submit_many([(stream, to_stream_fields(e), e.event_id) for e in events])
+    )
     return OutcomeBatchAccepted(accepted=len(events), event_ids=[e.event_id for e in events])

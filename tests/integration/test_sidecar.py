@@ -15,7 +15,7 @@ import pytest
 
 from shadowgate.contract import example_transaction, request_model
 from shadowgate.decisioning.policies import DecisionContext, decide, load_policy
-from shadowgate.events import from_stream_fields
+from shadowgate.events import from_stream_fields, hash_customer_id
 from shadowgate.features import features_one
 from shadowgate.serving.models import ModelSnapshot
 from shadowgate.serving.shadow import Score, encode_prediction
@@ -59,6 +59,7 @@ def _frame(i: int) -> tuple[str, bytes]:
     frame = encode_prediction(
         request_id=request_id,
         transaction=tx,
+        customer_id_hash=hash_customer_id(tx["customer_id"], salt="salt"),
         context=context,
         features=features_one(tx),
         generation=0,

@@ -74,6 +74,7 @@ def _frame(tx: dict[str, Any], score: float | None, *, flags: tuple[str, ...] = 
     return encode_prediction(
         request_id="a" * 32,
         transaction=tx,
+        customer_id_hash=hash_customer_id(tx["customer_id"], salt="salt"),
         context=context,
         features=features_one(tx),
         generation=1,

@@ -28,12 +28,15 @@ from shadowgate.serving.journal import Position
 logger = logging.getLogger(__name__)
 
 # KEYS: the position key, then per record its stream and its dedup key. ARGV: expected position ('' = none yet), new
-# position, dedup ttl, then per record: use the dedup key (0/1), field count, fields. Every stream's type is checked
-# before anything is written: a script that fails half-way is not rolled back. No XADD MAXLEN: streams are trimmed
-# only below what every consumer group has consumed (storage.redis_streams.trim_consumed).
+# position (followed by '@' and the writer's epoch; only the part before '@' is compared), dedup ttl, then per record:
+# use the dedup key (0/1), field count, fields. Every stream's type is checked before anything is written: a script
+# that fails half-way is not rolled back. No XADD MAXLEN: streams are trimmed only below what every consumer group
+# has consumed (storage.redis_streams.trim_consumed).
 _COMMIT_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
-if (current or '') ~= ARGV[1] then
+local at = string.find(current or '', '@', 1, true)
+local held = at and string.sub(current, 1, at - 1) or (current or '')
+if held ~= ARGV[1] then
   return {-2, current or ''}
 end
 local n = (#KEYS - 1) / 2
@@ -128,6 +131,8 @@ class Committer:
         key_prefix: prefix of the position and dedup keys.
         outcome_dedup_ttl_s: lifetime of an outcome's dedup marker.
         socket_timeout_s: bounds how long one commit can hang.
+        writer_epoch: the journal writer whose records this process commits; stored with every position, so that a
+            shadow process can tell a position its own writer's records reached from one another writer left.
     """
 
     def __init__(
@@ -138,7 +143,9 @@ class Committer:
         key_prefix: str = "shadowgate:",
         outcome_dedup_ttl_s: int = 3600,
         socket_timeout_s: float = 2.0,
+        writer_epoch: str | None = None,
     ) -> None:
+        self.writer_epoch = writer_epoch
         if outcome_dedup_ttl_s < 1:
             raise ValueError("outcome_dedup_ttl_s must be >= 1")
         self.position_key = f"{key_prefix}journal:{journal_id}:position"
@@ -153,8 +160,16 @@ class Committer:
 
     def position(self) -> Position | None:
         """The position Redis holds for this journal (None: nothing committed yet). Raises when Redis is down."""
+        return self.holder()[0]
+
+    def holder(self) -> tuple[Position | None, str | None]:
+        """The position Redis holds and the epoch of the writer whose records it reached (None: not known)."""
         raw = self._client.get(self.position_key)
-        return None if raw is None else Position.decode(raw)
+        if raw is None:
+            return None, None
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        epoch = text.split("@", 1)[1] if "@" in text else None
+        return Position.decode(text), epoch
 
     def commit(self, records: list[StreamRecord], *, expected: Position | None, new: Position) -> CommitResult:
         """Write ``records`` and move the position from ``expected`` to ``new``, atomically.
@@ -163,7 +178,8 @@ class Committer:
             redis.RedisError / OSError: Redis did not take the batch (nothing was written); see :func:`is_transient`.
         """
         keys: list[str] = [self.position_key]
-        args: list[str | int] = [expected.encode() if expected else "", new.encode(), self._ttl]
+        stored = new.encode() + (f"@{self.writer_epoch}" if self.writer_epoch else "")
+        args: list[str | int] = [expected.encode() if expected else "", stored, self._ttl]
         for record in records:
             keys += (record.stream, self._dedup_prefix + (record.dedup_id or ""))
             args += ("1" if record.dedup_id else "0", len(record.fields))

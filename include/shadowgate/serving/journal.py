@@ -27,7 +27,10 @@ disk: ``interval`` fsyncs in the background (loses at most that interval), ``alw
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -35,11 +38,13 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
+
+import orjson
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +90,7 @@ class Position(NamedTuple):
     def decode(cls, text: str | bytes) -> Position:
         if isinstance(text, bytes):
             text = text.decode()
-        segment, offset = text.split(":")
+        segment, offset = text.split("@", 1)[0].split(":")  # a committed position may name its writer after '@'
         return cls(int(segment), int(offset))
 
 
@@ -157,19 +162,118 @@ def journal_end(directory: Path) -> Position:
     return START
 
 
+# ------------------------------------------------------------------------------------------------ fault injection
+
+
+class JournalIO:
+    """The system calls the journal makes on its files, in one place so that tests can make them fail or slow (EIO,
+    ENOSPC, a disk that takes seconds to flush) on real files. Production uses :data:`OS_IO`."""
+
+    def open_segment(self, path: Path) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+
+    def write(self, fd: int, data: bytes) -> int:
+        return os.write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
+
+    def fallocate(self, fd: int, offset: int, length: int) -> None:
+        os.posix_fallocate(fd, offset, length)
+
+    def fsync_dir(self, directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+OS_IO = JournalIO()
+
+PROBE_BYTES = 1 << 20
+"""Space a failed writer must be able to reserve (then release) on a fresh segment before it takes records again."""
+
+
+# ------------------------------------------------------------------------------------------------ the watermark
+
+
+class Watermark:
+    """The end of what the writer has *published*: whole records, on disk as the fsync policy promises. A reader never
+    reads past it, so a record the writer then truncates away (a failed write or fsync, answered 503) is never
+    delivered. One 64-bit word in shared memory (``segment << 40 | offset``): one aligned store to publish, one load to
+    read, across processes.
+
+    Args:
+        value: a ``c_int64`` shared with the reading process (``multiprocessing`` ``RawValue('q')``); a private one
+            when None (a reader in the same process).
+    """
+
+    _SHIFT = 40
+
+    def __init__(self, value: Any = None) -> None:
+        if value is None:
+            import ctypes
+
+            value = ctypes.c_int64(0)
+        self.value = value
+
+    def set(self, position: Position) -> None:
+        if position.offset >= 1 << self._SHIFT or position.segment >= 1 << (63 - self._SHIFT):
+            raise ValueError(f"position {position.encode()} does not fit the watermark")
+        self.value.value = (position.segment << self._SHIFT) | position.offset
+
+    def get(self) -> Position:
+        word = int(self.value.value)
+        return Position(word >> self._SHIFT, word & ((1 << self._SHIFT) - 1))
+
+
 # ------------------------------------------------------------------------------------------------ the writer
 
 
+class JournalUnavailableError(JournalFullError):
+    """The journal's disk failed (a write, an fsync, a new segment): the writer refuses every record until a probe of
+    a fresh segment succeeds (it retries by itself), so that nothing is answered that the disk may not hold."""
+
+
+@dataclass
+class _Waiter:
+    position: Position
+    done: Callable[[BaseException | None], None]
+
+
 class JournalWriter:
-    """The API process's end: :meth:`append` one record before answering. Thread-safe.
+    """The API process's end: :meth:`append` records before answering. Thread-safe; nothing slow under its lock.
+
+    ``append`` is one ``write(2)`` of every record it is given (a batch is all or nothing) under a lock held for a few
+    µs. Everything that can take a disk's time — fsync, the directory's fsync after a new segment, closing the old one,
+    probing a failed disk — runs on the writer's own thread, never under that lock and never on the event loop.
+    Under ``always`` the caller then waits (:meth:`durable`, :meth:`wait_durable`) for the group commit that covers its
+    records: one fsync for every record written before it.
+
+    A write, fsync or new-segment failure (EIO, ENOSPC, ...) latches the writer *failed*: every append is refused
+    (:class:`JournalUnavailableError`: 503 + Retry-After) until a probe succeeds — a fresh segment on which
+    :data:`PROBE_BYTES` can be reserved and synced, tried every ``retry_s``. Records the failure leaves unconfirmed
+    (the failed write; under ``always`` everything since the last good fsync) are truncated away and were never
+    published to the reader (:class:`Watermark`), so they are neither answered nor delivered.
 
     Args:
         directory: the journal directory (created if missing); one writing process at a time (flock).
         segment_bytes: a segment is closed and the next begun once it holds this many bytes.
         fsync: see :class:`FsyncPolicy`.
         fsync_interval_s: period of the background fsync under ``interval``.
-        max_pending_bytes: :meth:`append` refuses (``JournalFullError``) while more than this many bytes wait
-            for the shadow process to commit them.
+        max_pending_bytes: appends are refused (``JournalFullError``) while more than this many bytes wait for the
+            shadow process to commit them.
+        start_after: the position Redis holds for this journal, when known: the first segment is numbered after it
+            as well as after the segments on disk and the committed hint, so a journal directory restored from an
+            older copy (or emptied) never reuses a number Redis has already passed.
+        watermark: where to publish the readable end (shared with the shadow process).
+        stall_s: while one fsync has run this long, appends are refused (the disk is too slow to answer on time).
+        retry_s: how often a failed writer probes the disk.
+        io: the system calls (tests inject faults).
 
     Raises:
         RuntimeError: if another live process writes to ``directory``.
@@ -183,42 +287,71 @@ class JournalWriter:
         fsync: FsyncPolicy = FsyncPolicy.INTERVAL,
         fsync_interval_s: float = 1.0,
         max_pending_bytes: int = 4 << 30,
+        start_after: Position | None = None,
+        watermark: Watermark | None = None,
+        stall_s: float = 5.0,
+        retry_s: float = 0.5,
+        io: JournalIO = OS_IO,
     ) -> None:
-        if segment_bytes < 1 or max_pending_bytes < 1 or fsync_interval_s <= 0:
-            raise ValueError("segment_bytes, max_pending_bytes and fsync_interval_s must be positive")
+        if segment_bytes < 1 or max_pending_bytes < 1 or fsync_interval_s <= 0 or stall_s <= 0 or retry_s <= 0:
+            raise ValueError("segment_bytes, max_pending_bytes, fsync_interval_s, stall_s, retry_s must be positive")
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.fsync = FsyncPolicy(fsync)
         self.fsync_interval_s = fsync_interval_s
         self.max_pending_bytes = max_pending_bytes
+        self.stall_s = stall_s
+        self.retry_s = retry_s
+        self.io = io
+        self.watermark = watermark or Watermark()
+        self.epoch = secrets.token_hex(6)
+        """This writer's id: the shadow process stores it with each position it commits, so that a position left by
+        another writer is recognised as such."""
         directory.mkdir(parents=True, exist_ok=True)
         self.id = journal_id(directory)
         self._lock_fd = _lock(directory / LOCK_FILE)
         self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
         existing = segments(directory)
-        # Never append to a segment of an earlier writer: its last line may be torn.
-        self._segment = (existing[-1] if existing else 0) + 1
-        self._fd = self._open(self._segment)
+        hint = read_committed_hint(directory)
+        committed = max(start_after or START, hint or START) if start_after is not None else (hint or START)
+        self._sizes: dict[int, int] = {}
+        for number in existing:
+            with contextlib.suppress(FileNotFoundError):
+                self._sizes[number] = segment_path(directory, number).stat().st_size
+        # Never append to a segment of an earlier writer (its last line may be torn), nor reuse a number that the
+        # hint or Redis has passed (the directory may be an older copy).
+        last = max([*existing, (hint or START).segment, (start_after or START).segment])
+        self.first_segment = last + 1
+        self._segment = self.first_segment
+        self._fd = self.io.open_segment(segment_path(directory, self._segment))
         self._offset = 0
-        self._dirty = False
-        committed = read_committed_hint(directory) or START
-        self._pending = pending_bytes(directory, committed)
+        self._sizes[self._segment] = 0
+        self._retired: list[tuple[int, int]] = []  # (segment, fd) closed by the sync thread after their last fsync
+        self._dir_dirty = self.fsync is not FsyncPolicy.NEVER
+        self._pending = self._pending_after(committed)
+        self._published = Position(self._segment, 0)
+        self._synced = Position(self._segment, 0)
+        self._waiters: list[_Waiter] = []
+        self._sync_started: float | None = None
+        self._failed: str | None = None
+        self._untruncated: list[tuple[int, int]] = []  # (segment, length) a failure could not cut back yet
+        self._cuts: collections.deque[tuple[int, int]] = collections.deque(maxlen=256)  # (segment, length) cut to
+        self._next_probe = 0.0
+        self._roll_failed_at = -1
         self.appended = 0
         """Records appended by this writer."""
         self.refused = 0
-        """Records refused (journal full or disk error)."""
+        """Records refused (journal full, disk error, disk too slow)."""
+        self.failures = 0
+        """Disk failures that latched the writer (each cleared by a successful probe)."""
+        self.last_probe_error: str | None = None
         self._closed = False
-        self._stop = threading.Event()
-        self._syncer: threading.Thread | None = None
-        if self.fsync is FsyncPolicy.INTERVAL:
-            self._syncer = threading.Thread(target=self._sync_loop, name="journal-fsync", daemon=True)
-            self._syncer.start()
+        self.watermark.set(self._published)  # the older segments are whole: readable now
+        self._thread = threading.Thread(target=self._run, name="journal-sync", daemon=True)
+        self._thread.start()
 
-    def _open(self, number: int) -> int:
-        fd = os.open(segment_path(self.directory, number), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        if self.fsync is not FsyncPolicy.NEVER:
-            _fsync_dir(self.directory)  # the new name itself must survive a crash
-        return fd
+    # ------------------------------------------------------------------------------------------------ state
 
     @property
     def position(self) -> Position:
@@ -227,86 +360,357 @@ class JournalWriter:
 
     @property
     def pending(self) -> int:
-        """Estimated bytes not yet committed to Redis (exact after each :meth:`set_committed`)."""
+        """Bytes not yet committed to Redis (exact after each :meth:`set_committed`, plus what was appended since)."""
         return self._pending
 
+    @property
+    def failed(self) -> str | None:
+        """Why the writer refuses records (a disk failure not yet cleared), or None."""
+        return self._failed
+
+    def _pending_after(self, committed: Position) -> int:
+        total = 0
+        for number, size in self._sizes.items():
+            if number > committed.segment:
+                total += size
+            elif number == committed.segment:
+                total += max(size - committed.offset, 0)
+        return total
+
+    def set_committed(self, committed: Position) -> None:
+        """What the shadow process reports as committed: recompute the pending bytes (no disk access)."""
+        with self._lock:
+            for number in [n for n in self._sizes if n < committed.segment and n != self._segment]:
+                del self._sizes[number]
+            self._pending = self._pending_after(committed)
+
+    # ------------------------------------------------------------------------------------------------ appending
+
     def append(self, record: bytes) -> Position:
-        """Write one record (no newline in it) and return the position after it.
+        """Write one record (no newline in it); see :meth:`append_many`."""
+        return self.append_many([record])
+
+    def append_many(self, records: Sequence[bytes]) -> Position:
+        """Write ``records`` (no newline in any) in one ``write``: all of them, or none. Returns the position after
+        the last. Under ``always`` they are durable only once :meth:`durable` / :meth:`wait_durable` returns.
 
         Raises:
-            JournalFullError: the journal is over ``max_pending_bytes``, or the write failed (disk full, I/O error);
-                nothing was written then.
+            JournalFullError: the journal is over ``max_pending_bytes`` (or closed); nothing was written.
+            JournalUnavailableError: the disk failed now or earlier (not yet cleared), or an fsync has hung past
+                ``stall_s``; nothing was written.
         """
-        line = record + b"\n"
+        if not records:
+            return self.position
+        data = b"".join(record + b"\n" for record in records)
+        n = len(records)
         with self._lock:
+            if self._closed:
+                raise JournalFullError("the journal is closed")
+            if self._failed is not None:
+                self.refused += n
+                raise JournalUnavailableError(f"the journal's disk failed ({self._failed}); retrying")
+            if self._sync_started is not None and time.monotonic() - self._sync_started > self.stall_s:
+                # A disk that takes this long to flush: answering on would promise more than it keeps.
+                self.refused += n
+                raise JournalUnavailableError(
+                    f"the journal's disk has not confirmed a write for {time.monotonic() - self._sync_started:.1f} s"
+                )
             if self._pending >= self.max_pending_bytes:
-                self.refused += 1
+                self.refused += n
                 raise JournalFullError(
                     f"{self._pending:,} bytes of decisions wait for Redis (limit {self.max_pending_bytes:,})"
                 )
-            if self._closed:
-                raise JournalFullError("the journal is closed")
             try:
-                written = os.write(self._fd, line)
-                if written != len(line):
-                    # A short write (disk full mid-record): cut it off so the file ends on a whole record.
-                    os.ftruncate(self._fd, self._offset)
-                    raise OSError(f"short write: {written} of {len(line)} bytes")
-                if self.fsync is FsyncPolicy.ALWAYS:
-                    os.fsync(self._fd)
+                written = self.io.write(self._fd, data)
+                if written != len(data):
+                    raise OSError(errno.ENOSPC, f"short write: {written} of {len(data)} bytes")
             except OSError as error:
-                self.refused += 1
-                raise JournalFullError(f"journal write failed: {error}") from error
+                # Cut the file back to its last whole record: nothing of this batch stays, nothing was published.
+                try:
+                    self.io.ftruncate(self._fd, self._offset)
+                except OSError:
+                    self._untruncated.append((self._segment, self._offset))
+                self.refused += n
+                self._fail_locked(f"write: {error}")
+                raise JournalUnavailableError(f"journal write failed, nothing was recorded: {error}") from error
             self._offset += written
+            self._sizes[self._segment] = self._offset
             self._pending += written
-            self._dirty = True
-            self.appended += 1
+            self.appended += n
             position = Position(self._segment, self._offset)
+            if self.fsync is FsyncPolicy.ALWAYS:
+                self._work.notify()
+            else:
+                self._publish_locked(position)
             if self._offset >= self.segment_bytes:
-                self._roll()
+                self._roll_locked()
             return position
 
-    def _roll(self) -> None:
-        old = self._fd
-        if self.fsync is not FsyncPolicy.NEVER:
-            os.fsync(old)
-        self._segment += 1
-        self._fd = self._open(self._segment)
-        self._offset = 0
-        os.close(old)
+    def _publish_locked(self, position: Position) -> None:
+        if position > self._published:
+            self._published = position
+            self.watermark.set(position)
 
-    def set_committed(self, committed: Position) -> None:
-        """What the shadow process reports as committed: recompute the pending bytes exactly."""
+    def _roll_locked(self) -> None:
+        """Start the next segment (opening a file: no flush). Its predecessor is synced and closed by the sync thread;
+        under ``always`` nothing in the new segment is published before that."""
+        number = self._segment + 1
+        try:
+            fd = self.io.open_segment(segment_path(self.directory, number))
+        except OSError as error:
+            if self._roll_failed_at != self._segment:
+                logger.error("journal: cannot start segment %d (%s); writing on in segment %d", number, error,
+                             self._segment)  # fmt: skip
+            self._roll_failed_at = self._segment
+            return
+        if self.fsync is FsyncPolicy.NEVER:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        else:
+            self._retired.append((self._segment, self._fd))
+            self._dir_dirty = True
+            self._work.notify()
+        self._segment, self._fd, self._offset = number, fd, 0
+        self._sizes[number] = 0
+
+    # ------------------------------------------------------------------------------------------------ durability
+
+    def wait_durable(self, position: Position, timeout_s: float | None = None) -> None:
+        """Block until ``position`` is durable as the policy promises (immediately unless ``always``).
+
+        Raises:
+            JournalUnavailableError: the fsync failed (the records were truncated away: answer 503).
+            TimeoutError: not confirmed within ``timeout_s``.
+        """
+        if self.fsync is not FsyncPolicy.ALWAYS:
+            return
+        outcome: list[BaseException | None] = []
+        event = threading.Event()
+
+        def done(error: BaseException | None) -> None:
+            outcome.append(error)
+            event.set()
+
+        if not self._wait_for(position, done):
+            return
+        if not event.wait(timeout_s):
+            raise TimeoutError(f"journal position {position.encode()} not confirmed within {timeout_s} s")
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    async def durable(self, position: Position) -> None:
+        """Wait, without blocking the event loop, until ``position`` is durable (see :meth:`wait_durable`)."""
+        if self.fsync is not FsyncPolicy.ALWAYS:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        def done(error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(settle, error)
+
+        if self._wait_for(position, done):
+            await future
+
+    def _wait_for(self, position: Position, done: Callable[[BaseException | None], None]) -> bool:
+        """Register a waiter; False when ``position`` is already published."""
         with self._lock:
-            self._pending = pending_bytes(self.directory, committed)
+            if position <= self._published:
+                return False
+            for segment, length in self._cuts:
+                if position.segment == segment and position.offset > length:
+                    raise JournalUnavailableError("the journal's disk failed; this record was cut back: not recorded")
+            if self._failed is not None:
+                raise JournalUnavailableError(f"the journal's disk failed ({self._failed}); not recorded")
+            self._waiters.append(_Waiter(position, done))
+            self._work.notify()
+            return True
 
     def sync(self) -> None:
-        """Force what was written to disk now."""
-        with self._lock:
-            if self._dirty and not self._closed:
-                os.fsync(self._fd)
-                self._dirty = False
+        """Force what was written to disk now, from the calling thread (tests and shutdown)."""
+        self._sync_once()
 
-    def _sync_loop(self) -> None:
-        while not self._stop.wait(self.fsync_interval_s):
+    # ------------------------------------------------------------------------------------------------ the sync thread
+
+    def _due_locked(self, now: float, last_sync: float) -> bool:
+        if self._failed is not None:
+            return now >= self._next_probe
+        if self._retired or (self._dir_dirty and self.fsync is FsyncPolicy.ALWAYS):
+            return True
+        if self.fsync is FsyncPolicy.ALWAYS:
+            return Position(self._segment, self._offset) > self._published
+        if self.fsync is FsyncPolicy.INTERVAL:
+            return now - last_sync >= self.fsync_interval_s and Position(self._segment, self._offset) > self._synced
+        return False
+
+    def _run(self) -> None:
+        last_sync = time.monotonic()
+        while True:
+            with self._lock:
+                while not self._closed:
+                    now = time.monotonic()
+                    if self._due_locked(now, last_sync):
+                        break
+                    wait = self.retry_s if self._failed is not None else self.fsync_interval_s
+                    self._work.wait(min(wait, self.retry_s))
+                if self._closed:
+                    return
+                failed = self._failed is not None
             try:
-                self.sync()
+                if failed:
+                    self._probe()
+                else:
+                    self._sync_once()
+                    last_sync = time.monotonic()
+            except Exception:  # this thread must outlive anything
+                logger.exception("journal: sync thread error")
+                time.sleep(self.retry_s)
+
+    def _sync_once(self) -> None:
+        """One group commit: fsync the retired segments, the directory and the current segment, outside the lock;
+        then publish (under ``always``) and release the waiters it covers."""
+        with self._lock:
+            if self._closed or self._failed is not None:
+                return
+            retired, self._retired = self._retired, []
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
+            fd, end = self._fd, Position(self._segment, self._offset)
+            self._sync_started = time.monotonic()
+        try:
+            if self.fsync is not FsyncPolicy.NEVER:
+                for _, old in retired:
+                    self.io.fsync(old)
+                if dir_dirty:
+                    self.io.fsync_dir(self.directory)
+                if end > self._synced:
+                    self.io.fsync(fd)
+        except OSError as error:
+            with self._lock:
+                self._sync_started = None
+                self._retired = retired + self._retired  # cut back (under always) and closed by the failure
+                self._fail_locked(f"fsync: {error}")
+            return
+        for _, old in retired:
+            with contextlib.suppress(OSError):
+                os.close(old)
+        with self._lock:
+            self._sync_started = None
+            self._synced = max(self._synced, end)
+            if self.fsync is FsyncPolicy.ALWAYS:
+                self._publish_locked(end)
+            self._release_locked(None)
+
+    def _release_locked(self, error: BaseException | None) -> None:
+        keep: list[_Waiter] = []
+        for waiter in self._waiters:
+            if error is not None or waiter.position <= self._published:
+                waiter.done(error)
+            else:
+                keep.append(waiter)
+        self._waiters = keep
+
+    def _fail_locked(self, reason: str) -> None:
+        """Latch the failed state. Under ``always``, cut every segment back to what was published (those records
+        were not confirmed: their callers get 503) and fail their waiters."""
+        first = self._failed is None
+        self._failed = reason
+        self._next_probe = time.monotonic() + self.retry_s
+        if first:
+            self.failures += 1
+            logger.error("journal: disk failure (%s); refusing records until a probe succeeds", reason)
+        if self.fsync is FsyncPolicy.ALWAYS:
+            held = [*self._retired, (self._segment, self._fd)]
+            for number, fd in held:
+                if number < self._published.segment:
+                    continue
+                length = self._published.offset if number == self._published.segment else 0
+                try:
+                    self.io.ftruncate(fd, length)
+                except OSError:
+                    self._untruncated.append((number, length))
+                self._pending = max(self._pending - (self._sizes.get(number, 0) - length), 0)
+                self._sizes[number] = length
+                self._cuts.append((number, length))
+            self._offset = self._sizes[self._segment]
+        for _, fd in self._retired:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._retired = []
+        self._release_locked(JournalUnavailableError(f"the journal's disk failed ({reason}); nothing was recorded"))
+
+    def _probe(self) -> None:
+        """A failed writer's way back: cut back what a failure left, then a fresh segment on which space can be
+        reserved and synced. Only then are records taken again (on that segment, never after a failed write)."""
+        with self._lock:
+            untruncated = list(self._untruncated)
+            number = self._segment + 1
+        try:
+            for segment, length in untruncated:
+                with contextlib.suppress(FileNotFoundError):
+                    os.truncate(segment_path(self.directory, segment), length)
+            path = segment_path(self.directory, number)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # a probe that failed half-way
+            fd = self.io.open_segment(path)
+            try:
+                self.io.fallocate(fd, 0, PROBE_BYTES)
+                self.io.ftruncate(fd, 0)
+                if self.fsync is not FsyncPolicy.NEVER:
+                    self.io.fsync(fd)
+                    self.io.fsync_dir(self.directory)
             except OSError:
-                logger.exception("journal: fsync failed")
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                raise
+        except OSError as error:
+            with self._lock:
+                self._next_probe = time.monotonic() + self.retry_s
+                self.last_probe_error = f"{type(error).__name__}: {error}"
+            return
+        with self._lock:
+            self._untruncated = self._untruncated[len(untruncated) :]
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._segment, self._fd, self._offset = number, fd, 0
+            self._sizes[number] = 0
+            self._synced = Position(number, 0)
+            self._published = Position(number, 0)
+            self.watermark.set(self._published)
+            self._failed = None
+            logger.warning("journal: the disk took a probe; taking records again in segment %d", number)
 
     def close(self) -> None:
         """Sync (unless ``never``), close the segment, release the directory. Idempotent."""
-        self._stop.set()
-        if self._syncer is not None:
-            self._syncer.join(5.0)
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            with contextlib.suppress(OSError):
-                if self.fsync is not FsyncPolicy.NEVER:
-                    os.fsync(self._fd)
-                os.close(self._fd)
+            self._work.notify_all()
+        self._thread.join(10.0)
+        with self._lock:
+            held = [*self._retired, (self._segment, self._fd)]
+            error: BaseException | None = None
+            if self._failed is None and self.fsync is not FsyncPolicy.NEVER:
+                try:
+                    for _, fd in held:
+                        self.io.fsync(fd)
+                    self._publish_locked(Position(self._segment, self._offset))
+                except OSError as failure:
+                    error = JournalUnavailableError(f"the journal's disk failed at close ({failure})")
+            for _, fd in held:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._retired = []
+            self._release_locked(error)
+            self._release_locked(JournalFullError("the journal closed before confirming this record"))
             os.close(self._lock_fd)
 
 
@@ -318,14 +722,6 @@ def _lock(path: Path) -> int:
         os.close(fd)
         raise RuntimeError(f"{path.parent} is written by another process; give each API process its own") from None
     return fd
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------------ the reader
@@ -347,13 +743,33 @@ class JournalReader:
         start: the position to read from (what Redis says was committed; :data:`START` for everything).
         retention_s: a fully committed segment is deleted only this long after the commit that finished it, so that
             a Redis that loses its last second of writes (AOF ``everysec``) can be refilled from the journal.
+        watermark: the writer's published end (never read past it); None reads whatever the files hold.
+
+    A position the journal does not hold — its segment gone, its offset past the segment's end, segments missing
+    between two that are present (the directory restored from an older copy, emptied, or cleaned by hand) — is
+    *resynced*: the reader moves on to the next segment present, counts it (:attr:`resyncs`) and says what it could
+    not find (:attr:`missing`); records there that Redis did not hold are lost, and that is reported, not hidden.
     """
 
-    def __init__(self, directory: Path, *, start: Position = START, retention_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        start: Position = START,
+        retention_s: float = 60.0,
+        watermark: Watermark | None = None,
+    ) -> None:
         self.directory = directory
         self.retention_s = retention_s
+        self.watermark = watermark
         self.torn = 0
         """Torn last lines of finished segments skipped (machine crash mid-write)."""
+        self.resyncs = 0
+        """Times the position was not in the journal and reading went on from the next segment present."""
+        self.missing: collections.deque[str] = collections.deque(maxlen=20)
+        """What the journal did not hold, newest last (the last 20)."""
+        self.hint_errors = 0
+        """Committed hints that could not be written (disk full): harmless, the truth is in Redis."""
         self._finished: dict[int, float] = {}  # segment → when the commit that passed its end happened
         self._open: tuple[int, BinaryIO] | None = None
         self._next_listing = 0.0
@@ -361,18 +777,25 @@ class JournalReader:
 
     def _clamp(self, start: Position) -> Position:
         present = segments(self.directory)
-        if not present:
+        if not present or start.segment >= present[0]:
             return start
-        if start.segment < present[0]:
-            if start != START:
-                logger.error(
-                    "journal: position %s is older than the oldest segment %d (deleted before Redis confirmed it?);"
-                    " reading from there",
-                    start.encode(),
-                    present[0],
-                )
-            return Position(present[0], 0)
-        return start
+        if start != START:
+            self._missed(f"segments {start.segment}-{present[0] - 1} (from byte {start.offset} of {start.segment})",
+                         Position(present[0], 0))  # fmt: skip
+        return Position(present[0], 0)
+
+    def _missed(self, what: str, resumed: Position) -> None:
+        self.resyncs += 1
+        self.missing.append(what)
+        logger.error(
+            "journal: %s not in the journal (restored from an older copy, emptied, or deleted before Redis confirmed"
+            " it); records there that Redis does not hold are lost; reading on from %s",
+            what,
+            resumed.encode(),
+        )
+
+    def _limit(self) -> Position | None:
+        return None if self.watermark is None else self.watermark.get()
 
     def read(self, max_records: int) -> list[Record]:
         """Up to ``max_records`` whole records after :attr:`position` (advancing it); [] when there is none yet."""
@@ -405,16 +828,23 @@ class JournalReader:
         segment, offset = self.position
         if segment == 0:
             return []
+        mark = self._limit()
+        if mark is not None and segment > mark.segment:
+            return []
         f = self._file(segment)
         if f is None:
             return []
-        if os.fstat(f.fileno()).st_size <= offset:
+        size = os.fstat(f.fileno()).st_size
+        if mark is not None and segment == mark.segment:
+            size = min(size, mark.offset)
+        if size <= offset:
             return []
-        size = limit * 2048
+        available = size - offset
+        chunk = min(limit * 2048, available)
         f.seek(offset)
-        data = f.read(size)
-        while b"\n" not in data:  # one record longer than the guess: read on until it ends (or the file does)
-            more = f.read(size)
+        data = f.read(chunk)
+        while b"\n" not in data and len(data) < available:  # one record longer than the guess: read on
+            more = f.read(min(chunk, available - len(data)))
             if not more:
                 break
             data += more
@@ -437,47 +867,83 @@ class JournalReader:
         now = time.monotonic()
         if now < self._next_listing:
             return False  # an idle reader lists the directory at most every LISTING_INTERVAL_S
-        later = [n for n in segments(self.directory) if n > segment]
+        mark = self._limit()
+        later = [n for n in segments(self.directory) if n > segment and (mark is None or n <= mark.segment)]
         if not later:
             self._next_listing = now + LISTING_INTERVAL_S
             return False
-        # The writer has moved on, so this segment will not grow: whatever is left after the last newline is torn.
-        rest = b""
-        f = self._file(segment)
-        if f is not None:
-            f.seek(offset)
-            rest = f.read()
-        if b"\n" in rest:
-            return True  # whole records arrived after our read: read them first
-        if rest:
-            self.torn += 1
-            logger.error("journal: segment %d ends with a torn record of %d bytes; skipped", segment, len(rest))
-            self.dead_letter(rest, "torn record (machine crash during a write)")
-        self.position = Position(later[0], 0)
+        nxt = Position(later[0], 0)
+        if segment != 0:
+            # The writer has moved on, so this segment will not grow: whatever is left after the last newline is torn.
+            f = self._file(segment)
+            if f is None:
+                self._missed(f"segment {segment} (from byte {offset})", nxt)
+            else:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                if size < offset:
+                    self._missed(f"bytes {size}-{offset} of segment {segment}", nxt)
+                else:
+                    f.seek(offset)
+                    rest = f.read()
+                    if b"\n" in rest:
+                        return True  # whole records arrived after our read: read them first
+                    if rest:
+                        self.torn += 1
+                        logger.error("journal: segment %d ends with a torn record of %d bytes; skipped", segment,
+                                     len(rest))  # fmt: skip
+                        self.dead_letter(rest, "torn record (machine crash during a write)")
+            if later[0] > segment + 1:
+                self._missed(f"segments {segment + 1}-{later[0] - 1}", nxt)
+        self.position = nxt
         return True
 
     def committed(self, position: Position) -> None:
-        """Redis now holds everything up to ``position``: note it, and delete segments kept long enough."""
+        """Redis now holds everything up to ``position``: delete segments kept long enough, then note the position
+        (a hint only: a full disk that refuses it costs nothing, and deleting first is what frees the space)."""
         now = time.monotonic()
         for number in segments(self.directory):
             if number < position.segment:
                 self._finished.setdefault(number, now)
-        write_committed_hint(self.directory, position)
+        self.collect()
+        try:
+            write_committed_hint(self.directory, position)
+        except OSError as error:
+            self.hint_errors += 1
+            if self.hint_errors == 1 or self.hint_errors % 1000 == 0:
+                logger.warning("journal: committed hint not written (%s); %d times so far", error, self.hint_errors)
+
+    def collect(self) -> None:
+        """Delete the committed segments whose retention has run out."""
+        now = time.monotonic()
         for number, at in list(self._finished.items()):
             if now - at >= self.retention_s:
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     segment_path(self.directory, number).unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as error:
+                    logger.warning("journal: committed segment %d not deleted: %s", number, error)
+                    continue
                 del self._finished[number]
 
     def dead_letter(self, data: bytes, reason: str) -> None:
-        """Keep a record that cannot become an event, with the reason (never silently dropped)."""
-        import json
+        """Keep a record that cannot become an event, with the reason (never silently dropped). The file is private
+        (0600): records hold customers' purchases.
 
-        line = json.dumps({"record": data.decode("utf-8", "replace"), "reason": reason}) + "\n"
-        with open(self.directory / DEAD_LETTER_FILE, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        Raises:
+            OSError: it could not be kept (disk full): the caller keeps the record and tries again later.
+        """
+        line = orjson.dumps({"record": data.decode("utf-8", "replace"), "reason": reason}) + b"\n"
+        fd = os.open(self.directory / DEAD_LETTER_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+                raise OSError(errno.ENOSPC, f"short write to the dead letter: {written} of {len(line)} bytes")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def iter_records(directory: Path) -> Iterator[bytes]:

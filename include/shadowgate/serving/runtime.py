@@ -195,6 +195,7 @@ def build_runtime(
         experiments=lambda: live_experiments.book,
         policy=policy,
         shadow=shadow,
+        customer_salt=shadow.config.customer_salt,
     )
     return Runtime(
         serving=serving,

@@ -11,13 +11,13 @@ logging the :class:`~shadowgate.events.PredictionEvent` — happens in the shado
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shadowgate.decisioning.experiments import ExperimentBook
 from shadowgate.decisioning.policies import DecisionContext, DecisionPolicy, decide
-from shadowgate.events import new_event_id
+from shadowgate.events import hash_customer_id, new_event_id
 from shadowgate.features import features_one
 from shadowgate.registry import CHAMPION
 from shadowgate.serving.assignment import assign_all, serving_alias
@@ -29,14 +29,18 @@ ARM_MODEL_UNAVAILABLE = "ARM_MODEL_UNAVAILABLE"
 
 
 class FrameSink(Protocol):
-    """Where decided requests go (the shadow process's queue)."""
+    """Where decided requests go (the decision journal, read by the shadow process)."""
 
-    def put(self, frame: bytes) -> None: ...
+    def put(self, frame: bytes) -> Any:
+        """Journal one frame; returns where it ends (to wait for its durability)."""
+
+    def put_many(self, frames: Sequence[bytes]) -> Any:
+        """Journal frames all or nothing; returns where the last ends."""
 
     def send_models(self, snapshot: ModelSnapshot) -> None: ...
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Assessment:
     """What the client gets back."""
 
@@ -54,6 +58,8 @@ class Assessment:
     policy_name: str
     policy_version: int | str
     fallback: bool
+    journaled: Any = field(default=None, compare=False)
+    """Where the decision's frame ends in the journal (wait for it to be durable before answering)."""
 
 
 class DecisionService:
@@ -64,6 +70,7 @@ class DecisionService:
         experiments: returns the current experiment book (it may change at run time).
         policy: the decision policy.
         shadow: the shadow process's queue (frames of decided requests; model generations).
+        customer_salt: the secret key of customer-id hashes (the journal holds only the hash).
     """
 
     def __init__(
@@ -73,7 +80,9 @@ class DecisionService:
         experiments: Callable[[], ExperimentBook],
         policy: DecisionPolicy,
         shadow: FrameSink,
+        customer_salt: str,
     ) -> None:
+        self.customer_salt = customer_salt
         self.models = models
         self.experiments = experiments
         self.policy = policy
@@ -81,7 +90,29 @@ class DecisionService:
         self._generation = -1
 
     def assess(self, transaction: Mapping[str, Any], context: DecisionContext) -> Assessment:
-        """Decide one transaction (a validated contract mapping; ``event_timestamp`` tz-aware)."""
+        """Decide one transaction (a validated contract mapping; ``event_timestamp`` tz-aware) and journal it.
+
+        Raises:
+            JournalFullError: the journal cannot take it; nothing was recorded (answer 503).
+        """
+        assessment, frame = self.decide(transaction, context)
+        assessment.journaled = self.shadow.put(frame)
+        return assessment
+
+    def assess_many(self, items: Sequence[tuple[Mapping[str, Any], DecisionContext]]) -> list[Assessment]:
+        """Decide every transaction, then journal them all in one write: every decision recorded, or none.
+
+        Raises:
+            JournalFullError: the journal cannot take them; none was recorded (answer 503).
+        """
+        decided = [self.decide(transaction, context) for transaction, context in items]
+        end = self.shadow.put_many([frame for _, frame in decided])
+        for assessment, _ in decided:
+            assessment.journaled = end
+        return [assessment for assessment, _ in decided]
+
+    def decide(self, transaction: Mapping[str, Any], context: DecisionContext) -> tuple[Assessment, bytes]:
+        """Decide one transaction; returns the answer and its journal frame (not yet journaled)."""
         started = time.perf_counter()
         request_id = new_event_id()
         features = features_one(transaction)
@@ -120,22 +151,21 @@ class DecisionService:
             policy_version=decision.policy_version,
             fallback=decision.fallback,
         )
-        self.shadow.put(
-            encode_prediction(
-                request_id=request_id,
-                transaction=transaction,
-                context=context,
-                features=features,
-                generation=snapshot.generation,
-                decided=decided,
-                decision=decision,
-                reason_codes=reasons,
-                assignments=assignments,
-                deciding=deciding,
-                latency_s=time.perf_counter() - started,
-            )
+        frame = encode_prediction(
+            request_id=request_id,
+            transaction=transaction,
+            customer_id_hash=hash_customer_id(transaction["customer_id"], salt=self.customer_salt),
+            context=context,
+            features=features,
+            generation=snapshot.generation,
+            decided=decided,
+            decision=decision,
+            reason_codes=reasons,
+            assignments=assignments,
+            deciding=deciding,
+            latency_s=time.perf_counter() - started,
         )
-        return assessment
+        return assessment, frame
 
 
 def _score(served: ServedModel | None, features: list[float]) -> Score:

@@ -86,11 +86,32 @@ class Score:
 
 # ------------------------------------------------------------------------------------------------ frames
 
+FRAME_VERSION = 2
+"""Version of the journal frames this code writes. 1 (no ``v`` key): the transaction with the raw customer id, hashed
+by the shadow process. 2: the customer id hashed by the API process before the frame is journaled (``cid``); the
+transaction without it."""
+
+FRAME_VERSIONS = (1, 2)
+"""Every frame version this code reads: a journal written by the previous release is read after an upgrade."""
+
+
+def frame_version(frame: Mapping[str, Any]) -> int:
+    """A frame's version (1 when it has none).
+
+    Raises:
+        ValueError: a version this code does not read (written by a newer release).
+    """
+    version = frame.get("v", 1)
+    if version not in FRAME_VERSIONS:
+        raise ValueError(f"frame version {version!r} is not one this release reads ({FRAME_VERSIONS})")
+    return int(version)
+
 
 def encode_prediction(
     *,
     request_id: str,
     transaction: Mapping[str, Any],
+    customer_id_hash: str,
     context: DecisionContext,
     features: Sequence[float],
     generation: int,
@@ -103,17 +124,19 @@ def encode_prediction(
 ) -> bytes:
     """One request's frame for the shadow worker: everything the event needs, as JSON (a few µs with orjson).
 
-    ``served_at`` and the queueing clock are taken here. The customer id travels raw over the local pipe and is
-    hashed by the worker, before anything is written anywhere.
+    ``served_at`` and the queueing clock are taken here. The raw customer id is not in it: the frame is written to the
+    journal on disk, so it carries the id's keyed hash (``customer_id_hash``) and the transaction without the id.
     """
     return orjson.dumps(
         {
+            "v": FRAME_VERSION,
             "k": "p",
             "rid": request_id,
             "t": time.monotonic(),
             "at": time.time(),
             "gen": generation,
-            "tx": transaction,
+            "cid": customer_id_hash,
+            "tx": {k: v for k, v in transaction.items() if k != "customer_id"},
             "ctx": [context.regulatory_flags, context.is_vip],
             "f": features,
             "d": [
@@ -169,9 +192,22 @@ class ShadowJob:
     assignments: list[dict[str, Any]]
     deciding: list[Any] | None
     latency_s: float
+    customer_id_hash: str | None = None
+    """From a version-2 frame; a version-1 frame's transaction holds the raw id instead (hashed by the worker)."""
 
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> ShadowJob:
+        """Decode a prediction frame of any version in :data:`FRAME_VERSIONS`.
+
+        Raises:
+            ValueError, KeyError, TypeError, IndexError: not a frame this code reads (it is dead-lettered).
+        """
+        version = frame_version(frame)
+        cid = frame["cid"] if version >= 2 else None
+        if version == 1 and not isinstance(frame["tx"].get("customer_id"), str):
+            raise KeyError("customer_id")
+        if cid is not None and not isinstance(cid, str):
+            raise TypeError("cid is not a string")
         d = frame["d"]
         dec = frame["dec"]
         flags, is_vip = frame["ctx"]
@@ -193,6 +229,7 @@ class ShadowJob:
             assignments=frame["as"],
             deciding=frame["di"],
             latency_s=frame["lat"],
+            customer_id_hash=cid,
         )
 
     @property
@@ -397,7 +434,9 @@ class ShadowWorker:
             "schema_version": SCHEMA_VERSION,
             "event_id": job.request_id,
             "transaction_id": tx["transaction_id"],
-            "customer_id_hash": hash_customer_id(tx["customer_id"], salt=self.customer_salt),
+            "customer_id_hash": job.customer_id_hash
+            if job.customer_id_hash is not None
+            else hash_customer_id(tx["customer_id"], salt=self.customer_salt),
             "merchant_id": tx["merchant_id"],
             "event_timestamp": tx["event_timestamp"],
             "served_at": _utc_iso(job.served_at),

@@ -39,7 +39,7 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -61,6 +61,7 @@ from shadowgate.serving.journal import (
     JournalWriter,
     Position,
     Record,
+    Watermark,
     journal_end,
     journal_id,
     pending_bytes,
@@ -68,7 +69,7 @@ from shadowgate.serving.journal import (
 )
 from shadowgate.serving.metrics import ServingMetrics
 from shadowgate.serving.models import ModelSnapshot
-from shadowgate.serving.shadow import BENCH_COOLDOWN_S, ShadowJob, ShadowWorker
+from shadowgate.serving.shadow import BENCH_COOLDOWN_S, FRAME_VERSION, ShadowJob, ShadowWorker, frame_version
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,10 @@ class EventLogStats:
         inherited: events this child committed from records journaled before it started (after a restart: what
             the process before it had not committed).
         conflicts: commits refused because another process had moved the position (then re-read from Redis).
+        resyncs: times the position Redis holds was not in the journal (see ``missing``) and reading went on from
+            the next segment present.
+        missing: what the journal did not hold at those times, newest last.
+        dead_letter_errors: dead-letter writes that failed (disk full); the records were kept and retried.
         pending_bytes: journal bytes not yet in Redis.
         committed: the position Redis holds (encoded), or None before the first contact.
         redis_up: whether the last contact with Redis succeeded.
@@ -139,6 +144,9 @@ class EventLogStats:
     committed: str | None
     redis_up: bool
     last_error: str | None
+    resyncs: int = 0
+    missing: tuple[str, ...] = ()
+    dead_letter_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,35 @@ class SidecarReport:
 
 class SidecarError(RuntimeError):
     """The shadow process could not be started."""
+
+
+@dataclass(frozen=True)
+class WriterInfo:
+    """What the shadow process knows of the API process's journal writer (picklable: it crosses to the child).
+
+    Attributes:
+        epoch: the writer's id, stored with each committed position.
+        first_segment: the writer's first segment: every segment from it on holds this writer's records.
+        watermark: the shared word the writer publishes its readable end in.
+    """
+
+    epoch: str
+    first_segment: int
+    watermark: Any
+
+
+def committed_in_redis(config: SidecarConfig, timeout_s: float = 1.0) -> Position | None:
+    """The position Redis holds for the journal in ``config`` (None: none, or Redis not reachable now)."""
+    committer = Committer(
+        redis_url=config.redis_url, journal_id=journal_id(config.journal_dir), socket_timeout_s=timeout_s
+    )
+    try:
+        return committer.position()
+    except (rex.RedisError, OSError) as error:
+        logger.warning("Redis not reachable at start (%s); the journal numbers its segments from the disk alone", error)
+        return None
+    finally:
+        committer.close()
 
 
 def _context() -> Any:
@@ -197,19 +234,37 @@ class Sidecar:
         self._reader: threading.Thread | None = None
         self._spawned_at = 0.0
         self._quick_deaths = 0
+        self._writer_info: WriterInfo | None = None
 
     # ------------------------------------------------------------------------------------------------ request path
 
-    def put(self, frame: bytes) -> None:
-        """Journal one decided request's frame (raises ``JournalFullError``: answer 503, the decision is not logged)."""
+    def put(self, frame: bytes) -> Position:
+        """Journal one decided request's frame (raises ``JournalFullError``: answer 503, the decision is not logged).
+
+        Returns where it ends: under ``journal_fsync=always`` await :meth:`durable` before answering."""
+        return self.put_many([frame])
+
+    def put_many(self, frames: Sequence[bytes]) -> Position:
+        """Journal frames in one write: all of them, or none (raises ``JournalFullError``)."""
         journal = self.journal
         if journal is None:
             raise SidecarError("the shadow process is not started")
-        journal.append(frame)
+        return journal.append_many(frames)
 
-    def submit(self, stream: str, fields: dict[str, str], event_id: str) -> None:
+    def submit(self, stream: str, fields: dict[str, str], event_id: str) -> Position:
         """Journal one ready-made event (outcomes), in order with the decisions; de-duplicated by ``event_id``."""
-        self.put(orjson.dumps({"k": "e", "s": stream, "f": fields, "id": event_id}))
+        return self.submit_many([(stream, fields, event_id)])
+
+    def submit_many(self, events: Sequence[tuple[str, dict[str, str], str]]) -> Position:
+        """Journal ready-made events (stream, fields, event id) all or nothing."""
+        return self.put_many([event_frame(stream, fields, event_id) for stream, fields, event_id in events])
+
+    async def durable(self, position: Position | None) -> None:
+        """Wait, off the event loop, until ``position`` is on disk as the fsync policy promises (``always``: the
+        group commit covering it). Raises ``JournalFullError`` when the disk failed: the record was cut back."""
+        journal = self.journal
+        if journal is not None and position is not None:
+            await journal.durable(position)
 
     def send_models(self, snapshot: ModelSnapshot) -> None:
         """Make ``snapshot`` known to the child (idempotent per generation; sent by the writer thread)."""
@@ -231,13 +286,17 @@ class Sidecar:
         if self._writer is not None:
             return
         c = self.config
+        watermark = _context().RawValue("q", 0)
         self.journal = JournalWriter(
             c.journal_dir,
             segment_bytes=c.journal_segment_bytes,
             fsync=c.journal_fsync,
             fsync_interval_s=c.journal_fsync_interval_s,
             max_pending_bytes=c.journal_max_pending_bytes,
+            start_after=committed_in_redis(c),
+            watermark=Watermark(watermark),
         )
+        self._writer_info = WriterInfo(self.journal.epoch, self.journal.first_segment, watermark)
         self._spawn()
         self._writer = threading.Thread(target=self._write_loop, name="shadow-writer", daemon=True)
         self._writer.start()
@@ -338,7 +397,7 @@ class Sidecar:
         report_reader, report_writer = context.Pipe(duplex=False)
         process = context.Process(
             target=child_main,
-            args=(self.config, inbox_reader, report_writer, bench_challengers),
+            args=(self.config, self._writer_info, inbox_reader, report_writer, bench_challengers),
             name="shadowgate-shadow",
             daemon=True,
         )
@@ -446,6 +505,11 @@ def _control(message: dict[str, Any]) -> bytes:
     return _CONTROL + orjson.dumps(message)
 
 
+def event_frame(stream: str, fields: dict[str, str], event_id: str) -> bytes:
+    """The journal frame of a ready-made event (an outcome)."""
+    return orjson.dumps({"v": FRAME_VERSION, "k": "e", "s": stream, "f": fields, "id": event_id})
+
+
 class SidecarCollector(Collector):
     """The API process's own metrics of the shadow process and the journal (the child's come with its report)."""
 
@@ -463,8 +527,14 @@ class SidecarCollector(Collector):
             gauge.add_metric([], float(value))
             yield gauge
         journal = s.journal
+        failed = GaugeMetricFamily(
+            "shadowgate_journal_failed", "1 while the journal's disk has failed and every record is refused (503)."
+        )
+        failed.add_metric([], 1.0 if journal is not None and journal.failed is not None else 0.0)
+        yield failed
         for name, value, doc in (
             ("journal_records", journal.appended if journal else 0, "Decisions and outcomes journaled (answered)."),
+            ("journal_disk_failures", journal.failures if journal else 0, "Journal write/fsync/segment failures."),
             ("journal_refused", s.refused, "Requests refused (503) because the journal was full or unwritable."),
             ("shadow_process_restarts", s.restarts, "Shadow processes replaced after dying or stalling."),
             ("model_swaps", self._swaps(), "Atomic swaps of the served model set."),
@@ -483,7 +553,9 @@ def exposition(registry: CollectorRegistry, sidecar: Sidecar) -> bytes:
 # ------------------------------------------------------------------------------------------------ the child
 
 
-def child_main(config: SidecarConfig, inbox: Connection, outbox: Connection, bench_challengers: bool) -> None:
+def child_main(
+    config: SidecarConfig, writer: WriterInfo, inbox: Connection, outbox: Connection, bench_challengers: bool
+) -> None:
     """The shadow process: commit the journal to Redis until ``stop`` (or the API process goes away), then exit."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s shadow %(name)s: %(message)s")
     # Ctrl+C and a service manager's SIGTERM reach the whole process group; the API process decides when this one
@@ -494,9 +566,10 @@ def child_main(config: SidecarConfig, inbox: Connection, outbox: Connection, ben
         redis_url=config.redis_url,
         journal_id=journal_id(config.journal_dir),
         outcome_dedup_ttl_s=config.outcome_dedup_ttl_s,
+        writer_epoch=writer.epoch,
     )
     metrics = ServingMetrics()
-    child = _Child(config, inbox, outbox, committer, metrics, bench_challengers=bench_challengers)
+    child = _Child(config, writer, inbox, outbox, committer, metrics, bench_challengers=bench_challengers)
     metrics.watch_event_log(child.stats)
     try:
         child.run()
@@ -534,6 +607,7 @@ class _Child:
     def __init__(
         self,
         config: SidecarConfig,
+        writer: WriterInfo,
         inbox: Connection,
         outbox: Connection,
         committer: Committer,
@@ -556,7 +630,12 @@ class _Child:
             budget_ms=config.budget_ms,
             metrics=metrics,
         )
+        self.writer = writer
+        self.watermark = Watermark(writer.watermark)
         self.reader: JournalReader | None = None
+        self.resyncs = 0
+        self.missing: collections.deque[str] = collections.deque(maxlen=20)
+        self.dead_letter_errors = 0
         self.committed: Position | None = None
         self.batch: _Batch | None = None
         self.building = False
@@ -586,6 +665,9 @@ class _Child:
             committed=self.committed.encode() if self.committed else None,
             redis_up=self.redis_up,
             last_error=self.last_error,
+            resyncs=self.resyncs + (self.reader.resyncs if self.reader else 0),
+            missing=(*self.missing, *(self.reader.missing if self.reader else ())),
+            dead_letter_errors=self.dead_letter_errors,
         )
 
     def report(self, ack: int) -> None:
@@ -640,10 +722,15 @@ class _Child:
     def _attach(self) -> bool:
         """Learn from Redis where this journal's committed records end, and read on from there."""
         try:
-            self.committed = self.committer.position()
+            held, epoch = self.committer.holder()
+            if held is not None and epoch != self.writer.epoch and held.segment >= self.writer.first_segment:
+                if not self._resync(held):
+                    return False  # another process moved the position meanwhile: attach again
+                held = Position(self.writer.first_segment, 0)
         except (rex.RedisError, OSError) as error:
             self._error(error)
             return False
+        self.committed = held
         self.redis_up = True
         self.next_report = 0.0  # health shows Redis up now, not one report interval later
         directory = self.config.journal_dir
@@ -656,9 +743,40 @@ class _Child:
                 start.encode(),
                 hint.encode(),
             )
-        self.reader = JournalReader(directory, start=start, retention_s=self.config.journal_retention_s)
+        self.reader = JournalReader(
+            directory, start=start, retention_s=self.config.journal_retention_s, watermark=self.watermark
+        )
         self.inherited_until = journal_end(directory)
         return True
+
+    def _resync(self, held: Position) -> bool:
+        """Redis holds a position another writer's records reached, at or past this writer's first segment: the journal
+        directory is not the one those records were in (restored from an older copy, emptied), and this writer's
+        segments reuse numbers Redis has passed. Move Redis to this writer's first segment (everything there is new),
+        and say what was not found. False when another process moved the position meanwhile."""
+        start = Position(self.writer.first_segment, 0)
+        result = self.committer.commit([], expected=held, new=start)
+        if result.outcome is CommitOutcome.CONFLICT:
+            self.conflicts += 1
+            return False
+        what = f"position {held.encode()} (left by another writer; this writer began at segment {start.segment})"
+        self.resyncs += 1
+        self.missing.append(what)
+        logger.error(
+            "journal: Redis holds %s, not in this journal (restored from an older copy, or emptied): records after it"
+            " that Redis does not hold are lost; reading on from %s",
+            what,
+            start.encode(),
+        )
+        return True
+
+    def _drop_reader(self) -> None:
+        """Forget the reader (read again from the position Redis holds), keeping what it reported."""
+        if self.reader is not None:
+            self.resyncs += self.reader.resyncs
+            self.missing.extend(self.reader.missing)
+            self.reader.close()
+        self.reader = None
 
     def _give_up(self) -> bool:
         """Stop trying: asked to stop (or orphaned) and out of time. The journal keeps the rest for the next start."""
@@ -734,42 +852,70 @@ class _Child:
             self.building = False
 
     def _build(self, records: list[Record]) -> _Batch:
+        """Turn records into stream entries. A record that cannot become one — not JSON, a frame version this release
+        does not read, keys missing, or an event that cannot be built from it — is dead-lettered on its own; the
+        others go on."""
+        made: list[StreamRecord | None] = [None] * len(records)
+        dead: dict[int, str] = {}
         jobs: list[tuple[int, ShadowJob]] = []
-        out: list[StreamRecord | None] = []
-        ends: list[Position] = []
-        dead: list[tuple[bytes, str]] = []
-        for record in records:
+        for index, record in enumerate(records):
             try:
                 frame = orjson.loads(record.data)
+                if not isinstance(frame, dict):
+                    raise TypeError(f"a frame is a JSON object, not {type(frame).__name__}")
+                frame_version(frame)
                 kind = frame["k"]
                 if kind == "p":
-                    jobs.append((len(out), ShadowJob.from_frame(frame)))
-                    made = None
+                    jobs.append((index, ShadowJob.from_frame(frame)))
                 elif kind == "e":
                     fields = {str(k): str(v) for k, v in frame["f"].items()}
-                    made = StreamRecord(str(frame["s"]), fields, str(frame["id"]))
+                    made[index] = StreamRecord(str(frame["s"]), fields, str(frame["id"]))
                 else:
                     raise ValueError(f"unknown record kind {kind!r}")
-            except (ValueError, KeyError, TypeError, IndexError) as error:
-                dead.append((record.data, f"{type(error).__name__}: {error}"))
-                continue
-            out.append(made)
-            ends.append(record.end)
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+                dead[index] = f"{type(error).__name__}: {error}"
         if jobs:
             self._wait_for_models(max(job.generation for _, job in jobs))
-            self.sink.records = []
+            for (index, _), result in zip(jobs, self._events([job for _, job in jobs]), strict=True):
+                if isinstance(result, str):
+                    dead[index] = result
+                else:
+                    made[index] = result
+        kept = [(m, r.end) for m, r in zip(made, records, strict=True) if m is not None]
+        return _Batch(
+            [m for m, _ in kept],
+            [end for _, end in kept],
+            records[-1].end,
+            [(records[i].data, reason) for i, reason in sorted(dead.items())],
+        )
+
+    def _events(self, jobs: list[ShadowJob]) -> list[StreamRecord | str]:
+        """Each job's prediction event, or why it could not be built. The batch is scored together; should that fail,
+        each job is tried alone, then logged unscored, and only a job that fails even so is given up (its reason)."""
+        try:
+            return list(self._scored(jobs))
+        except Exception:  # the loop must survive anything; find the job that fails
+            logger.exception("shadow scoring failed for a batch of %d requests; trying them one by one", len(jobs))
+        out: list[StreamRecord | str] = []
+        for job in jobs:
             try:
-                self.worker.process([job for _, job in jobs])
-            except Exception:  # the loop must survive anything; the events still go out, unscored
-                logger.exception("shadow scoring failed for %d requests", len(jobs))
-                self.sink.records = []
-                for _, job in jobs:
-                    self.sink.submit(
-                        self.config.predictions_stream, self.worker.event_fields(job, [job.decided]), job.request_id
-                    )
-            for (index, _), made in zip(jobs, self.sink.records, strict=True):
-                out[index] = made
-        return _Batch([r for r in out if r is not None], ends, records[-1].end, dead)
+                out.extend(self._scored([job]))
+                continue
+            except Exception:
+                pass
+            try:
+                fields = self.worker.event_fields(job, [job.decided])
+                out.append(StreamRecord(self.config.predictions_stream, fields))
+            except Exception as error:  # any failure of this one record is its reason
+                out.append(f"event not built: {type(error).__name__}: {error}"[:500])
+        return out
+
+    def _scored(self, jobs: list[ShadowJob]) -> list[StreamRecord]:
+        self.sink.records = []
+        self.worker.process(jobs)
+        if len(self.sink.records) != len(jobs):
+            raise RuntimeError(f"{len(self.sink.records)} events for {len(jobs)} requests")
+        return self.sink.records
 
     def _wait_for_models(self, generation: int) -> None:
         """A record decided with a generation the pipe has not delivered yet: wait for it (briefly)."""
@@ -783,12 +929,22 @@ class _Child:
     def _commit(self) -> None:
         batch = self.batch
         assert batch is not None and self.reader is not None
-        if batch.dead:
+        while batch.dead:
             # Kept before the commit that moves past them: a crash in between keeps them twice, never not at all.
-            for data, reason in batch.dead:
+            data, reason = batch.dead[0]
+            try:
                 self.reader.dead_letter(data, reason)
-            self.dead_lettered += len(batch.dead)
-            batch.dead = []
+            except OSError as error:
+                # A full disk: keep the batch (the records are in the journal), free what can be freed, retry.
+                self.dead_letter_errors += 1
+                self.last_error = f"dead letter not writable: {type(error).__name__}: {error}"
+                if self.dead_letter_errors == 1 or self.dead_letter_errors % 100 == 0:
+                    logger.error("%s; the batch waits (%d times so far)", self.last_error, self.dead_letter_errors)
+                self.reader.collect()
+                self.next_retry = time.monotonic() + RETRY_INTERVAL_S
+                return
+            batch.dead.pop(0)
+            self.dead_lettered += 1
         try:
             result = self.committer.commit(batch.records, expected=self.committed, new=batch.end)
         except (rex.RedisError, OSError) as error:
@@ -817,7 +973,7 @@ class _Child:
                     self._error(error)
                     self.next_retry = time.monotonic() + RETRY_INTERVAL_S
                     self.batch = None  # read again from the committed position
-                    self.reader = None
+                    self._drop_reader()
                     return
                 self._dead_letter_records([record], f"{type(error).__name__}: {error}")
                 result = self.committer.commit([], expected=self.committed, new=end)
@@ -838,12 +994,19 @@ class _Child:
         self.conflicts += 1
         logger.warning("journal position moved by another process to %s; reading on from there", current)
         self.batch = None
-        self.reader = None
+        self._drop_reader()
 
     def _dead_letter_records(self, records: list[StreamRecord], reason: str) -> None:
         assert self.reader is not None
         for record in records:
-            self.reader.dead_letter(orjson.dumps({"s": record.stream, "f": record.fields}), reason)
+            data = orjson.dumps({"s": record.stream, "f": record.fields})
+            try:
+                self.reader.dead_letter(data, reason)
+            except OSError as error:
+                # Redis refused it for good and the disk will not keep it: the log is the last place it can go.
+                self.dead_letter_errors += 1
+                logger.error("dead letter not writable (%s); refused record kept here: %s: %s", error, reason,
+                             data[:2000].decode("utf-8", "replace"))  # fmt: skip
         self.dead_lettered += len(records)
 
     def _committed(self, end: Position, records: list[StreamRecord], *, written: int, duplicates: int) -> None:
