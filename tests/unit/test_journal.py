@@ -97,10 +97,10 @@ def test_one_writer_per_directory(tmp_path: Path) -> None:
 
 
 def test_over_the_limit_appends_are_refused_until_committed(tmp_path: Path) -> None:
-    writer = JournalWriter(tmp_path, max_pending_bytes=30, fsync=FsyncPolicy.NEVER)
+    writer = JournalWriter(tmp_path, max_pending_bytes=33, fsync=FsyncPolicy.NEVER)
     writer.append(b"0123456789")  # 11 bytes with the newline
     writer.append(b"0123456789")
-    end = writer.append(b"0123456789")  # 33 ≥ 30: the next one is refused
+    end = writer.append(b"0123456789")  # 33 = the limit: the next one would pass it, refused
     with pytest.raises(JournalFullError):
         writer.append(b"refused")
     assert writer.refused == 1 and writer.appended == 3

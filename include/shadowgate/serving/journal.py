@@ -148,7 +148,7 @@ def pending_bytes(directory: Path, committed: Position) -> int:
             continue
         with contextlib.suppress(FileNotFoundError):
             size = segment_path(directory, number).stat().st_size
-            total += size - committed.offset if number == committed.segment else size
+            total += max(size - committed.offset, 0) if number == committed.segment else size
     return max(total, 0)
 
 
@@ -265,8 +265,8 @@ class JournalWriter:
         segment_bytes: a segment is closed and the next begun once it holds this many bytes.
         fsync: see :class:`FsyncPolicy`.
         fsync_interval_s: period of the background fsync under ``interval``.
-        max_pending_bytes: appends are refused (``JournalFullError``) while more than this many bytes wait for the
-            shadow process to commit them.
+        max_pending_bytes: an append that would take the bytes waiting for the shadow process past this is refused
+            (``JournalFullError``), whole.
         start_after: the position Redis holds for this journal, when known: the first segment is numbered after it
             as well as after the segments on disk and the committed hint, so a journal directory restored from an
             older copy (or emptied) never reuses a number Redis has already passed.
@@ -415,7 +415,7 @@ class JournalWriter:
                 raise JournalUnavailableError(
                     f"the journal's disk has not confirmed a write for {time.monotonic() - self._sync_started:.1f} s"
                 )
-            if self._pending >= self.max_pending_bytes:
+            if self._pending > 0 and self._pending + len(data) > self.max_pending_bytes:
                 self.refused += n
                 raise JournalFullError(
                     f"{self._pending:,} bytes of decisions wait for Redis (limit {self.max_pending_bytes:,})"
@@ -472,6 +472,8 @@ class JournalWriter:
             self._work.notify()
         self._segment, self._fd, self._offset = number, fd, 0
         self._sizes[number] = 0
+        if self.fsync is not FsyncPolicy.ALWAYS:
+            self._publish_locked(Position(number, 0))  # the old segment is finished: a reader may move on
 
     # ------------------------------------------------------------------------------------------------ durability
 
@@ -522,11 +524,11 @@ class JournalWriter:
     def _wait_for(self, position: Position, done: Callable[[BaseException | None], None]) -> bool:
         """Register a waiter; False when ``position`` is already published."""
         with self._lock:
-            if position <= self._published:
-                return False
             for segment, length in self._cuts:
                 if position.segment == segment and position.offset > length:
                     raise JournalUnavailableError("the journal's disk failed; this record was cut back: not recorded")
+            if position <= self._published:
+                return False
             if self._failed is not None:
                 raise JournalUnavailableError(f"the journal's disk failed ({self._failed}); not recorded")
             self._waiters.append(_Waiter(position, done))

@@ -381,6 +381,11 @@ class Sidecar:
         return self.journal.pending if self.journal is not None else 0
 
     @property
+    def journal_failed(self) -> str | None:
+        """Why the journal refuses every record (its disk failed; it probes and recovers by itself), or None."""
+        return self.journal.failed if self.journal is not None else None
+
+    @property
     def refused(self) -> int:
         """Decisions and outcomes refused because the journal was full or could not be written."""
         return self.journal.refused if self.journal is not None else 0
