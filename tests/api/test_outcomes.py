@@ -84,6 +84,15 @@ def test_a_resent_outcome_is_one_stream_entry_and_one_warehouse_row(
         assert _upload(redis_server, warehouse) == {"read": 1, "loaded": 0, "quarantined": 0}
         assert _rows(warehouse) == [{"outcome_id": expected, **row}]
 
+        # Re-sent after its marker expired, with another timestamp (a feed that restamps on resend): a new stream
+        # entry, months away from the first in the partition column, and still the one row (MERGE on the id alone).
+        assert redis.delete(f"shadowgate:dedup:{expected}") == 1
+        assert _post(client, {**PAID, "event_timestamp": "2026-09-15T08:00:00Z"}) == expected
+        _settle(client)
+        assert redis.xlen(STREAM) == 1
+        assert _upload(redis_server, warehouse) == {"read": 1, "loaded": 0, "quarantined": 0}
+        assert _rows(warehouse) == [{"outcome_id": expected, **row}]
+
 
 def test_an_idempotency_key_separates_outcomes_and_deduplicates_retries(
     client: TestClient, redis_server: RedisServer, tmp_path: Path

@@ -66,6 +66,21 @@ def test_stage_and_merge_load_each_row_once(warehouse: BigQueryWarehouse) -> Non
     assert row[0]["challenger"] == 0.2 and row[0]["amount_log"] > 0
 
 
+def test_an_outcome_resent_with_another_timestamp_is_still_one_row(warehouse: BigQueryWarehouse) -> None:
+    import orjson
+
+    first = outcome_fields(3)
+    payload = orjson.loads(first["payload"])
+    payload["event_timestamp"] = "2026-11-30T09:00:00+00:00"  # re-sent months later, restamped: another partition
+    again = {**first, "payload": orjson.dumps(payload).decode()}
+    for fields, batch_id in ((first, "first"), (again, "again")):
+        batch = decode("o", "outcome", [Entry("1-0", fields)], NOW).table("outcomes")
+        stamp = batch.column("event_timestamp")[0].as_py()  # the batch's time range, as the uploader passes it
+        staging = warehouse.stage("outcomes", batch, batch_id=batch_id)
+        warehouse.merge("outcomes", staging=staging, min_ts=stamp, max_ts=stamp)
+    assert warehouse.count("outcomes") == 1
+
+
 def test_model_metrics_merge_replaces_its_week_and_label(warehouse: BigQueryWarehouse) -> None:
     # WHEN NOT MATCHED BY SOURCE … THEN DELETE through the client (the emulator runs it on DuckDB: the wire path and
     # the parameters, not BigQuery's own semantics, which its documentation states for MERGE).

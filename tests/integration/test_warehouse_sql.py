@@ -336,7 +336,9 @@ def test_bigquery_sql_is_rendered_unchanged_but_for_the_placeholders() -> None:
     assert "channel__web FLOAT64" in ddl and "amount FLOAT64 NOT NULL" in ddl and "${" not in ddl
     merge = library.merge("outcomes", source="`proj.ds._staging_x`", columns=["outcome_id", "amount"])
     assert "INSERT (outcome_id, amount) VALUES (s.outcome_id, s.amount)" in merge
-    assert "@min_ts" in merge and "USING `proj.ds._staging_x` AS s" in merge
+    assert "USING `proj.ds._staging_x` AS s" in merge
+    assert "@min_ts" not in merge  # outcomes match on their id alone, whatever a re-send's timestamp
+    assert "@min_ts" in library.merge("prediction_logs", source="`proj.ds._staging_x`", columns=["prediction_id"])
     duck = SqlLibrary(default_sql_dir(), dataset="ds", dialect="duckdb").render("ddl/prediction_logs")
     assert "PARTITION" not in duck and "STRUCT(" in duck
     labeled = library.render("ddl/labeled_predictions")
