@@ -15,8 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
+from api.admission import Admission, AdmissionCollector
 from api.docs import mount_docs
-from api.errors import journal_full, validation_error
+from api.errors import RETRY_AFTER_S, journal_full, validation_error
 from api.routes import admin, decisions, ops, outcomes
 from shadowgate.config import ApiSettings
 from shadowgate.serving.journal import JournalFullError
@@ -65,12 +66,15 @@ def create_app(
 ) -> FastAPI:
     """Build the app. Tests pass a ``runtime_factory`` (their own settings, model source, Redis)."""
 
+    settings = api_settings or ApiSettings()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = (runtime_factory or build_runtime)()
         runtime.start()
         app.state.runtime = runtime
-        app.state.api_settings = api_settings or ApiSettings()
+        app.state.api_settings = settings
+        runtime.registry.register(AdmissionCollector(app.state.admission))
         logger.info("serving %s", runtime.models.snapshot.versions() or "the fallback policy (no model loaded)")
         try:
             yield
@@ -90,6 +94,14 @@ def create_app(
         swagger_ui_oauth2_redirect_url=None,
     )
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(
+        Admission,
+        max_in_flight=settings.max_in_flight,
+        max_body_bytes=int(settings.max_body_mb * (1 << 20)),
+        retry_after_s=RETRY_AFTER_S,
+        max_loop_lag_s=settings.max_loop_lag_ms / 1000,
+        state=app.state,
+    )
     app.add_exception_handler(JournalFullError, journal_full)
     for module in (decisions, outcomes, ops, admin):
         app.include_router(module.router)

@@ -107,7 +107,7 @@ async def set_experiment_share(experiment_id: str, body: ExperimentShare, runtim
 )
 async def reload_models(runtime: RuntimeDep) -> dict[str, Any]:
     """Ask the registry now instead of waiting for the next poll."""
-    changed = runtime.models.refresh()
+    changed = await run_in_threadpool(runtime.models.refresh)  # a registry round trip: never on the event loop
     stats = runtime.models.stats
     return {
         "changed": changed,

@@ -126,6 +126,19 @@ class ApiSettings(BaseSettings):
     """API key of outcome producers (``X-Ingest-Key`` header on ``POST /v1/outcomes``): a scope of its own, the admin
     key is not accepted there nor this one on admin endpoints. Unset: outcomes answer 401."""
 
+    max_in_flight: int = Field(default=64, ge=1, le=100_000)
+    """Requests admitted at once (health and metrics exempt). One more is answered 503 + ``Retry-After`` at once
+    instead of queueing behind the others: under overload decisions are shed, never left to time out, and
+    ``/health/live`` keeps answering."""
+
+    max_loop_lag_ms: float = Field(default=20.0, gt=0)
+    """While the event loop runs later than this (it is past saturation), new requests are shed (503) as if over
+    ``max_in_flight``, until it is back on time (health and metrics exempt)."""
+
+    max_body_mb: float = Field(default=4.0, gt=0)
+    """Largest request body (MiB). A larger one is answered 413 before it is read (a batch of 1,000 transactions
+    is about 0.6 MiB)."""
+
     @model_validator(mode="after")
     def _scopes_stay_separate(self) -> ApiSettings:
         # One secret in both scopes would let every outcome producer administer the service.
