@@ -42,15 +42,27 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ApiSettingsDep = Annotated[ApiSettings, Depends(get_api_settings)]
 
 
+def _matches(expected: SecretStr | None, given: str | None) -> bool:
+    secret = expected.get_secret_value() if expected is not None else None
+    return bool(secret) and given is not None and secrets.compare_digest(given.encode(), secret.encode())  # type: ignore[union-attr]
+
+
 def _require(expected: SecretStr | None, given: str | None, header: str) -> None:
     """401 unless ``given`` is the configured key (and always 401 when none is configured)."""
-    secret = expected.get_secret_value() if expected is not None else None
-    if not secret or given is None or not secrets.compare_digest(given.encode(), secret.encode()):
+    if not _matches(expected, given):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail=f"a valid {header} header is required",
             headers={"WWW-Authenticate": "ApiKey"},
         )
+
+
+def admin_caller(settings: ApiSettingsDep, key: Annotated[str | None, Security(_admin_key)]) -> bool:
+    """Whether the request carries the admin key (for endpoints that answer everyone, and more to an admin)."""
+    return _matches(settings.key, key)
+
+
+AdminCallerDep = Annotated[bool, Depends(admin_caller)]
 
 
 def require_admin(settings: ApiSettingsDep, key: Annotated[str | None, Security(_admin_key)]) -> None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.deps import RuntimeDep
+from api.deps import AdminCallerDep, RuntimeDep
 
 router = APIRouter(tags=["operations"])
 
@@ -29,9 +29,17 @@ _READY = {"application/json": {"schema": {"type": "object", "additionalPropertie
         503: {"description": "Not ready: no champion model loaded yet (same body).", "content": _READY},
     },
 )
-async def ready(runtime: RuntimeDep) -> JSONResponse:
-    """Ready when the champion is loaded. Redis and the decision journal are reported: while Redis is down decisions
-    go on and wait in the journal; only a journal over its limit makes decisions answer 503."""
+async def ready(runtime: RuntimeDep, admin: AdminCallerDep) -> JSONResponse:
+    """Ready when the champion is loaded. Anyone gets the status; the admin key (`X-API-Key`) also gets the details
+    (models, Redis, the decision journal, the shadow process, the experiment book), whose error texts are not for
+    everyone. While Redis is down decisions go on and wait in the journal; only a journal over its limit, or its disk
+    failing, makes decisions answer 503."""
+    code = status.HTTP_200_OK if runtime.ready else status.HTTP_503_SERVICE_UNAVAILABLE
+    if not admin:
+        return JSONResponse(
+            {"status": "ready" if runtime.ready else "not_ready", "details": "send the admin key (X-API-Key)"},
+            status_code=code,
+        )
     snapshot = runtime.models.snapshot
     log = runtime.shadow.stats()
     body = {
@@ -51,7 +59,7 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
         "shadow_process": {"up": runtime.shadow.alive, "pid": runtime.shadow.pid},
         "experiments": runtime.experiments.status().as_dict(),
     }
-    return JSONResponse(body, status_code=status.HTTP_200_OK if runtime.ready else status.HTTP_503_SERVICE_UNAVAILABLE)
+    return JSONResponse(body, status_code=code)
 
 
 @router.get(

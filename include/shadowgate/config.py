@@ -168,11 +168,17 @@ class ServingSettings(BaseSettings):
     """Largest batch ``/v1/bnpl/risk-assessment:batch`` accepts; more is answered 413."""
 
     customer_salt: SecretStr | None = None
-    """Secret salt of the customer-id hash in logs. Unset: a random one is made once under ``<home>/secrets``."""
+    """Secret salt of the customer-id hash (the journal and the logs hold only the hash). Production passes it in
+    from its secret store. Unset: a random one is made once under ``<state_dir>/secrets`` (0600)."""
 
     model_cache_key: SecretStr | None = None
-    """HMAC key that signs the compiled models cached on disk (a changed file is refused). Unset: a random one is
-    made once under ``<home>/secrets``."""
+    """HMAC key that signs the compiled models cached on disk (a changed file is refused). Production passes it in.
+    Unset: a random one is made once under ``<state_dir>/secrets`` (0600)."""
+
+    state_dir: Path | None = None
+    """The API's own state: decision journal, model cache, experiment-book copy and its local secrets. Put it where
+    only the API can write (compose: the ``api-state`` volume, which no Airflow service mounts): whoever can write the
+    signing key can forge a cached model. Unset: ``<home>/serving``."""
 
     predictions_stream: str = "shadowgate:predictions"
     """Redis Stream of prediction events."""
@@ -578,7 +584,7 @@ def local_secret(path: Path) -> str:
     import secrets
 
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -53,6 +53,7 @@ class ApiProcess:
             "SHADOWGATE_SERVING_CUSTOMER_SALT": "durability-salt",
             "SHADOWGATE_SERVING_CHALLENGER_ALIASES": '["challenger"]',
             "SHADOWGATE_SERVING_MODEL_POLL_INTERVAL_S": "60",
+            "SHADOWGATE_API_KEY": "durability-admin-key",
         }
         self.log = home / f"api-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -80,7 +81,9 @@ class ApiProcess:
         return self.process.pid
 
     def health(self) -> dict[str, object]:
-        ready: dict[str, object] = httpx.get(f"{self.base}/health/ready", timeout=5).json()
+        ready: dict[str, object] = httpx.get(
+            f"{self.base}/health/ready", timeout=5, headers={"X-API-Key": "durability-admin-key"}
+        ).json()
         return ready
 
     def kill_group(self) -> None:

@@ -26,7 +26,7 @@ from shadowgate.features import FEATURE_NAMES, features_frame
 from shadowgate.serving.runtime import Runtime
 from shadowgate.simulation import SimulationResult
 from shadowgate.training.train import ModelKind, build_estimator
-from tests.api.conftest import Registry, make_client
+from tests.api.conftest import ADMIN, Registry, make_client
 from tests.api.test_decisions import URL, _tx
 
 Factory = Callable[..., Callable[[], Runtime]]
@@ -220,7 +220,7 @@ def test_a_tampered_cache_is_refused_refetched_and_with_the_registry_down_not_se
 
     _tamper(cache)
     with make_client(runtime_factory(mlflow=trust.settings)) as second:
-        ready = second.get("/health/ready").json()
+        ready = second.get("/health/ready", headers=ADMIN).json()
         assert ready["models"] == {"champion": trust.good} and ready["models_from"] == {"champion": "registry"}
         answer = second.post(URL, json=_tx(7)).json()
         assert answer["model"] == expected["model"] and answer["risk_score"] == expected["risk_score"]
@@ -229,12 +229,12 @@ def test_a_tampered_cache_is_refused_refetched_and_with_the_registry_down_not_se
 
     dead = trust.settings.model_copy(update={"tracking_uri": f"http://127.0.0.1:{_dead_port()}"})
     with make_client(runtime_factory(mlflow=dead)) as third:  # the re-fetched copy was cached again, signed
-        assert third.get("/health/ready").json()["models_from"] == {"champion": "cache"}
+        assert third.get("/health/ready", headers=ADMIN).json()["models_from"] == {"champion": "cache"}
         assert third.post(URL, json=_tx(7)).json()["risk_score"] == expected["risk_score"]
 
     _tamper(cache)
     with make_client(runtime_factory(mlflow=dead)) as fourth:
-        assert fourth.get("/health/ready").status_code == 503
+        assert fourth.get("/health/ready", headers=ADMIN).status_code == 503
         answer = fourth.post(URL, json=_tx(7)).json()
         assert answer["fallback"] is True and answer["model"] == {"alias": None, "version": None}
         metrics = _refusal_metrics(fourth.get("/metrics").text)

@@ -32,12 +32,17 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 def test_health_models_and_metrics(client: TestClient, registry: Registry) -> None:
     assert client.get("/health/live").json() == {"status": "alive"}
-    ready = client.get("/health/ready")
+    # Without the admin key: the status only (no versions, no error texts, no pids).
+    anonymous = client.get("/health/ready")
+    assert anonymous.status_code == 200
+    assert anonymous.json() == {"status": "ready", "details": "send the admin key (X-API-Key)"}
+    assert client.get("/health/ready", headers={"X-API-Key": "wrong"}).json().keys() == {"status", "details"}
+    ready = client.get("/health/ready", headers=ADMIN)
     assert ready.status_code == 200
     assert ready.json()["models"] == registry.versions
     # Redis shows up once the shadow process (started with the app) has reached it: within a second or so.
     deadline = time.monotonic() + 15
-    while not (up := client.get("/health/ready").json()["redis"]["up"]) and time.monotonic() < deadline:
+    while not (up := client.get("/health/ready", headers=ADMIN).json()["redis"]["up"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert up is True
     models = client.get("/v1/models").json()

@@ -42,7 +42,7 @@ class Replica:
     log: Path
 
     def get(self, path: str) -> Any:
-        answer = httpx.get(f"{self.url}{path}", timeout=10)
+        answer = httpx.get(f"{self.url}{path}", timeout=10, headers=ADMIN)
         answer.raise_for_status()
         return answer.json()
 
@@ -200,10 +200,10 @@ def test_with_redis_down_a_replica_keeps_its_book_and_refuses_changes_with_503(
 
         redis_server.stop()  # SIGKILL by PID
         deadline = time.monotonic() + 10
-        while client.get("/health/ready").json()["experiments"]["redis_up"] is not False:
+        while client.get("/health/ready", headers=ADMIN).json()["experiments"]["redis_up"] is not False:
             assert time.monotonic() < deadline, "the outage was never noticed"
             time.sleep(0.05)
-        ready = client.get("/health/ready")
+        ready = client.get("/health/ready", headers=ADMIN)
         assert ready.status_code == 200
         assert ready.json()["experiments"]["book_version"] == 2
         refused = client.post(f"{base}/share", json={"treatment_share": 0.5, "reason": "ramp"}, headers=ADMIN)

@@ -18,7 +18,7 @@ from shadowgate.config import MLflowSettings
 from shadowgate.serving.models import MlflowModelSource
 from shadowgate.serving.runtime import Runtime
 from shadowgate.serving.scorer import CompiledModel
-from tests.api.conftest import CHALLENGER_B, INGEST, Registry, make_client
+from tests.api.conftest import ADMIN, CHALLENGER_B, INGEST, Registry, make_client
 from tests.api.faulty_models import Broken, Hanging, Slow
 from tests.api.test_decisions import URL, _settle, _stream, _tx
 from tests.redis_server import RedisServer
@@ -102,7 +102,7 @@ def test_mlflow_down_at_start_serves_last_known_good_from_disk(runtime_factory: 
         expected = first.post(URL, json=_tx(7)).json()
     dead = MLflowSettings(tracking_uri=f"http://127.0.0.1:{_dead_port()}", model_name="bnpl_default")
     with make_client(runtime_factory(mlflow=dead)) as second:
-        ready = second.get("/health/ready").json()
+        ready = second.get("/health/ready", headers=ADMIN).json()
         assert ready["status"] == "ready"
         assert ready["models"] == registry.versions
         assert set(ready["models_from"].values()) == {"cache"}
@@ -152,7 +152,7 @@ def test_no_model_at_all_answers_with_the_fallback_policy(
 ) -> None:
     empty = MLflowSettings(tracking_uri=registry.mlflow.tracking_uri, model_name="no_such_model")
     with make_client(runtime_factory(mlflow=empty)) as client:
-        assert client.get("/health/ready").status_code == 503
+        assert client.get("/health/ready", headers=ADMIN).status_code == 503
         answer = client.post(URL, json=_tx(1, amount=50.0))
         assert answer.status_code == 200
         body = answer.json()
@@ -227,7 +227,7 @@ def test_a_killed_shadow_process_is_replaced_and_no_decision_fails(
             ids.append(answer.json()["request_id"])
         _settle(client)
         assert runtime.shadow.restarts == 1
-        ready = client.get("/health/ready").json()["shadow_process"]
+        ready = client.get("/health/ready", headers=ADMIN).json()["shadow_process"]
         assert ready["up"] is True and ready["pid"] not in (None, first)
         events = [e["event_id"] for e in _stream(redis_server, "shadowgate:predictions")]
         # The replacement reads on from the position Redis holds: what the dead one had not committed comes once.
@@ -319,7 +319,7 @@ def test_a_full_journal_answers_503_with_retry_after_and_health_still_answers(
         outcome = {"transaction_id": "tx_0000001", "event_type": "default", "event_timestamp": "2026-03-02T14:05:00Z"}
         assert client.post("/v1/outcomes", json=outcome, headers=INGEST).status_code == 503
         assert client.get("/health/live").status_code == 200
-        ready = client.get("/health/ready").json()
+        ready = client.get("/health/ready", headers=ADMIN).json()
         assert ready["journal"]["refused"] == len(refused) + 1 and ready["redis"]["up"] is False
         assert "shadowgate_journal_refused_total" in client.get("/metrics").text
         redis_server.start()

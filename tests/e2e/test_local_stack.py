@@ -177,7 +177,9 @@ def test_up_bootstraps_serves_model_decisions_is_idempotent_and_down_leaves_noth
         assert httpx.get(f"{api}/docs", timeout=5).status_code == 200
         ready = httpx.get(f"{api}/health/ready", timeout=5)
         assert ready.status_code == 200, ready.text
-        assert ready.json()["models"] == aliases
+        assert ready.json()["status"] == "ready"  # the details need the admin key
+        served = httpx.get(f"{api}/v1/models", timeout=5).json()
+        assert {alias: m["version"] for alias, m in served["aliases"].items()} == aliases
         decision = httpx.post(f"{api}/v1/bnpl/risk-assessment", json=example_transaction(), timeout=10)
         assert decision.status_code == 200, decision.text
         body = decision.json()

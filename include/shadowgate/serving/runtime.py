@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import gc
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,18 +37,40 @@ from shadowgate.storage.experiment_store import ExperimentBookCollector, Experim
 logger = logging.getLogger(__name__)
 
 
+def state_dir(serving: ServingSettings, home: Path) -> Path:
+    """The API's own state (``ServingSettings.state_dir``, else ``<home>/serving``), created private (0700)."""
+    path = (serving.state_dir or home / "serving").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _api_secret(name: str, home: Path, state: Path) -> str:
+    """A local secret of the API's, under ``<state>/secrets``. One an earlier release kept under ``<home>/secrets``
+    (where every Airflow task can write) is moved here, so hashes and signatures stay the same."""
+    path = state / "secrets" / name
+    legacy = home / "secrets" / name
+    if not path.exists() and legacy.exists() and legacy.resolve() != path.resolve():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.replace(legacy, path)
+        os.chmod(path, 0o600)
+        logger.warning("moved the API's %s from %s to %s (only the API's state should hold it)", name, legacy.parent,
+                       path.parent)  # fmt: skip
+    return local_secret(path)
+
+
 def customer_salt(serving: ServingSettings, home: Path) -> str:
-    """The secret salt of customer-id hashes: from settings, else made once and kept under ``<home>/secrets``."""
+    """The secret salt of customer-id hashes: from settings, else made once under ``<state_dir>/secrets``."""
     if serving.customer_salt is not None:
         return serving.customer_salt.get_secret_value()
-    return local_secret(home / "secrets" / "customer_salt")
+    return _api_secret("customer_salt", home, state_dir(serving, home))
 
 
 def model_cache_key(serving: ServingSettings, home: Path) -> bytes:
-    """The HMAC key of the compiled-model cache: from settings, else made once and kept under ``<home>/secrets``."""
+    """The HMAC key of the compiled-model cache: from settings, else made once under ``<state_dir>/secrets``."""
     if serving.model_cache_key is not None:
         return serving.model_cache_key.get_secret_value().encode()
-    return local_secret(home / "secrets" / "model_cache_key").encode()
+    return _api_secret("model_cache_key", home, state_dir(serving, home)).encode()
 
 
 @dataclass
@@ -150,7 +173,7 @@ def build_runtime(
     serving = serving or ServingSettings()
     book_settings = experiments or ExperimentSettings()
     home = paths.home.expanduser()
-    state = home / "serving"
+    state = state_dir(serving, home)
     models = ModelManager(
         source=source or MlflowModelSource(tracking_uri=mlflow.tracking_uri, model_name=mlflow.model_name),
         cache_dir=state / "model_cache",
