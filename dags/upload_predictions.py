@@ -14,6 +14,9 @@ and trimmed from the stream. Entries a dead uploader left pending are claimed (X
 * **Staleness:** `check_freshness` alerts when no upload has succeeded for `SHADOWGATE_ALERT_UPLOAD_STALE_AFTER_H`
   (6) hours.
 * **Reconciliation:** entries produced = rows in the table + rows in `quarantine` (see the task's return value).
+* **Redis:** `check_redis` records alerts on memory above 80 % of `maxmemory`, an eviction policy other than
+  `noeviction`, a consumer group lagging past `SHADOWGATE_ALERT_REDIS_GROUP_MAX_LAG` entries, and a group idle past
+  `SHADOWGATE_ALERT_REDIS_GROUP_MAX_IDLE_H` hours with entries it has not consumed (it blocks trimming).
 * **Produces** the asset `prediction_logs`: `canary_guard` judges the canaries on the decisions just loaded.
 * **Size:** batches of `SHADOWGATE_WAREHOUSE_UPLOAD_BATCH_SIZE` (100,000) entries, two in flight: ~0.9 GB peak
   whatever the backlog; ~60,000 events/s into DuckDB on 2 cores (`make bench-upload`).
@@ -95,7 +98,32 @@ def upload_predictions() -> None:
             client.close()
         return {**summary.as_dict(), "table_rows": counts}
 
-    check_freshness() >> upload_streams()
+    @task(trigger_rule="all_done")  # after a failed upload too: that is when Redis fills up
+    def check_redis() -> dict[str, object]:
+        from shadowgate.config import AlertSettings, PathSettings, RedisSettings, ServingSettings, WarehouseSettings
+        from shadowgate.pipelines.redis_ops import check_redis as run
+        from shadowgate.storage import open_warehouse
+        from shadowgate.storage.redis_streams import stream_client
+
+        serving, alerts = ServingSettings(), AlertSettings()
+        client = stream_client(RedisSettings().resolved_url, socket_timeout=30)
+        warehouse = open_warehouse(WarehouseSettings(), home=PathSettings().home)
+        try:
+            return run(
+                client=client,
+                warehouse=warehouse,
+                streams=[serving.predictions_stream, serving.outcomes_stream],
+                at=dt.datetime.now(dt.UTC),
+                memory_fraction=alerts.redis_memory_fraction,
+                max_lag=alerts.redis_group_max_lag,
+                max_idle_h=alerts.redis_group_max_idle_h,
+                webhook_url=alerts.webhook_url.get_secret_value() if alerts.webhook_url else None,
+            )
+        finally:
+            warehouse.close()
+            client.close()
+
+    check_freshness() >> upload_streams() >> check_redis()
 
 
 upload_predictions()

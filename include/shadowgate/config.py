@@ -56,6 +56,10 @@ class RedisSettings(BaseSettings):
     embedded_port: int = Field(default=6380, ge=1, le=65535)
     """Port of the embedded Redis that ``make up`` starts when no URL is configured (AOF on, bound to 127.0.0.1)."""
 
+    embedded_maxmemory_mb: int = Field(default=1024, ge=16)
+    """Memory limit of the embedded Redis, with ``maxmemory-policy noeviction``: at the limit writes fail (decisions
+    wait in the journal) rather than events being evicted; an alert fires at 80 %."""
+
     @property
     def embedded_url(self) -> str:
         """URL of the embedded Redis that ``make up`` runs."""
@@ -300,6 +304,16 @@ class AlertSettings(BaseSettings):
 
     upload_stale_after_h: float = Field(default=6.0, gt=0)
     """Alert when no upload has succeeded for this many hours."""
+
+    redis_memory_fraction: float = Field(default=0.8, gt=0, le=1)
+    """Alert when Redis uses more than this share of its ``maxmemory`` (resolved below 90 % of it)."""
+
+    redis_group_max_lag: int = Field(default=1_000_000, ge=1)
+    """Alert when a consumer group of the event streams has more entries than this not yet read."""
+
+    redis_group_max_idle_h: float = Field(default=6.0, gt=0)
+    """Alert when a consumer group with unread or pending entries has had no read for this many hours (it holds
+    trimming back: the stream grows)."""
 
 
 class GroundTruthSettings(BaseSettings):

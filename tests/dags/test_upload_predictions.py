@@ -55,6 +55,12 @@ def test_upload_predictions_loads_once_and_a_backfill_changes_nothing(
     assert counts == {"prediction_logs": 300, "outcomes": 80, "quarantine": 1}
     assert client.xlen(PREDICTIONS) == 0 and client.xlen(OUTCOMES) == 0
     assert client.get(LAST_SUCCESS_KEY) is not None
+    # check_redis ran after each upload: the test Redis has no memory limit, which it records as one open alert.
+    with DuckDBWarehouse(path, sql_dir=default_sql_dir()) as warehouse:
+        alerts = warehouse.query(
+            "SELECT kind, subject, resolved_at FROM shadowgate.alerts WHERE source = 'redis' ORDER BY kind"
+        ).to_pylist()
+    assert alerts == [{"kind": "redis_policy", "subject": "redis", "resolved_at": None}]
 
 
 def test_tasks_retry_with_backoff_and_alert_on_failure(airflow_db: Path) -> None:

@@ -760,7 +760,13 @@ def _start_redis(layout: Layout) -> _Launch | None:
         return launch
     layout.redis_dir.mkdir(parents=True, exist_ok=True)
     try:
-        argv = redis_argv(layout.redis_port, layout.redis_dir, persistence="everysec")
+        maxmemory = RedisSettings().embedded_maxmemory_mb
+        argv = redis_argv(
+            layout.redis_port,
+            layout.redis_dir,
+            persistence="everysec",
+            extra=("--maxmemory", f"{maxmemory}mb", "--maxmemory-policy", "noeviction"),
+        )
     except RedisLaunchError as error:
         raise StackError(str(error)) from None
     return _spawn(layout, REDIS, argv, env=layout.base_env(), cwd=layout.redis_dir)
