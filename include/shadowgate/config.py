@@ -275,6 +275,11 @@ class WarehouseSettings(BaseSettings):
     """Stream entries per warehouse commit: memory follows it (~1 KB a decoded row, two batches in flight), not the
     backlog. DuckDB writes 100,000 rows at under half the cost per row of 10,000."""
 
+    retention_days: int = Field(default=730, ge=1)
+    """How long prediction logs, outcomes, labels and quarantined events are kept (days; 2 years). BigQuery expires
+    older partitions itself; on DuckDB the daily ``retention`` DAG deletes them. Model versions and their artifacts are
+    kept forever; MLflow evaluation runs as long as this."""
+
     upload_read_size: int = Field(default=10_000, ge=1)
     """Stream entries per XREADGROUP (and per JSON parse) while a batch fills."""
 

@@ -277,3 +277,13 @@ def test_the_gate_and_guard_queries_answer_as_on_duckdb(warehouse: BigQueryWareh
                     assert g[key] == value, (name, key)
     arms = {r["arm"]: r for r in expected["queries/canary_arms"]}
     assert arms["treatment"]["approved"] == 0 and arms["control"]["approved"] > 0  # the broken arm denied everyone
+
+
+def test_retention_sets_partition_expiry_through_the_client(warehouse: BigQueryWarehouse) -> None:
+    from shadowgate.pipelines.retention import RETAINED, enforce_warehouse_retention
+
+    summary = enforce_warehouse_retention(warehouse, now=NOW)
+    assert summary.deleted == dict.fromkeys(RETAINED, -1)  # BigQuery deletes expired partitions itself
+    table = warehouse.client.get_table(f"{warehouse.project}.{warehouse.dataset}.prediction_logs")
+    assert table.time_partitioning is not None
+    assert table.time_partitioning.expiration_ms == 730 * 86_400_000  # the DDL's option, as BigQuery reports it

@@ -94,6 +94,7 @@ def test_the_library_lists_every_shipped_statement() -> None:
         + ["queries/model_latency", "queries/first_scored", "queries/promotion_evidence", "queries/open_alerts"]
         + ["queries/canary_arms", "queries/canary_scores", "queries/canary_latency", "queries/canary_early"]
         + ["queries/applicant_policy"]
+        + ["maintenance/expire", "maintenance/retention_options"]
     )
 
 

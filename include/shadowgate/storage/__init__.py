@@ -24,6 +24,7 @@ def open_warehouse(settings: WarehouseSettings, *, home: Path) -> Warehouse:
             dataset=settings.dataset,
             threads=settings.duckdb_threads,
             lock_timeout_s=settings.duckdb_lock_timeout_s,
+            retention_days=settings.retention_days,
         )
     from shadowgate.storage.bigquery import BigQueryWarehouse
 
@@ -33,4 +34,5 @@ def open_warehouse(settings: WarehouseSettings, *, home: Path) -> Warehouse:
         location=settings.bigquery_location,
         sql_dir=sql_dir,
         api_endpoint=settings.bigquery_api_endpoint,
+        retention_days=settings.retention_days,
     )

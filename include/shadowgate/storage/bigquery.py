@@ -123,6 +123,7 @@ class BigQueryWarehouse:
         api_endpoint: str | None = None,
         client: Any = None,
         timeout_s: float = 120.0,
+        retention_days: int = 730,
     ) -> None:
         from google.cloud import bigquery
 
@@ -144,7 +145,9 @@ class BigQueryWarehouse:
         self.location = location
         self.timeout_s = timeout_s
         self._staged: dict[str, int] = {}
-        self.sql = SqlLibrary(sql_dir, dataset=f"{self.project}.{dataset}", dialect="bigquery")
+        self.sql = SqlLibrary(
+            sql_dir, dataset=f"{self.project}.{dataset}", dialect="bigquery", retention_days=retention_days
+        )
 
     def close(self) -> None:
         self.client.close()

@@ -77,6 +77,7 @@ class DuckDBWarehouse:
         dataset: str = "shadowgate",
         threads: int | None = None,
         lock_timeout_s: float = 1800.0,
+        retention_days: int = 730,
     ) -> None:
         self.path = path
         self._turn: Path | None = None
@@ -103,7 +104,7 @@ class DuckDBWarehouse:
         catalog = self._con.execute("SELECT current_database()").fetchall()[0][0]
         self.dataset = dataset
         self.qualified = f'"{catalog}"."{dataset}"'
-        self.sql = SqlLibrary(sql_dir, dataset=f"{catalog}.{dataset}", dialect="duckdb")
+        self.sql = SqlLibrary(sql_dir, dataset=f"{catalog}.{dataset}", dialect="duckdb", retention_days=retention_days)
         self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {self.qualified}")
         self._staged: dict[str, int] = {}
 

@@ -361,9 +361,12 @@ def used_params(sql: str, params: Mapping[str, Any] | None, *, marker: str) -> d
 class SqlLibrary:
     """The shipped statements, rendered for one dataset and one dialect (``bigquery`` or ``duckdb``)."""
 
-    def __init__(self, root: Path, *, dataset: str, dialect: str) -> None:
+    def __init__(self, root: Path, *, dataset: str, dialect: str, retention_days: int = 730) -> None:
         if dialect not in ("bigquery", "duckdb"):
             raise ValueError(f"unknown dialect {dialect!r}")
+        if retention_days < 1:
+            raise ValueError("retention_days must be >= 1")
+        self.retention_days = retention_days
         if not (root / "ddl").is_dir():
             raise FileNotFoundError(f"no warehouse SQL under {root} (set SHADOWGATE_WAREHOUSE_SQL_DIR)")
         self.root = root
@@ -395,7 +398,9 @@ class SqlLibrary:
             elif key.startswith(INCLUDED_QUERY):
                 included = self.template(f"queries/{key.removeprefix(INCLUDED_QUERY)}", **values)
                 defaults[key] = f"\n{included.strip()}\n"
-        return template.substitute({"dataset": self.dataset, **defaults, **values})
+        return template.substitute(
+            {"dataset": self.dataset, "retention_days": str(self.retention_days), **defaults, **values}
+        )
 
     def render(self, name: str, **values: str) -> str:
         """The statement ``name`` with its placeholders filled, in this library's dialect."""

@@ -1,3 +1,5 @@
+-- Kept SHADOWGATE_WAREHOUSE_RETENTION_DAYS (730) days: BigQuery expires older partitions itself; on DuckDB the
+-- daily retention DAG deletes them (maintenance/expire).
 -- A revision of the labels of one cohort week: a join_ground_truth run (as of detected_at) changed labels that had
 -- already matured, because outcomes deciding them were delivered after that (written by merge/label_revisions from
 -- the label versions in labeled_predictions; nothing in labeled_predictions is overwritten). A week evaluated before
@@ -18,3 +20,4 @@ CREATE TABLE IF NOT EXISTS `${dataset}.label_revisions` (
 )
 PARTITION BY cohort_start
 CLUSTER BY label
+OPTIONS (partition_expiration_days = ${retention_days})

@@ -1,3 +1,5 @@
+-- Kept SHADOWGATE_WAREHOUSE_RETENTION_DAYS (730) days: BigQuery expires older partitions itself; on DuckDB the
+-- daily retention DAG deletes them (maintenance/expire).
 -- One approved decision whose payment cycle has run far enough for its early label (written by join_ground_truth,
 -- include/sql/merge/labeled_predictions.sql; the rules are in queries/ground_truth_labels.sql). Denied and
 -- manual-review decisions are never here: they got no credit (or its final answer is not logged).
@@ -39,3 +41,4 @@ CREATE TABLE IF NOT EXISTS `${dataset}.labeled_predictions` (
 )
 PARTITION BY DATE(event_timestamp)
 CLUSTER BY experiment_id, served_by
+OPTIONS (partition_expiration_days = ${retention_days})

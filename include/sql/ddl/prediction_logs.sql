@@ -1,3 +1,5 @@
+-- Kept SHADOWGATE_WAREHOUSE_RETENTION_DAYS (730) days: BigQuery expires older partitions itself; on DuckDB the
+-- daily retention DAG deletes them (maintenance/expire).
 -- One row per served decision (the PredictionEvent), every model's score nested. The columns are derived from the
 -- event model (shadowgate.events.schemas): its fields, the contract inputs flattened, the features as one struct
 -- with a field per name of every known feature set, then the load metadata.
@@ -14,3 +16,4 @@ CREATE TABLE IF NOT EXISTS `${dataset}.prediction_logs` (
 )
 PARTITION BY DATE(event_timestamp)
 CLUSTER BY customer_id_hash, served_by
+OPTIONS (partition_expiration_days = ${retention_days})

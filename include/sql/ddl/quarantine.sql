@@ -1,3 +1,5 @@
+-- Kept SHADOWGATE_WAREHOUSE_RETENTION_DAYS (730) days: BigQuery expires older partitions itself; on DuckDB the
+-- daily retention DAG deletes them (maintenance/expire).
 -- Stream entries that failed validation, kept whole with the reason: nothing is dropped silently.
 CREATE TABLE IF NOT EXISTS `${dataset}.quarantine` (
   quarantine_id STRING NOT NULL,
@@ -11,3 +13,4 @@ CREATE TABLE IF NOT EXISTS `${dataset}.quarantine` (
 )
 PARTITION BY DATE(quarantined_at)
 CLUSTER BY stream
+OPTIONS (partition_expiration_days = ${retention_days})
