@@ -255,3 +255,24 @@ def test_the_bench_finds_the_checkout_it_serves_from() -> None:
     # stop the bench before it measured anything.
     root = bench_repo_root()
     assert (root / "api" / "main.py").is_file() and (root / "include" / "shadowgate").is_dir()
+
+
+def test_shadow_capacity_is_rendered_against_its_goal_and_written() -> None:
+    import dataclasses
+
+    from shadowgate.bench.serving import capacity_aliases
+
+    assert capacity_aliases(1) == ["challenger"]
+    assert capacity_aliases(4) == ["challenger", "challenger-b", "challenger-c", "challenger-d"]
+    capacity = (
+        {"challengers": 1, "closed_loop_rps": 5000.0, "sustained_rps": 4200.0, "p50_ms": 1.1, "p99_ms": 4.0, "shed": 0},
+        {"challengers": 4, "closed_loop_rps": 3000.0, "sustained_rps": 1900.0, "p50_ms": 1.5, "p99_ms": 6.0, "shed": 0},
+        {"challengers": 8, "closed_loop_rps": 2000.0, "sustained_rps": None, "p50_ms": None, "p99_ms": None,
+         "shed": None},
+    )  # fmt: skip
+    result = dataclasses.replace(_result(), shadow_capacity=capacity)
+    text = result.render()
+    assert "4 challenger(s) in shadow: 1,900 decisions/s with every shadow score computed" in text
+    assert "goal: 4 challengers at >= 2,000/s: 1,900/s   FAIL" in text
+    assert "8 challenger(s) in shadow: closed loop 2,000 req/s; nothing-shed rate not reached" in text
+    assert result.as_json()["shadow_capacity"] == list(capacity)

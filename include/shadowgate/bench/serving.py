@@ -402,6 +402,9 @@ class ServingBenchResult:
     half_load: Measurement
     streams: Mapping[str, StreamCheck] = field(default_factory=dict)
     """Server name → prediction-stream check (the shadowgate servers)."""
+    shadow_capacity: tuple[dict[str, Any], ...] = ()
+    """Per number of challengers in shadow (:data:`SHADOW_COUNTS`): the closed-loop maximum, the highest sustained
+    rate with every shadow score computed and nothing shed, and the champion's answer p50/p99 there."""
     sustained: Measurement | None = None
     """Full shadowgate at the highest paced rate (of :data:`SUSTAIN_FRACTIONS` of its max) at which no shadow score
     was shed and the shadow process kept up (lag ≤ :data:`SUSTAIN_MAX_LAG_S` at the end): every request scored by
@@ -489,6 +492,22 @@ class ServingBenchResult:
             )
         else:
             lines.append("  sustained with every shadow score computed: not reached at the rates tried")
+        for c in self.shadow_capacity:
+            if c["sustained_rps"] is None:
+                lines.append(f"  {c['challengers']} challenger(s) in shadow: closed loop {c['closed_loop_rps']:,.0f} "
+                             "req/s; nothing-shed rate not reached at the fractions tried")  # fmt: skip
+            else:
+                lines.append(
+                    f"  {c['challengers']} challenger(s) in shadow: {c['sustained_rps']:,.0f} decisions/s with every "
+                    f"shadow score computed, nothing shed (closed loop {c['closed_loop_rps']:,.0f}); champion p50 "
+                    f"{c['p50_ms']:.2f} ms, p99 {c['p99_ms']:.2f} ms"
+                )
+        goal_n, goal_rps = CAPACITY_GOAL
+        reached = [c for c in self.shadow_capacity if c["challengers"] == goal_n]
+        if reached:
+            rate = reached[0]["sustained_rps"] or 0.0
+            lines.append(f"  goal: {goal_n} challengers at >= {goal_rps:,.0f}/s: {rate:,.0f}/s   "
+                         f"{'PASS' if rate >= goal_rps else 'FAIL'}")  # fmt: skip
         cost = self.fsync_always_cost
         if cost is not None:
             lines.append(
@@ -526,6 +545,7 @@ class ServingBenchResult:
             "servers": {m.server: m.as_dict() for m in self.runs},
             "half_load": {"server": self.half_load.server, **self.half_load.as_dict()},
             "sustained_rps": self.sustained.wrk.rps if self.sustained is not None else None,
+            "shadow_capacity": list(self.shadow_capacity),
             "vs_hello_world_sustained": self.vs_hello_world_sustained,
             "vs_hello_world_closed_loop": self.run(FULL).wrk.rps / self.run(HELLO_WORLD).wrk.rps,
             "journal_fsync": {server: JOURNAL_FSYNC[server] for server in SHADOWGATE_SERVERS},
@@ -991,6 +1011,11 @@ def _measure_all(
                 counters_before=one.counters_before,
             )
             echo(f"  {server}: stream {check.entries:,} entries, {check.server_decisions:,} decisions, ok={check.ok}")
+        for measured in started.values():
+            measured.group.stop()  # the capacity runs get the machine to themselves
+        capacity = _shadow_capacity(
+            runner, base, env, tracking_uri, redis_port, transaction_body, concurrency, groups, echo
+        )
         return ServingBenchResult(
             duration_s=duration_s,
             concurrency=concurrency,
@@ -998,6 +1023,7 @@ def _measure_all(
             half_load=half_load,
             streams=streams,
             sustained=sustained,
+            shadow_capacity=tuple(capacity),
         )
     finally:
         errors = []
@@ -1012,6 +1038,71 @@ def _measure_all(
             shutil.rmtree(base, ignore_errors=True)
         if errors:
             echo("cleanup: " + "; ".join(errors))
+
+
+def _shadow_capacity(
+    runner: _Runner,
+    base: Path,
+    env: Mapping[str, str],
+    tracking_uri: str,
+    redis_port: int,
+    body: str,
+    concurrency: int,
+    groups: list[_Group],
+    echo: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """For each count of :data:`SHADOW_COUNTS`: one full server with that many challengers (aliases on the two trained
+    challenger versions, alternately), its closed-loop maximum, then the highest paced rate at which no shadow score
+    is shed and the shadow process keeps up."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    model = "bnpl_default"
+    versions = [client.get_model_version_by_alias(model, alias).version for alias in CHALLENGER_ALIASES]
+    for i, alias in enumerate(capacity_aliases(max(SHADOW_COUNTS))):
+        client.set_registered_model_alias(model, alias, versions[i % len(versions)])
+    out: list[dict[str, Any]] = []
+    for k, n in enumerate(SHADOW_COUNTS):
+        port = free_port()
+        redis_url = f"redis://127.0.0.1:{redis_port}/{8 + k}"
+        server_env = {
+            **env,
+            "SHADOWGATE_HOME": str(base / "home" / f"capacity-{n}"),
+            "SHADOWGATE_REDIS_URL": redis_url,
+            "SHADOWGATE_MLFLOW_TRACKING_URI": tracking_uri,
+            "SHADOWGATE_SERVING_CHALLENGER_ALIASES": json.dumps(capacity_aliases(n)),
+            "SHADOWGATE_SERVING_CUSTOMER_SALT": "bench-salt",
+        }
+        name = f"shadowgate, {n} challenger(s)"
+        group = _Group(name, _uvicorn_argv("api.main:create_app", port), env=server_env, cwd=base / "tmp",
+                       log=base / "logs" / f"capacity-{n}.log")  # fmt: skip
+        groups.append(group)
+        url = f"http://127.0.0.1:{port}"
+        target = f"{url}{DECISION_PATH}"
+        script = lua_script(path=DECISION_PATH, body=body, vary_ids=True)
+        echo(f"{name}: starting on 127.0.0.1:{port}")
+        try:
+            _wait_ready(group, f"{url}/health/ready")
+            runner.run(group, target, script, duration_s=WARMUP_S)
+            _wait_unbenched(url, echo)
+            closed = runner.run(group, target, script, duration_s=runner.duration_s)
+            one = _Started(group, url, target, script, redis_url)
+            sustained, _ = _sustained(runner, one, body, closed.rps, concurrency, echo, fractions=CAPACITY_FRACTIONS)
+        finally:
+            group.stop()
+        w = sustained.wrk if sustained is not None else None
+        out.append(
+            {
+                "challengers": n,
+                "closed_loop_rps": closed.rps,
+                "sustained_rps": w.rps if w is not None else None,
+                "p50_ms": w.p50_ms if w is not None else None,
+                "p99_ms": w.p99_ms if w is not None else None,
+                "shed": 0 if w is not None else None,
+            }
+        )
+        echo(f"  {name}: closed loop {closed.rps:,.0f}/s; nothing shed at {w.rps if w else 0:,.0f}/s")
+    return out
 
 
 @dataclass
@@ -1113,7 +1204,13 @@ def _wait_shadow_idle(base_url: str) -> None:
 
 
 def _sustained(
-    runner: _Runner, one: _Started, body: str, max_rps: float, concurrency: int, echo: Callable[[str], None]
+    runner: _Runner,
+    one: _Started,
+    body: str,
+    max_rps: float,
+    concurrency: int,
+    echo: Callable[[str], None],
+    fractions: Sequence[float] | None = None,
 ) -> tuple[Measurement | None, list[WrkResult]]:
     """The highest paced rate (a fraction of ``max_rps``) at which the full service sheds no shadow score and keeps up.
 
@@ -1121,7 +1218,7 @@ def _sustained(
     includes *all* the challenger scoring is the one to compare. Tries :data:`SUSTAIN_FRACTIONS`, highest first.
     """
     tried: list[WrkResult] = []
-    for fraction in SUSTAIN_FRACTIONS:
+    for fraction in fractions or SUSTAIN_FRACTIONS:
         _wait_shadow_idle(one.url)
         before = _shadow_counters(one.url)
         measurement, runs = _paced(runner, one.group, one.target, body, max_rps * fraction, concurrency)
@@ -1143,6 +1240,22 @@ def _sustained(
 
 
 SUSTAIN_FRACTIONS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5)
+
+SHADOW_COUNTS = (1, 2, 4, 8)
+"""Challengers in shadow for the capacity figures (``shadow_capacity``)."""
+
+CAPACITY_FRACTIONS = (0.95, 0.85, 0.75, 0.65, 0.55, 0.45, 0.35, 0.25, 0.15)
+"""Fractions of the closed-loop maximum tried for each shadow count, highest first."""
+
+CAPACITY_GOAL = (4, 2_000.0)
+"""The goal: 4 challengers in shadow at ≥ 2,000 decisions/s with nothing shed."""
+
+
+def capacity_aliases(n: int) -> list[str]:
+    """The challenger aliases of ``n`` challengers: ``challenger``, then ``challenger-b``, ``challenger-c`` …"""
+    return ["challenger", *(f"challenger-{chr(ord('b') + i)}" for i in range(n - 1))]
+
+
 """Fractions of the closed-loop maximum tried, highest first, for the sustained (nothing shed) throughput."""
 
 SUSTAIN_MAX_LAG_S = 0.25
