@@ -21,3 +21,6 @@ def test_the_bench_labels_and_evaluates_every_approved_decision_of_the_week() ->
     auc = {w["label"]: w["models"] for w in result.weeks}
     assert auc["final"]["challenger@2"] > auc["final"]["champion@1"]  # less noise, better ranking, by construction
     assert "seconds" in result.as_json() and "peak_rss_mb" in result.as_json()
+    assert 0 < result.floor_seconds < result.seconds  # the least any evaluation does: below the whole of it
+    assert result.as_json()["vs_floor"] == result.seconds / result.floor_seconds > 1
+    assert "vs_floor" in result.render()

@@ -21,6 +21,11 @@ def test_the_upload_benchmark_drains_every_event_and_reports_its_figures() -> No
     assert figures["events_per_s"] == result.runs[1].events_per_s
     assert figures["peak_rss_mb"] == result.runs[1].peak_rss_mb
     assert figures["target_events_per_s"] == TARGET_EVENTS_PER_S
+    for run in result.runs:  # the ceiling ran on the same events, in the same run
+        assert run.ceiling_seconds > 0 and run.vs_ceiling == run.events_per_s / run.ceiling_events_per_s
+    assert figures["vs_ceiling"] == result.runs[1].vs_ceiling
+    assert figures["ceiling_events_per_s"] == result.runs[1].ceiling_events_per_s
     rendered = result.render()
+    assert "vs_ceiling" in rendered
     assert "3,000" in rendered and "events_per_s" in rendered
     assert any("private redis-server on 127.0.0.1:" in line for line in lines)

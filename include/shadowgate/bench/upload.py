@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -42,6 +43,19 @@ class UploadRun:
     """Peak resident memory of the process that drained the backlog (a fresh one per backlog)."""
     start_rss_mb: float
     """Its resident memory when the drain began (modules loaded, warehouse open)."""
+    ceiling_seconds: float = math.nan
+    """The same events read from the stream and bulk-inserted into DuckDB as raw text: no decoding, no checks, no
+    validation, no MERGE (the least any uploader does), measured in the same run just before the drain."""
+
+    @property
+    def ceiling_events_per_s(self) -> float:
+        return self.events / self.ceiling_seconds if self.ceiling_seconds > 0 else math.nan
+
+    @property
+    def vs_ceiling(self) -> float:
+        """The uploader's rate as a share of its path's ceiling: a figure that a slower machine moves far less than
+        events/s (both slow down together)."""
+        return self.events_per_s / self.ceiling_events_per_s if self.ceiling_seconds > 0 else math.nan
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,11 @@ class UploadBenchResult:
             )
         verdict = "PASS" if self.main.events_per_s >= TARGET_EVENTS_PER_S else "FAIL"
         lines.append(f"  events_per_s {self.main.events_per_s:,.0f}   target >= {TARGET_EVENTS_PER_S:,.0f}   {verdict}")
+        m = self.main
+        lines.append(
+            f"  ceiling_events_per_s {m.ceiling_events_per_s:,.0f} (the same events read and bulk-inserted raw, same "
+            f"run); vs_ceiling {m.vs_ceiling:.3f}"
+        )
         if len(self.runs) > 1:
             small = min(self.runs, key=lambda r: r.events)
             growth = self.main.peak_rss_mb - small.peak_rss_mb
@@ -80,11 +99,16 @@ class UploadBenchResult:
     def as_json(self) -> dict[str, Any]:
         return {
             "events_per_s": self.main.events_per_s,
+            "ceiling_events_per_s": self.main.ceiling_events_per_s,
+            "vs_ceiling": self.main.vs_ceiling,
             "peak_rss_mb": self.main.peak_rss_mb,
             "target_events_per_s": TARGET_EVENTS_PER_S,
             "batch_size": self.batch_size,
             "read_size": self.read_size,
-            "runs": [asdict(r) for r in self.runs],
+            "runs": [
+                {**asdict(r), "ceiling_events_per_s": r.ceiling_events_per_s, "vs_ceiling": r.vs_ceiling}
+                for r in self.runs
+            ],
         }
 
 
@@ -122,6 +146,44 @@ def _drain(redis_url: str, path: str, batch_size: int, read_size: int, threads: 
         "start_rss_mb": start_rss,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
     }
+
+
+def _ceiling(redis_url: str, path: str, read_size: int, threads: int | None) -> float:
+    """The path's ceiling, in a fresh process: every entry of the stream read (XRANGE, ``read_size`` at a time; the
+    stream is left as it is) and bulk-inserted into a DuckDB table as raw text. Returns the seconds it took."""
+    import duckdb
+    import pyarrow as pa
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_read_size=1 << 20, decode_responses=True)
+    con = duckdb.connect(path)
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
+    con.execute("CREATE TABLE raw (entry_id VARCHAR, id VARCHAR, kind VARCHAR, payload VARCHAR)")
+    started = time.perf_counter()
+    last: Any = "-"
+    while True:
+        entries: Any = client.xrange(STREAM, min=last, max="+", count=read_size)
+        if last != "-":
+            entries = entries[1:]  # the bound is inclusive: the previous chunk's last entry
+        if not entries:
+            break
+        chunk = pa.table(
+            {
+                "entry_id": [e[0] for e in entries],
+                "id": [e[1]["id"] for e in entries],
+                "kind": [e[1]["kind"] for e in entries],
+                "payload": [e[1]["payload"] for e in entries],
+            }
+        )
+        con.register("chunk", chunk)
+        con.execute("INSERT INTO raw SELECT * FROM chunk")
+        con.unregister("chunk")
+        last = entries[-1][0]
+    seconds = time.perf_counter() - started
+    con.close()
+    client.close()
+    return seconds
 
 
 EVENTS_PER_DAY = 500_000
@@ -180,6 +242,10 @@ def run_upload_bench(
             client.flushall()
             _fill(client, n, echo)
             path = base / f"warehouse-{n}.duckdb"
+            raw = base / f"ceiling-{n}.duckdb"
+            with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
+                ceiling = child.submit(_ceiling, url, str(raw), read_size, settings.duckdb_threads).result()
+            raw.unlink(missing_ok=True)
             with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
                 out = child.submit(_drain, url, str(path), batch_size, read_size, settings.duckdb_threads).result()
             left = client.xlen(STREAM)
@@ -187,8 +253,11 @@ def run_upload_bench(
                 raise BenchError(
                     f"{n:,} events but {out['loaded']:,} loaded, {out['quarantined']:,} quarantined, {left:,} left"
                 )
-            run = UploadRun(events=n, events_per_s=n / out["seconds"], **out)
-            echo(f"  {n:,} events: {run.events_per_s:,.0f} events/s, peak RSS {run.peak_rss_mb:,.0f} MB")
+            run = UploadRun(events=n, events_per_s=n / out["seconds"], ceiling_seconds=ceiling, **out)
+            echo(
+                f"  {n:,} events: {run.events_per_s:,.0f} events/s, peak RSS {run.peak_rss_mb:,.0f} MB; ceiling "
+                f"{run.ceiling_events_per_s:,.0f} events/s, vs_ceiling {run.vs_ceiling:.3f}"
+            )
             runs.append(run)
             path.unlink(missing_ok=True)
         client.close()
