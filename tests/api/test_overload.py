@@ -117,7 +117,7 @@ def test_twice_the_saturating_load_is_shed_not_queued(api: ApiProcess, tmp_path:
         # Many connections, each pausing between requests so that together they offer about 2.2× the saturating
         # rate (a closed loop of as many connections would offer whatever the shedding can answer: far more). The
         # rate they did offer is checked below.
-        overload = _wrk(tmp_path, api.base, connections=1024, seconds=6, rate=2.2 * saturated.rps, overhead_ms=30.0)
+        overload = _wrk(tmp_path, api.base, connections=1024, seconds=6, rate=2.4 * saturated.rps, overhead_ms=30.0)
     finally:
         probe.stop.set()
         probe.join(10)

@@ -357,4 +357,10 @@ def test_every_validator_of_an_event_has_its_fast_path_counterpart() -> None:
 def test_the_merge_joins_on_the_declared_key_and_bounds_the_declared_time_column(table: str) -> None:
     spec = EVENT_TABLES[table]
     merge = SqlLibrary(default_sql_dir(), dataset="d", dialect="bigquery").source(f"merge/{table}")
+    if table == "outcomes":
+        # A re-sent outcome may carry another timestamp: it matches on its id alone (and its transaction id, which
+        # the id is derived from: for BigQuery's clustering), never bounded by the batch's time range.
+        assert f"ON t.{spec.key} = s.{spec.key} AND t.transaction_id = s.transaction_id\n" in merge
+        assert "@min_ts" not in merge
+        return
     assert f"ON t.{spec.key} = s.{spec.key} AND t.{spec.time_column} BETWEEN @min_ts AND @max_ts" in merge
