@@ -44,7 +44,7 @@ class UploadRun:
     start_rss_mb: float
     """Its resident memory when the drain began (modules loaded, warehouse open)."""
     ceiling_seconds: float = math.nan
-    """The same events read from the stream and bulk-inserted into DuckDB as raw text: no decoding, no checks, no
+    """The same events read from the stream and bulk-inserted into DuckDB as raw bytes: no decoding, no checks, no
     validation, no MERGE (the least any uploader does), measured in the same run just before the drain."""
 
     @property
@@ -148,38 +148,55 @@ def _drain(redis_url: str, path: str, batch_size: int, read_size: int, threads: 
     }
 
 
-def _ceiling(redis_url: str, path: str, read_size: int, threads: int | None) -> float:
-    """The path's ceiling, in a fresh process: every entry of the stream read (XRANGE, ``read_size`` at a time; the
-    stream is left as it is) and bulk-inserted into a DuckDB table as raw text. Returns the seconds it took."""
+def _ceiling(redis_url: str, path: str, read_size: int, batch_size: int, threads: int | None) -> float:
+    """The path's ceiling, in a fresh process: every entry of the stream read (XRANGE, ``read_size`` at a time, raw
+    bytes, the next read overlapping the insert as the uploader's do; the stream is left as it is) and bulk-inserted
+    into a DuckDB table as raw bytes, ``batch_size`` at a time. Returns the seconds it took."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import duckdb
     import pyarrow as pa
-    import redis
 
-    client = redis.Redis.from_url(redis_url, socket_read_size=1 << 20, decode_responses=True)
+    from shadowgate.storage.redis_streams import stream_client
+
+    client = stream_client(redis_url)
     con = duckdb.connect(path)
     if threads is not None:
         con.execute(f"SET threads = {int(threads)}")
-    con.execute("CREATE TABLE raw (entry_id VARCHAR, id VARCHAR, kind VARCHAR, payload VARCHAR)")
-    started = time.perf_counter()
-    last: Any = "-"
-    while True:
-        entries: Any = client.xrange(STREAM, min=last, max="+", count=read_size)
-        if last != "-":
-            entries = entries[1:]  # the bound is inclusive: the previous chunk's last entry
-        if not entries:
-            break
+    con.execute("CREATE TABLE raw (entry_id BLOB, id BLOB, kind BLOB, payload BLOB)")
+
+    def fetch(after: bytes | None) -> Any:
+        low = "-" if after is None else b"(" + after
+        return client.xrange(STREAM, min=low, max="+", count=read_size)
+
+    def insert(entries: list[Any]) -> None:
         chunk = pa.table(
             {
-                "entry_id": [e[0] for e in entries],
-                "id": [e[1]["id"] for e in entries],
-                "kind": [e[1]["kind"] for e in entries],
-                "payload": [e[1]["payload"] for e in entries],
+                "entry_id": pa.array([e[0] for e in entries], pa.binary()),
+                "id": pa.array([e[1][b"id"] for e in entries], pa.binary()),
+                "kind": pa.array([e[1][b"kind"] for e in entries], pa.binary()),
+                "payload": pa.array([e[1][b"payload"] for e in entries], pa.binary()),
             }
         )
         con.register("chunk", chunk)
         con.execute("INSERT INTO raw SELECT * FROM chunk")
         con.unregister("chunk")
-        last = entries[-1][0]
+
+    started = time.perf_counter()
+    pending: list[Any] = []
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        nxt = reader.submit(fetch, None)
+        while True:
+            entries = nxt.result()
+            if not entries:
+                break
+            nxt = reader.submit(fetch, entries[-1][0])
+            pending.extend(entries)
+            if len(pending) >= batch_size:
+                insert(pending)
+                pending = []
+    if pending:
+        insert(pending)
     seconds = time.perf_counter() - started
     con.close()
     client.close()
@@ -244,7 +261,7 @@ def run_upload_bench(
             path = base / f"warehouse-{n}.duckdb"
             raw = base / f"ceiling-{n}.duckdb"
             with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
-                ceiling = child.submit(_ceiling, url, str(raw), read_size, settings.duckdb_threads).result()
+                ceiling = child.submit(_ceiling, url, str(raw), read_size, batch_size, settings.duckdb_threads).result()
             raw.unlink(missing_ok=True)
             with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
                 out = child.submit(_drain, url, str(path), batch_size, read_size, settings.duckdb_threads).result()
