@@ -1,9 +1,11 @@
 """The decision journal: an append-only segment log every answered decision (and accepted outcome) is written to
 before the answer, so that no process death loses one.
 
-The API process is the only writer (:class:`JournalWriter`, one ``write(2)`` per record, a few µs). The shadow
-process tails the journal (:class:`JournalReader`), turns each record into its event, and commits a batch of events
-to Redis together with the journal position it reached, in one atomic script (see
+The API process is the only writer (:class:`JournalWriter`, one ``write(2)`` per record or batch, a few µs; fsyncs
+on its own thread; a disk failure latches it until a probe succeeds). It publishes the end of what it confirmed in a
+shared :class:`Watermark` the reader never passes, so a record it cuts back after a failure is never delivered.
+The shadow process tails the journal (:class:`JournalReader`), turns each record into its event, and commits a
+batch of events to Redis together with the journal position it reached, in one atomic script (see
 :mod:`shadowgate.serving.committer`). A restarted shadow process resumes from the position Redis holds, so every
 record becomes exactly one stream entry whatever died: the API process (its records are in the file), the shadow
 process (the file and Redis agree on where it stopped), both, or Redis (the journal keeps what Redis has not
@@ -15,7 +17,7 @@ Layout of a journal directory::
     writer.lock         flock held by the writing process (one writer per directory)
     000000000001.jnl    segments: newline-terminated records, numbered in write order
     committed           last position the shadow process committed to Redis (a hint for clean-up, not the truth)
-    deadletter.jsonl    records that could not be turned into an event, with the reason
+    deadletter.jsonl    records that could not be turned into an event, with the reason (0600, like the segments)
 
 A new writer always starts a new segment, so a record torn by a machine crash in the middle of a ``write`` is only
 ever the last line of a finished segment; the reader skips it (dead-lettered, counted).
