@@ -77,3 +77,21 @@ def test_redis_down_raises_and_nothing_moves(redis_server: RedisServer) -> None:
     assert is_transient(caught.value)
     redis_server.start()
     assert committer.position() is None
+
+
+def test_a_retry_whose_first_try_ran_is_recognised_and_another_writers_race_is_a_conflict(
+    redis_server: RedisServer,
+) -> None:
+    """Redis killed right after running a commit: the reply is lost and the shadow process retries the same batch.
+    Redis holds exactly that batch's end from this writer: ALREADY, nothing written twice. The same end reached by
+    another writer's process stays a conflict."""
+    mine = Committer(redis_url=redis_server.url, journal_id="jnl-test", writer_epoch="aaa")
+    other = Committer(redis_url=redis_server.url, journal_id="jnl-test", writer_epoch="bbb")
+    client = redis_server.client()
+    batch = [_record(i) for i in range(3)]
+    assert mine.commit(batch, expected=None, new=Position(1, 300)).outcome is CommitOutcome.COMMITTED
+    again = mine.commit(batch, expected=None, new=Position(1, 300))
+    assert again.outcome is CommitOutcome.ALREADY and again.written == 0
+    assert other.commit(batch, expected=None, new=Position(1, 300)).outcome is CommitOutcome.CONFLICT
+    assert client.xlen("t:predictions") == 3
+    assert mine.holder() == (Position(1, 300), "aaa")

@@ -15,14 +15,12 @@ from typing import Any
 import orjson
 import pytest
 
-from shadowgate.contract import example_transaction, request_model
-from shadowgate.decisioning.policies import DecisionContext, decide, load_policy
+from shadowgate.decisioning.policies import load_policy
 from shadowgate.events import hash_customer_id
-from shadowgate.features import features_one
 from shadowgate.serving.journal import DEAD_LETTER_FILE, segments
 from shadowgate.serving.models import ModelSnapshot
-from shadowgate.serving.shadow import Score, encode_prediction
 from shadowgate.serving.sidecar import Sidecar, SidecarConfig
+from tests.integration.test_sidecar import decision_frame
 from tests.redis_server import RedisServer
 
 STREAM = "test:predictions"
@@ -49,32 +47,6 @@ def _config(journal: Path, redis_url: str, **changes: Any) -> SidecarConfig:
     return dataclasses.replace(config, **changes)
 
 
-def _frame(i: int, *, tx_changes: dict[str, Any] | None = None) -> tuple[str, bytes]:
-    tx: dict[str, Any] = (
-        request_model()
-        .model_validate({**example_transaction(), "transaction_id": f"tx_{i}", "customer_id": f"cus_{i}"})
-        .model_dump()
-    )
-    context = DecisionContext()
-    decision = decide(score=None, transaction=tx, context=context, policy=_POLICY)
-    request_id = f"{i:032x}"
-    frame = encode_prediction(
-        request_id=request_id,
-        transaction={**tx, **(tx_changes or {})},
-        customer_id_hash=hash_customer_id(tx["customer_id"], salt="salt"),
-        context=context,
-        features=features_one(tx),
-        generation=0,
-        decided=Score("champion", None, None, 0.0, "skipped", "no model loaded"),
-        decision=decision,
-        reason_codes=decision.reason_codes,
-        assignments=[],
-        deciding=None,
-        latency_s=1e-4,
-    )
-    return request_id, frame
-
-
 def _ids(redis_server: RedisServer) -> list[str]:
     return [fields["id"] for _, fields in redis_server.client(decode_responses=True).xrange(STREAM)]
 
@@ -89,7 +61,7 @@ def _started(config: SidecarConfig) -> Sidecar:
 def _put(sidecar: Sidecar, first: int, last: int) -> list[str]:
     ids = []
     for i in range(first, last):
-        rid, frame = _frame(i)
+        rid, frame = decision_frame(i)
         sidecar.put(frame)
         ids.append(rid)
     return ids
@@ -173,7 +145,7 @@ def test_a_record_that_breaks_its_event_is_dead_lettered_alone_and_logging_goes_
         pid = sidecar.pid
         good = _put(sidecar, 0, 10)
         # Parses as a frame, but its transaction lacks keys the event needs: the event cannot be built.
-        _, broken = _frame(10, tx_changes={})
+        _, broken = decision_frame(10)
         frame = orjson.loads(broken)
         del frame["tx"]["merchant_id"]
         sidecar.put(orjson.dumps(frame))

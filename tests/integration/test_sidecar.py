@@ -45,7 +45,7 @@ def _config(tmp_path: Path, redis_url: str) -> SidecarConfig:
 _POLICY = load_policy("conservative")
 
 
-def _frame(i: int) -> tuple[str, bytes]:
+def decision_frame(i: int) -> tuple[str, bytes]:
     """A fallback decision (no model) of transaction ``i``, as the request path frames it."""
     tx: dict[str, Any] = (
         request_model()
@@ -84,7 +84,7 @@ def test_frames_become_events_in_order_and_a_stopped_child_never_blocks_the_requ
     sidecar.start()
     try:
         sidecar.send_models(ModelSnapshot("m", {}, 0, dt.datetime.now(dt.UTC)))
-        frames = [_frame(i) for i in range(2000)]
+        frames = [decision_frame(i) for i in range(2000)]
         pid = sidecar.pid
         assert pid is not None and pid != os.getpid()
         os.kill(pid, signal.SIGSTOP)  # the child stops reading: the journal holds the backlog on disk
@@ -112,7 +112,7 @@ def test_frames_become_events_in_order_and_a_stopped_child_never_blocks_the_requ
 def test_close_commits_every_journaled_frame_before_the_child_exits(tmp_path: Path, redis_server: RedisServer) -> None:
     sidecar = Sidecar(_config(tmp_path, redis_server.url))
     sidecar.start()
-    frames = [_frame(i) for i in range(500)]
+    frames = [decision_frame(i) for i in range(500)]
     for _, frame in frames:
         sidecar.put(frame)
     sidecar.close()  # no flush: close alone must deliver
@@ -125,7 +125,7 @@ def test_with_redis_down_the_journal_keeps_everything_and_the_next_start_commits
     redis_server.stop()
     first = Sidecar(_config(tmp_path, redis_server.url))
     first.start()
-    frames = [_frame(i) for i in range(50)]
+    frames = [decision_frame(i) for i in range(50)]
     try:
         for _, frame in frames:
             first.put(frame)
@@ -148,7 +148,7 @@ def test_with_redis_down_the_journal_keeps_everything_and_the_next_start_commits
 def test_redis_outage_mid_stream_loses_and_repeats_nothing(tmp_path: Path, redis_server: RedisServer) -> None:
     sidecar = Sidecar(_config(tmp_path, redis_server.url))
     sidecar.start()
-    frames = [_frame(i) for i in range(3000)]
+    frames = [decision_frame(i) for i in range(3000)]
     try:
         for i, (_, frame) in enumerate(frames):
             sidecar.put(frame)
@@ -167,7 +167,7 @@ def test_a_shadow_process_killed_again_and_again_loses_and_repeats_nothing(
 ) -> None:
     sidecar = Sidecar(_config(tmp_path, redis_server.url))
     sidecar.start()
-    frames = [_frame(i) for i in range(6000)]
+    frames = [decision_frame(i) for i in range(6000)]
     kills = 0
     try:
         for i, (_, frame) in enumerate(frames):
@@ -198,13 +198,13 @@ def test_a_full_journal_refuses_instead_of_answering_unlogged(tmp_path: Path, re
     accepted = []
     try:
         with pytest.raises(JournalFullError):
-            for rid, frame in (_frame(i) for i in range(1000)):
+            for rid, frame in (decision_frame(i) for i in range(1000)):
                 sidecar.put(frame)
                 accepted.append(rid)
         assert 0 < len(accepted) < 1000 and sidecar.refused == 1
         redis_server.start()
         assert sidecar.flush(30.0)
-        rid, frame = _frame(5000)
+        rid, frame = decision_frame(5000)
         sidecar.put(frame)  # room again once Redis took the backlog
         assert sidecar.flush(30.0)
         assert _ids(redis_server) == [*accepted, rid]

@@ -134,49 +134,37 @@ def redis_checks(
         name = f"{g.stream}/{g.group}"
         lagging = g.lag is not None and g.lag > max_lag
         checks.append(
-            Check(
-                "redis_group_lag",
-                name,
+            _group_check(
+                g,
                 "lag",
-                Alert(
-                    title=f"consumer group {name} lags",
-                    text=f"{g.lag:,} entries not yet read (bound {max_lag:,}): the uploader is behind or failing",
-                    details=asdict(g),
-                    kind="redis_group_lag",
-                    subject=name,
-                    condition="lag",
-                    source=SOURCE,
-                )
-                if lagging
-                else None,
+                holds=lagging,
+                title=f"consumer group {name} lags",
+                text=f"{g.lag:,} entries not yet read (bound {max_lag:,}): the uploader is behind or failing",
                 cleared=not lagging and (g.lag is None or g.lag < max_lag // 2),
             )
         )
-        holding = (g.lag or 0) > 0 or g.pending > 0
         idle = g.idle_s is None or g.idle_s > max_idle_h * 3600
-        abandoned = holding and idle
+        silent = "no consumer" if g.idle_s is None else f"no read for {g.idle_s / 3600:,.1f} h"
         checks.append(
-            Check(
-                "redis_group_idle",
-                name,
+            _group_check(
+                g,
                 "idle",
-                Alert(
-                    title=f"consumer group {name} is idle and blocks trimming",
-                    text=("no consumer" if g.idle_s is None else f"no read for {g.idle_s / 3600:,.1f} h")
-                    + f" (bound {max_idle_h:g} h) with {g.lag or 0:,} unread and {g.pending:,} pending entries: "
-                    "the stream is trimmed only below what every group consumed, so it grows; resume the reader, or "
-                    "delete the group if it is abandoned (XGROUP DESTROY)",
-                    details=asdict(g),
-                    kind="redis_group_idle",
-                    subject=name,
-                    condition="idle",
-                    source=SOURCE,
-                )
-                if abandoned
-                else None,
+                holds=idle and ((g.lag or 0) > 0 or g.pending > 0),
+                title=f"consumer group {name} is idle and blocks trimming",
+                text=f"{silent} (bound {max_idle_h:g} h) with {g.lag or 0:,} unread and {g.pending:,} pending "
+                "entries: the stream is trimmed only below what every group consumed, so it grows; resume the reader, "
+                "or delete the group if it is abandoned (XGROUP DESTROY)",
             )
         )
     return checks
+
+
+def _group_check(g: GroupFigures, condition: str, *, holds: bool, title: str, text: str, cleared: bool = True) -> Check:
+    """The recorded condition ``redis_group_<condition>`` of one consumer group (its alert when it holds)."""
+    kind, subject = f"redis_group_{condition}", f"{g.stream}/{g.group}"
+    alert = Alert(title=title, text=text, details=asdict(g), kind=kind, subject=subject, condition=condition,
+                  source=SOURCE) if holds else None  # fmt: skip
+    return Check(kind, subject, condition, alert, cleared=cleared)
 
 
 def check_redis(

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 # has consumed (storage.redis_streams.trim_consumed).
 _COMMIT_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
+if current == ARGV[2] and string.find(ARGV[2], '@', 1, true) then
+  return {-3, current}
+end
 local at = string.find(current or '', '@', 1, true)
 local held = at and string.sub(current, 1, at - 1) or (current or '')
 if held ~= ARGV[1] then
@@ -74,7 +77,7 @@ redis.call('SET', KEYS[1], ARGV[2])
 return out
 """
 
-_WRITTEN, _DUPLICATE, _WRONG_TYPE, _CONFLICT = 1, 0, -1, -2
+_WRITTEN, _DUPLICATE, _WRONG_TYPE, _CONFLICT, _ALREADY = 1, 0, -1, -2, -3
 
 # Errors after which the same batch may well succeed later: keep it and retry.
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
@@ -107,6 +110,9 @@ class StreamRecord(NamedTuple):
 
 class CommitOutcome(StrEnum):
     COMMITTED = "committed"
+    ALREADY = "already"
+    """Redis already holds exactly this batch's end from this writer: an earlier try of the same batch ran, and its
+    reply was lost with the connection (Redis killed right after). Nothing was written again."""
     CONFLICT = "conflict"
     """Redis holds another position than the batch starts from: another process committed; re-read from Redis."""
 
@@ -186,6 +192,8 @@ class Committer:
             for name, value in record.fields.items():
                 args += (name, value)
         reply = self._script(keys=keys, args=args)
+        if int(reply[0]) == _ALREADY:
+            return CommitResult(CommitOutcome.ALREADY, current=new)
         if int(reply[0]) == _CONFLICT:
             current = reply[1]
             return CommitResult(CommitOutcome.CONFLICT, current=Position.decode(current) if current else None)

@@ -316,7 +316,8 @@ class JournalWriter:
         self._work = threading.Condition(self._lock)
         existing = segments(directory)
         hint = read_committed_hint(directory)
-        committed = max(start_after or START, hint or START) if start_after is not None else (hint or START)
+        # Pending bytes count from Redis's position when known (the hint can be ahead of a Redis that lost writes).
+        committed = start_after if start_after is not None else (hint or START)
         self._sizes: dict[int, int] = {}
         for number in existing:
             with contextlib.suppress(FileNotFoundError):
@@ -367,8 +368,10 @@ class JournalWriter:
 
     @property
     def failed(self) -> str | None:
-        """Why the writer refuses records (a disk failure not yet cleared), or None."""
-        return self._failed
+        """Why the writer refuses records (a disk failure not yet cleared, and why its last probe failed), or None."""
+        if self._failed is None or self.last_probe_error is None:
+            return self._failed
+        return f"{self._failed}; last probe: {self.last_probe_error}"
 
     def _pending_after(self, committed: Position) -> int:
         total = 0
@@ -689,6 +692,7 @@ class JournalWriter:
             self._published = Position(number, 0)
             self.watermark.set(self._published)
             self._failed = None
+            self.last_probe_error = None
             logger.warning("journal: the disk took a probe; taking records again in segment %d", number)
 
     def close(self) -> None:

@@ -641,7 +641,6 @@ class _Child:
         self.resyncs = 0
         self.missing: collections.deque[str] = collections.deque(maxlen=20)
         self.dead_letter_errors = 0
-        self.lost_reply = False
         self.committed: Position | None = None
         self.batch: _Batch | None = None
         self.building = False
@@ -955,25 +954,19 @@ class _Child:
             result = self.committer.commit(batch.records, expected=self.committed, new=batch.end)
         except (rex.RedisError, OSError) as error:
             if is_transient(error):
-                self.lost_reply = True  # it may have run in Redis all the same: the retry tells (a conflict at its end)
                 self._error(error)
                 self.next_retry = time.monotonic() + RETRY_INTERVAL_S
             else:
                 logger.error("Redis refused a batch of %d events: %s; committing one by one", len(batch.records), error)
                 self._commit_one_by_one(batch)
             return
+        if result.outcome is CommitOutcome.ALREADY:
+            # An earlier try of this batch ran in Redis; its reply was lost with the connection. Count it once.
+            self._committed(batch.end, batch.records, written=len(batch.records), duplicates=0)
+            return
         if result.outcome is CommitOutcome.CONFLICT:
-            if result.current == batch.end and self.lost_reply:
-                # This batch's earlier try ran in Redis but its reply was lost with the connection (Redis killed
-                # right after): Redis holds exactly its end. It is in the stream once; count it as written.
-                logger.warning("a commit of %d events reached Redis before the connection dropped; not sent again",
-                               len(batch.records))  # fmt: skip
-                self.lost_reply = False
-                self._committed(batch.end, batch.records, written=len(batch.records), duplicates=0)
-                return
             self._conflict(result.current)
             return
-        self.lost_reply = False
         refused = [batch.records[i] for i in result.refused]
         self._committed(batch.end, batch.records, written=result.written, duplicates=result.duplicates)
         self._dead_letter_records(refused, "WRONGTYPE: the stream key holds a value that is not a stream")
